@@ -1,0 +1,63 @@
+"""`spot-jax train` and `spot-jax eval`: gin-configured like T5X's train/eval scripts.
+
+  spot-jax train --gin_file=models/base.gin --gin_file=runs/prompt_train.gin \
+      --gin.MODEL_DIR=/tmp/rte --gin.MIXTURE_OR_TASK_NAME=super_glue_rte --gin.TRAIN_STEPS=1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+GIN_HELP = ("gin flags: --gin_file=FILE (repeatable; searched in the cwd and gin_configs/), "
+            "--gin.MACRO=VALUE or --gin.Configurable.param=VALUE (T5X style)")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+  train = subparsers.add_parser("train", help="prompt-tune on a task or mixture",
+                                description=GIN_HELP)
+  train.add_argument("--overwrite", action="store_true",
+                     help="delete a different run found in MODEL_DIR instead of refusing")
+  train.set_defaults(func=run_train, accepts_gin=True)
+  evaluate = subparsers.add_parser("eval", help="evaluate a prompt file on a task",
+                                   description=GIN_HELP)
+  evaluate.set_defaults(func=run_eval, accepts_gin=True)
+
+
+def _configure(args: argparse.Namespace) -> None:
+  from spot_jax import gin_utils
+  from spot_jax.tasks_util import register_all_tasks
+  register_all_tasks()
+  gin_utils.parse_gin(args.gin_files, args.gin_bindings)
+
+
+def run_train(args: argparse.Namespace) -> int:
+  import dataclasses
+
+  import gin
+
+  from spot_jax.train.loop import TrainConfig, train
+  _configure(args)
+  try:
+    cfg = TrainConfig()
+  except TypeError as e:
+    raise ValueError(f"Incomplete train config ({e}); set MODEL_DIR and MIXTURE_OR_TASK_NAME "
+                     "and include runs/prompt_train.gin") from None
+  if args.overwrite:
+    cfg = dataclasses.replace(cfg, overwrite=True)
+  summary = train(cfg, gin_config=gin.config_str())
+  print(f"Finished {summary.task} in {cfg.model_dir}: {summary.steps_done} steps, best step "
+        f"{summary.best_step} ({summary.eval_metric} {summary.best_score}).")
+  return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+  from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
+  _configure(args)
+  try:
+    cfg = EvalConfig()
+  except TypeError as e:
+    raise ValueError(f"Incomplete eval config ({e}); set PROMPT_FILE and MIXTURE_OR_TASK_NAME "
+                     "and include runs/prompt_eval.gin") from None
+  print(json.dumps(evaluate_prompt(cfg), indent=2))
+  return 0

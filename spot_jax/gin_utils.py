@@ -1,0 +1,100 @@
+"""Gin at the edge: T5X-style `--gin_file=` / `--gin.NAME=value` flags -> a parsed config.
+
+Macro names follow T5X (MODEL_DIR, TRAIN_STEPS, MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS,
+BATCH_SIZE, DROPOUT_RATE, INITIAL_CHECKPOINT_PATH, PROMPT_LENGTH, PROMPT_FILE, EVAL_PERIOD...).
+A `--gin.MACRO` that no gin file defines and that is not a known macro is refused with the
+closest valid names, so a typo never silently trains with a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import gin
+
+GIN_CONFIGS_DIR = Path(__file__).resolve().parents[1] / "gin_configs"
+KNOWN_MACROS = (
+    "MODEL_DIR", "TRAIN_STEPS", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE",
+    "DROPOUT_RATE", "INITIAL_CHECKPOINT_PATH", "PROMPT_LENGTH", "PROMPT_FILE", "EVAL_PERIOD",
+    "CHECKPOINT_PERIOD", "MODEL_NAME", "RANDOM_SEED", "KEY_STEP", "LEARNING_RATE",
+    "STEP_OFFSET", "EVAL_METRIC", "EVAL_NUM_EXAMPLES", "MESH_DATA", "MESH_MODEL", "DTYPE",
+    "PROMPT_INIT", "OUTPUT_FILE", "EVAL_SPLIT",
+)
+_MACRO_DEF = re.compile(r"^\s*([A-Z_][A-Z0-9_]*)\s*=", re.MULTILINE)
+
+
+def _search_paths() -> list[str]:
+  return [os.getcwd(), str(GIN_CONFIGS_DIR)]
+
+
+def resolve_gin_file(name: str) -> str:
+  """A gin file path as given, or relative to the cwd or `gin_configs/`."""
+  for base in [""] + _search_paths():
+    path = os.path.join(base, name) if base else name
+    if os.path.isfile(path):
+      return path
+  available = sorted(str(p.relative_to(GIN_CONFIGS_DIR)) for p in GIN_CONFIGS_DIR.rglob("*.gin"))
+  close = difflib.get_close_matches(name, available, n=3, cutoff=0.3)
+  raise FileNotFoundError(f"gin file {name!r} not found (looked in {_search_paths()}). "
+                          f"Closest in gin_configs/: {close or available[:8]}")
+
+
+def _quote_if_needed(value: str) -> str:
+  """T5X wants `--gin.MODEL_DIR=\\"/path\\"`; accept a bare path or name as a string too."""
+  try:
+    gin.config.parse_value(value)
+    return value
+  except Exception:  # gin raises various parser errors for bare strings.
+    return repr(value)
+
+
+def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+  """Splits `--gin_file=F` and `--gin.X=V` (or `--gin.X V`) out of argv.
+
+  Returns (gin files, bindings "X = V", remaining args).
+  """
+  files, bindings, rest = [], [], []
+  args = list(argv)
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    if arg.startswith("--gin_file"):
+      value = arg.split("=", 1)[1] if "=" in arg else args[(i := i + 1)]
+      files.append(value)
+    elif arg.startswith("--gin."):
+      name, _, value = arg[len("--gin."):].partition("=")
+      if not _:
+        i += 1
+        value = args[i]
+      bindings.append(f"{name} = {_quote_if_needed(value)}")
+    elif arg.startswith("--gin_bindings"):
+      bindings.append(arg.split("=", 1)[1] if "=" in arg else args[(i := i + 1)])
+    else:
+      rest.append(arg)
+    i += 1
+  return files, bindings, rest
+
+
+def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
+  """Clears gin, then parses `files` and `bindings` (later ones override earlier)."""
+  paths = [resolve_gin_file(f) for f in files]
+  defined = set(KNOWN_MACROS)
+  for path in paths:
+    defined |= set(_MACRO_DEF.findall(Path(path).read_text()))
+  for binding in bindings:
+    name = binding.split("=", 1)[0].strip()
+    if "." not in name and "/" not in name and name not in defined:
+      close = difflib.get_close_matches(name, sorted(defined), n=3, cutoff=0.5)
+      raise ValueError(f"Unknown gin macro {name!r}: no gin file defines it. "
+                       f"Closest valid names: {close or sorted(defined)[:10]}")
+  gin.clear_config()
+  for directory in _search_paths():
+    gin.add_config_file_search_path(directory)
+  try:
+    gin.parse_config_files_and_bindings(paths, bindings, finalize_config=False)
+  except (ValueError, KeyError) as e:
+    raise ValueError(f"Bad gin config: {e}") from None

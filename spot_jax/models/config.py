@@ -1,0 +1,71 @@
+"""T5 1.1 model configurations (published shapes) and lookup by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+  """Shape and numerics of a T5 1.1 encoder-decoder.
+
+  Attributes mirror T5X's `t5x/examples/t5/network.T5Config` so gin files read alike.
+  """
+
+  vocab_size: int = 32128
+  emb_dim: int = 512
+  num_heads: int = 6
+  head_dim: int = 64
+  mlp_dim: int = 1024
+  num_encoder_layers: int = 8
+  num_decoder_layers: int = 8
+  relative_attention_num_buckets: int = 32
+  relative_attention_max_distance: int = 128
+  dropout_rate: float = 0.1
+  layer_norm_epsilon: float = 1e-6
+  dtype: str = "float32"  # compute dtype: float32 on CPU, bfloat16 on GPU/TPU.
+  remat: bool = False  # rematerialise each layer in the backward pass.
+
+  @property
+  def compute_dtype(self) -> Any:
+    return jnp.dtype(self.dtype)
+
+  def replace(self, **overrides: Any) -> "T5Config":
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+    if unknown:
+      raise ValueError(f"Unknown T5Config field(s) {unknown}; valid fields: "
+                       f"{[f.name for f in dataclasses.fields(self)]}")
+    return dataclasses.replace(self, **overrides)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+# Published T5 1.1 (and LM-adapted) shapes; `tiny` is for tests and the embedded default.
+CONFIGS: dict[str, T5Config] = {
+    "tiny": T5Config(emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,
+                     num_encoder_layers=2, num_decoder_layers=2),
+    "small": T5Config(emb_dim=512, num_heads=6, head_dim=64, mlp_dim=1024,
+                      num_encoder_layers=8, num_decoder_layers=8),
+    "base": T5Config(emb_dim=768, num_heads=12, head_dim=64, mlp_dim=2048,
+                     num_encoder_layers=12, num_decoder_layers=12),
+    "large": T5Config(emb_dim=1024, num_heads=16, head_dim=64, mlp_dim=2816,
+                      num_encoder_layers=24, num_decoder_layers=24),
+    "xl": T5Config(emb_dim=2048, num_heads=32, head_dim=64, mlp_dim=5120,
+                   num_encoder_layers=24, num_decoder_layers=24),
+    "xxl": T5Config(emb_dim=4096, num_heads=64, head_dim=64, mlp_dim=10240,
+                    num_encoder_layers=24, num_decoder_layers=24),
+}
+
+
+def get_config(name: str, **overrides: Any) -> T5Config:
+  """Returns the named config (tiny, small, base, large, xl, xxl) with overrides applied."""
+  if name not in CONFIGS:
+    close = difflib.get_close_matches(name, CONFIGS, n=3, cutoff=0.3)
+    hint = f" Did you mean {close}?" if close else ""
+    raise ValueError(f"Unknown model config {name!r}; valid names: {sorted(CONFIGS)}.{hint}")
+  return CONFIGS[name].replace(**overrides) if overrides else CONFIGS[name]

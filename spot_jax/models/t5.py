@@ -1,0 +1,175 @@
+"""The T5 1.1 encoder-decoder with an optional soft prompt, parameter names equal to T5X's.
+
+Param tree (under `params`):
+  token_embedder/embedding                          [vocab, embed]
+  encoder/prompt/prompt/prompt                      [prompt_length, embed]  (when prompt_length > 0)
+  encoder/relpos_bias/rel_embedding                 [heads, buckets]
+  encoder/layers_{i}/pre_attention_layer_norm/scale [embed]
+  encoder/layers_{i}/attention/{query,key,value}/kernel [embed, heads*head_dim]
+  encoder/layers_{i}/attention/out/kernel           [heads*head_dim, embed]
+  encoder/layers_{i}/pre_mlp_layer_norm/scale, mlp/{wi_0,wi_1}/kernel [embed, mlp], mlp/wo/kernel
+  encoder/encoder_norm/scale
+  decoder/relpos_bias/rel_embedding, decoder/layers_{i}/{pre_self_attention_layer_norm,
+    self_attention, pre_cross_attention_layer_norm, encoder_decoder_attention, pre_mlp_layer_norm,
+    mlp}, decoder/decoder_norm/scale, decoder/logits_dense/kernel [embed, vocab]
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from spot_jax.models import layers
+from spot_jax.models.config import T5Config
+from spot_jax.prompts import Prompt
+
+Array = jax.Array
+
+
+class EncoderLayer(nn.Module):
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+    """x [b, l, e], bias [b, h, l, l] -> [b, l, e]."""
+    cfg = self.config
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="pre_attention_layer_norm")(x)
+    y = layers.MultiHeadAttention(cfg, name="attention")(y, y, bias, deterministic)
+    x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
+    y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="pre_mlp_layer_norm")(x)
+    y = layers.GatedGeluMlp(cfg, name="mlp")(y, deterministic)
+    return x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
+
+
+class DecoderLayer(nn.Module):
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array,
+               deterministic: bool) -> Array:
+    """x [b, t, e], encoded [b, s, e], self_bias [b, h, t, t], cross_bias [b, 1, t, s]."""
+    cfg = self.config
+    eps, dtype = cfg.layer_norm_epsilon, cfg.compute_dtype
+    y = layers.RMSNorm(eps, dtype, name="pre_self_attention_layer_norm")(x)
+    y = layers.MultiHeadAttention(cfg, name="self_attention")(y, y, self_bias, deterministic)
+    x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
+    y = layers.RMSNorm(eps, dtype, name="pre_cross_attention_layer_norm")(x)
+    y = layers.MultiHeadAttention(cfg, name="encoder_decoder_attention")(
+        y, encoded, cross_bias, deterministic)
+    x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
+    y = layers.RMSNorm(eps, dtype, name="pre_mlp_layer_norm")(x)
+    y = layers.GatedGeluMlp(cfg, name="mlp")(y, deterministic)
+    return x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
+
+
+def _maybe_remat(layer_cls: type[nn.Module], config: T5Config, deterministic_argnum: int):
+  if not config.remat:
+    return layer_cls
+  return nn.remat(layer_cls, static_argnums=(deterministic_argnum,))
+
+
+class Encoder(nn.Module):
+  """Embeds tokens, prepends the soft prompt, runs the bidirectional stack."""
+
+  config: T5Config
+  shared_embedding: nn.Module
+  prompt_length: int = 0
+
+  @nn.compact
+  def __call__(self, tokens: Array, deterministic: bool) -> tuple[Array, Array]:
+    """tokens [b, s] -> (encoded [b, L+s, e], mask [b, L+s] bool); L = prompt_length."""
+    cfg = self.config
+    x = self.shared_embedding(tokens).astype(cfg.compute_dtype)
+    mask = tokens > 0
+    if self.prompt_length:
+      x, mask = Prompt(self.prompt_length, cfg.emb_dim, name="prompt")(x, mask)
+    x = layers.sublayer_dropout(cfg)(x, deterministic=deterministic)
+    length = x.shape[1]
+    position_bias = layers.RelativePositionBias(
+        cfg.num_heads, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
+        bidirectional=True, dtype=cfg.compute_dtype, name="relpos_bias")(length, length)
+    bias = position_bias + layers.mask_to_bias(mask[:, None, None, :], cfg.compute_dtype)
+    layer_cls = _maybe_remat(EncoderLayer, cfg, deterministic_argnum=3)
+    for i in range(cfg.num_encoder_layers):
+      x = layer_cls(cfg, name=f"layers_{i}")(x, bias, deterministic)
+    x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="encoder_norm")(x)
+    return layers.sublayer_dropout(cfg)(x, deterministic=deterministic), mask
+
+
+class Decoder(nn.Module):
+  """Causal stack with cross-attention and the untied `logits_dense` output projection."""
+
+  config: T5Config
+  shared_embedding: nn.Module
+
+  @nn.compact
+  def __call__(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
+               decoder_target_tokens: Array | None, deterministic: bool) -> Array:
+    """encoded [b, s, e], encoder_mask [b, s], decoder tokens [b, t] -> logits [b, t, vocab] f32.
+
+    Queries at padded target positions (decoder_target_tokens == 0) are masked as in T5X;
+    without targets (decoding) only the causal mask applies.
+    """
+    cfg = self.config
+    length = decoder_input_tokens.shape[1]
+    x = self.shared_embedding(decoder_input_tokens).astype(cfg.compute_dtype)
+    x = layers.sublayer_dropout(cfg)(x, deterministic=deterministic)
+    causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
+    if decoder_target_tokens is not None:
+      valid = decoder_target_tokens > 0
+      self_mask = causal & valid[:, None, :, None] & valid[:, None, None, :]
+      cross_mask = valid[:, None, :, None] & encoder_mask[:, None, None, :]
+    else:
+      self_mask = causal
+      cross_mask = encoder_mask[:, None, None, :]
+    position_bias = layers.RelativePositionBias(
+        cfg.num_heads, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
+        bidirectional=False, dtype=cfg.compute_dtype, name="relpos_bias")(length, length)
+    self_bias = position_bias + layers.mask_to_bias(self_mask, cfg.compute_dtype)
+    cross_bias = layers.mask_to_bias(cross_mask, cfg.compute_dtype)
+    layer_cls = _maybe_remat(DecoderLayer, cfg, deterministic_argnum=5)
+    for i in range(cfg.num_decoder_layers):
+      x = layer_cls(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias, deterministic)
+    x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="decoder_norm")(x)
+    x = layers.sublayer_dropout(cfg)(x, deterministic=deterministic)
+    return nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
+                    kernel_init=layers.mlp_kernel_init, name="logits_dense")(x)
+
+
+class T5(nn.Module):
+  """T5 1.1 encoder-decoder; `prompt_length` > 0 adds a soft prompt to the encoder input.
+
+  Dropout needs the `dropout` rng when `enable_dropout=True`.
+  """
+
+  config: T5Config
+  prompt_length: int = 0
+
+  def setup(self):
+    cfg = self.config
+    self.token_embedder = nn.Embed(cfg.vocab_size, cfg.emb_dim, dtype=cfg.compute_dtype,
+                                   param_dtype=jnp.float32,
+                                   embedding_init=nn.initializers.normal(stddev=1.0),
+                                   name="token_embedder")
+    self.encoder = Encoder(cfg, self.token_embedder, self.prompt_length, name="encoder")
+    self.decoder = Decoder(cfg, self.token_embedder, name="decoder")
+
+  def encode(self, encoder_input_tokens: Array, *, enable_dropout: bool = False
+             ) -> tuple[Array, Array]:
+    """[b, s] -> (encoded [b, L+s, e], encoder_mask [b, L+s])."""
+    return self.encoder(encoder_input_tokens, not enable_dropout)
+
+  def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
+             decoder_target_tokens: Array | None = None, *, enable_dropout: bool = False) -> Array:
+    """Logits [b, t, vocab] (float32) for decoder inputs given the encoder output."""
+    return self.decoder(encoded, encoder_mask, decoder_input_tokens, decoder_target_tokens,
+                        not enable_dropout)
+
+  def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+               decoder_target_tokens: Array | None = None, *, enable_dropout: bool = False
+               ) -> Array:
+    """Teacher-forced logits [b, t, vocab] (float32)."""
+    encoded, mask = self.encode(encoder_input_tokens, enable_dropout=enable_dropout)
+    return self.decode(encoded, mask, decoder_input_tokens, decoder_target_tokens,
+                       enable_dropout=enable_dropout)

@@ -1,0 +1,42 @@
+"""Looking up seqio tasks and mixtures by name, with errors that list the closest names."""
+
+from __future__ import annotations
+
+import difflib
+
+import seqio
+
+
+def get_task_or_mixture(name: str) -> seqio.Task | seqio.Mixture:
+  """The registered task or mixture `name`; a ValueError lists close names when unknown."""
+  try:
+    return seqio.get_mixture_or_task(name)
+  except ValueError:
+    names = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
+    hint = f" Closest registered names: {close}." if close else ""
+    raise ValueError(f"Unknown task or mixture {name!r} ({len(names)} registered; "
+                     f"`spot-jax tasks list` prints them).{hint}") from None
+
+
+def subtasks_with_metrics(name: str) -> list[seqio.Task]:
+  """The tasks evaluated for `name`: itself, or a mixture's sub-tasks that define metrics."""
+  provider = get_task_or_mixture(name)
+  tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+  return [t for t in tasks if t.metric_fns or t.score_metric_fns or t.predict_metric_fns]
+
+
+def task_labels(name: str) -> tuple[str, ...] | None:
+  """The label strings of a classification task (for rank classification and class-label
+  prompt initialisation), or None when the task has no fixed label set."""
+  from tasks import synthetic
+  try:
+    return synthetic.task_labels(name)
+  except (KeyError, ValueError):
+    pass
+  return None
+
+
+def register_all_tasks() -> None:
+  """Imports every task module of `tasks/`, registering the synthetic world and real tasks."""
+  import tasks.synthetic  # noqa: F401

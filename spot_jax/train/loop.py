@@ -1,0 +1,264 @@
+"""The prompt-tuning run: frozen model + task -> MODEL_DIR with prompts, metrics and a summary.
+
+`train(TrainConfig(...))` is plain Python; gin only builds the TrainConfig at the command line.
+A run resumes from the last complete train-state checkpoint in MODEL_DIR, and because the data
+order is a function of (task, seed, step) and dropout keys are fold_in(rng, step), a resumed run
+ends with the same prompt as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Mapping, Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spot_jax import prompts
+from spot_jax.checkpoints.load import fingerprint, load_model
+from spot_jax.evaluation.evaluator import PromptEvaluator
+from spot_jax.models.config import get_config
+from spot_jax.models.losses import DEFAULT_Z_LOSS
+from spot_jax.models.t5 import T5
+from spot_jax.tasks_util import get_task_or_mixture, task_labels
+from spot_jax.train import partitioning, run_dir
+from spot_jax.train.data import train_batches
+from spot_jax.train.metrics_log import MetricsLogger
+from spot_jax.train.optimizer import SPOT_LEARNING_RATE, SPOT_WEIGHT_DECAY, prompt_adafactor
+from spot_jax.train.step import TrainState, init_train_state, make_train_step
+
+PROMPT_INITS = ("sampled_vocab", "class_labels", "file", "uniform")
+SOURCE_TRAIN_STEPS = 2**18  # SPoT §3.1: source prompt tuning.
+TARGET_TRAIN_STEPS = 100_000  # SPoT §3.1: target prompt tuning.
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; the run stopped before writing another checkpoint."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """One prompt-tuning run. Defaults are SPoT's (Adafactor lr 0.3, batch 32, dropout 0.1...)."""
+
+  model_dir: str
+  task: str
+  feature_lengths: Mapping[str, int] = dataclasses.field(
+      default_factory=lambda: {"inputs": 512, "targets": 32})
+  train_steps: int = TARGET_TRAIN_STEPS
+  batch_size: int = 32
+  model: str = "base"  # named config; validated against the checkpoint.
+  initial_checkpoint: str | None = None  # None: a randomly initialised frozen model (tests).
+  prompt_length: int = prompts.DEFAULT_PROMPT_LENGTH
+  prompt_init: str = "sampled_vocab"
+  prompt_file: str | None = None
+  class_labels: Sequence[str] | None = None  # default: the task's labels.
+  dropout_rate: float = 0.1
+  dtype: str = "float32"
+  remat: bool = False
+  learning_rate: float = SPOT_LEARNING_RATE
+  weight_decay: float = SPOT_WEIGHT_DECAY
+  decay_rate: float = 0.8
+  clipping_threshold: float | None = 1.0
+  step_offset: int | None = None  # None: the loaded checkpoint's step (T5X), else 0.
+  z_loss: float = DEFAULT_Z_LOSS
+  checkpoint_period: int = 500
+  eval_period: int = 500  # 0: no evaluation.
+  eval_metric: str | None = None  # best checkpoint by this metric; default the first one.
+  eval_num_examples: int | None = None
+  eval_batch_size: int | None = None
+  eval_mode: str = "auto"  # "auto": rank classification when labels are known, else greedy.
+  key_step: int = 10_000  # the task-embedding step (SPoT §3.2).
+  keep_train_states: int = 3
+  log_period: int = 100
+  seed: int = 0
+  mesh_data: int = -1
+  mesh_model: int = 1
+  overwrite: bool = False
+
+
+def build_frozen_model(cfg: TrainConfig) -> tuple[T5, dict[str, Any], dict[str, Any], int]:
+  """(model, frozen params, identity for run.json, checkpoint step or 0)."""
+  overrides = dict(dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, remat=cfg.remat)
+  if cfg.initial_checkpoint:
+    loaded = load_model(cfg.initial_checkpoint, config=get_config(cfg.model))
+    config, params = loaded.config.replace(**overrides), loaded.params
+    identity = {"name": cfg.model, "checkpoint": cfg.initial_checkpoint,
+                "fingerprint": loaded.fingerprint}
+    step = loaded.step or 0
+  else:
+    config = get_config(cfg.model, **overrides)
+    tokens = jnp.ones((1, 4), jnp.int32)
+    params = jax.jit(T5(config).init)(jax.random.PRNGKey(cfg.seed), tokens, tokens)["params"]
+    params = jax.device_get(params)
+    identity = {"name": cfg.model, "checkpoint": None, "fingerprint": fingerprint(params)}
+    step = 0
+  identity["config"] = {k: v for k, v in config.to_dict().items()
+                        if k not in ("dropout_rate", "dtype", "remat")}
+  return T5(config, cfg.prompt_length), params, identity, step
+
+
+def initial_prompt(cfg: TrainConfig, params: Mapping[str, Any], emb_dim: int) -> jax.Array:
+  """The prompt [L, embed] a fresh run starts from."""
+  key = jax.random.PRNGKey(cfg.seed)
+  embedding = params["token_embedder"]["embedding"]
+  if cfg.prompt_init == "sampled_vocab":
+    return prompts.from_sampled_vocab(key, embedding, cfg.prompt_length)
+  if cfg.prompt_init == "class_labels":
+    labels = cfg.class_labels or task_labels(cfg.task)
+    if not labels:
+      raise ValueError(f"prompt_init='class_labels' needs labels: task {cfg.task!r} declares "
+                       "none; set TrainConfig.class_labels")
+    vocabulary = get_task_or_mixture(cfg.task).output_features["targets"].vocabulary
+    label_ids = [list(vocabulary.encode(label)) for label in labels]
+    return prompts.from_class_labels(key, embedding, cfg.prompt_length, label_ids)
+  if cfg.prompt_init == "file":
+    if not cfg.prompt_file:
+      raise ValueError("prompt_init='file' needs PROMPT_FILE (TrainConfig.prompt_file)")
+    return prompts.from_file(cfg.prompt_file, cfg.prompt_length, emb_dim)
+  if cfg.prompt_init == "uniform":
+    return prompts.uniform(key, cfg.prompt_length, emb_dim)
+  raise ValueError(f"Unknown prompt_init {cfg.prompt_init!r}; choose one of {PROMPT_INITS}")
+
+
+def select_score(results: Mapping[str, Mapping[str, float]], metric: str | None
+                 ) -> tuple[str, float]:
+  """The checkpoint score: `metric` averaged over the evaluated tasks that report it."""
+  if metric is None:
+    first_task = sorted(results)[0]
+    metric = sorted(results[first_task])[0]
+  values = [m[metric] for m in results.values() if metric in m]
+  if not values:
+    available = sorted({k for m in results.values() for k in m})
+    raise ValueError(f"eval_metric {metric!r} is not reported; available: {available}")
+  return metric, float(np.mean(values))
+
+
+def _check_task(cfg: TrainConfig, model: T5) -> None:
+  provider = get_task_or_mixture(cfg.task)
+  vocab_size = provider.output_features["targets"].vocabulary.vocab_size
+  if vocab_size > model.config.vocab_size:
+    raise ValueError(f"Task {cfg.task!r} has a vocabulary of {vocab_size} ids but the model "
+                     f"{cfg.model!r} only {model.config.vocab_size}")
+  if cfg.checkpoint_period <= 0 or cfg.train_steps <= 0:
+    raise ValueError("train_steps and checkpoint_period must be positive")
+
+
+def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
+  """Runs (or resumes) prompt tuning; returns the run summary also written to run.json."""
+  partitioning.maybe_initialize_distributed()
+  is_chief = jax.process_index() == 0
+  model, frozen_params, identity, checkpoint_step = build_frozen_model(cfg)
+  _check_task(cfg, model)
+  summary = run_dir.RunSummary(
+      task=cfg.task, model=identity, prompt_length=cfg.prompt_length, seed=cfg.seed,
+      batch_size=cfg.batch_size, feature_lengths=dict(cfg.feature_lengths),
+      train_steps=cfg.train_steps, key_step=cfg.key_step, eval_metric=cfg.eval_metric,
+      prompt_init=cfg.prompt_init)
+  run_dir.check_compatible(cfg.model_dir, summary, cfg.overwrite)
+  os.makedirs(cfg.model_dir, exist_ok=True)
+  if is_chief and gin_config:
+    run_dir.atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN), gin_config.encode())
+
+  step_offset = checkpoint_step if cfg.step_offset is None else cfg.step_offset
+  optimizer = prompt_adafactor(cfg.learning_rate, cfg.decay_rate, cfg.clipping_threshold,
+                               cfg.weight_decay, step_offset=step_offset)
+  state = init_train_state(initial_prompt(cfg, frozen_params, model.config.emb_dim),
+                           optimizer, cfg.seed)
+  checkpointer = run_dir.TrainStateCheckpointer(cfg.model_dir, cfg.keep_train_states)
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state)
+    summary = run_dir.read_summary(cfg.model_dir)
+    summary.train_steps = cfg.train_steps
+  elif is_chief:
+    run_dir.save_prompt(cfg.model_dir, 0, np.asarray(state.prompt))
+  start_step = int(state.step)
+
+  mesh = partitioning.make_mesh(cfg.mesh_data, cfg.mesh_model)
+  param_specs = partitioning.param_partition_specs(frozen_params)
+  frozen = partitioning.shard_params(frozen_params, mesh)
+  param_shardings = jax.tree_util.tree_map(
+      lambda spec: jax.sharding.NamedSharding(mesh, spec), param_specs)
+  step_fn = partitioning.jit_train_step(make_train_step(model, optimizer, cfg.z_loss), mesh,
+                                        state, param_shardings)
+  batches = train_batches(cfg.task, cfg.feature_lengths,
+                          partitioning.host_batch_size(cfg.batch_size), seed=cfg.seed,
+                          start_step=start_step, shard_info=partitioning.host_shard_info())
+  evaluator = None
+  if cfg.eval_period:
+    labels = _eval_labels(cfg)
+    evaluator = PromptEvaluator(model, frozen_params, cfg.task, cfg.feature_lengths,
+                                cfg.eval_batch_size or cfg.batch_size,
+                                num_examples=cfg.eval_num_examples, task_labels=labels)
+  logger = MetricsLogger(cfg.model_dir, cfg.train_steps, start_step, cfg.batch_size,
+                         enabled=is_chief)
+  pending: list[dict[str, jax.Array]] = []
+  try:
+    for step in range(start_step + 1, cfg.train_steps + 1):
+      batch = partitioning.make_global_batch(next(batches), mesh)
+      state, metrics = step_fn(state, frozen, batch)
+      pending.append(metrics)
+      at_checkpoint = step % cfg.checkpoint_period == 0 or step == cfg.train_steps
+      if step % cfg.log_period == 0 or at_checkpoint:
+        logger.log_train(step, _mean_metrics(pending, step))
+        pending = []
+      if at_checkpoint:
+        _checkpoint(cfg, state, step, checkpointer, evaluator, summary, logger, is_chief)
+  finally:
+    logger.close()
+    checkpointer.close()
+  summary.finished = True
+  if summary.best_step is None:
+    summary.best_step = summary.steps_done
+  if is_chief:
+    run_dir.write_summary(cfg.model_dir, summary)
+  return summary
+
+
+def _eval_labels(cfg: TrainConfig) -> dict[str, Sequence[str]]:
+  if cfg.eval_mode == "greedy":
+    return {}
+  if cfg.eval_mode not in ("auto", "rank"):
+    raise ValueError(f"Unknown eval_mode {cfg.eval_mode!r}; choose auto, rank or greedy")
+  from spot_jax.tasks_util import subtasks_with_metrics
+  return {t.name: labels for t in subtasks_with_metrics(cfg.task)
+          if (labels := task_labels(t.name))}
+
+
+def _mean_metrics(pending: list[dict[str, jax.Array]], step: int) -> dict[str, float]:
+  """Fetches the metrics of the steps since the last log; stops on a non-finite loss."""
+  fetched = jax.device_get(pending)
+  losses = np.array([m["loss"] for m in fetched])
+  if not np.all(np.isfinite(losses)):
+    raise NonFiniteLossError(
+        f"Non-finite loss at step {step - len(losses) + int(np.argmin(np.isfinite(losses)))}; "
+        "stopped without writing a checkpoint, the last good one is intact. Lower the "
+        "learning rate or check the inputs.")
+  mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+  mean["loss_per_token"] = float(losses.sum() / max(sum(m["num_tokens"] for m in fetched), 1))
+  return mean
+
+
+def _checkpoint(cfg: TrainConfig, state: TrainState, step: int,
+                checkpointer: run_dir.TrainStateCheckpointer, evaluator: PromptEvaluator | None,
+                summary: run_dir.RunSummary, logger: MetricsLogger, is_chief: bool) -> None:
+  """Writes the numpy prompt, evaluates, then records the summary and the train state."""
+  prompt = np.asarray(jax.device_get(state.prompt))
+  if is_chief:
+    run_dir.save_prompt(cfg.model_dir, step, prompt)
+  results = {}
+  if evaluator is not None and (step % cfg.eval_period == 0 or step == cfg.train_steps):
+    results = evaluator.evaluate(prompt, step)
+    logger.log_eval(step, results)
+    metric, score = select_score(results, cfg.eval_metric)
+    summary.eval_metric = metric
+    if summary.best_score is None or score > summary.best_score:
+      summary.best_step, summary.best_score = step, score
+  summary.checkpoints[str(step)] = results
+  summary.steps_done = step
+  if is_chief:  # before the state: a kill in between redoes this interval identically.
+    run_dir.write_summary(cfg.model_dir, summary)
+  checkpointer.save(state)

@@ -1,0 +1,40 @@
+"""Adafactor as in SPoT / T5X prompt tuning, composed from optax transformations.
+
+update = -lr * clip_by_block_rms(g / sqrt(v_hat), 1.0) - weight_decay * param, i.e.
+param <- (1 - weight_decay) * param - lr * clipped update: the decay is multiplicative per step and
+not scaled by the learning rate. No momentum, no parameter scaling. The second-moment decay is
+1 - (t + 1)^-0.8 at the *absolute* step t = step_offset + updates so far; T5X restores the step of
+the LM-adapted checkpoint (1,100,000), so reproducing published runs means passing that offset.
+"""
+
+from __future__ import annotations
+
+import gin
+import optax
+
+SPOT_LEARNING_RATE = 0.3
+SPOT_WEIGHT_DECAY = 1e-5
+
+
+@gin.configurable
+def prompt_adafactor(learning_rate: float = SPOT_LEARNING_RATE,
+                     decay_rate: float = 0.8,
+                     clipping_threshold: float | None = 1.0,
+                     weight_decay: float = SPOT_WEIGHT_DECAY,
+                     min_dim_size_to_factor: int = 128,
+                     step_offset: int = 0,
+                     epsilon: float = 1e-30) -> optax.GradientTransformation:
+  """Adafactor with a constant learning rate and multiplicative weight decay.
+
+  Args:
+    step_offset: the absolute step of the first update (T5X: the loaded checkpoint's step).
+  """
+  transforms = [optax.scale_by_factored_rms(
+      factored=True, decay_rate=decay_rate, step_offset=-step_offset,
+      min_dim_size_to_factor=min_dim_size_to_factor, epsilon=epsilon)]
+  if clipping_threshold is not None:
+    transforms.append(optax.clip_by_block_rms(clipping_threshold))
+  transforms.append(optax.scale(-learning_rate))
+  if weight_decay:
+    transforms.append(optax.add_decayed_weights(-weight_decay))
+  return optax.chain(*transforms)

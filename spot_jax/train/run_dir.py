@@ -1,0 +1,177 @@
+"""The run directory (MODEL_DIR) contract.
+
+  MODEL_DIR/
+    config.gin                      the operative gin config of the run
+    run.json                        RunSummary: task, frozen-model identity, seeds, steps, metrics
+                                    per checkpoint, best step, key (task-embedding) step
+    numpy_checkpoints/checkpoint_{step}/encoder.prompt.prompt.prompt
+                                    the prompt [L, embed] as a plain .npy (T5X prompt-tuning name)
+    train_state/{step}/             orbax train state (prompt, optimizer, step, rng), last few
+    metrics.jsonl, tensorboard/     training and evaluation metrics
+
+Every file is written to a temporary name and renamed, so a run killed at any moment leaves
+complete files only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from spot_jax.train.step import TrainState
+
+PROMPT_FILENAME = "encoder.prompt.prompt.prompt"
+RUN_SUMMARY = "run.json"
+CONFIG_GIN = "config.gin"
+TRAIN_STATE_DIR = "train_state"
+
+
+class RunDirError(ValueError):
+  """MODEL_DIR holds something incompatible with the requested run."""
+
+
+@dataclasses.dataclass
+class RunSummary:
+  """run.json: what a run is and what it produced (read by the library and the studies)."""
+
+  task: str
+  model: dict[str, Any]  # name, config (dict), fingerprint, checkpoint.
+  prompt_length: int
+  seed: int
+  batch_size: int
+  feature_lengths: dict[str, int]
+  train_steps: int
+  key_step: int
+  eval_metric: str | None = None
+  steps_done: int = 0
+  checkpoints: dict[str, dict[str, dict[str, float]]] = dataclasses.field(default_factory=dict)
+  best_step: int | None = None
+  best_score: float | None = None
+  prompt_init: str = ""
+  finished: bool = False
+
+  def identity(self) -> dict[str, Any]:
+    """What must match for a MODEL_DIR to be resumed by a run."""
+    return {"task": self.task, "model_config": self.model.get("config"),
+            "model_fingerprint": self.model.get("fingerprint"),
+            "prompt_length": self.prompt_length, "seed": self.seed,
+            "batch_size": self.batch_size, "feature_lengths": self.feature_lengths}
+
+  @property
+  def key_prompt_step(self) -> int | None:
+    """The step whose prompt is the task embedding, when it was reached."""
+    return self.key_step if str(self.key_step) in self.checkpoints else None
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  directory = os.path.dirname(path) or "."
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_summary(model_dir: str, summary: RunSummary) -> None:
+  data = json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True).encode()
+  atomic_write_bytes(os.path.join(model_dir, RUN_SUMMARY), data)
+
+
+def read_summary(model_dir: str) -> RunSummary:
+  path = os.path.join(model_dir, RUN_SUMMARY)
+  try:
+    with open(path) as f:
+      return RunSummary(**json.load(f))
+  except FileNotFoundError:
+    raise RunDirError(f"{path} not found: {model_dir!r} is not a finished or started run") from None
+  except (json.JSONDecodeError, TypeError) as e:
+    raise RunDirError(f"{path} is not a valid run summary: {e}") from None
+
+
+def prompt_path(model_dir: str, step: int) -> str:
+  return os.path.join(model_dir, "numpy_checkpoints", f"checkpoint_{step}", PROMPT_FILENAME)
+
+
+def save_prompt(model_dir: str, step: int, prompt: np.ndarray) -> str:
+  """Writes the prompt [L, embed] as a .npy named as T5X prompt tuning does; returns the path."""
+  import io
+  buffer = io.BytesIO()
+  np.save(buffer, np.asarray(prompt, np.float32), allow_pickle=False)
+  path = prompt_path(model_dir, step)
+  atomic_write_bytes(path, buffer.getvalue())
+  return path
+
+
+def prompt_steps(model_dir: str) -> list[int]:
+  """Steps with a complete numpy prompt checkpoint, ascending."""
+  root = os.path.join(model_dir, "numpy_checkpoints")
+  if not os.path.isdir(root):
+    return []
+  steps = [int(m.group(1)) for d in os.listdir(root)
+           if (m := re.fullmatch(r"checkpoint_(\d+)", d))
+           and os.path.exists(os.path.join(root, d, PROMPT_FILENAME))]
+  return sorted(steps)
+
+
+def check_compatible(model_dir: str, summary: RunSummary, overwrite: bool) -> None:
+  """Refuses a MODEL_DIR holding another run (other model, task, prompt shape...).
+
+  With `overwrite`, the old run's files are removed instead.
+  """
+  if not os.path.exists(os.path.join(model_dir, RUN_SUMMARY)):
+    return
+  existing = read_summary(model_dir)
+  old, new = existing.identity(), summary.identity()
+  diffs = [f"{k}: {old[k]!r} in MODEL_DIR vs {new[k]!r} requested"
+           for k in new if old.get(k) != new[k]]
+  if not diffs:
+    return
+  if not overwrite:
+    raise RunDirError(f"MODEL_DIR {model_dir} holds a different run ({'; '.join(diffs)}). "
+                      "Use another MODEL_DIR, or pass --overwrite to delete that run.")
+  for name in (RUN_SUMMARY, CONFIG_GIN, "metrics.jsonl", "numpy_checkpoints", TRAIN_STATE_DIR,
+               "tensorboard"):
+    path = os.path.join(model_dir, name)
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    elif os.path.exists(path):
+      os.remove(path)
+
+
+class TrainStateCheckpointer:
+  """Orbax checkpoints of the full TrainState, keeping the last `max_to_keep`."""
+
+  def __init__(self, model_dir: str, max_to_keep: int = 3):
+    self.manager = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(model_dir, TRAIN_STATE_DIR)),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             enable_async_checkpointing=False))
+
+  def save(self, state: TrainState) -> None:
+    self.manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
+    self.manager.wait_until_finished()
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def restore(self, template: TrainState) -> TrainState:
+    step = self.manager.latest_step()
+    return self.manager.restore(step, args=ocp.args.StandardRestore(template))
+
+  def close(self) -> None:
+    self.manager.close()

@@ -1,0 +1,81 @@
+"""The prompt-tuning train state and the jitted training step.
+
+Only the prompt is differentiated: the frozen T5 weights enter the step as an argument that is
+never differentiated, so they get no gradients and no optimizer state, and XLA keeps only the
+activation-gradient half of the backward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from spot_jax.models.losses import DEFAULT_Z_LOSS, summed_loss
+from spot_jax.models.t5 import T5
+from spot_jax.prompts import with_prompt
+
+Array = jax.Array
+Batch = dict[str, Array]  # encoder_input_tokens [b, s], decoder_{input,target}_tokens [b, t]
+DEFAULT_RNG_IMPL = "threefry2x32"
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during prompt tuning; `step` is also the data position."""
+
+  step: Array  # [] int32, updates done so far.
+  prompt: Array  # [L, embed] float32.
+  opt_state: optax.OptState
+  rng: Array  # raw key data (uint32) for dropout; the per-step key is fold_in(rng, step).
+
+
+def init_train_state(prompt: Array, optimizer: optax.GradientTransformation, seed: int,
+                     rng_impl: str = DEFAULT_RNG_IMPL) -> TrainState:
+  prompt = jnp.asarray(prompt, jnp.float32)
+  rng = jax.random.key_data(jax.random.key(seed, impl=rng_impl))
+  return TrainState(step=jnp.zeros((), jnp.int32), prompt=prompt,
+                    opt_state=optimizer.init(prompt), rng=rng)
+
+
+def make_train_step(model: T5, optimizer: optax.GradientTransformation,
+                    z_loss: float = DEFAULT_Z_LOSS, rng_impl: str = DEFAULT_RNG_IMPL
+                    ) -> Callable[[TrainState, Any, Batch], tuple[TrainState, dict[str, Array]]]:
+  """Returns step(state, frozen_params, batch) -> (new state, metrics); not yet jitted."""
+  enable_dropout = model.config.dropout_rate > 0
+
+  def loss_fn(prompt: Array, frozen_params: Any, batch: Batch, dropout_key: Array):
+    logits = model.apply({"params": with_prompt(frozen_params, prompt)},
+                         batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+                         batch["decoder_target_tokens"], enable_dropout=enable_dropout,
+                         rngs={"dropout": dropout_key})
+    return summed_loss(logits, batch["decoder_target_tokens"], z_loss)
+
+  def step(state: TrainState, frozen_params: Any, batch: Batch):
+    dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=rng_impl),
+                                     state.step)
+    (loss, metrics), grad = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.prompt, jax.lax.stop_gradient(frozen_params), batch, dropout_key)
+    updates, opt_state = optimizer.update(grad, state.opt_state, state.prompt)
+    new_state = state.replace(step=state.step + 1, prompt=optax.apply_updates(state.prompt, updates),
+                              opt_state=opt_state)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grad))
+    return new_state, metrics
+
+  return step
+
+
+def make_eval_loss(model: T5, z_loss: float = DEFAULT_Z_LOSS
+                   ) -> Callable[[Array, Any, Batch], tuple[Array, dict[str, Array]]]:
+  """Returns loss(prompt, frozen_params, batch) -> (summed loss, metrics), dropout off."""
+
+  def loss(prompt: Array, frozen_params: Any, batch: Batch):
+    logits = model.apply({"params": with_prompt(frozen_params, prompt)},
+                         batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+                         batch["decoder_target_tokens"])
+    return summed_loss(logits, batch["decoder_target_tokens"], z_loss)
+
+  return loss

@@ -1,0 +1,436 @@
+"""Metadata of the real SPoT tasks: names, sources, splits, metrics, sizes and groups.
+
+This module is pure data (no seqio, no TensorFlow): it is cheap to import and works offline.
+`tasks.glue` and `tasks.spot_suite` read it to register seqio Tasks, `tasks.mixtures` to
+register the source-mixture families; `register_all()` imports the three.
+
+Task naming scheme (stable; never rename a registered task)
+-----------------------------------------------------------
+* GLUE:       `glue_<tfds config>`        glue_cola glue_sst2 glue_mrpc glue_qqp glue_stsb
+                                          glue_mnli glue_qnli glue_rte   (WNLI is excluded)
+* SuperGLUE:  `super_glue_<task>`         super_glue_boolq super_glue_cb super_glue_copa
+                                          super_glue_multirc super_glue_record super_glue_rte
+                                          super_glue_wic super_glue_wsc (TFDS `wsc.fixed`)
+* Other sets: `<dataset>` in snake case   c4_prefix_lm docnli yelp_polarity cxc squad drop ...
+              MRQA in-domain sets:        mrqa_<tfds config> (mrqa_squad, mrqa_news_qa, ...)
+              GEM sets:                   gem_<tfds config>  (gem_common_gen, gem_dart, ...)
+              translation:                wmt14_en_de wmt14_en_fr wmt16_en_ro
+* Taskless:   `<name>_taskless` is the same task whose inputs drop the leading `<benchmark>`
+              word (keys stay), for prompts that must carry the task identity themselves.
+* Mixtures:   `spot_mix_<family>` and `spot_mix_<family>_taskless` (see `mixture_families()`).
+
+Input format: `<benchmark> key1: value1 key2: value2 ...`, keys in a fixed order (T5 uses the
+dataset's feature names, sorted, for GLUE and SuperGLUE); targets are label names
+(`"<unk>"` for unlabelled test examples), STS-B / CxC scores rounded to 0.2 (`"3.8"`), or
+the reference text for generation tasks. MNLI is one task with splits `validation`
+(= validation_matched), `validation_matched`, `validation_mismatched`, `test` (= test_matched),
+`test_matched`, `test_mismatched`.
+
+Data
+----
+TFDS tasks read prepared TFDS data from the TFDS data dir (`$TFDS_DATA_DIR`, default
+`~/tensorflow_datasets`); they never download on their own: run `tfds build <name>`
+(datasets marked "manual" need files put in `<data_dir>/downloads/manual` first). File-backed
+tasks read JSONL from `<data dir>/<task name>/<split>.jsonl`, where the data dir is the gin
+binding `tasks.sources.get_data_dir.path`, else `$SPOT_JAX_DATA_DIR`; their schemas are in
+`TaskInfo.schema` and the `tasks.spot_suite` docstring. A task whose data is missing fails
+when it is first read, with a message that says what to download and where to put it.
+
+Sizes are numbers of training examples from the dataset papers / TFDS catalog (RACE counts
+questions, ReCoRD queries); mixtures use them for examples-proportional rates so that rates
+are known offline. `None` means unknown: the rate then comes from the data itself.
+
+Summarization family (SPoT Appendix B, as best reconstructed; 9 sets): AESLC, BillSum,
+CNN/DailyMail, Gigaword, Multi-News, Newsroom, SAMSum, XSum, WikiLingua (English).
+GEM family (8): CommonGen, DART, E2E NLG, Schema-Guided Dialog, WebNLG (en), WikiAuto +
+ASSET/TURK, XSum (GEM), WikiLingua (en, GEM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Optional
+
+TASKLESS_SUFFIX = "_taskless"
+MIXTURE_PREFIX = "spot_mix_"
+MIXING_CAP = 2**19  # K of SPoT's examples-proportional mixing.
+
+_STD = MappingProxyType({"train": "train", "validation": "validation", "test": "test"})
+_TRAIN_VAL = MappingProxyType({"train": "train", "validation": "validation"})
+_TRAIN_TEST = MappingProxyType({"train": "train", "validation": "test", "test": "test"})
+_EMPTY: Mapping[str, int] = MappingProxyType({})
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+  """What a real task is, where its data comes from and how it is scored.
+
+  Attributes:
+    name: seqio task name (the prompted variant; `taskless_name` is the other one).
+    benchmark: the leading word of the inputs ("" when the task has none).
+    module: "glue" or "spot_suite", the module that registers it.
+    tfds_names: TFDS `name/config:version`s read (several are concatenated); empty for a
+      file-backed task.
+    splits: canonical split -> source split.
+    metrics: names of metric functions in `tasks.metrics.METRIC_FNS`.
+    sizes: known example counts per canonical split.
+    schema: JSONL field -> type ("string", "int", "float") for file-backed tasks.
+    download: where to get the data (shown when it is missing).
+    groups: groups the task belongs to (filled from the group tables below).
+  """
+
+  name: str
+  benchmark: str
+  module: str
+  tfds_names: tuple[str, ...] = ()
+  splits: Mapping[str, str] = dataclasses.field(default_factory=lambda: _STD)
+  metrics: tuple[str, ...] = ("accuracy",)
+  sizes: Mapping[str, int] = dataclasses.field(default_factory=lambda: _EMPTY)
+  schema: Mapping[str, str] = dataclasses.field(default_factory=lambda: _EMPTY)
+  download: str = ""
+  groups: tuple[str, ...] = ()
+
+  @property
+  def is_file_backed(self) -> bool:
+    return not self.tfds_names
+
+  @property
+  def source(self) -> str:
+    """`tfds:<name>[+<name>...]` or `file:<task>/<split>.jsonl`."""
+    if self.is_file_backed:
+      return f"file:{self.name}/<split>.jsonl"
+    return "tfds:" + "+".join(self.tfds_names)
+
+  @property
+  def taskless_name(self) -> str:
+    return self.name + TASKLESS_SUFFIX
+
+  def size(self, split: str = "train") -> Optional[int]:
+    return self.sizes.get(split)
+
+
+def _sizes(train: Optional[int] = None, validation: Optional[int] = None,
+           test: Optional[int] = None, **others: int) -> Mapping[str, int]:
+  pairs = {"train": train, "validation": validation, "test": test, **others}
+  return MappingProxyType({k: v for k, v in pairs.items() if v is not None})
+
+
+def _tfds_hint(*names: str, manual: str = "") -> str:
+  builds = " && ".join(f"tfds build {n.split(':')[0]}" for n in names)
+  text = f"prepare TFDS data with `{builds}` (writes to $TFDS_DATA_DIR, default ~/tensorflow_datasets)"
+  if manual:
+    text += f"; manual download first: {manual}, into <TFDS data dir>/downloads/manual"
+  return text
+
+
+def _glue(config: str, benchmark: str, metrics: tuple[str, ...], sizes: Mapping[str, int],
+          splits: Mapping[str, str] = _STD) -> TaskInfo:
+  name = f"glue/{config}:2.0.0"
+  return TaskInfo(name=f"glue_{benchmark}", benchmark=benchmark, module="glue",
+                  tfds_names=(name,), splits=splits, metrics=metrics, sizes=sizes,
+                  download=_tfds_hint(name))
+
+
+def _super_glue(config: str, benchmark: str, metrics: tuple[str, ...],
+                sizes: Mapping[str, int]) -> TaskInfo:
+  name = f"super_glue/{config}:1.0.2"
+  return TaskInfo(name=f"super_glue_{benchmark}", benchmark=benchmark, module="glue",
+                  tfds_names=(name,), metrics=metrics, sizes=sizes, download=_tfds_hint(name))
+
+
+def _tfds(name: str, tfds_names: tuple[str, ...], *, benchmark: Optional[str] = None,
+          splits: Mapping[str, str] = _STD, metrics: tuple[str, ...] = ("accuracy",),
+          sizes: Mapping[str, int] = _EMPTY, manual: str = "") -> TaskInfo:
+  return TaskInfo(name=name, benchmark=name if benchmark is None else benchmark,
+                  module="spot_suite", tfds_names=tfds_names, splits=splits, metrics=metrics,
+                  sizes=sizes, download=_tfds_hint(*tfds_names, manual=manual))
+
+
+def _file(name: str, schema: Mapping[str, str], download: str, *,
+          splits: Mapping[str, str] = _TRAIN_VAL, metrics: tuple[str, ...] = ("accuracy",),
+          sizes: Mapping[str, int] = _EMPTY) -> TaskInfo:
+  return TaskInfo(name=name, benchmark=name, module="spot_suite", splits=splits,
+                  metrics=metrics, sizes=sizes, schema=MappingProxyType(dict(schema)),
+                  download=download)
+
+
+_MNLI_SPLITS = MappingProxyType({
+    "train": "train", "validation": "validation_matched",
+    "validation_matched": "validation_matched",
+    "validation_mismatched": "validation_mismatched", "test": "test_matched",
+    "test_matched": "test_matched", "test_mismatched": "test_mismatched"})
+_MNLI_SIZES = _sizes(392702, 9815, 9796, validation_matched=9815, validation_mismatched=9832,
+                     test_matched=9796, test_mismatched=9847)
+
+_GLUE_INFOS = (
+    _glue("cola", "cola", ("mcc",), _sizes(8551, 1043, 1063)),
+    _glue("sst2", "sst2", ("accuracy",), _sizes(67349, 872, 1821)),
+    _glue("mrpc", "mrpc", ("f1", "accuracy"), _sizes(3668, 408, 1725)),
+    _glue("qqp", "qqp", ("f1", "accuracy"), _sizes(363846, 40430, 390965)),
+    _glue("stsb", "stsb", ("pearson", "spearman"), _sizes(5749, 1500, 1379)),
+    _glue("mnli", "mnli", ("accuracy",), _MNLI_SIZES, splits=_MNLI_SPLITS),
+    _glue("qnli", "qnli", ("accuracy",), _sizes(104743, 5463, 5463)),
+    _glue("rte", "rte", ("accuracy",), _sizes(2490, 277, 3000)),
+)
+
+_SUPER_GLUE_INFOS = (
+    _super_glue("boolq", "boolq", ("accuracy",), _sizes(9427, 3270, 3245)),
+    _super_glue("cb", "cb", ("macro_f1", "accuracy"), _sizes(250, 56, 250)),
+    _super_glue("copa", "copa", ("accuracy",), _sizes(400, 100, 500)),
+    _super_glue("multirc", "multirc", ("multirc",), _sizes(27243, 4848, 9693)),
+    _super_glue("record", "record", ("record",), _sizes(100730, 10000, 10000)),
+    _super_glue("rte", "rte", ("accuracy",), _sizes(2490, 277, 3000)),
+    _super_glue("wic", "wic", ("accuracy",), _sizes(5428, 638, 1400)),
+    _super_glue("wsc.fixed", "wsc", ("accuracy",), _sizes(554, 104, 146)),
+)
+
+_SQUAD = ("squad",)
+_GEN = ("rouge", "bleu")
+_DEV = MappingProxyType({"train": "train", "validation": "dev", "test": "test"})
+
+_SPOT_SUITE_INFOS = (
+    # Table 2 sources not in GLUE/SuperGLUE.
+    _tfds("c4_prefix_lm", ("c4/en:3.1.0",), benchmark="", splits=_TRAIN_VAL, metrics=(),
+          sizes=_sizes(364868892, 364608)),
+    _tfds("docnli", ("doc_nli:1.0.0",), sizes=_sizes(942314, 234258, 267086)),
+    _tfds("yelp_polarity", ("yelp_polarity_reviews:0.2.0",), splits=_TRAIN_TEST,
+          sizes=_sizes(560000, 38000, 38000)),
+    _file("cxc", {"sentence1": "string", "sentence2": "string", "score": "float"},
+          "Crisscrossed Captions STS pairs (https://github.com/google-research-datasets/"
+          "Crisscrossed-Captions, joined with the MS-COCO 2014 captions)",
+          splits=_STD, metrics=("pearson", "spearman")),
+    _tfds("squad", ("squad/v1.1:3.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
+          sizes=_sizes(87599, 10570)),
+    _tfds("drop", ("drop:2.0.0",), splits=MappingProxyType({"train": "train", "validation": "dev"}),
+          metrics=_SQUAD, sizes=_sizes(77409, 9536)),
+    _tfds("winogrande", ("winogrande:1.2.0",),
+          splits=MappingProxyType({"train": "train_xl", "validation": "validation", "test": "test"}),
+          sizes=_sizes(40398, 1267, 1767)),
+    _tfds("hellaswag", ("hellaswag:1.1.0",), sizes=_sizes(39905, 10042, 10003)),
+    _tfds("cosmos_qa", ("cosmos_qa:1.0.0",), sizes=_sizes(25262, 2985, 6963)),
+    _tfds("race", ("race/high:2.0.0", "race/middle:2.0.0"), splits=_DEV,
+          sizes=_sizes(87866, 4887, 4934)),
+    # NLI family.
+    _tfds("anli", ("anli/r1:0.1.0", "anli/r2:0.1.0", "anli/r3:0.1.0"),
+          sizes=_sizes(162865, 3200, 3200)),
+    _tfds("snli", ("snli:1.1.0",), sizes=_sizes(550152, 10000, 10000)),
+    # Sentiment family.
+    _file("cr", {"sentence": "string", "label": "int"},
+          "Customer Reviews (Hu & Liu 2004), e.g. SentEval's data/downstream/CR "
+          "(https://github.com/facebookresearch/SentEval); label 0 = negative, 1 = positive",
+          splits=_STD),
+    _tfds("goemotions", ("goemotions:0.1.0",), metrics=("accuracy",),
+          sizes=_sizes(43410, 5426, 5427)),
+    _tfds("sentiment140", ("sentiment140:1.0.0",), splits=_TRAIN_TEST,
+          sizes=_sizes(1600000, 498, 498)),
+    # MRQA family (in-domain sets).
+    _tfds("mrqa_squad", ("mrqa/squad:1.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
+          sizes=_sizes(86588, 10507)),
+    _tfds("mrqa_news_qa", ("mrqa/news_qa:1.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
+          sizes=_sizes(74160, 4212)),
+    _tfds("mrqa_trivia_qa", ("mrqa/trivia_qa:1.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
+          sizes=_sizes(61688, 7785)),
+    _tfds("mrqa_search_qa", ("mrqa/search_qa:1.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
+          sizes=_sizes(117384, 16980)),
+    _tfds("mrqa_hotpot_qa", ("mrqa/hotpot_qa:1.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
+          sizes=_sizes(72928, 5904)),
+    _tfds("mrqa_natural_questions", ("mrqa/natural_questions:1.0.0",), splits=_TRAIN_VAL,
+          metrics=_SQUAD, sizes=_sizes(104071, 12836)),
+    # RAINBOW family.
+    _file("abductive_nli", {"obs1": "string", "obs2": "string", "hyp1": "string",
+                            "hyp2": "string", "label": "int"},
+          "alphaNLI / ART (https://leaderboard.allenai.org/anli, alphanli-train-dev.zip): "
+          "one JSON object per line with the official labels (1 or 2) added as `label`",
+          sizes=_sizes(169654, 1532)),
+    _tfds("piqa", ("piqa:1.0.0",), splits=_TRAIN_VAL, sizes=_sizes(16113, 1838)),
+    _file("social_iqa", {"context": "string", "question": "string", "answerA": "string",
+                         "answerB": "string", "answerC": "string", "label": "int"},
+          "SocialIQa (https://leaderboard.allenai.org/socialiqa, socialiqa-train-dev.zip): "
+          "one JSON object per line with the official labels (1, 2 or 3) added as `label`",
+          sizes=_sizes(33410, 1954)),
+    # Translation family.
+    _tfds("wmt14_en_de", ("wmt14_translate/de-en:1.0.0",), metrics=("bleu",),
+          sizes=_sizes(4508785, 3000, 3003)),
+    _tfds("wmt14_en_fr", ("wmt14_translate/fr-en:1.0.0",), metrics=("bleu",),
+          sizes=_sizes(40836715, 3000, 3003)),
+    _tfds("wmt16_en_ro", ("wmt16_translate/ro-en:1.0.0",), metrics=("bleu",),
+          sizes=_sizes(610320, 1999, 1999)),
+    # Summarization family.
+    _tfds("aeslc", ("aeslc:1.0.0",), metrics=_GEN, sizes=_sizes(14436, 1960, 1906)),
+    _tfds("billsum", ("billsum:3.0.0",), splits=_TRAIN_TEST, metrics=_GEN,
+          sizes=_sizes(18949, 3269, 3269)),
+    _tfds("cnn_dailymail", ("cnn_dailymail:3.4.0",), metrics=_GEN,
+          sizes=_sizes(287113, 13368, 11490)),
+    _tfds("gigaword", ("gigaword:1.2.0",), metrics=_GEN, sizes=_sizes(3803957, 189651, 1951)),
+    _tfds("multi_news", ("multi_news:2.1.0",), metrics=_GEN, sizes=_sizes(44972, 5622, 5622)),
+    _tfds("newsroom", ("newsroom:1.0.0",), metrics=_GEN,
+          sizes=_sizes(995041, 108837, 108862),
+          manual="train.jsonl, dev.jsonl, test.jsonl from https://lil.nlp.cornell.edu/newsroom/"),
+    _tfds("samsum", ("samsum:1.0.0",), metrics=_GEN, sizes=_sizes(14732, 818, 819),
+          manual="train.json, val.json, test.json from the SAMSum corpus (arXiv:1911.12237)"),
+    _tfds("xsum", ("xsum:1.1.0",), metrics=_GEN, sizes=_sizes(203577, 11305, 11301),
+          manual="xsum-extracts-from-downloads.tar.gz (see the TFDS xsum page)"),
+    _tfds("wiki_lingua_en", ("gem/wiki_lingua_english_en:1.1.0",), metrics=_GEN),
+    # GEM family.
+    _tfds("gem_common_gen", ("gem/common_gen:1.1.0",), benchmark="common_gen", metrics=_GEN,
+          sizes=_sizes(67389, 993, 1497)),
+    _tfds("gem_dart", ("gem/dart:1.1.0",), benchmark="dart", metrics=_GEN,
+          sizes=_sizes(62659)),
+    _tfds("gem_e2e_nlg", ("gem/e2e_nlg:1.1.0",), benchmark="e2e_nlg", metrics=_GEN,
+          sizes=_sizes(33525, 4299, 4693)),
+    _tfds("gem_schema_guided_dialog", ("gem/schema_guided_dialog:1.1.0",),
+          benchmark="schema_guided_dialog", metrics=_GEN, sizes=_sizes(164982, 10000, 10000)),
+    _tfds("gem_web_nlg_en", ("gem/web_nlg_en:1.1.0",), benchmark="web_nlg", metrics=_GEN,
+          sizes=_sizes(35426, 1667, 1779)),
+    _tfds("gem_wiki_auto_asset_turk", ("gem/wiki_auto_asset_turk:1.1.0",),
+          benchmark="wiki_auto", splits=_TRAIN_VAL, metrics=_GEN, sizes=_sizes(483801)),
+    _tfds("gem_xsum", ("gem/xsum:1.1.0",), benchmark="xsum", metrics=_GEN,
+          sizes=_sizes(23206, 1117, 1166)),
+    _tfds("gem_wiki_lingua_en", ("gem/wiki_lingua_english_en:1.1.0",), benchmark="wiki_lingua",
+          metrics=_GEN),
+)
+
+# ----------------------------------------------------------------------------- groups
+GLUE = tuple(i.name for i in _GLUE_INFOS)
+SUPERGLUE = tuple(i.name for i in _SUPER_GLUE_INFOS)
+# SPoT Table 2: the 16 source and 10 target tasks of the transferability study.
+SPOT_SOURCES = ("c4_prefix_lm", "docnli", "yelp_polarity", "glue_mnli", "glue_qqp", "glue_qnli",
+                "super_glue_record", "cxc", "squad", "drop", "glue_sst2", "winogrande",
+                "hellaswag", "super_glue_multirc", "cosmos_qa", "race")
+SPOT_TARGETS = ("super_glue_boolq", "glue_cola", "glue_stsb", "super_glue_wic", "cr",
+                "glue_mrpc", "super_glue_rte", "super_glue_wsc", "super_glue_copa",
+                "super_glue_cb")
+# SPoT Table 1: source-mixture families.
+NLI = ("anli", "super_glue_cb", "docnli", "glue_mnli", "glue_qnli", "glue_rte", "snli")
+PARAPHRASE = ("cxc", "glue_mrpc", "glue_qqp", "glue_stsb")
+SENTIMENT = ("cr", "goemotions", "sentiment140", "glue_sst2", "yelp_polarity")
+MRQA = ("mrqa_squad", "mrqa_news_qa", "mrqa_trivia_qa", "mrqa_search_qa", "mrqa_hotpot_qa",
+        "mrqa_natural_questions")
+RAINBOW = ("abductive_nli", "cosmos_qa", "hellaswag", "piqa", "social_iqa", "winogrande")
+TRANSLATION = ("wmt14_en_de", "wmt14_en_fr", "wmt16_en_ro")
+SUMMARIZATION = ("aeslc", "billsum", "cnn_dailymail", "gigaword", "multi_news", "newsroom",
+                 "samsum", "xsum", "wiki_lingua_en")
+GEM = ("gem_common_gen", "gem_dart", "gem_e2e_nlg", "gem_schema_guided_dialog",
+       "gem_web_nlg_en", "gem_wiki_auto_asset_turk", "gem_xsum", "gem_wiki_lingua_en")
+
+_FAMILIES_NO_ALL = (("glue", GLUE), ("superglue", SUPERGLUE), ("nli", NLI),
+                    ("paraphrase", PARAPHRASE), ("sentiment", SENTIMENT), ("mrqa", MRQA),
+                    ("rainbow", RAINBOW), ("translation", TRANSLATION),
+                    ("summarization", SUMMARIZATION), ("gem", GEM))
+
+
+def _dedupe(names) -> tuple[str, ...]:
+  return tuple(dict.fromkeys(names))
+
+
+# "all": C4 plus every labelled task of the families and of the Table 2 study.
+ALL = _dedupe(("c4_prefix_lm",) + sum((m for _, m in _FAMILIES_NO_ALL), ())
+              + SPOT_SOURCES + SPOT_TARGETS)
+MIXTURE_FAMILIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    dict(_FAMILIES_NO_ALL + (("all", ALL),)))
+GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    **MIXTURE_FAMILIES, "spot_sources": SPOT_SOURCES, "spot_targets": SPOT_TARGETS})
+
+
+def _with_groups(infos) -> Mapping[str, TaskInfo]:
+  out = {}
+  for info in infos:
+    groups = tuple(g for g, members in GROUPS.items() if info.name in members)
+    out[info.name] = dataclasses.replace(info, groups=groups)
+  return MappingProxyType(out)
+
+
+_CATALOG = _with_groups(_GLUE_INFOS + _SUPER_GLUE_INFOS + _SPOT_SUITE_INFOS)
+
+
+# ----------------------------------------------------------------------------- lookups
+def taskless_name(name: str) -> str:
+  """`glue_rte` -> `glue_rte_taskless` (idempotent)."""
+  return name if name.endswith(TASKLESS_SUFFIX) else name + TASKLESS_SUFFIX
+
+
+def base_name(name: str) -> str:
+  """Strips the taskless suffix: `glue_rte_taskless` -> `glue_rte`."""
+  return name[:-len(TASKLESS_SUFFIX)] if name.endswith(TASKLESS_SUFFIX) else name
+
+
+def get_info(name: str) -> TaskInfo:
+  """Metadata of a real task (prompted or taskless name)."""
+  try:
+    return _CATALOG[base_name(name)]
+  except KeyError:
+    raise KeyError(f"Unknown real task {name!r}; see tasks.registry.list_tasks().") from None
+
+
+def all_infos(module: Optional[str] = None) -> tuple[TaskInfo, ...]:
+  """Every TaskInfo, optionally only those registered by `module` ("glue"/"spot_suite")."""
+  return tuple(i for i in _CATALOG.values() if module is None or i.module == module)
+
+
+def group_names() -> tuple[str, ...]:
+  return tuple(GROUPS)
+
+
+def tasks_in_group(group: str, *, taskless: bool = False) -> list[str]:
+  """Task names of a group, in the paper's order."""
+  if group not in GROUPS:
+    raise KeyError(f"Unknown task group {group!r}; groups: {', '.join(GROUPS)}")
+  names = GROUPS[group]
+  return [taskless_name(n) for n in names] if taskless else list(names)
+
+
+def list_tasks(group: Optional[str] = None, *, taskless: bool = False) -> list[str]:
+  """All real task names (or those of `group`); `taskless=True` gives the taskless twins."""
+  if group is not None:
+    return tasks_in_group(group, taskless=taskless)
+  return [taskless_name(n) if taskless else n for n in _CATALOG]
+
+
+def spot_sources(*, taskless: bool = False) -> list[str]:
+  """The 16 source tasks of SPoT's transferability study (Table 2)."""
+  return tasks_in_group("spot_sources", taskless=taskless)
+
+
+def spot_targets(*, taskless: bool = False) -> list[str]:
+  """The 10 target tasks of SPoT's transferability study (Table 2)."""
+  return tasks_in_group("spot_targets", taskless=taskless)
+
+
+def glue_tasks(*, taskless: bool = False) -> list[str]:
+  return tasks_in_group("glue", taskless=taskless)
+
+
+def superglue_tasks(*, taskless: bool = False) -> list[str]:
+  return tasks_in_group("superglue", taskless=taskless)
+
+
+def mixture_families() -> Mapping[str, tuple[str, ...]]:
+  """Family name -> member task names (SPoT Table 1 plus "all")."""
+  return MIXTURE_FAMILIES
+
+
+def mixture_name(family: str, *, taskless: bool = False) -> str:
+  """seqio name of a family's mixture: `spot_mix_<family>[_taskless]`."""
+  if family not in MIXTURE_FAMILIES:
+    raise KeyError(f"Unknown mixture family {family!r}; families: {', '.join(MIXTURE_FAMILIES)}")
+  return MIXTURE_PREFIX + family + (TASKLESS_SUFFIX if taskless else "")
+
+
+def list_mixtures(*, taskless: Optional[bool] = None) -> list[str]:
+  """Mixture names; `taskless=None` lists both variants."""
+  variants = (False, True) if taskless is None else (taskless,)
+  return [mixture_name(f, taskless=t) for t in variants for f in MIXTURE_FAMILIES]
+
+
+def train_size(name: str) -> Optional[int]:
+  """Known number of training examples of a task (prompted or taskless name)."""
+  return get_info(name).size("train")
+
+
+def register_all() -> None:
+  """Registers every real task and mixture with seqio (idempotent)."""
+  for module in ("tasks.glue", "tasks.spot_suite", "tasks.mixtures"):
+    importlib.import_module(module)

@@ -1,0 +1,148 @@
+"""The SPoT tasks beyond GLUE / SuperGLUE (importing registers them).
+
+Inputs are `<benchmark> key: value ...`; each task also exists as `<name>_taskless`.
+
+| task                     | source (TFDS unless "file")          | inputs                                      | targets            |
+|--------------------------|--------------------------------------|---------------------------------------------|--------------------|
+| c4_prefix_lm             | c4/en                                | a random text prefix (no benchmark word)    | its continuation   |
+| docnli                   | doc_nli                              | docnli hypothesis: .. premise: ..           | not_entailment / entailment |
+| yelp_polarity            | yelp_polarity_reviews (val = test)   | yelp_polarity text: ..                      | negative / positive |
+| cxc                      | file                                 | cxc sentence1: .. sentence2: ..             | score rounded to 0.2 |
+| squad                    | squad/v1.1                           | squad question: .. context: ..              | answer (EM / F1)   |
+| drop                     | drop (validation = dev)              | drop question: .. context: ..               | answer (EM / F1)   |
+| winogrande               | winogrande (train = train_xl)        | winogrande sentence: .. choice1: .. choice2: .. | choice1 / choice2 |
+| hellaswag                | hellaswag                            | hellaswag context: .. choice1: .. choice4: .. | choice<k>        |
+| cosmos_qa                | cosmos_qa                            | cosmos_qa context: .. question: .. choice1: .. | choice<k>       |
+| race                     | race/high + race/middle              | race article: .. question: .. choice1: ..   | choice<k>          |
+| anli                     | anli/r1 + r2 + r3                    | anli hypothesis: .. premise: ..             | entailment / neutral / contradiction |
+| snli                     | snli (no-gold-label pairs dropped)   | snli hypothesis: .. premise: ..             | entailment / neutral / contradiction |
+| cr                       | file                                 | cr sentence: ..                             | negative / positive |
+| goemotions               | goemotions                           | goemotions text: ..                         | emotions, ", "-joined |
+| sentiment140             | sentiment140 (val = test)            | sentiment140 text: ..                       | negative / neutral / positive |
+| mrqa_<set>               | mrqa/<set> (6 in-domain sets)        | mrqa_<set> question: .. context: ..         | answer (EM / F1)   |
+| abductive_nli            | file                                 | abductive_nli observation1: .. observation2: .. choice1: .. choice2: .. | choice<k> |
+| piqa                     | piqa                                 | piqa goal: .. choice1: .. choice2: ..       | choice<k>          |
+| social_iqa               | file                                 | social_iqa context: .. question: .. choice1: .. choice3: .. | choice<k> |
+| wmt14_en_de / _en_fr, wmt16_en_ro | wmt14/16_translate          | wmt14_en_de en: ..                          | the translation (BLEU) |
+| aeslc billsum cnn_dailymail gigaword multi_news newsroom samsum xsum wiki_lingua_en | TFDS | <name> <document key>: .. | summary (ROUGE) |
+| gem_<set>                | gem/<set>                            | <set> <data keys>: ..                       | target (ROUGE, BLEU) |
+
+File-backed tasks read `<data dir>/<task>/<split>.jsonl` (data dir: gin
+`get_task_data_dir.path` or `$SPOT_JAX_DATA_DIR`), one JSON object per line:
+
+* `cxc/{train,validation,test}.jsonl`: `{"sentence1": str, "sentence2": str, "score": float 0-5}`
+  (Crisscrossed Captions sentence-sentence similarity, captions joined from MS-COCO).
+* `cr/{train,validation,test}.jsonl`: `{"sentence": str, "label": 0 (negative) | 1 (positive)}`
+  (Customer Reviews, e.g. from SentEval; split it yourself, it has no official split).
+* `abductive_nli/{train,validation}.jsonl`: `{"obs1", "obs2", "hyp1", "hyp2": str, "label": 1 | 2}`
+  (alphaNLI / ART jsonl with the official label files merged in).
+* `social_iqa/{train,validation}.jsonl`:
+  `{"context", "question", "answerA", "answerB", "answerC": str, "label": 1 | 2 | 3}`
+  (SocialIQa jsonl with the official label files merged in).
+
+A missing label reads as -1 (target "<unk>").
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from tasks import builder, postprocessors, preprocessors
+
+_NLI3 = ("entailment", "neutral", "contradiction")
+
+
+def _labels(label_names: Sequence[str]):
+  return functools.partial(postprocessors.class_id, label_names=tuple(label_names))
+
+
+def _fmt(fn, postprocess=None, **kwargs) -> builder.TaskFormat:
+  return builder.TaskFormat(
+      text=lambda benchmark: [functools.partial(fn, benchmark=benchmark, **kwargs)],
+      postprocess=postprocess)
+
+
+def _classification(fields, label_names: Sequence[str], **kwargs) -> builder.TaskFormat:
+  return _fmt(preprocessors.classify, _labels(label_names), fields=tuple(fields),
+              label_names=tuple(label_names), **kwargs)
+
+
+def _choices(num_choices: int, **kwargs) -> builder.TaskFormat:
+  names = tuple(f"choice{i}" for i in range(1, num_choices + 1))
+  return _fmt(preprocessors.multiple_choice, _labels(names), **kwargs)
+
+
+def _qa(answer_keys: Sequence[str], **kwargs) -> builder.TaskFormat:
+  return _fmt(preprocessors.qa, postprocessors.qa_answers, answer_keys=tuple(answer_keys),
+              **kwargs)
+
+
+def _generation(fields, target_key: str, separator: str = "; ") -> builder.TaskFormat:
+  return _fmt(preprocessors.generate, postprocessors.stripped, fields=tuple(fields),
+              target_key=target_key, separator=separator)
+
+
+_C4 = builder.TaskFormat(text=lambda benchmark: [preprocessors.c4_text],
+                         tokenized=(preprocessors.prefix_lm,))
+_MRQA = _qa(["answers"])
+
+FORMATS: dict[str, builder.TaskFormat] = {
+    "c4_prefix_lm": _C4,
+    "docnli": _classification([("hypothesis", "hypothesis"), ("premise", "premise")],
+                              ("not_entailment", "entailment")),
+    "yelp_polarity": _classification([("text", "text")], ("negative", "positive")),
+    "cxc": _fmt(preprocessors.regress, postprocessors.to_float,
+                fields=(("sentence1", "sentence1"), ("sentence2", "sentence2")),
+                score_key="score"),
+    "squad": _qa(["answers/text"]),
+    "drop": _qa(["answer", "validated_answers"], context_key="passage"),
+    "winogrande": _choices(2, fields=(("sentence", "sentence"),),
+                           choice_keys=("option1", "option2")),
+    "hellaswag": _choices(4, fields=(("context", "context"),), choices_key="endings"),
+    "cosmos_qa": _choices(4, fields=(("context", "context"), ("question", "question")),
+                          choice_keys=("answer0", "answer1", "answer2", "answer3")),
+    "race": _fmt(preprocessors.race, _labels(("choice1", "choice2", "choice3", "choice4"))),
+    "anli": _classification([("hypothesis", "hypothesis"), ("premise", "context")], _NLI3),
+    "snli": _classification([("hypothesis", "hypothesis"), ("premise", "premise")], _NLI3,
+                            drop_unlabelled=True),
+    "cr": _classification([("sentence", "sentence")], ("negative", "positive")),
+    "goemotions": _fmt(preprocessors.goemotions, postprocessors.label_set),
+    "sentiment140": _fmt(preprocessors.sentiment140,
+                         _labels(("negative", "neutral", "positive"))),
+    "mrqa_squad": _MRQA,
+    "mrqa_news_qa": _MRQA,
+    "mrqa_trivia_qa": _MRQA,
+    "mrqa_search_qa": _MRQA,
+    "mrqa_hotpot_qa": _MRQA,
+    "mrqa_natural_questions": _MRQA,
+    "abductive_nli": _choices(2, fields=(("observation1", "obs1"), ("observation2", "obs2")),
+                              choice_keys=("hyp1", "hyp2"), label_offset=1),
+    "piqa": _choices(2, fields=(("goal", "goal"),), choice_keys=("sol1", "sol2")),
+    "social_iqa": _choices(3, fields=(("context", "context"), ("question", "question")),
+                           choice_keys=("answerA", "answerB", "answerC"), label_offset=1),
+    "wmt14_en_de": _generation([("en", "en")], "de"),
+    "wmt14_en_fr": _generation([("en", "en")], "fr"),
+    "wmt16_en_ro": _generation([("en", "en")], "ro"),
+    "aeslc": _generation([("email_body", "email_body")], "subject_line"),
+    "billsum": _generation([("text", "text")], "summary"),
+    "cnn_dailymail": _generation([("article", "article")], "highlights"),
+    "gigaword": _generation([("document", "document")], "summary"),
+    "multi_news": _generation([("document", "document")], "summary"),
+    "newsroom": _generation([("text", "text")], "summary"),
+    "samsum": _generation([("dialogue", "dialogue")], "summary"),
+    "xsum": _generation([("document", "document")], "summary"),
+    "wiki_lingua_en": _generation([("source", "source_aligned/en")], "target_aligned/en"),
+    "gem_common_gen": _generation([("concepts", "concepts")], "target", separator=", "),
+    "gem_dart": _generation([("triples", "tripleset")], "target"),
+    "gem_e2e_nlg": _generation([("meaning_representation", "meaning_representation")],
+                               "target"),
+    "gem_schema_guided_dialog": _fmt(preprocessors.schema_guided_dialog,
+                                     postprocessors.stripped),
+    "gem_web_nlg_en": _generation([("triples", "input")], "target"),
+    "gem_wiki_auto_asset_turk": _generation([("source", "source")], "target"),
+    "gem_xsum": _generation([("document", "document")], "target"),
+    "gem_wiki_lingua_en": _generation([("source", "source_aligned/en")], "target_aligned/en"),
+}
+
+builder.register_module_tasks("spot_suite", FORMATS)

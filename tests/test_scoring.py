@@ -1,0 +1,70 @@
+"""Losses, greedy decoding and rank classification against direct computations."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spot_jax.evaluation import scoring
+from spot_jax.models import T5, get_config
+from spot_jax.models.losses import sequence_log_likelihood, summed_loss
+from spot_jax.prompts import with_prompt
+
+CONFIG = get_config("tiny", vocab_size=64, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32)
+
+
+def test_summed_loss_matches_hand_computation():
+  logits = jnp.asarray([[[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]]])
+  targets = jnp.asarray([[2, 0]])
+  loss, metrics = summed_loss(logits, targets, z_loss=1e-4)
+  log_z = np.log(np.exp([2.0, 0.0, -1.0]).sum())
+  np.testing.assert_allclose(loss, (log_z + 1.0) + 1e-4 * log_z**2, rtol=1e-6)
+  np.testing.assert_allclose(metrics["z_loss"], 1e-4 * log_z**2, rtol=1e-6)
+  assert metrics["num_tokens"] == 1 and metrics["token_accuracy"] == 0
+  np.testing.assert_allclose(sequence_log_likelihood(logits, targets), [-(log_z + 1.0)],
+                             rtol=1e-6)
+
+
+def model_and_params(prompt_length=3):
+  model = T5(CONFIG, prompt_length)
+  tokens = jnp.ones((1, 4), jnp.int32)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, tokens)["params"]
+  encoder_tokens = jnp.asarray(np.random.default_rng(0).integers(2, 64, (4, 9)), jnp.int32)
+  return model, params, encoder_tokens.at[2, 6:].set(0)
+
+
+def test_greedy_decode_equals_step_by_step_argmax():
+  model, params, enc = model_and_params()
+  decoded = scoring.greedy_decode(model, params, enc, max_length=5)
+  apply = jax.jit(model.apply)
+  prefix = np.zeros((4, 5), np.int32)
+  for i in range(5):
+    logits = apply({"params": params}, enc, jnp.asarray(scoring.shift_right(jnp.asarray(prefix))))
+    prefix[:, i] = np.asarray(jnp.argmax(logits[:, i], -1))
+  np.testing.assert_array_equal(decoded, scoring.mask_after_eos(jnp.asarray(prefix)))
+
+
+def test_mask_after_eos():
+  tokens = jnp.asarray([[5, 1, 7, 1], [1, 3, 3, 3], [4, 4, 4, 4]])
+  np.testing.assert_array_equal(scoring.mask_after_eos(tokens),
+                                [[5, 1, 0, 0], [1, 0, 0, 0], [4, 4, 4, 4]])
+
+
+def test_rank_classification_equals_per_candidate_likelihood():
+  model, params, enc = model_and_params()
+  candidates = jnp.asarray([[5, 1, 0], [7, 8, 1], [9, 1, 0]], jnp.int32)
+  scores = scoring.rank_classification_scores(model, params, enc, candidates)
+  assert scores.shape == (4, 3)
+  apply = jax.jit(model.apply)
+  for c in range(3):
+    targets = jnp.broadcast_to(candidates[c], (4, 3))
+    logits = apply({"params": params}, enc, scoring.shift_right(targets), targets)
+    np.testing.assert_allclose(scores[:, c], sequence_log_likelihood(logits, targets),
+                               rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(scoring.rank_classify(model, params, enc, candidates),
+                                np.argmax(scores, -1))
+  # The prompt is part of scoring: a different prompt changes the scores.
+  other = with_prompt(params, params["encoder"]["prompt"]["prompt"]["prompt"] + 1.0)
+  assert float(jnp.abs(scoring.rank_classification_scores(model, other, enc, candidates)
+                       - scores).max()) > 1e-4

@@ -1,0 +1,377 @@
+"""Real SPoT tasks: registration, text formats through seqio, missing data, mixture rates.
+
+TFDS tasks read `tfds.testing.mock_data` (random examples from each builder's features);
+file-backed tasks read small JSONL files written from their registry schema.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from pathlib import Path
+
+import gin
+import numpy as np
+import pytest
+import seqio
+import tensorflow_datasets as tfds
+
+from tasks import registry, sources
+
+_FIXTURE_VOCAB = (Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "t5_vocab"
+                  / "sentencepiece.model")
+LENGTHS = {"inputs": 64, "targets": 16}
+UNK = "<unk>"
+
+# `<benchmark> key1: key2: ...` of every task ("-" = no benchmark word): the inputs start
+# with the benchmark and first key, and the keys appear in this order.
+EXPECTED_FORMAT = {
+    "glue_cola": "cola sentence:",
+    "glue_sst2": "sst2 sentence:",
+    "glue_mrpc": "mrpc sentence1: sentence2:",
+    "glue_qqp": "qqp question1: question2:",
+    "glue_stsb": "stsb sentence1: sentence2:",
+    "glue_mnli": "mnli hypothesis: premise:",
+    "glue_qnli": "qnli question: sentence:",
+    "glue_rte": "rte sentence1: sentence2:",
+    "super_glue_boolq": "boolq passage: question:",
+    "super_glue_cb": "cb hypothesis: premise:",
+    "super_glue_copa": "copa choice1: choice2: premise: question:",
+    "super_glue_multirc": "multirc answer: paragraph: question:",
+    "super_glue_record": "record query: entities: passage:",
+    "super_glue_rte": "rte hypothesis: premise:",
+    "super_glue_wic": "wic sentence1: sentence2: word:",
+    "super_glue_wsc": "wsc text:",
+    "c4_prefix_lm": "-",
+    "docnli": "docnli hypothesis: premise:",
+    "yelp_polarity": "yelp_polarity text:",
+    "cxc": "cxc sentence1: sentence2:",
+    "squad": "squad question: context:",
+    "drop": "drop question: context:",
+    "winogrande": "winogrande sentence: choice1: choice2:",
+    "hellaswag": "hellaswag context: choice1:",
+    "cosmos_qa": "cosmos_qa context: question: choice1:",
+    "race": "race article: question: choice1:",
+    "anli": "anli hypothesis: premise:",
+    "snli": "snli hypothesis: premise:",
+    "cr": "cr sentence:",
+    "goemotions": "goemotions text:",
+    "sentiment140": "sentiment140 text:",
+    "mrqa_squad": "mrqa_squad question: context:",
+    "mrqa_news_qa": "mrqa_news_qa question: context:",
+    "mrqa_trivia_qa": "mrqa_trivia_qa question: context:",
+    "mrqa_search_qa": "mrqa_search_qa question: context:",
+    "mrqa_hotpot_qa": "mrqa_hotpot_qa question: context:",
+    "mrqa_natural_questions": "mrqa_natural_questions question: context:",
+    "abductive_nli": "abductive_nli observation1: observation2: choice1: choice2:",
+    "piqa": "piqa goal: choice1: choice2:",
+    "social_iqa": "social_iqa context: question: choice1: choice2: choice3:",
+    "wmt14_en_de": "wmt14_en_de en:",
+    "wmt14_en_fr": "wmt14_en_fr en:",
+    "wmt16_en_ro": "wmt16_en_ro en:",
+    "aeslc": "aeslc email_body:",
+    "billsum": "billsum text:",
+    "cnn_dailymail": "cnn_dailymail article:",
+    "gigaword": "gigaword document:",
+    "multi_news": "multi_news document:",
+    "newsroom": "newsroom text:",
+    "samsum": "samsum dialogue:",
+    "xsum": "xsum document:",
+    "wiki_lingua_en": "wiki_lingua_en source:",
+    "gem_common_gen": "common_gen concepts:",
+    "gem_dart": "dart triples:",
+    "gem_e2e_nlg": "e2e_nlg meaning_representation:",
+    "gem_schema_guided_dialog": "schema_guided_dialog service: acts: context:",
+    "gem_web_nlg_en": "web_nlg triples:",
+    "gem_wiki_auto_asset_turk": "wiki_auto source:",
+    "gem_xsum": "xsum document:",
+    "gem_wiki_lingua_en": "wiki_lingua source:",
+}
+
+_BOOL = {"False", "True"}
+_NLI3 = {"entailment", "neutral", "contradiction"}
+_NLI2 = {"entailment", "not_entailment"}
+
+
+def _choices(n: int) -> set[str]:
+  return {f"choice{i}" for i in range(1, n + 1)}
+
+
+LABEL_TARGETS = {
+    "glue_cola": {"unacceptable", "acceptable"}, "glue_sst2": {"negative", "positive"},
+    "glue_mrpc": {"not_equivalent", "equivalent"}, "glue_qqp": {"not_duplicate", "duplicate"},
+    "glue_mnli": _NLI3, "glue_qnli": _NLI2, "glue_rte": _NLI2, "super_glue_boolq": _BOOL,
+    "super_glue_cb": _NLI3, "super_glue_copa": _choices(2), "super_glue_multirc": _BOOL,
+    "super_glue_rte": _NLI2, "super_glue_wic": _BOOL, "super_glue_wsc": _BOOL,
+    "docnli": _NLI2,
+    "yelp_polarity": {"negative", "positive"}, "winogrande": _choices(2),
+    "hellaswag": _choices(4), "cosmos_qa": _choices(4), "race": _choices(4), "anli": _NLI3,
+    "snli": _NLI3, "cr": {"negative", "positive"},
+    "sentiment140": {"negative", "neutral", "positive"}, "abductive_nli": _choices(2),
+    "piqa": _choices(2), "social_iqa": _choices(3),
+}
+SCORE_TARGETS = {"glue_stsb", "cxc"}
+ANSWER_TARGETS = {"squad", "drop", "super_glue_record"} | {t for t in EXPECTED_FORMAT
+                                                           if t.startswith("mrqa_")}
+
+
+def _vocab_path() -> str:
+  if _FIXTURE_VOCAB.exists():
+    return str(_FIXTURE_VOCAB)
+  return str(Path(seqio.__file__).parent / "test_data" / "sentencepiece" / "sentencepiece.model")
+
+
+def _jsonl_row(schema: dict[str, str], i: int) -> dict[str, object]:
+  values = {"string": f"some text {i}", "int": 1, "float": 3.14}
+  return {field: values[kind] for field, kind in schema.items()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def data_dir(tmp_path_factory):
+  """T5 vocabulary from the fixture, JSONL files for every file-backed task, all registered."""
+  root = tmp_path_factory.mktemp("spot_data")
+  for info in registry.all_infos():
+    if not info.is_file_backed:
+      continue
+    (root / info.name).mkdir()
+    for split in set(info.splits.values()):
+      rows = [_jsonl_row(dict(info.schema), i) for i in range(2)]
+      (root / info.name / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv("SPOT_JAX_VOCAB", _vocab_path())
+    mp.setenv(sources.DATA_DIR_ENV_VAR, str(root))
+    registry.register_all()
+    yield root
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _dataset(name: str, split: str = "train"):
+  task = seqio.get_mixture_or_task(name)
+  return task.get_dataset(sequence_length=LENGTHS, split=split, shuffle=False)
+
+
+# ----------------------------------------------------------------------------- registry
+def test_every_registry_task_has_a_format_spec_and_is_registered():
+  names = registry.list_tasks()
+  assert len(names) == len(set(names))
+  assert set(names) == set(EXPECTED_FORMAT)
+  registered = set(seqio.TaskRegistry.names())
+  for name in names:
+    assert name in registered and registry.taskless_name(name) in registered
+
+
+def test_groups_match_the_paper():
+  sizes = {"glue": 8, "superglue": 8, "spot_sources": 16, "spot_targets": 10, "nli": 7,
+           "paraphrase": 4, "sentiment": 5, "mrqa": 6, "rainbow": 6, "translation": 3,
+           "summarization": 9, "gem": 8}
+  for group, size in sizes.items():
+    members = registry.tasks_in_group(group)
+    assert len(members) == len(set(members)) == size, group
+  assert len(registry.spot_sources()) == 16 and len(registry.spot_targets()) == 10
+  assert "wnli" not in " ".join(registry.glue_tasks())
+  assert registry.superglue_tasks(taskless=True)[0].endswith(registry.TASKLESS_SUFFIX)
+  assert set(registry.list_tasks("all")) == set(registry.list_tasks())
+  assert registry.list_tasks("all")[0] == "c4_prefix_lm"
+  for name in registry.list_tasks():
+    info = registry.get_info(name)
+    assert registry.get_info(info.taskless_name) is info
+    assert all(name in registry.tasks_in_group(g) for g in info.groups)
+    assert info.source.startswith("file:" if info.is_file_backed else "tfds:")
+  with pytest.raises(KeyError, match="Unknown task group"):
+    registry.tasks_in_group("nope")
+
+
+def test_pinned_tfds_versions_exist():
+  for info in registry.all_infos():
+    for name in info.tfds_names:
+      dataset, version = name.rsplit(":", 1)
+      builder_cls = tfds.builder_cls(dataset.split("/")[0])
+      known = {str(builder_cls.VERSION)} | {str(v) for v in builder_cls.SUPPORTED_VERSIONS}
+      assert version in known, (name, known)
+
+
+def test_registration_is_idempotent():
+  before = (set(seqio.TaskRegistry.names()), set(seqio.MixtureRegistry.names()))
+  for module in ("tasks.glue", "tasks.spot_suite", "tasks.mixtures"):
+    importlib.reload(importlib.import_module(module))
+  registry.register_all()
+  assert (set(seqio.TaskRegistry.names()), set(seqio.MixtureRegistry.names())) == before
+
+
+def test_mnli_has_matched_and_mismatched_splits():
+  splits = set(seqio.get_mixture_or_task("glue_mnli").splits)
+  assert {"train", "validation", "validation_matched", "validation_mismatched",
+          "test_matched", "test_mismatched"} <= splits
+
+
+# ----------------------------------------------------------------------------- formats
+def _check_keys(inputs: str, name: str, benchmark: str) -> None:
+  words = EXPECTED_FORMAT[name].split()
+  assert words[0] == (benchmark or "-")
+  keys = words[1:]
+  start = f"{benchmark} {keys[0]} " if benchmark else f"{keys[0]} "
+  assert inputs.startswith(start), (inputs[:80], start)
+  position = 0
+  for key in keys:
+    found = inputs.find(f"{key} ", position)
+    assert found >= position, (key, inputs[:120])
+    position = found + len(key)
+
+
+def _check_target(name: str, example: dict) -> None:
+  target = _text(example["targets_pretokenized"])
+  if name in LABEL_TARGETS:
+    assert target in LABEL_TARGETS[name] | {UNK}, target
+  elif name in SCORE_TARGETS:
+    assert re.fullmatch(r"\d\.\d", target), target
+    assert float(target) * 5 == pytest.approx(round(float(target) * 5))
+  elif name in ANSWER_TARGETS:
+    answers = [_text(a) for a in example["answers"]]
+    assert target in answers or (target == UNK and not answers), (target, answers)
+  elif name == "goemotions":
+    assert target == UNK or set(target.split(", ")) <= set(
+        importlib.import_module("tasks.preprocessors").GOEMOTIONS_LABELS)
+  else:
+    assert isinstance(target, str)
+
+
+def _check_tokens(example: dict) -> None:
+  for key in ("inputs", "targets"):
+    ids = example[key]
+    assert ids.dtype == np.int32 and 1 <= len(ids) <= LENGTHS[key]
+    assert ids[-1] == 1  # EOS
+
+
+def _check_feature_converter(ds) -> None:
+  converted = seqio.EncDecFeatureConverter(pack=False)(ds, LENGTHS)
+  batch = next(converted.as_numpy_iterator())
+  assert batch["encoder_input_tokens"].shape == (LENGTHS["inputs"],)
+  for key in ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights"):
+    assert batch[key].shape == (LENGTHS["targets"],)
+  assert batch["decoder_loss_weights"].sum() >= 1
+
+
+@pytest.mark.parametrize("name", registry.list_tasks())
+def test_task_yields_formatted_tokenised_examples(name):
+  info = registry.get_info(name)
+  with tfds.testing.mock_data(num_examples=2, max_value=1,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    ds = _dataset(name)
+    prompted = next(ds.as_numpy_iterator())
+    _check_feature_converter(ds)
+    taskless = next(_dataset(info.taskless_name).as_numpy_iterator())
+  _check_tokens(prompted)
+  _check_tokens(taskless)
+  if name == "c4_prefix_lm":  # Pure language modelling: no text fields to check.
+    assert len(prompted["inputs"]) + len(prompted["targets"]) >= 3
+    return
+  inputs = _text(prompted["inputs_pretokenized"])
+  _check_keys(inputs, name, info.benchmark)
+  _check_target(name, prompted)
+  # The taskless twin is the same example without the benchmark word.
+  assert _text(taskless["inputs_pretokenized"]) == inputs[len(info.benchmark) + 1:]
+  assert _text(taskless["targets_pretokenized"]) == _text(prompted["targets_pretokenized"])
+
+
+def test_known_values_through_file_backed_tasks(data_dir):
+  """Hand-made rows check exact strings: label names, 1-based labels, rounded scores."""
+  rows = {
+      "cr": [{"sentence": "great phone", "label": 1}, {"sentence": "broke", "label": 0}],
+      "cxc": [{"sentence1": "a dog", "sentence2": "a cat", "score": 2.93}],
+      "social_iqa": [{"context": "c", "question": "q", "answerA": "x", "answerB": "y",
+                      "answerC": "z", "label": 3}],
+  }
+  expected = {
+      "cr": [("cr sentence: great phone", "positive"), ("cr sentence: broke", "negative")],
+      "cxc": [("cxc sentence1: a dog sentence2: a cat", "3.0")],
+      "social_iqa": [("social_iqa context: c question: q choice1: x choice2: y choice3: z",
+                      "choice3")],
+  }
+  for name, lines in rows.items():
+    (data_dir / name / "validation.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=LENGTHS,
+                                                     split="validation", shuffle=False)
+    got = [(_text(e["inputs_pretokenized"]), _text(e["targets_pretokenized"]))
+           for e in ds.as_numpy_iterator()]
+    assert got == expected[name]
+
+
+def test_postprocessors_and_metrics_are_wired():
+  cola = seqio.get_mixture_or_task("glue_cola")
+  assert cola.postprocess_fn("acceptable", example={}, is_target=True) == 1
+  assert cola.postprocess_fn("banana", example={}, is_target=False) == -1
+  assert [f.__name__ for f in cola.metric_fns] == ["mcc"]
+  stsb = seqio.get_mixture_or_task("glue_stsb")
+  assert stsb.postprocess_fn("3.8", example={}, is_target=False) == pytest.approx(3.8)
+  squad = seqio.get_mixture_or_task("squad")
+  example = {"answers": np.array([b"Paris", b"paris, France"])}
+  assert squad.postprocess_fn("Paris", example=example, is_target=True) == ["Paris",
+                                                                            "paris, France"]
+  record = seqio.get_mixture_or_task("super_glue_record")
+  target = record.postprocess_fn("x", example={"group": b"1-2", "answers": [b"x"]},
+                                 is_target=True)
+  assert target == {"group": "1-2", "answers": ["x"]}
+
+
+# ----------------------------------------------------------------------------- missing data
+def test_missing_tfds_data_says_what_to_build(tmp_path):
+  info = registry.get_info("glue_cola")
+  source = sources.GuardedTfdsDataSource(info.tfds_names[0], info.splits, task_name=info.name,
+                                         hint=info.download, tfds_data_dir=str(tmp_path))
+  with pytest.raises(sources.MissingDataError, match=r"tfds build glue/cola"):
+    source.get_dataset("train")
+  assert source.num_input_examples("train") is None
+
+
+def test_missing_file_data_says_what_to_download(tmp_path, monkeypatch):
+  monkeypatch.setenv(sources.DATA_DIR_ENV_VAR, str(tmp_path))
+  source = seqio.get_mixture_or_task("cr").source
+  with pytest.raises(sources.MissingDataError) as error:
+    source.get_dataset("train")
+  message = str(error.value)
+  assert os.path.join(str(tmp_path), "cr", "train.jsonl") in message
+  assert "sentence (string)" in message and "SentEval" in message
+  monkeypatch.delenv(sources.DATA_DIR_ENV_VAR)
+  with pytest.raises(sources.MissingDataError, match=sources.DATA_DIR_ENV_VAR):
+    source.get_dataset("train")
+  with pytest.raises(ValueError, match="no split"):
+    source.get_dataset("nonexistent")
+
+
+def test_gin_binding_sets_the_data_dir(data_dir, monkeypatch):
+  monkeypatch.delenv(sources.DATA_DIR_ENV_VAR)
+  with gin.unlock_config():
+    gin.bind_parameter("get_task_data_dir.path", str(data_dir))
+  try:
+    source = seqio.get_mixture_or_task("abductive_nli").source
+    assert source.path("train") == str(data_dir / "abductive_nli" / "train.jsonl")
+    assert len(list(source.get_dataset("train", shuffle=False).as_numpy_iterator())) == 2
+  finally:
+    gin.clear_config()
+
+
+# ----------------------------------------------------------------------------- mixtures
+@pytest.mark.parametrize("family", list(registry.mixture_families()))
+@pytest.mark.parametrize("taskless", [False, True])
+def test_mixture_rates_are_examples_proportional_capped(family, taskless, monkeypatch):
+  mixture = seqio.get_mixture_or_task(registry.mixture_name(family, taskless=taskless))
+  members = registry.mixture_families()[family]
+  expected_names = [registry.taskless_name(t) if taskless else t for t in members]
+  assert sorted(t.name for t in mixture.tasks) == sorted(expected_names)
+  cap = registry.MIXING_CAP
+  assert cap == 2**19
+  for i, task in enumerate(mixture.tasks):
+    size = registry.train_size(task.name)
+    if size is None:  # Unknown size: the rate comes from the data (here: a stand-in count).
+      size = [1234, 10**7][i % 2]
+      monkeypatch.setattr(task, "num_input_examples", lambda split, n=size: n)
+    assert mixture.get_rate(task) == pytest.approx(min(size, cap)), task.name
+  if family == "all":
+    c4 = seqio.get_mixture_or_task(registry.taskless_name("c4_prefix_lm") if taskless
+                                   else "c4_prefix_lm")
+    assert mixture.get_rate(c4) == cap
