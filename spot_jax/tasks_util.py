@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 
 import seqio
 
@@ -28,15 +29,27 @@ def subtasks_with_metrics(name: str) -> list[seqio.Task]:
 
 def task_labels(name: str) -> tuple[str, ...] | None:
   """The label strings of a classification task (for rank classification and class-label
-  prompt initialisation), or None when the task has no fixed label set."""
+  prompt initialisation), or None when the task has no fixed label set.
+
+  Synthetic tasks declare them; real tasks carry them in their postprocessor
+  (`functools.partial(postprocessors.class_id, label_names=...)`).
+  """
   from tasks import synthetic
   try:
     return synthetic.task_labels(name)
   except (KeyError, ValueError):
     pass
+  provider = get_task_or_mixture(name)
+  postprocessor = getattr(provider, "postprocessor", None)
+  if isinstance(postprocessor, functools.partial):
+    labels = postprocessor.keywords.get("label_names")
+    if labels:
+      return tuple(labels)
   return None
 
 
 def register_all_tasks() -> None:
-  """Imports every task module of `tasks/`, registering the synthetic world and real tasks."""
+  """Imports every task module of `tasks/`: the synthetic world, real tasks and mixtures."""
   import tasks.synthetic  # noqa: F401
+  from tasks import registry
+  registry.register_all()

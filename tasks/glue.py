@@ -1,23 +1,29 @@
 """GLUE and SuperGLUE in T5's text-to-text formats (importing registers them).
 
-| task                | inputs (keys in T5's sorted order)                  | targets                     | metrics           |
-|---------------------|-----------------------------------------------------|-----------------------------|-------------------|
-| glue_cola           | cola sentence: ..                                   | unacceptable / acceptable   | MCC               |
-| glue_sst2           | sst2 sentence: ..                                   | negative / positive         | accuracy          |
-| glue_mrpc           | mrpc sentence1: .. sentence2: ..                    | not_equivalent / equivalent | F1, accuracy      |
-| glue_qqp            | qqp question1: .. question2: ..                     | not_duplicate / duplicate   | F1, accuracy      |
-| glue_stsb           | stsb sentence1: .. sentence2: ..                    | score rounded to 0.2, "3.8" | Pearson, Spearman |
-| glue_mnli           | mnli hypothesis: .. premise: ..                     | entailment/neutral/contradiction | accuracy     |
-| glue_qnli           | qnli question: .. sentence: ..                      | entailment / not_entailment | accuracy          |
-| glue_rte            | rte sentence1: .. sentence2: ..                     | entailment / not_entailment | accuracy          |
-| super_glue_boolq    | boolq passage: .. question: ..                      | False / True                | accuracy          |
-| super_glue_cb       | cb hypothesis: .. premise: ..                       | entailment/contradiction/neutral | macro F1, accuracy |
-| super_glue_copa     | copa choice1: .. choice2: .. premise: .. question: .. | choice1 / choice2         | accuracy          |
-| super_glue_multirc  | multirc answer: .. paragraph: .. question: ..       | False / True                | F1a, EM           |
-| super_glue_record   | record query: .. entities: a, b passage: ..         | an answer (one example each) | EM, F1 (max over answers) |
-| super_glue_rte      | rte hypothesis: .. premise: ..                      | entailment / not_entailment | accuracy          |
-| super_glue_wic      | wic sentence1: .. sentence2: .. word: ..            | False / True                | accuracy          |
-| super_glue_wsc      | wsc text: .. # candidate # .. * pronoun * ..        | False / True                | accuracy          |
+Inputs use T5's sorted feature keys; targets are label names (metrics in brackets):
+
+* glue_cola:          `cola sentence: ..` -> unacceptable | acceptable  [MCC]
+* glue_sst2:          `sst2 sentence: ..` -> negative | positive  [accuracy]
+* glue_mrpc:          `mrpc sentence1: .. sentence2: ..` -> not_equivalent | equivalent  [F1, acc]
+* glue_qqp:           `qqp question1: .. question2: ..` -> not_duplicate | duplicate  [F1, acc]
+* glue_stsb:          `stsb sentence1: .. sentence2: ..` -> score rounded to 0.2, "3.8"
+                      [Pearson, Spearman]
+* glue_mnli:          `mnli hypothesis: .. premise: ..` -> entailment | neutral | contradiction
+                      [accuracy]
+* glue_qnli:          `qnli question: .. sentence: ..` -> entailment | not_entailment  [accuracy]
+* glue_rte:           `rte sentence1: .. sentence2: ..` -> entailment | not_entailment  [accuracy]
+* super_glue_boolq:   `boolq passage: .. question: ..` -> False | True  [accuracy]
+* super_glue_cb:      `cb hypothesis: .. premise: ..` -> entailment | contradiction | neutral
+                      [macro F1, accuracy]
+* super_glue_copa:    `copa choice1: .. choice2: .. premise: .. question: ..` -> choice1 | choice2
+                      [accuracy]
+* super_glue_multirc: `multirc answer: .. paragraph: .. question: ..` -> False | True  [F1a, EM]
+* super_glue_record:  `record query: .. entities: a, b passage: ..` -> an answer, one example
+                      per answer  [EM, F1: max over answers, once per query]
+* super_glue_rte:     `rte hypothesis: .. premise: ..` -> entailment | not_entailment  [accuracy]
+* super_glue_wic:     `wic sentence1: .. sentence2: .. word: ..` -> False | True  [accuracy]
+* super_glue_wsc:     `wsc text: ..` with the candidate in `# .. #` and the pronoun in `* .. *`
+                      -> False | True  [accuracy]
 
 MNLI's matched / mismatched validation and test sets are splits of `glue_mnli` (see
 `tasks.registry`). Each task also exists as `<name>_taskless` without the benchmark word.

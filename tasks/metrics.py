@@ -206,7 +206,8 @@ def rouge(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float
   return {k: 100 * v / count for k, v in totals.items()}
 
 
-def bleu(targets: Sequence[Any], predictions: Sequence[str], max_order: int = 4) -> dict[str, float]:
+def bleu(targets: Sequence[Any], predictions: Sequence[str],
+         max_order: int = 4) -> dict[str, float]:
   """Corpus BLEU-4 (uniform weights, brevity penalty, first reference), no smoothing."""
   _check_lengths(targets, predictions)
   matches, possible = [0] * max_order, [0] * max_order

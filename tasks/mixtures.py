@@ -15,15 +15,19 @@ import functools
 
 import seqio
 
-from tasks import glue, registry, spot_suite  # pylint: disable=unused-import  (registers tasks)
+from tasks import glue, registry, sources, spot_suite  # pylint: disable=unused-import
 
 
 def capped_rate(task: seqio.Task, maximum: int = registry.MIXING_CAP) -> float:
   """min(number of training examples, maximum), known sizes first."""
   size = registry.train_size(task.name)
-  if size is None:
-    return seqio.mixing_rate_num_examples(task, maximum=maximum)
-  return float(min(size, maximum))
+  if size is not None:
+    return float(min(size, maximum))
+  if not task.cache_dir and task.num_input_examples("train") is None:
+    raise sources.MissingDataError(
+        f"Task {task.name!r} has no known size and its training data is not available to "
+        f"count, so its mixing rate is unknown. {registry.get_info(task.name).download}.")
+  return seqio.mixing_rate_num_examples(task, maximum=maximum)
 
 
 def register_mixtures() -> list[str]:

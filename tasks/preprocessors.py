@@ -66,9 +66,10 @@ def label_name(label: tf.Tensor, names: Sequence[str]) -> tf.Tensor:
 
 
 def round_score(score: tf.Tensor) -> tf.Tensor:
-  """STS-B style target: the score rounded to the nearest 0.2, printed with one decimal."""
-  rounded = tf.round(tf.cast(score, tf.float32) * 5.0) / 5.0
-  return tf.strings.as_string(rounded, precision=1)
+  """STS-B style target: the score rounded to the nearest 0.2, one decimal; UNK if missing."""
+  score = tf.cast(score, tf.float32)
+  rounded = tf.strings.as_string(tf.round(score * 5.0) / 5.0, precision=1)
+  return tf.where(tf.math.is_finite(score), rounded, UNK)
 
 
 def choices_text(choices: tf.Tensor) -> tf.Tensor:
@@ -137,8 +138,10 @@ def _mark_span(words: tf.Tensor, start: tf.Tensor, text: tf.Tensor, mark: str) -
   length = tf.maximum(tf.size(tf.strings.split(text), out_type=tf.int64), 1)
   first = tf.clip_by_value(tf.cast(start, tf.int64), 0, n - 1)
   last = tf.clip_by_value(first + length - 1, first, n - 1)
-  words = tf.tensor_scatter_nd_update(words, [[first]], [tf.strings.join([mark, words[first]], " ")])
-  return tf.tensor_scatter_nd_update(words, [[last]], [tf.strings.join([words[last], mark], " ")])
+  words = tf.tensor_scatter_nd_update(
+      words, [[first]], [tf.strings.join([mark, words[first]], separator=" ")])
+  return tf.tensor_scatter_nd_update(
+      words, [[last]], [tf.strings.join([words[last], mark], separator=" ")])
 
 
 @seqio.map_over_dataset
@@ -235,7 +238,7 @@ def race(ds: tf.data.Dataset, *, benchmark: str) -> tf.data.Dataset:
   return fmt(ds.flat_map(per_question))
 
 
-# ----------------------------------------------------------------------------- reading comprehension
+# ----------------------------------------------------------------------------- reading
 def _answers(ex: Mapping[str, Any], answer_keys: Sequence[str]) -> tf.Tensor:
   parts = [tf.reshape(tf.cast(feature(ex, k), tf.string), [-1]) for k in answer_keys]
   return tf.concat(parts, axis=0)
@@ -338,17 +341,17 @@ def _prefix_lm_split(ex, seeds, inputs_max: int, targets_max: int):
   span = tf.minimum(n, inputs_max + targets_max)
   start = tf.random.stateless_uniform([], seeds[0], minval=0, maxval=n - span + 1, dtype=tf.int32)
   chunk = ids[start:start + span]
-  low = tf.maximum(1, span - targets_max)
-  high = tf.maximum(low, tf.minimum(span - 1, inputs_max))
-  split = tf.random.stateless_uniform([], seeds[1], minval=low, maxval=high + 1, dtype=tf.int32)
-  return {"inputs": chunk[:split], "targets": chunk[split:]}
+  split = tf.random.stateless_uniform([], seeds[1], minval=1, maxval=span, dtype=tf.int32)
+  return {"inputs": chunk[tf.maximum(0, split - inputs_max):split],
+          "targets": chunk[split:split + targets_max]}
 
 
 def prefix_lm(ds: tf.data.Dataset, sequence_length: Optional[Mapping[str, int]] = None,
               output_features: Optional[Mapping[str, seqio.Feature]] = None) -> tf.data.Dataset:
-  """T5-style prefix LM on tokenised text: a random window split at a random point.
+  """T5-style prefix LM on tokenised text: a random window cut at a uniformly random point.
 
-  The window fits `sequence_length` (EOS included); inputs and targets are both non-empty.
+  Inputs are the (at most inputs-length) tokens before the cut, targets the (at most
+  targets-length) tokens after it, EOS included in the lengths; both are non-empty.
   """
   del output_features
   lengths = dict(sequence_length or {})

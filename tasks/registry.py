@@ -28,8 +28,9 @@ the reference text for generation tasks. MNLI is one task with splits `validatio
 
 Data
 ----
-TFDS tasks read prepared TFDS data from the TFDS data dir (`$TFDS_DATA_DIR`, default
-`~/tensorflow_datasets`); they never download on their own: run `tfds build <name>`
+TFDS tasks read prepared TFDS data from the TFDS data dir (`seqio.set_tfds_data_dir_override`,
+as T5X's `--tfds_data_dir` sets it, else `$TFDS_DATA_DIR`, default `~/tensorflow_datasets`);
+they never download on their own: run `tfds build <name>`
 (datasets marked "manual" need files put in `<data_dir>/downloads/manual` first). File-backed
 tasks read JSONL from `<data dir>/<task name>/<split>.jsonl`, where the data dir is the gin
 binding `tasks.sources.get_data_dir.path`, else `$SPOT_JAX_DATA_DIR`; their schemas are in
@@ -118,12 +119,13 @@ def _sizes(train: Optional[int] = None, validation: Optional[int] = None,
   return MappingProxyType({k: v for k, v in pairs.items() if v is not None})
 
 
-def _tfds_hint(*names: str, manual: str = "") -> str:
+def _tfds_hint(*names: str, manual: str = "", note: str = "") -> str:
   builds = " && ".join(f"tfds build {n.split(':')[0]}" for n in names)
-  text = f"prepare TFDS data with `{builds}` (writes to $TFDS_DATA_DIR, default ~/tensorflow_datasets)"
+  text = (f"prepare TFDS data with `{builds}` (writes to $TFDS_DATA_DIR, default "
+          "~/tensorflow_datasets)")
   if manual:
     text += f"; manual download first: {manual}, into <TFDS data dir>/downloads/manual"
-  return text
+  return text + (f"; {note}" if note else "")
 
 
 def _glue(config: str, benchmark: str, metrics: tuple[str, ...], sizes: Mapping[str, int],
@@ -143,10 +145,10 @@ def _super_glue(config: str, benchmark: str, metrics: tuple[str, ...],
 
 def _tfds(name: str, tfds_names: tuple[str, ...], *, benchmark: Optional[str] = None,
           splits: Mapping[str, str] = _STD, metrics: tuple[str, ...] = ("accuracy",),
-          sizes: Mapping[str, int] = _EMPTY, manual: str = "") -> TaskInfo:
+          sizes: Mapping[str, int] = _EMPTY, manual: str = "", note: str = "") -> TaskInfo:
   return TaskInfo(name=name, benchmark=name if benchmark is None else benchmark,
                   module="spot_suite", tfds_names=tfds_names, splits=splits, metrics=metrics,
-                  sizes=sizes, download=_tfds_hint(*tfds_names, manual=manual))
+                  sizes=sizes, download=_tfds_hint(*tfds_names, manual=manual, note=note))
 
 
 def _file(name: str, schema: Mapping[str, str], download: str, *,
@@ -194,7 +196,9 @@ _DEV = MappingProxyType({"train": "train", "validation": "dev", "test": "test"})
 _SPOT_SUITE_INFOS = (
     # Table 2 sources not in GLUE/SuperGLUE.
     _tfds("c4_prefix_lm", ("c4/en:3.1.0",), benchmark="", splits=_TRAIN_VAL, metrics=(),
-          sizes=_sizes(364868892, 364608)),
+          sizes=_sizes(364868892, 364608),
+          note="C4 is ~800 GB and is built with Apache Beam (see the TFDS c4 page), or copy a "
+               "prepared c4/en:3.1.0 into the TFDS data dir"),
     _tfds("docnli", ("doc_nli:1.0.0",), sizes=_sizes(942314, 234258, 267086)),
     _tfds("yelp_polarity", ("yelp_polarity_reviews:0.2.0",), splits=_TRAIN_TEST,
           sizes=_sizes(560000, 38000, 38000)),
@@ -207,7 +211,8 @@ _SPOT_SUITE_INFOS = (
     _tfds("drop", ("drop:2.0.0",), splits=MappingProxyType({"train": "train", "validation": "dev"}),
           metrics=_SQUAD, sizes=_sizes(77409, 9536)),
     _tfds("winogrande", ("winogrande:1.2.0",),
-          splits=MappingProxyType({"train": "train_xl", "validation": "validation", "test": "test"}),
+          splits=MappingProxyType({"train": "train_xl", "validation": "validation",
+                                   "test": "test"}),
           sizes=_sizes(40398, 1267, 1767)),
     _tfds("hellaswag", ("hellaswag:1.1.0",), sizes=_sizes(39905, 10042, 10003)),
     _tfds("cosmos_qa", ("cosmos_qa:1.0.0",), sizes=_sizes(25262, 2985, 6963)),

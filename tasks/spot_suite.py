@@ -2,30 +2,36 @@
 
 Inputs are `<benchmark> key: value ...`; each task also exists as `<name>_taskless`.
 
-| task                     | source (TFDS unless "file")          | inputs                                      | targets            |
-|--------------------------|--------------------------------------|---------------------------------------------|--------------------|
-| c4_prefix_lm             | c4/en                                | a random text prefix (no benchmark word)    | its continuation   |
-| docnli                   | doc_nli                              | docnli hypothesis: .. premise: ..           | not_entailment / entailment |
-| yelp_polarity            | yelp_polarity_reviews (val = test)   | yelp_polarity text: ..                      | negative / positive |
-| cxc                      | file                                 | cxc sentence1: .. sentence2: ..             | score rounded to 0.2 |
-| squad                    | squad/v1.1                           | squad question: .. context: ..              | answer (EM / F1)   |
-| drop                     | drop (validation = dev)              | drop question: .. context: ..               | answer (EM / F1)   |
-| winogrande               | winogrande (train = train_xl)        | winogrande sentence: .. choice1: .. choice2: .. | choice1 / choice2 |
-| hellaswag                | hellaswag                            | hellaswag context: .. choice1: .. choice4: .. | choice<k>        |
-| cosmos_qa                | cosmos_qa                            | cosmos_qa context: .. question: .. choice1: .. | choice<k>       |
-| race                     | race/high + race/middle              | race article: .. question: .. choice1: ..   | choice<k>          |
-| anli                     | anli/r1 + r2 + r3                    | anli hypothesis: .. premise: ..             | entailment / neutral / contradiction |
-| snli                     | snli (no-gold-label pairs dropped)   | snli hypothesis: .. premise: ..             | entailment / neutral / contradiction |
-| cr                       | file                                 | cr sentence: ..                             | negative / positive |
-| goemotions               | goemotions                           | goemotions text: ..                         | emotions, ", "-joined |
-| sentiment140             | sentiment140 (val = test)            | sentiment140 text: ..                       | negative / neutral / positive |
-| mrqa_<set>               | mrqa/<set> (6 in-domain sets)        | mrqa_<set> question: .. context: ..         | answer (EM / F1)   |
-| abductive_nli            | file                                 | abductive_nli observation1: .. observation2: .. choice1: .. choice2: .. | choice<k> |
-| piqa                     | piqa                                 | piqa goal: .. choice1: .. choice2: ..       | choice<k>          |
-| social_iqa               | file                                 | social_iqa context: .. question: .. choice1: .. choice3: .. | choice<k> |
-| wmt14_en_de / _en_fr, wmt16_en_ro | wmt14/16_translate          | wmt14_en_de en: ..                          | the translation (BLEU) |
-| aeslc billsum cnn_dailymail gigaword multi_news newsroom samsum xsum wiki_lingua_en | TFDS | <name> <document key>: .. | summary (ROUGE) |
-| gem_<set>                | gem/<set>                            | <set> <data keys>: ..                       | target (ROUGE, BLEU) |
+task                   source (TFDS unless "file")    inputs -> targets
+c4_prefix_lm           c4/en                          text prefix (no benchmark) -> continuation
+docnli                 doc_nli                        docnli hypothesis: premise: -> entailment/..
+yelp_polarity          yelp_polarity_reviews          yelp_polarity text: -> negative/positive
+cxc                    file                           cxc sentence1: sentence2: -> "3.8" (0.2 steps)
+squad                  squad/v1.1                     squad question: context: -> answer
+drop                   drop (validation = dev)        drop question: context: -> answer
+winogrande             winogrande (train = train_xl)  winogrande sentence: choice1: choice2:
+hellaswag              hellaswag                      hellaswag context: choice1: .. choice4:
+cosmos_qa              cosmos_qa                      cosmos_qa context: question: choice1: ..
+race                   race/high + race/middle        race article: question: choice1: ..
+                                                      (one example per question)
+anli                   anli/r1 + r2 + r3              anli hypothesis: premise: -> NLI label
+snli                   snli (no-gold pairs dropped)   snli hypothesis: premise: -> NLI label
+cr                     file                           cr sentence: -> negative/positive
+goemotions             goemotions                     goemotions text: -> "joy, love" (sorted)
+sentiment140           sentiment140 (val = test)      sentiment140 text: -> negative/neutral/..
+mrqa_<set>             mrqa/<set>, 6 in-domain sets   mrqa_<set> question: context: -> answer
+abductive_nli          file                           abductive_nli observation1: observation2:
+                                                      choice1: choice2:
+piqa                   piqa                           piqa goal: choice1: choice2:
+social_iqa             file                           social_iqa context: question: choice1..3:
+wmt14_en_de/en_fr      wmt14_translate/{de,fr}-en     wmt14_en_de en: -> translation
+wmt16_en_ro            wmt16_translate/ro-en          wmt16_en_ro en: -> translation
+aeslc billsum cnn_dailymail gigaword multi_news newsroom samsum xsum wiki_lingua_en
+                       TFDS (wiki_lingua_en: GEM's)   <name> <document key>: -> summary
+gem_<set>              gem/<set>                      <set> <data keys>: -> target
+
+Multiple-choice targets are `choice<k>` (1-based); metrics: accuracy for labels, SQuAD EM/F1
+for answers, Pearson/Spearman for scores, ROUGE (and BLEU for GEM / translation) for text.
 
 File-backed tasks read `<data dir>/<task>/<split>.jsonl` (data dir: gin
 `get_task_data_dir.path` or `$SPOT_JAX_DATA_DIR`), one JSON object per line:

@@ -33,6 +33,7 @@ __all__ = [
     "SyntheticWorld", "accuracy", "corpus_documents", "exact_match", "generate_world",
     "macro_f1", "register_synthetic_tasks", "strip_text", "synthetic_examples",
     "synthetic_task_info", "synthetic_task_names", "task_families", "task_labels",
+    "PRETRAINING_TASKS", "register_pretraining_mixture",
 ]
 
 
@@ -153,6 +154,46 @@ def register_synthetic_tasks(seed: int = DEFAULT_SEED, prefix: str = DEFAULT_PRE
   return names
 
 
+# Tasks the embedded default's frozen model is pretrained on, T5-style with a "<name>: " prefix
+# (plus the corpus). Prompt tuning later sees inputs without the prefix, so a prompt has to
+# select the task, as on a real frozen T5. The held-out variants (sentiment_b, nli_facts_hard,
+# paraphrase_b, topic_2way) and noise are never seen in pretraining.
+PRETRAINING_TASKS = ("sentiment_a", "nli_facts", "paraphrase_a", "topic_4way", "copy", "reverse",
+                     "uppercase", "count")
+
+
+def _prepend_task_name(name: str):
+  def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset.map(lambda ex: dict(ex, inputs=tf.strings.join([f"{name}: ", ex["inputs"]])),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+  return preprocess
+
+
+def register_pretraining_mixture(seed: int = DEFAULT_SEED, prefix: str = DEFAULT_PREFIX,
+                                 tasks: Sequence[str] = PRETRAINING_TASKS) -> str:
+  """Registers `{prefix}pretraining`: the corpus plus `tasks` with their names as an input
+  prefix (`{prefix}pretrain_{name}`), mixed in proportion to their sizes. Returns its name."""
+  register_synthetic_tasks(seed, prefix)
+  mixture = f"{prefix}pretraining"
+  if mixture in seqio.MixtureRegistry.names():
+    return mixture
+  members = [(prefix + CORPUS_TASK, CORPUS_SIZES["train"])]
+  for name in tasks:
+    info = task_info(name)
+    full_name = f"{prefix}pretrain_{name}"
+    if full_name not in seqio.TaskRegistry.names():
+      source = seqio.FunctionDataSource(_SyntheticDatasetFn(seed, name), splits=SPLITS,
+                                        num_input_examples=dict(info.sizes))
+      seqio.TaskRegistry.add(
+          full_name, source=source, output_features=_output_features(),
+          preprocessors=[_prepend_task_name(name), seqio.preprocessors.tokenize,
+                         seqio.preprocessors.append_eos_after_trim],
+          postprocess_fn=strip_text, metric_fns=[METRIC_FNS[m] for m in info.metric_names])
+    members.append((full_name, info.sizes["train"]))
+  seqio.MixtureRegistry.add(mixture, members)
+  return mixture
+
+
 def synthetic_task_names(seed: int = DEFAULT_SEED, prefix: str = DEFAULT_PREFIX) -> list[str]:
   """Names of the supervised synthetic tasks (no corpus); the same list for every seed."""
   del seed  # The task list does not depend on the seed, only the examples do.
@@ -174,3 +215,4 @@ def synthetic_task_info(name: str, prefix: str = DEFAULT_PREFIX) -> TaskInfo:
 
 
 register_synthetic_tasks()
+register_pretraining_mixture()

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from spot_jax.checkpoints import hf, t5x
 from spot_jax.models.config import T5Config
 from spot_jax.models.t5 import T5
 from spot_jax.prompts import without_prompt
@@ -91,6 +90,7 @@ def load_model(path: str | os.PathLike, config: T5Config | None = None,
 
   A prompt stored in the checkpoint is dropped (load it with `read_prompt`).
   """
+  from spot_jax.checkpoints import hf, t5x
   path = os.fspath(path)
   if is_hf_checkpoint(path):
     params, inferred = hf.read_hf_checkpoint(path, dtype=dtype)

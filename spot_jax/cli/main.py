@@ -13,8 +13,10 @@ import sys
 
 # Subcommand modules, in the order `spot-jax --help` lists them.
 SUBCOMMAND_MODULES = (
+    "spot_jax.cli.demo_cmd",
     "spot_jax.cli.train_cmd",
     "spot_jax.cli.model_cmd",
+    "spot_jax.cli.tasks_cmd",
 )
 
 

@@ -24,7 +24,10 @@ def encode_labels(labels: Sequence[str], vocabulary: seqio.Vocabulary, length: i
   """Label strings -> [num_labels, length] token ids ending in EOS, right-padded with 0."""
   rows = np.zeros((len(labels), length), np.int32)
   for i, label in enumerate(labels):
-    ids = list(vocabulary.encode(label))[: length - 1] + [vocabulary.eos_id]
+    ids = list(vocabulary.encode(label)) + [vocabulary.eos_id]
+    if len(ids) > length:
+      raise ValueError(f"Label {label!r} needs {len(ids)} target tokens with EOS but the "
+                       f"targets length is {length}; raise TASK_FEATURE_LENGTHS['targets']")
     rows[i, : len(ids)] = ids
   return rows
 

@@ -49,6 +49,9 @@ class T5Config:
 CONFIGS: dict[str, T5Config] = {
     "tiny": T5Config(emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,
                      num_encoder_layers=2, num_decoder_layers=2),
+    # The tiny shape with a byte vocabulary (259 ids, padded to 384): the synthetic world.
+    "tiny_byte": T5Config(vocab_size=384, emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,
+                          num_encoder_layers=2, num_decoder_layers=2),
     "small": T5Config(emb_dim=512, num_heads=6, head_dim=64, mlp_dim=1024,
                       num_encoder_layers=8, num_decoder_layers=8),
     "base": T5Config(emb_dim=768, num_heads=12, head_dim=64, mlp_dim=2048,
@@ -63,7 +66,7 @@ CONFIGS: dict[str, T5Config] = {
 
 
 def get_config(name: str, **overrides: Any) -> T5Config:
-  """Returns the named config (tiny, small, base, large, xl, xxl) with overrides applied."""
+  """Returns the named config (tiny, tiny_byte, small, base, large, xl, xxl) with overrides."""
   if name not in CONFIGS:
     close = difflib.get_close_matches(name, CONFIGS, n=3, cutoff=0.3)
     hint = f" Did you mean {close}?" if close else ""

@@ -178,12 +178,9 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
   start_step = int(state.step)
 
   mesh = partitioning.make_mesh(cfg.mesh_data, cfg.mesh_model)
-  param_specs = partitioning.param_partition_specs(frozen_params)
   frozen = partitioning.shard_params(frozen_params, mesh)
-  param_shardings = jax.tree_util.tree_map(
-      lambda spec: jax.sharding.NamedSharding(mesh, spec), param_specs)
   step_fn = partitioning.jit_train_step(make_train_step(model, optimizer, cfg.z_loss), mesh,
-                                        state, param_shardings)
+                                        state, partitioning.param_shardings(frozen_params, mesh))
   batches = train_batches(cfg.task, cfg.feature_lengths,
                           partitioning.host_batch_size(cfg.batch_size), seed=cfg.seed,
                           start_step=start_step, shard_info=partitioning.host_shard_info())

@@ -5,8 +5,11 @@ logical-axis rules (vocab, heads and mlp dims -> 'model'; embed -> replicated); 
 optimizer state and the metrics are replicated. Every host runs the same program (SPMD): each
 holds the full frozen weights in host memory and feeds its own rows of the global batch.
 
-Assumes a host's devices cover a contiguous block of the 'data' axis (true for `make_mesh` when
-the 'model' axis fits inside one host), so that host i reads data shard i of process_count.
+Host i reads data shard i of process_count (`host_shard_info`); `make_global_batch` places its
+rows where its devices sit on the 'data' axis. This needs each host's devices to cover one
+contiguous block of that axis (true for `make_mesh` when the 'model' axis fits inside a host);
+if the blocks are not in process order the global batch is a row permutation, which leaves the
+summed loss and the gradient unchanged.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def maybe_initialize_distributed() -> bool:
   is distributed.
   """
   if jax.distributed.is_initialized():
-    return True
+    return jax.process_count() > 1
   explicit = _explicit_distributed_env()
   mode = os.environ.get(ENV_DISTRIBUTED, "").strip().lower()
   if explicit is not None:
@@ -218,8 +221,9 @@ def param_shardings(params: Any, mesh: Mesh) -> Any:
 
 def _to_global(value: Any, sharding: NamedSharding) -> jax.Array:
   """A value every host holds in full -> a global jax.Array with `sharding`."""
-  if isinstance(value, jax.Array) and value.sharding == sharding:
-    return value
+  if isinstance(value, jax.Array) and (value.sharding == sharding
+                                       or not value.is_fully_addressable):
+    return value if value.sharding == sharding else jax.device_put(value, sharding)
   host = np.asarray(value)
   return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 

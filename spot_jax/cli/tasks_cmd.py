@@ -1,0 +1,55 @@
+"""`spot-jax tasks list`: the registered task names with source, splits, metrics and size."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+  parser = subparsers.add_parser("tasks", help="list registered tasks and mixtures")
+  tasks_sub = parser.add_subparsers(dest="tasks_command", metavar="ACTION", required=True)
+  listing = tasks_sub.add_parser("list", help="print tasks (or one group, or the mixtures)")
+  listing.add_argument("--group", default=None,
+                       help="only this group (spot_sources, spot_targets, glue, superglue, "
+                            "nli, ..., synthetic)")
+  listing.add_argument("--taskless", action="store_true",
+                       help="list the taskless variants (inputs without the benchmark word)")
+  listing.add_argument("--mixtures", action="store_true", help="list mixtures instead")
+  listing.set_defaults(func=run_list)
+
+
+def task_rows(group: str | None, taskless: bool) -> list[tuple[str, str, str, str, str]]:
+  """(name, source, splits, metrics, train size) per task."""
+  from tasks import registry, synthetic
+  rows = []
+  if group in (None, "synthetic"):
+    for name in synthetic.synthetic_task_names():
+      info = synthetic.synthetic_task_info(name)
+      rows.append((name, "synthetic", ",".join(info.sizes), ",".join(info.metric_names),
+                   str(info.sizes["train"])))
+  if group != "synthetic":
+    for name in registry.list_tasks(group, taskless=taskless):
+      info = registry.get_info(registry.base_name(name))
+      size = registry.train_size(info.name)
+      rows.append((name, info.source, ",".join(info.splits), ",".join(info.metrics),
+                   "?" if size is None else str(size)))
+  return rows
+
+
+def run_list(args: argparse.Namespace) -> int:
+  from spot_jax.tasks_util import register_all_tasks
+  register_all_tasks()
+  from tasks import registry
+  if args.mixtures:
+    for name in registry.list_mixtures(taskless=args.taskless or None):
+      print(name)
+    return 0
+  if args.group not in (None, "synthetic") and args.group not in registry.group_names():
+    raise ValueError(f"Unknown group {args.group!r}; groups: "
+                     f"{sorted(registry.group_names()) + ['synthetic']}")
+  rows = [("task", "source", "splits", "metrics", "train size")]
+  rows += task_rows(args.group, args.taskless)
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  for row in rows:
+    print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+  return 0
