@@ -17,10 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flax import traverse_util
+
+from conftest import PROJECT_ROOT
 from spot_jax import gin_utils
+from spot_jax.checkpoints import t5x
 from spot_jax.models import T5, get_config
 from spot_jax.tasks_util import register_all_tasks
 from spot_jax.train import run_dir
+from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
 from spot_jax.train.loop import NonFiniteLossError, TrainConfig, train
 from spot_jax.train.optimizer import prompt_adafactor
 from spot_jax.train.step import init_train_state, make_train_step
@@ -210,3 +215,34 @@ def test_eval_command_reports_task_metrics(finished_run, tmp_path):
   expected = run_dir.read_summary(str(model_dir)).checkpoints["10"][TASK]
   reported = json.loads(out.read_text())[TASK]
   assert reported == pytest.approx(expected) and 25 <= reported["accuracy"] <= 75
+
+
+FROZEN_TINY = PROJECT_ROOT / "tests" / "golden" / "tiny_byte_frozen.npz"
+
+
+@pytest.fixture(scope="module")
+def pretrained_checkpoint(tmp_path_factory) -> Path:
+  """The tiny_byte model pretrained on the synthetic world (scripts/make_frozen_tiny.py),
+  written as a T5X checkpoint like the released ones."""
+  params = traverse_util.unflatten_dict(dict(np.load(FROZEN_TINY)), sep="/")
+  path = tmp_path_factory.mktemp("frozen") / "checkpoint_1500"
+  t5x.write_checkpoint(path, params, step=1500)
+  return path
+
+
+def test_prompt_tuning_clearly_beats_the_untrained_prompt(pretrained_checkpoint, tmp_path):
+  """sentiment_b is held out of pretraining; inputs carry no task name, so only a learned
+  prompt can make the frozen model solve it."""
+  lengths = {"inputs": 48, "targets": 12}
+  task = "synthetic_sentiment_b"
+  summary = train(TrainConfig(
+      model_dir=str(tmp_path), task=task, model="tiny_byte",
+      initial_checkpoint=str(pretrained_checkpoint), feature_lengths=lengths, train_steps=200,
+      prompt_length=20, checkpoint_period=100, eval_period=100, eval_metric="accuracy",
+      log_period=100))
+  untrained = evaluate_prompt(EvalConfig(
+      task=task, prompt_file=run_dir.prompt_path(str(tmp_path), 0), model="tiny_byte",
+      initial_checkpoint=str(pretrained_checkpoint), feature_lengths=lengths,
+      prompt_length=20))[task]["accuracy"]
+  print(f"untrained {untrained:.1f}%, trained {summary.best_score:.1f}%")
+  assert summary.best_score >= untrained + 10, (untrained, summary.checkpoints)

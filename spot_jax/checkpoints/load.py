@@ -64,13 +64,22 @@ def validate_shapes(params: dict[str, Any], config: T5Config, source: str) -> No
   """Raises ValueError naming `source` and every missing, unexpected or mis-shaped variable."""
   want = dict(_flatten(expected_shapes(config)))
   have = {k: tuple(np.shape(v)) for k, v in _flatten(params)}
-  problems = [f"missing {k} {s}" for k, s in want.items() if k not in have]
+  problems = [f"{k}: checkpoint {have[k]} vs config {s}"
+              for k, s in want.items() if k in have and have[k] != s]
+  problems += [f"missing {k} {s}" for k, s in want.items() if k not in have]
   problems += [f"unexpected {k} {s}" for k, s in have.items() if k not in want]
-  problems += [f"{k}: checkpoint {have[k]} vs config {s}"
-               for k, s in want.items() if k in have and have[k] != s]
   if problems:
     shown = "; ".join(problems[:8]) + (f"; ... ({len(problems)} in all)" if len(problems) > 8 else "")
-    raise ValueError(f"Checkpoint {source} does not match the model config: {shown}")
+    try:
+      found = infer_config(params)
+      summary = (f" The checkpoint has emb_dim {found.emb_dim}, {found.num_encoder_layers}+"
+                 f"{found.num_decoder_layers} layers, {found.num_heads} heads, mlp_dim "
+                 f"{found.mlp_dim}, vocab {found.vocab_size}; the config {config.emb_dim}, "
+                 f"{config.num_encoder_layers}+{config.num_decoder_layers}, {config.num_heads}, "
+                 f"{config.mlp_dim}, {config.vocab_size}.")
+    except (KeyError, IndexError, TypeError, ValueError):
+      summary = ""
+    raise ValueError(f"Checkpoint {source} does not match the model config:{summary} {shown}")
 
 
 def fingerprint(params: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ classification over the labels (one batched pass; the prediction is the best lab
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +38,12 @@ class PromptEvaluator:
   def __init__(self, model: T5, frozen_params: Any, task_name: str,
                feature_lengths: Mapping[str, int], batch_size: int, *,
                split: str = "validation", num_examples: int | None = None,
-               task_labels: Mapping[str, Sequence[str]] | None = None):
+               task_labels: Mapping[str, Sequence[str]] | None = None,
+               place: Callable[[Any], Any] = jnp.asarray):
+    """`frozen_params` may be sharded over a mesh; `place` then puts host arrays (prompt,
+    token batches) on the same devices, e.g. replicated (`partitioning.replicate`)."""
     self.model = model
+    self.place = place
     self.frozen_params = frozen_params
     self.batch_size = batch_size
     self.feature_lengths = dict(feature_lengths)
@@ -54,7 +58,7 @@ class PromptEvaluator:
 
   def evaluate(self, prompt: jax.Array, step: int | None = None) -> dict[str, dict[str, float]]:
     """{task name: {metric: value}} for the prompt [L, embed]."""
-    params = with_prompt(self.frozen_params, jnp.asarray(prompt))
+    params = with_prompt(self.frozen_params, self.place(np.asarray(prompt, np.float32)))
     results = {}
     for name, evaluator in self.evaluators.items():
       predict = self._predict_fn(params, name)
@@ -65,20 +69,21 @@ class PromptEvaluator:
   def _predict_fn(self, params: Any, task_name: str):
     target_length = self.feature_lengths["targets"]
     labels = self.task_labels.get(task_name)
-    candidates = None
+    candidates = candidate_rows = None
     if labels:
       vocabulary = seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
-      candidates = jnp.asarray(encode_labels(labels, vocabulary, target_length))
+      candidate_rows = encode_labels(labels, vocabulary, target_length)
+      candidates = self.place(candidate_rows)
 
     def predict(dataset, model_feature_shapes=None):
       outputs = []
       for indices, features in dataset.batch(self.batch_size).as_numpy_iterator():
         batch, size = pad_batch({"encoder_input_tokens": features["encoder_input_tokens"]},
                                 self.batch_size)
-        tokens = jnp.asarray(batch["encoder_input_tokens"])
+        tokens = self.place(batch["encoder_input_tokens"])
         if candidates is not None:
           best = scoring.rank_classify(self.model, params, tokens, candidates)
-          predicted = np.asarray(candidates)[np.asarray(best)]
+          predicted = candidate_rows[np.asarray(best)]
         else:
           predicted = np.asarray(scoring.greedy_decode(self.model, params, tokens, target_length))
         for index, row in zip(indices[:size], predicted[:size]):

@@ -31,8 +31,7 @@ from spot_jax.train.optimizer import SPOT_LEARNING_RATE, SPOT_WEIGHT_DECAY, prom
 from spot_jax.train.step import TrainState, init_train_state, make_train_step
 
 PROMPT_INITS = ("sampled_vocab", "class_labels", "file", "uniform")
-SOURCE_TRAIN_STEPS = 2**18  # SPoT §3.1: source prompt tuning.
-TARGET_TRAIN_STEPS = 100_000  # SPoT §3.1: target prompt tuning.
+TARGET_TRAIN_STEPS = 100_000  # SPoT §3.1 (source prompts: 2**18, runs/source_train.gin).
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -187,9 +186,10 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
   evaluator = None
   if cfg.eval_period:
     labels = _eval_labels(cfg)
-    evaluator = PromptEvaluator(model, frozen_params, cfg.task, cfg.feature_lengths,
+    evaluator = PromptEvaluator(model, frozen, cfg.task, cfg.feature_lengths,
                                 cfg.eval_batch_size or cfg.batch_size,
-                                num_examples=cfg.eval_num_examples, task_labels=labels)
+                                num_examples=cfg.eval_num_examples, task_labels=labels,
+                                place=lambda x: partitioning.replicate(x, mesh))
   logger = MetricsLogger(cfg.model_dir, cfg.train_steps, start_step, cfg.batch_size,
                          enabled=is_chief)
   pending: list[dict[str, jax.Array]] = []

@@ -62,7 +62,7 @@ def make_train_step(model: T5, optimizer: optax.GradientTransformation,
     updates, opt_state = optimizer.update(grad, state.opt_state, state.prompt)
     new_state = state.replace(step=state.step + 1, prompt=optax.apply_updates(state.prompt, updates),
                               opt_state=opt_state)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grad))
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grad))
     return new_state, metrics
 
   return step

@@ -1,0 +1,42 @@
+"""Thin CLI commands: tasks list, and the train-step benchmark script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import PROJECT_ROOT
+
+
+def run(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                        timeout=timeout, cwd=PROJECT_ROOT)
+
+
+def test_tasks_list_prints_groups_with_sources_and_metrics():
+  process = run("-m", "spot_jax.cli.main", "tasks", "list", "--group", "spot_targets")
+  assert process.returncode == 0, process.stderr
+  lines = process.stdout.splitlines()
+  assert lines[0].split() == ["task", "source", "splits", "metrics", "train", "size"]
+  rows = {line.split()[0]: line.split() for line in lines[1:]}
+  assert len(rows) == 10
+  assert rows["super_glue_rte"][1].startswith("tfds:super_glue/rte")
+  assert rows["glue_cola"][3] == "mcc"
+  synthetic = run("-m", "spot_jax.cli.main", "tasks", "list", "--group", "synthetic")
+  assert "synthetic_sentiment_a" in synthetic.stdout
+  mixtures = run("-m", "spot_jax.cli.main", "tasks", "list", "--mixtures")
+  assert "spot_mix_glue" in mixtures.stdout.split()
+  bad = run("-m", "spot_jax.cli.main", "tasks", "list", "--group", "glu")
+  assert bad.returncode == 2 and "Unknown group 'glu'" in bad.stderr
+
+
+def test_train_step_benchmark_prints_and_records(tmp_path):
+  out = tmp_path / "bench.jsonl"
+  process = run("benchmarks/train_step.py", "--model", "tiny_byte", "--input_length", "16",
+                "--prompt_length", "4", "--batch_size", "4", "--steps", "2", "--json", str(out))
+  assert process.returncode == 0, process.stderr
+  assert "examples/s" in process.stdout and "peak memory" in process.stdout
+  result = json.loads(out.read_text())
+  assert result["examples_per_second"] > 0 and result["peak_memory_bytes"] > 0
+  assert abs(result["tokens_per_second"] - result["examples_per_second"] * (16 + 4 + 8)) < 1e-6 * result["tokens_per_second"]
