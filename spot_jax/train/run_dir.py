@@ -16,6 +16,7 @@ complete files only.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import re
@@ -109,7 +110,6 @@ def prompt_path(model_dir: str, step: int) -> str:
 
 def save_prompt(model_dir: str, step: int, prompt: np.ndarray) -> str:
   """Writes the prompt [L, embed] as a .npy named as T5X prompt tuning does; returns the path."""
-  import io
   buffer = io.BytesIO()
   np.save(buffer, np.asarray(prompt, np.float32), allow_pickle=False)
   path = prompt_path(model_dir, step)
