@@ -10,7 +10,7 @@ import gin
 
 from spot_jax import prompts
 from spot_jax.evaluation.evaluator import PromptEvaluator
-from spot_jax.train.loop import TrainConfig, _eval_labels, build_frozen_model
+from spot_jax.train.loop import TrainConfig, eval_labels, build_frozen_model
 from spot_jax.train.run_dir import atomic_write_bytes
 
 
@@ -42,7 +42,7 @@ def evaluate_prompt(cfg: EvalConfig) -> dict[str, dict[str, float]]:
   prompt = prompts.from_file(cfg.prompt_file, cfg.prompt_length, model.config.emb_dim)
   evaluator = PromptEvaluator(model, frozen_params, cfg.task, cfg.feature_lengths,
                               cfg.batch_size, split=cfg.split, num_examples=cfg.num_examples,
-                              task_labels=_eval_labels(as_train))
+                              task_labels=eval_labels(as_train))
   results = evaluator.evaluate(prompt)
   if cfg.output_file:
     atomic_write_bytes(cfg.output_file, json.dumps(results, indent=2).encode())

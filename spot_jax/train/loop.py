@@ -185,7 +185,7 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
                           start_step=start_step, shard_info=partitioning.host_shard_info())
   evaluator = None
   if cfg.eval_period:
-    labels = _eval_labels(cfg)
+    labels = eval_labels(cfg)
     evaluator = PromptEvaluator(model, frozen, cfg.task, cfg.feature_lengths,
                                 cfg.eval_batch_size or cfg.batch_size,
                                 num_examples=cfg.eval_num_examples, task_labels=labels,
@@ -215,7 +215,8 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
   return summary
 
 
-def _eval_labels(cfg: TrainConfig) -> dict[str, Sequence[str]]:
+def eval_labels(cfg: TrainConfig) -> dict[str, Sequence[str]]:
+  """Label sets for rank classification per evaluated task ({} = greedy decoding)."""
   if cfg.eval_mode == "greedy":
     return {}
   if cfg.eval_mode not in ("auto", "rank"):
