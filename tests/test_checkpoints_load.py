@@ -56,6 +56,8 @@ def test_written_checkpoint_round_trips_through_load(tmp_path):
 def test_hugging_face_directory_loads():
   loaded = load_model(HF_GOLDEN)
   assert loaded.config.emb_dim == 32 and loaded.config.vocab_size == 256 and loaded.step is None
+  by_file = load_model(HF_GOLDEN / "model.safetensors")
+  assert by_file.fingerprint == loaded.fingerprint
 
 
 def test_model_info_command(t5x_tiny_checkpoint):

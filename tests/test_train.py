@@ -71,6 +71,12 @@ def test_adafactor_decay_uses_absolute_step():
     np.testing.assert_allclose(updates, -0.3 * g2 / jnp.sqrt(v), rtol=2e-3)
 
 
+def dot_output_shapes(hlo: str) -> set[tuple[int, ...]]:
+  """Output shapes of the float32 dot/convolution ops in compiled HLO text."""
+  pattern = r"= f32\[([\d,]*)\]\{[^}]*\} (?:dot|convolution)\("
+  return {tuple(int(d) for d in m.group(1).split(",") if d) for m in re.finditer(pattern, hlo)}
+
+
 def test_compiled_step_has_no_weight_gradient_products():
   config = get_config("tiny", vocab_size=72, emb_dim=24, num_heads=2, head_dim=10, mlp_dim=36)
   model = T5(config, prompt_length=4)
@@ -82,18 +88,14 @@ def test_compiled_step_has_no_weight_gradient_products():
   batch = {"encoder_input_tokens": tokens, "decoder_input_tokens": tokens[:, :5],
            "decoder_target_tokens": tokens[:, :5]}
   step = jax.jit(make_train_step(model, optimizer))
-  hlo = step.lower(state, frozen, batch).compile().as_text()
   kernel_shapes = {tuple(x.shape) for x in jax.tree_util.tree_leaves(frozen) if x.ndim == 2}
-  dot_shapes = {tuple(int(d) for d in m.group(1).split(",") if d)
-                for m in re.finditer(r"= f32\[([\d,]*)\]\{[^}]*\} (?:dot|convolution)\(", hlo)}
+  dot_shapes = dot_output_shapes(step.lower(state, frozen, batch).compile().as_text())
   assert dot_shapes, "no dot found: the regex no longer matches XLA's HLO text"
   assert not dot_shapes & kernel_shapes, f"weight-gradient products {dot_shapes & kernel_shapes}"
   # The reference: differentiating all weights does produce such products.
   def full_loss(p):
     return model.apply({"params": p}, *batch.values()).sum()
-  full_hlo = jax.jit(jax.grad(full_loss)).lower(params).compile().as_text()
-  full_shapes = {tuple(int(d) for d in m.group(1).split(",") if d)
-                 for m in re.finditer(r"= f32\[([\d,]*)\]\{[^}]*\} (?:dot|convolution)\(", full_hlo)}
+  full_shapes = dot_output_shapes(jax.jit(jax.grad(full_loss)).lower(params).compile().as_text())
   assert full_shapes & kernel_shapes
 
 

@@ -33,8 +33,14 @@ class LoadedModel:
   fingerprint: str
 
 
+HF_FILE_SUFFIXES = (".safetensors", ".bin", ".json")
+
+
 def is_hf_checkpoint(path: str) -> bool:
-  return os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json"))
+  """A Hugging Face directory (config.json inside) or one of its weight/config/index files."""
+  if os.path.isdir(path):
+    return os.path.exists(os.path.join(path, "config.json"))
+  return path.endswith(HF_FILE_SUFFIXES)
 
 
 def infer_config(params: dict[str, Any], **overrides: Any) -> T5Config:

@@ -69,9 +69,10 @@ class PromptEvaluator:
   def _predict_fn(self, params: Any, task_name: str):
     target_length = self.feature_lengths["targets"]
     labels = self.task_labels.get(task_name)
+    vocabulary = seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
+    eos_id = vocabulary.eos_id
     candidates = candidate_rows = None
     if labels:
-      vocabulary = seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
       candidate_rows = encode_labels(labels, vocabulary, target_length)
       candidates = self.place(candidate_rows)
 
@@ -85,10 +86,11 @@ class PromptEvaluator:
           best = scoring.rank_classify(self.model, params, tokens, candidates)
           predicted = candidate_rows[np.asarray(best)]
         else:
-          predicted = np.asarray(scoring.greedy_decode(self.model, params, tokens, target_length))
+          predicted = np.asarray(scoring.greedy_decode(self.model, params, tokens, target_length,
+                                                       eos_id))
         for index, row in zip(indices[:size], predicted[:size]):
           row = row.tolist()
-          outputs.append((int(index), row[: row.index(1)] if 1 in row else row))
+          outputs.append((int(index), row[: row.index(eos_id)] if eos_id in row else row))
       return outputs
 
     return predict

@@ -23,7 +23,7 @@ from spot_jax.evaluation.evaluator import PromptEvaluator
 from spot_jax.models.config import get_config
 from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import T5
-from spot_jax.tasks_util import get_task_or_mixture, task_labels
+from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task_labels
 from spot_jax.train import partitioning, run_dir
 from spot_jax.train.data import train_batches
 from spot_jax.train.metrics_log import MetricsLogger
@@ -221,7 +221,6 @@ def eval_labels(cfg: TrainConfig) -> dict[str, Sequence[str]]:
     return {}
   if cfg.eval_mode not in ("auto", "rank"):
     raise ValueError(f"Unknown eval_mode {cfg.eval_mode!r}; choose auto, rank or greedy")
-  from spot_jax.tasks_util import subtasks_with_metrics
   return {t.name: labels for t in subtasks_with_metrics(cfg.task)
           if (labels := task_labels(t.name))}
 

@@ -67,15 +67,3 @@ def make_train_step(model: T5, optimizer: optax.GradientTransformation,
 
   return step
 
-
-def make_eval_loss(model: T5, z_loss: float = DEFAULT_Z_LOSS
-                   ) -> Callable[[Array, Any, Batch], tuple[Array, dict[str, Array]]]:
-  """Returns loss(prompt, frozen_params, batch) -> (summed loss, metrics), dropout off."""
-
-  def loss(prompt: Array, frozen_params: Any, batch: Batch):
-    logits = model.apply({"params": with_prompt(frozen_params, prompt)},
-                         batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-                         batch["decoder_target_tokens"])
-    return summed_loss(logits, batch["decoder_target_tokens"], z_loss)
-
-  return loss
