@@ -7,12 +7,19 @@ import functools
 
 import seqio
 
+# Retrieval mixtures (`spot_jax.library.transfer`): the name lists the members, so any process
+# registers one on demand from its name alone.
+TRANSFER_MIXTURE_PREFIX = "spot_transfer_mix."
+
 
 def get_task_or_mixture(name: str) -> seqio.Task | seqio.Mixture:
   """The registered task or mixture `name`; a ValueError lists close names when unknown."""
   try:
     return seqio.get_mixture_or_task(name)
   except ValueError:
+    if name.startswith(TRANSFER_MIXTURE_PREFIX):
+      from spot_jax.library import transfer
+      return transfer.register_transfer_mixture(transfer.mixture_members(name))
     names = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
     hint = f" Closest registered names: {close}." if close else ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 from flax import traverse_util
 
 from conftest import PROJECT_ROOT
+from hlo_util import dot_output_shapes
 from spot_jax import gin_utils
 from spot_jax.checkpoints import t5x
 from spot_jax.models import T5, get_config
@@ -69,12 +69,6 @@ def test_adafactor_decay_uses_absolute_step():
     # optax computes 1 - decay in float32: ~1e-3 relative error at t = 1.1M (the two offsets
     # give updates that differ by a factor of ~100, so this still tells them apart).
     np.testing.assert_allclose(updates, -0.3 * g2 / jnp.sqrt(v), rtol=2e-3)
-
-
-def dot_output_shapes(hlo: str) -> set[tuple[int, ...]]:
-  """Output shapes of the float32 dot/convolution ops in compiled HLO text."""
-  pattern = r"= f32\[([\d,]*)\]\{[^}]*\} (?:dot|convolution)\("
-  return {tuple(int(d) for d in m.group(1).split(",") if d) for m in re.finditer(pattern, hlo)}
 
 
 def test_compiled_step_has_no_weight_gradient_products():

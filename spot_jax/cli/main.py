@@ -17,6 +17,9 @@ SUBCOMMAND_MODULES = (
     "spot_jax.cli.train_cmd",
     "spot_jax.cli.model_cmd",
     "spot_jax.cli.tasks_cmd",
+    "spot_jax.cli.library_cmd",
+    "spot_jax.cli.retrieve_cmd",
+    "spot_jax.cli.study_cmd",
 )
 
 

@@ -1,0 +1,323 @@
+"""Prompt-tuning throughput, ours against Hugging Face PEFT, side by side in one run.
+
+  pip install -e '.[bench]'
+  python benchmarks/compare_peft.py                       # the four CPU configurations
+  python benchmarks/compare_peft.py --configs small/128 --rounds 3
+
+Both sides train a 100-token soft prompt on the same random T5 1.1 shapes (tiny: d_model 64,
+d_ff 128, 2+2 layers, 4 heads of 16; small: d_model 512, d_ff 1024, 8+8 layers, 6 heads of
+64; vocabulary 32128, gated-GELU, untied logits), batch 32, target length 8, dropout 0.1,
+float32:
+  ours  the trainer's jitted step (`spot_jax.train.step`) with the trainer's host runtime
+        settings (`spot_jax.runtime`), Adafactor lr 0.3 as in SPoT;
+  PEFT  `PromptTuningConfig(num_virtual_tokens=100)` on transformers' T5ForConditionalGeneration,
+        transformers' Adafactor(lr=0.3, scale_parameter=False, relative_step=False,
+        warmup_init=False, weight_decay=1e-5), loss.backward(), optimizer.step().
+
+Each timing block runs in a fresh worker process (so each side's peak resident memory is its
+own, and neither holds memory while the other runs); blocks alternate ours, PEFT, ours, PEFT...
+so that load on a shared machine hits both alike, and the reported figure is the median step
+over all blocks. The float32 matrix-multiply ceiling is measured in the same run (a 4096^3
+product with numpy and with jax.jit, best of both) before and after the configurations.
+GFLOP/s use `spot_jax.models.flops.prompt_tuning_step_flops` (matrix products of the forward
+pass and the activation-gradient backward pass; formula in that module) for both sides.
+
+Writes one JSON line per configuration (`--json`) and the markdown table, with the command,
+to `benchmarks/RESULTS.md` (section `compare_peft`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+SHAPES = {
+    "tiny": dict(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16),
+    "small": dict(d_model=512, d_ff=1024, num_layers=8, num_heads=6, d_kv=64),
+}
+VOCAB_SIZE = 32128
+BATCH_SIZE, TARGET_LENGTH, PROMPT_LENGTH, DROPOUT_RATE = 32, 8, 100, 0.1
+DEFAULT_CONFIGS = ("tiny/128", "tiny/512", "small/128", "small/512")
+TARGETS = {"geomean_ratio": 2.0, "min_ratio": 1.2, "small/128_ceiling_fraction": 0.6}
+
+
+def parse_config(text: str) -> tuple[str, int]:
+  model, _, length = text.partition("/")
+  if model not in SHAPES or not length.isdigit():
+    raise SystemExit(f"--configs: {text!r} is not MODEL/INPUT_LENGTH with MODEL in "
+                     f"{sorted(SHAPES)}, e.g. small/128")
+  return model, int(length)
+
+
+def peak_rss_bytes() -> int:
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def random_tokens(batch_size: int, input_length: int, seed: int = 0):
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  inputs = rng.integers(2, VOCAB_SIZE, (batch_size, input_length), dtype=np.int32)
+  targets = rng.integers(2, VOCAB_SIZE, (batch_size, TARGET_LENGTH), dtype=np.int32)
+  return inputs, targets
+
+
+def time_steps(run_step, steps: int, sync) -> list[float]:
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    sync(run_step())
+    times.append(time.perf_counter() - start)
+  return times
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def worker_ours(model: str, input_length: int, steps: int) -> dict[str, Any]:
+  from spot_jax import runtime
+  runtime.configure_host()  # what `spot-jax train` does at start-up.
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from spot_jax.models import T5, get_config
+  from spot_jax.prompts import from_sampled_vocab, without_prompt
+  from spot_jax.train.optimizer import prompt_adafactor
+  from spot_jax.train.step import init_train_state, make_train_step
+
+  jax.config.update("jax_compilation_cache_dir", os.path.join(HERE, ".jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  config = get_config(model, dropout_rate=DROPOUT_RATE)
+  t5 = T5(config, PROMPT_LENGTH)
+  inputs, targets = random_tokens(BATCH_SIZE, input_length)
+  batch = {"encoder_input_tokens": jnp.asarray(inputs),
+           "decoder_input_tokens": jnp.asarray(np.pad(targets, ((0, 0), (1, 0)))[:, :-1]),
+           "decoder_target_tokens": jnp.asarray(targets)}
+  params = jax.jit(t5.init)(jax.random.PRNGKey(0), batch["encoder_input_tokens"][:1],
+                            batch["decoder_input_tokens"][:1])["params"]
+  frozen = without_prompt(params)
+  optimizer = prompt_adafactor()
+  state = init_train_state(from_sampled_vocab(jax.random.PRNGKey(1),
+                                              frozen["token_embedder"]["embedding"],
+                                              PROMPT_LENGTH), optimizer, seed=0)
+  step = jax.jit(make_train_step(t5, optimizer), donate_argnums=(0,))
+  box = [state]
+
+  def run_step():
+    box[0], metrics = step(box[0], frozen, batch)
+    return metrics["loss"]
+
+  start = time.perf_counter()
+  jax.block_until_ready(run_step())  # compile (or load from the cache) and warm up.
+  warmup = time.perf_counter() - start
+  times = time_steps(run_step, steps, jax.block_until_ready)
+  return {"times": times, "warmup_seconds": warmup, "peak_rss_bytes": peak_rss_bytes(),
+          "versions": {"jax": jax.__version__}}
+
+
+def worker_peft(model: str, input_length: int, steps: int) -> dict[str, Any]:
+  import torch
+  import transformers
+  import peft
+  from transformers.optimization import Adafactor
+
+  torch.manual_seed(0)
+  shape = SHAPES[model]
+  config = transformers.T5Config(
+      vocab_size=VOCAB_SIZE, d_model=shape["d_model"], d_kv=shape["d_kv"], d_ff=shape["d_ff"],
+      num_layers=shape["num_layers"], num_decoder_layers=shape["num_layers"],
+      num_heads=shape["num_heads"], feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+      dropout_rate=DROPOUT_RATE, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+  base = transformers.T5ForConditionalGeneration(config)
+  prompt_config = peft.PromptTuningConfig(task_type=peft.TaskType.SEQ_2_SEQ_LM,
+                                          num_virtual_tokens=PROMPT_LENGTH)
+  net = peft.get_peft_model(base, prompt_config)
+  net.train()
+  optimizer = Adafactor([p for p in net.parameters() if p.requires_grad], lr=0.3,
+                        scale_parameter=False, relative_step=False, warmup_init=False,
+                        weight_decay=1e-5)
+  inputs, targets = random_tokens(BATCH_SIZE, input_length)
+  input_ids = torch.from_numpy(inputs).long()
+  attention_mask = torch.ones_like(input_ids)
+  labels = torch.from_numpy(targets).long()
+
+  def run_step():
+    loss = net(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+  start = time.perf_counter()
+  run_step()
+  warmup = time.perf_counter() - start
+  times = time_steps(run_step, steps, lambda loss: loss.item())
+  return {"times": times, "warmup_seconds": warmup, "peak_rss_bytes": peak_rss_bytes(),
+          "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                       "peft": peft.__version__}}
+
+
+def worker_matmul(size: int, repeats: int) -> dict[str, Any]:
+  """Best float32 GFLOP/s of a size^3 product: numpy, and jax.jit with our host runtime."""
+  from spot_jax import runtime
+  runtime.configure_host()
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((size, size), dtype=np.float32)
+  b = rng.standard_normal((size, size), dtype=np.float32)
+  flops = 2 * size ** 3
+  result = {}
+  a @ b
+  result["numpy"] = max(flops / t for t in time_steps(lambda: a @ b, repeats, lambda x: x)) / 1e9
+  ja, jb = jnp.asarray(a), jnp.asarray(b)
+  product = jax.jit(jnp.matmul)
+  jax.block_until_ready(product(ja, jb))
+  result["jax"] = max(flops / t for t in time_steps(lambda: product(ja, jb), repeats,
+                                                     jax.block_until_ready)) / 1e9
+  return result
+
+
+def run_worker(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+  """Runs this script as a worker in a fresh process; returns its JSON result."""
+  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", USE_TF="0", USE_JAX="0",
+                     TRANSFORMERS_NO_ADVISORY_WARNINGS="1", **(env or {}))
+  completed = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *args],
+                             capture_output=True, text=True, env=environment)
+  lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+  if completed.returncode != 0 or not lines:
+    raise RuntimeError(f"worker {args} failed (exit {completed.returncode}):\n"
+                       f"{completed.stderr[-3000:]}")
+  return json.loads(lines[-1])
+
+
+# ----------------------------------------------------------------------------- the comparison
+
+
+def geometric_mean(values: list[float]) -> float:
+  return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def compare(model: str, input_length: int, rounds: int, steps: dict[str, int],
+            ceiling: float) -> dict[str, Any]:
+  from spot_jax.models import get_config
+  from spot_jax.models.flops import prompt_tuning_step_flops
+  flops = prompt_tuning_step_flops(get_config(model), BATCH_SIZE, input_length, TARGET_LENGTH,
+                                   PROMPT_LENGTH).total
+  runs: dict[str, list[dict[str, Any]]] = {"ours": [], "peft": []}
+  for round_index in range(rounds):
+    for side in ("ours", "peft"):
+      result = run_worker([side, model, str(input_length), str(steps[side])])
+      runs[side].append(result)
+      print(f"  {model}/{input_length} round {round_index + 1} {side}: "
+            f"{BATCH_SIZE / statistics.median(result['times']):.2f} examples/s", flush=True)
+  row: dict[str, Any] = {"config": f"{model}/{input_length}", "model": model,
+                         "input_length": input_length, "batch_size": BATCH_SIZE,
+                         "prompt_length": PROMPT_LENGTH, "target_length": TARGET_LENGTH,
+                         "dropout_rate": DROPOUT_RATE, "dtype": "float32",
+                         "step_gflop": flops / 1e9, "ceiling_gflops": ceiling, "rounds": rounds}
+  for side, results in runs.items():
+    times = [t for result in results for t in result["times"]]
+    step = statistics.median(times)
+    row[side] = {"examples_per_second": BATCH_SIZE / step, "step_seconds_median": step,
+                 "step_seconds": times, "gflops": flops / step / 1e9,
+                 "ceiling_fraction": flops / step / 1e9 / ceiling,
+                 "peak_rss_bytes": max(r["peak_rss_bytes"] for r in results),
+                 "warmup_seconds": statistics.median(r["warmup_seconds"] for r in results),
+                 "versions": results[0]["versions"]}
+  row["ratio"] = row["ours"]["examples_per_second"] / row["peft"]["examples_per_second"]
+  return row
+
+
+def markdown(rows: list[dict[str, Any]], ceilings: list[dict[str, float]], command: str) -> str:
+  gib = 2 ** 30
+  lines = [
+      f"Command: `{command}`",
+      "",
+      f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+      f"{platform.platform()}; date {time.strftime('%Y-%m-%d')}.",
+      "Float32 matmul ceiling (4096^3, best of numpy and jax.jit, before / after): "
+      + " / ".join(f"{max(c.values()):.0f}" for c in ceilings) + " GFLOP/s.",
+      "",
+      "| config | ours ex/s | PEFT ex/s | ours/PEFT | ours GFLOP/s | PEFT GFLOP/s "
+      "| ours / ceiling | step GFLOP | ours peak RSS | PEFT peak RSS |",
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for row in rows:
+    ours, peft = row["ours"], row["peft"]
+    lines.append(
+        f"| {row['config']} | {ours['examples_per_second']:.2f} | "
+        f"{peft['examples_per_second']:.2f} | {row['ratio']:.2f} | {ours['gflops']:.1f} | "
+        f"{peft['gflops']:.1f} | {100 * ours['ceiling_fraction']:.0f}% | "
+        f"{row['step_gflop']:.1f} | {ours['peak_rss_bytes'] / gib:.2f} GiB | "
+        f"{peft['peak_rss_bytes'] / gib:.2f} GiB |")
+  ratios = [row["ratio"] for row in rows]
+  lines += ["", f"Geometric mean of ours/PEFT: {geometric_mean(ratios):.2f} "
+            f"(target >= {TARGETS['geomean_ratio']}); lowest {min(ratios):.2f} "
+            f"(target >= {TARGETS['min_ratio']})."]
+  return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                      help="comma-separated MODEL/INPUT_LENGTH (tiny|small)")
+  parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per side")
+  parser.add_argument("--budget_seconds", type=float, default=25.0,
+                      help="aim for about this many timed seconds per block")
+  parser.add_argument("--matmul_size", type=int, default=4096)
+  parser.add_argument("--json", default=os.path.join(HERE, "results", "compare_peft.jsonl"))
+  parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+  parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.worker:
+    kind, *rest = args.worker
+    if kind == "matmul":
+      result = worker_matmul(int(rest[0]), int(rest[1]))
+    else:
+      result = {"ours": worker_ours, "peft": worker_peft}[kind](rest[0], int(rest[1]),
+                                                                int(rest[2]))
+    print(json.dumps(result))
+    return
+
+  configs = [parse_config(text) for text in args.configs.split(",")]
+  command = "python benchmarks/compare_peft.py " + shlex.join(sys.argv[1:])
+  ceilings = [run_worker(["matmul", str(args.matmul_size), "3"])]
+  print(f"matmul ceiling: {ceilings[0]}", flush=True)
+  rows = []
+  for model, input_length in configs:
+    # One probe step each sizes the blocks to the time budget.
+    probe = {side: run_worker([side, model, str(input_length), "1"])["times"][0]
+             for side in ("ours", "peft")}
+    steps = {side: max(1, min(50, round(args.budget_seconds / t))) for side, t in probe.items()}
+    row = compare(model, input_length, args.rounds, steps, max(ceilings[0].values()))
+    rows.append(row)
+    print(f"{row['config']}: ours {row['ours']['examples_per_second']:.2f} ex/s, "
+          f"PEFT {row['peft']['examples_per_second']:.2f} ex/s, ratio {row['ratio']:.2f}, "
+          f"ours {100 * row['ours']['ceiling_fraction']:.0f}% of the ceiling", flush=True)
+  ceilings.append(run_worker(["matmul", str(args.matmul_size), "3"]))
+  table = markdown(rows, ceilings, command)
+  print(table)
+  os.makedirs(os.path.dirname(args.json), exist_ok=True)
+  with open(args.json, "a") as f:
+    for row in rows:
+      f.write(json.dumps(dict(row, command=command, ceilings=ceilings)) + "\n")
+  from results_md import update_section
+  update_section(args.results, "compare_peft",
+                 "## Prompt-tuning throughput: ours against Hugging Face PEFT (CPU)\n\n" + table)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,171 @@
+"""`spot-jax library`: add, list, show, remove and export prompt library entries; task similarity.
+
+  spot-jax library add --library LIB --create --run MODEL_DIR [--key_step N]
+  spot-jax library add --library LIB --npy PROMPT.npy --task T --model_name base --emb_dim 768 \
+      --fingerprint FP [--key_npy KEY.npy]
+  spot-jax library add --library LIB --peft ADAPTER_DIR --task T --model_name base --emb_dim 768 \
+      --fingerprint FP [--num_virtual_tokens N]
+  spot-jax library list --library LIB [--task T] [--model FP]
+  spot-jax library similarity --library LIB --metric cosine --out SIM.csv [--plot SIM.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+  parser = subparsers.add_parser("library", help="manage a prompt library; task similarity")
+  actions = parser.add_subparsers(dest="library_command", metavar="ACTION", required=True)
+
+  def action(name: str, help_text: str, func) -> argparse.ArgumentParser:
+    sub = actions.add_parser(name, help=help_text)
+    sub.add_argument("--library", required=True, help="the library directory")
+    sub.set_defaults(func=func)
+    return sub
+
+  add = action("add", "add a finished run, a .npy prompt or a PEFT adapter", run_add)
+  source = add.add_mutually_exclusive_group(required=True)
+  source.add_argument("--run", help="a finished run's MODEL_DIR (value: best step prompt)")
+  source.add_argument("--npy", help="a T5X prompt-tuning .npy prompt [L, embed]")
+  source.add_argument("--peft", help="a PEFT prompt tuning adapter dir or .safetensors file")
+  add.add_argument("--key_step", type=int, default=None,
+                   help="with --run: the key's step (default: the run's key_step)")
+  add.add_argument("--key_npy", help="with --npy: the key prompt (default: the value itself)")
+  add.add_argument("--num_virtual_tokens", type=int, default=None,
+                   help="with --peft: prompt length (default: adapter_config.json)")
+  add.add_argument("--task", help="with --npy/--peft: the task the prompt was trained on")
+  add.add_argument("--model_name", help="with --npy/--peft: frozen model name (e.g. base)")
+  add.add_argument("--emb_dim", type=int, help="with --npy/--peft: the model's embed dim")
+  add.add_argument("--fingerprint", help="with --npy/--peft: the frozen model's fingerprint "
+                                         "(`spot-jax model` prints it)")
+  add.add_argument("--seed", type=int, default=None, help="with --npy/--peft: run seed")
+  add.add_argument("--score", type=float, default=None, help="with --npy/--peft: its score")
+  add.add_argument("--id", dest="entry_id", default=None, help="entry id (default: derived)")
+  add.add_argument("--create", action="store_true", help="create the library if missing")
+
+  listing = action("list", "print a table of entries", run_list)
+  listing.add_argument("--task", default=None, help="only this task")
+  listing.add_argument("--model", default=None, help="only this model (fingerprint or name)")
+
+  show = action("show", "print one entry's metadata as JSON", run_show)
+  show.add_argument("entry_id", metavar="ID")
+
+  remove = action("remove", "delete one entry", run_remove)
+  remove.add_argument("entry_id", metavar="ID")
+
+  export = action("export", "write entries to FILE.npz or to a new library DIR", run_export)
+  export.add_argument("--out", required=True, help="FILE.npz, or a directory for a new library")
+  export.add_argument("--task", default=None, help="only this task")
+  export.add_argument("--model", default=None, help="only this model (fingerprint or name)")
+
+  sim = action("similarity", "task-by-task similarity of the keys (CSV, optional heatmap)",
+               run_similarity)
+  sim.add_argument("--metric", default="cosine", help="cosine, per_token_cosine, euclidean, "
+                   "manhattan, per_token_euclidean or per_token_manhattan")
+  sim.add_argument("--center", action="store_true", help="subtract the library's mean key")
+  sim.add_argument("--model", default=None,
+                   help="the frozen model (fingerprint or name); needed when several")
+  sim.add_argument("--out", required=True, help="the CSV file to write")
+  sim.add_argument("--plot", default=None, help="also save a clustered heatmap PNG here")
+
+
+def _open(args: argparse.Namespace, create: bool = False):
+  from spot_jax.library.store import PromptLibrary
+  return PromptLibrary(args.library, create=create)
+
+
+def _model(library, spec: str | None):
+  return None if spec is None else library.resolve_model(spec)
+
+
+def run_add(args: argparse.Namespace) -> int:
+  from spot_jax.library.store import ModelIdentity
+  library = _open(args, create=args.create)
+  if args.run:
+    entry = library.add_run_dir(args.run, key_step=args.key_step, entry_id=args.entry_id)
+  else:
+    missing = [f"--{name}" for name in ("task", "model_name", "emb_dim", "fingerprint")
+               if getattr(args, name) is None]
+    if missing:
+      raise ValueError(f"--npy and --peft need {', '.join(missing)}")
+    model = ModelIdentity(args.model_name, args.emb_dim, args.fingerprint)
+    meta = dict(task=args.task, model=model, seed=args.seed, score=args.score,
+                entry_id=args.entry_id)
+    if args.npy:
+      entry = library.add_npy(args.npy, key_path=args.key_npy, **meta)
+    else:
+      entry = library.add_peft(args.peft, num_virtual_tokens=args.num_virtual_tokens, **meta)
+  print(f"Added {entry.id} ({entry.task}, {entry.prompt_length} tokens, model "
+        f"{entry.model.name} {entry.model.fingerprint}) to {library.root}")
+  return 0
+
+
+def _cell(value) -> str:
+  if value is None:
+    return "-"
+  return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def run_list(args: argparse.Namespace) -> int:
+  library = _open(args)
+  entries = library.entries(model=_model(library, args.model), task=args.task)
+  rows = [("id", "task", "seed", "model", "L", "key step", "value step", "score")]
+  rows += [(e.id, e.task, _cell(e.seed), f"{e.model.name}:{e.model.fingerprint}",
+            str(e.prompt_length), _cell(e.key_step), _cell(e.value_step), _cell(e.score))
+           for e in entries]
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  for row in rows:
+    print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+  return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+  print(json.dumps(_open(args).get(args.entry_id).to_dict(), indent=2, sort_keys=True))
+  return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+  library = _open(args)
+  library.remove(args.entry_id)
+  print(f"Removed {args.entry_id} from {library.root}")
+  return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+  library = _open(args)
+  entries = library.entries(model=_model(library, args.model), task=args.task)
+  count = library.export(args.out, entries=entries)
+  print(f"Exported {count} entries to {os.path.abspath(args.out)}")
+  return 0
+
+
+def similarity_csv(tasks: list[str], matrix) -> str:
+  """The matrix as CSV: header `task,<t1>,...`, one row per task (values as repr floats)."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(["task"] + list(tasks))
+  for task, row in zip(tasks, matrix):
+    writer.writerow([task] + [repr(float(v)) for v in row])
+  return buffer.getvalue()
+
+
+def run_similarity(args: argparse.Namespace) -> int:
+  from spot_jax.library import similarity
+  from spot_jax.train.run_dir import atomic_write_bytes
+  library = _open(args)
+  tasks, matrix = similarity.task_similarity(library, args.metric, center_keys=args.center,
+                                             model=_model(library, args.model))
+  atomic_write_bytes(os.path.abspath(args.out), similarity_csv(tasks, matrix).encode())
+  print(f"Wrote the {len(tasks)}x{len(tasks)} {args.metric} task similarity to {args.out}")
+  if args.plot:
+    from spot_jax.library.plots import similarity_heatmap
+    os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+    title = f"Task similarity ({args.metric}{', centred' if args.center else ''})"
+    similarity_heatmap(tasks, matrix, args.plot, title)
+    print(f"Wrote the clustered heatmap to {args.plot}")
+  return 0

@@ -1,0 +1,208 @@
+"""`spot-jax embed`, `spot-jax retrieve` and `spot-jax transfer`: targeted SPoT from the CLI.
+
+  spot-jax embed --gin_file=models/tiny_byte.gin --gin_file=runs/prompt_train.gin \
+      --gin.MODEL_DIR=/tmp/target --gin.MIXTURE_OR_TASK_NAME=synthetic_sentiment_b --out key.npy
+  spot-jax retrieve --library lib --run /tmp/target --k 5 --out predictions.csv
+  spot-jax transfer --strategy best_of_top_k --library lib --run /tmp/target --k 3 \
+      --out_dir /tmp/transfer --gin_file=models/tiny_byte.gin --gin_file=runs/prompt_train.gin
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import os
+
+from spot_jax.cli.train_cmd import GIN_HELP
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+  embed = subparsers.add_parser(
+      "embed", help="compute a task's key: tune a prompt for key_step steps",
+      description="Trains the target prompt for exactly KEY_STEP steps with the normal trainer "
+                  "(MODEL_DIR can later be trained on) and writes that step's prompt. " + GIN_HELP)
+  embed.add_argument("--key_step", type=int, default=None,
+                     help="steps to tune (default: the config's KEY_STEP)")
+  embed.add_argument("--out", required=True, help="the key file to write (.npy [L, embed])")
+  embed.set_defaults(func=run_embed, accepts_gin=True)
+
+  retrieve = subparsers.add_parser("retrieve", help="rank library prompts for a target's key")
+  _add_query_args(retrieve)
+  retrieve.add_argument("--k", type=int, default=5, help="entries (tasks with --by_task) shown")
+  retrieve.add_argument("--exclude_task", default=None, help="leave this task's entries out")
+  retrieve.add_argument("--by_task", action="store_true",
+                        help="rank tasks by the average similarity of their entries")
+  retrieve.add_argument("--target", default=None,
+                        help="target task name for --out (default: the --run's task)")
+  retrieve.add_argument("--out", default=None,
+                        help="write predictions target,source,score (one row per source task)")
+  retrieve.set_defaults(func=run_retrieve)
+
+  transfer = subparsers.add_parser(
+      "transfer", help="initialise target prompts from retrieved ones and train them",
+      description="Retrieves the top-k library prompts (the target's own task excluded) and "
+                  "trains the target with a transfer strategy. Gin flags configure the target "
+                  "runs like `spot-jax train` (MODEL_DIR and the task are set per run). "
+                  + GIN_HELP)
+  transfer.add_argument("--strategy", required=True,
+                        choices=("best_of_top_k", "weighted_average", "mixture"))
+  _add_query_args(transfer)
+  transfer.add_argument("--target", required=True, help="the target task")
+  transfer.add_argument("--k", type=int, default=3, help="retrieved prompts to transfer from")
+  transfer.add_argument("--out_dir", required=True,
+                        help="transfer directory: transfer.json, init/, runs/")
+  transfer.add_argument("--source_steps", type=int, default=None,
+                        help="mixture strategy: steps of the source run (default TRAIN_STEPS)")
+  transfer.add_argument("--launcher", default=None,
+                        choices=("local", "gpu", "tpu_pod", "slurm_gpu"),
+                        help="train through launch/<launcher> instead of in-process")
+  transfer.add_argument("--dry_run", action="store_true",
+                        help="print the training commands instead of running them")
+  transfer.set_defaults(func=run_transfer, accepts_gin=True)
+
+
+def _add_query_args(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--library", required=True, help="the prompt library directory")
+  query = parser.add_mutually_exclusive_group(required=True)
+  query.add_argument("--key", help="the target's key, a .npy prompt [L, embed]")
+  query.add_argument("--run", help="a target run (MODEL_DIR): its key_step prompt is the key")
+  parser.add_argument("--model", default=None,
+                      help="frozen model (fingerprint, its prefix, or name); default with --run: "
+                           "the run's model")
+  parser.add_argument("--metric", default="cosine", help="similarity metric (default cosine)")
+  parser.add_argument("--center", action="store_true",
+                      help="subtract the library's mean key from keys and query")
+
+
+def load_query(args: argparse.Namespace, library):
+  """(key [L, E], model identity, query description, the run's task or None)."""
+  from spot_jax.library.store import LibraryError, ModelIdentity, check_prompt, load_npy
+  from spot_jax.train import run_dir
+  model = library.find_model(args.model) if args.model else None
+  if args.key:
+    if model is None:
+      raise LibraryError(f"--key needs --model (one of {[str(m) for m in library.models()]})")
+    key = check_prompt(load_npy(args.key), f"key {args.key}", model.emb_dim)
+    return key, model, {"key": os.path.abspath(args.key)}, None
+  summary = run_dir.read_summary(args.run)
+  run_model = ModelIdentity.from_run_summary(summary)
+  if model is not None and model != run_model:
+    raise LibraryError(f"--model {model} differs from the model of run {args.run} ({run_model})")
+  path = run_dir.prompt_path(args.run, summary.key_step)
+  if not os.path.exists(path):
+    raise LibraryError(f"Run {args.run} has no prompt at its key_step {summary.key_step} "
+                       f"({path}); available steps: {run_dir.prompt_steps(args.run)}. Train it "
+                       "further or use `spot-jax embed`")
+  key = check_prompt(load_npy(path), f"key {path}", run_model.emb_dim)
+  query = {"run": os.path.abspath(args.run), "key_step": summary.key_step}
+  return key, run_model, query, summary.task
+
+
+def _print_ranked(ranked) -> None:
+  rows = [("rank", "id", "task", "seed", "similarity")] + [
+      (str(r.rank), r.entry.id, r.entry.task, str(r.entry.seed), f"{r.score:.6f}")
+      for r in ranked]
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  for row in rows:
+    print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def predictions_csv(target: str, ranked) -> bytes:
+  """`target,source,score`, one row per source task (its first = best row in `ranked`)."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(("target", "source", "score"))
+  seen = set()
+  for r in ranked:
+    if r.entry.task not in seen:
+      seen.add(r.entry.task)
+      writer.writerow((target, r.entry.task, repr(r.score)))
+  return buffer.getvalue().encode()
+
+
+def run_retrieve(args: argparse.Namespace) -> int:
+  from spot_jax.library.retrieval import retrieve
+  from spot_jax.library.store import PromptLibrary
+  from spot_jax.train.run_dir import atomic_write_bytes
+  library = PromptLibrary(args.library)
+  key, model, _, run_task = load_query(args, library)
+  options = dict(model=model, metric=args.metric, exclude_task=args.exclude_task,
+                 center_keys=args.center, by_task=args.by_task)
+  _print_ranked(retrieve(library, key, k=args.k, **options))
+  if args.out:
+    target = args.target or run_task
+    if not target:
+      raise ValueError("--out needs --target (the target task's name) with --key")
+    every = retrieve(library, key, k=None, **options)  # every source task, best first.
+    atomic_write_bytes(args.out, predictions_csv(target, every))
+    print(f"Wrote {len({r.entry.task for r in every})} predictions for {target} to {args.out}")
+  return 0
+
+
+def _train_config(args: argparse.Namespace, extra_bindings: tuple[str, ...] = ()):
+  """The gin-configured TrainConfig (train_cmd's gin parsing, plus `extra_bindings`)."""
+  from spot_jax.cli import train_cmd
+  from spot_jax.train.loop import TrainConfig
+  train_cmd._configure(argparse.Namespace(gin_files=args.gin_files,
+                                          gin_bindings=[*args.gin_bindings, *extra_bindings]))
+  try:
+    return TrainConfig()
+  except TypeError as e:
+    raise ValueError(f"Incomplete train config ({e}); include a models/*.gin file and "
+                     "runs/prompt_train.gin, and set MODEL_DIR and MIXTURE_OR_TASK_NAME") from None
+
+
+def run_embed(args: argparse.Namespace) -> int:
+  import gin
+
+  from spot_jax.train import run_dir
+  from spot_jax.train.loop import train
+  cfg = _train_config(args)
+  key_step = cfg.key_step if args.key_step is None else args.key_step
+  if key_step <= 0:
+    raise ValueError(f"--key_step must be positive, got {key_step}")
+  path = run_dir.prompt_path(cfg.model_dir, key_step)
+  if not os.path.exists(path):
+    done = run_dir.prompt_steps(cfg.model_dir)
+    if done and done[-1] > key_step:
+      raise ValueError(f"{cfg.model_dir} is past step {key_step} ({done[-1]}) without a prompt "
+                       f"at {key_step}; use another MODEL_DIR or --key_step in {done}")
+    cfg = dataclasses.replace(cfg, train_steps=key_step, key_step=key_step, eval_period=0)
+    train(cfg, gin_config=gin.config_str())
+  with open(path, "rb") as f:
+    run_dir.atomic_write_bytes(args.out, f.read())
+  print(f"Wrote the key of {cfg.task} (the step-{key_step} prompt of {cfg.model_dir}) to "
+        f"{args.out}")
+  return 0
+
+
+def run_transfer(args: argparse.Namespace) -> int:
+  from spot_jax.library import transfer
+  from spot_jax.library.retrieval import retrieve
+  from spot_jax.library.store import PromptLibrary
+  library = PromptLibrary(args.library)
+  key, model, query, _ = load_query(args, library)
+  if not args.gin_files:
+    raise ValueError("transfer needs the target runs' gin config: --gin_file=models/<model>.gin "
+                     "--gin_file=runs/prompt_train.gin [--gin.TRAIN_STEPS=...]")
+  base = _train_config(args, ["MODEL_DIR = 'unused'",
+                              f"MIXTURE_OR_TASK_NAME = {args.target!r}"])
+  ranked = retrieve(library, key, model=model, metric=args.metric, k=args.k,
+                    exclude_task=args.target, center_keys=args.center)
+  _print_ranked(ranked)
+  plan = transfer.plan_transfer(
+      args.strategy, ranked, library, target=args.target, out_dir=args.out_dir, k=args.k,
+      base_config=dataclasses.asdict(base), source_steps=args.source_steps, metric=args.metric,
+      query=query, gin_files=args.gin_files, gin_bindings=args.gin_bindings)
+  result = transfer.run_transfer(plan, launcher=args.launcher, dry_run=args.dry_run)
+  for row in result.runs:
+    score = "" if row["best_score"] is None else f" {row['eval_metric']} {row['best_score']:.4f}"
+    print(f"{row['name']}: {row['status']}{score} ({row['model_dir']})")
+  if result.best:
+    print(f"Best: {result.best['name']} ({result.best['eval_metric']} "
+          f"{result.best['best_score']:.4f}) in {result.best['model_dir']}")
+  print(f"Recorded in {os.path.join(plan.out_dir, transfer.TRANSFER_JSON)}")
+  return 0
+

@@ -1,0 +1,57 @@
+"""`spot-jax study run`: train a transferability study's sources, baselines and transfers.
+
+  spot-jax study run SPEC.yaml --out STUDY_DIR [--dry_run] [--processes N]
+      [--phase sources|baselines|transfers|all] [--emit_jobs DIR --launcher local|gpu|...]
+      [--collect]
+
+Plugged into `spot-jax study` by spot_jax.cli.study_cmd.STUDY_ACTION_MODULES.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_study_parser(study_subparsers: argparse._SubParsersAction) -> None:
+  from spot_jax.study.runner import LAUNCHERS, PHASES
+  parser = study_subparsers.add_parser(
+      "run", help="train a study (sources, baselines, transfers) and collect results.csv",
+      description="Runs every unfinished run of a study spec (YAML, see "
+                  "gin_configs/study/synthetic.yaml), adds the source prompts to the library "
+                  "and rebuilds STUDY_DIR/results.csv. Rerunning skips finished runs.")
+  parser.add_argument("spec", help="study spec YAML")
+  parser.add_argument("--out", required=True, help="the study directory (STUDY_DIR)")
+  parser.add_argument("--dry_run", action="store_true",
+                      help="print the plan and the first commands; train nothing")
+  parser.add_argument("--processes", type=int, default=1,
+                      help="worker processes (default 1: train in this process)")
+  parser.add_argument("--phase", choices=sorted(PHASES), default="all",
+                      help="only these runs (transfers need their sources finished)")
+  parser.add_argument("--emit_jobs", metavar="DIR", default=None,
+                      help="write the unfinished runs as two phase files of launcher commands "
+                           "for a cluster instead of training")
+  parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="local",
+                      help="launch script of the --emit_jobs commands (default local)")
+  parser.add_argument("--collect", action="store_true",
+                      help="train nothing: add finished sources to the library and rebuild "
+                           "results.csv")
+  parser.set_defaults(func=run_study_cmd)
+
+
+def run_study_cmd(args: argparse.Namespace) -> int:
+  from spot_jax.study import runner
+  from spot_jax.study.spec import load_spec
+  if args.emit_jobs and (args.dry_run or args.collect):
+    raise ValueError("--emit_jobs writes job files only; drop --dry_run/--collect")
+  spec = load_spec(args.spec)
+  if args.emit_jobs:
+    paths = runner.emit_jobs(spec, args.out, args.launcher, args.emit_jobs)
+    for path in paths:
+      with open(path) as f:
+        print(f"{path}: {sum(1 for _ in f)} commands")
+    print("Run phase 1 to the end, then phase 2, from the checkout root; then "
+          f"`spot-jax study run {args.spec} --out {args.out} --collect`.")
+    return 0
+  report = runner.run_study(spec, args.out, processes=args.processes, dry_run=args.dry_run,
+                            phase=args.phase, collect_only=args.collect)
+  return 0 if report.ok else 1

@@ -1,0 +1,434 @@
+"""Prompt transfer from retrieved library entries (SPoT §3.3, targeted SPoT).
+
+Three strategies turn the top-k retrieved entries into target runs of the normal trainer:
+
+  best_of_top_k     k target runs, each initialised from one retrieved value; keep the best
+                    by validation score.
+  weighted_average  one target run initialised from sum_r alpha_r value_r with
+                    alpha_r = sim_r / sum_r sim_r (SPoT's top-k weighted average).
+  mixture           a source run on the retrieval mixture (the top-k tasks + the target,
+                    examples-proportional), then a target run initialised from its final prompt.
+
+`plan_transfer` only decides (runs, initial prompts, files); `run_transfer` writes the initial
+prompts and OUT_DIR/transfer.json, then trains in-process (`spot_jax.train.loop.train`) or
+through a launch script (`launch/*.sh`), skipping runs already finished, so an interrupted
+transfer resumes. Layout:
+
+  OUT_DIR/transfer.json         strategy, query, metric, retrieved entries and similarities,
+                                alphas, runs with their status and scores, the best run
+  OUT_DIR/init/<id>.npy         initial prompts [L, embed] (weighted_average.npy)
+  OUT_DIR/runs/<name>/          each run's MODEL_DIR
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import seqio
+
+from spot_jax.library.retrieval import Ranked
+from spot_jax.library.store import LibraryError, PromptLibrary
+from spot_jax.tasks_util import TRANSFER_MIXTURE_PREFIX
+from spot_jax.train import run_dir
+
+STRATEGIES = ("best_of_top_k", "weighted_average", "mixture")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LAUNCHERS = {"local": "launch/local.sh", "gpu": "launch/gpu.sh", "tpu_pod": "launch/tpu_pod.sh",
+             "slurm_gpu": "launch/slurm_gpu.sbatch"}
+TRANSFER_JSON = "transfer.json"
+FROM_FILE_GIN = "prompts/from_file.gin"
+# TrainConfig field -> the gin macro of runs/prompt_train.gin that sets it.
+GIN_MACROS = {"model_dir": "MODEL_DIR", "task": "MIXTURE_OR_TASK_NAME",
+              "train_steps": "TRAIN_STEPS", "prompt_init": "PROMPT_INIT",
+              "prompt_file": "PROMPT_FILE"}
+
+
+class TransferError(LibraryError):
+  """A transfer that cannot be planned or run as asked."""
+
+
+# ----------------------------------------------------------------------------- weighted average
+
+
+def weighted_average_prompt(prompts: np.ndarray, similarities: np.ndarray) -> np.ndarray:
+  """sum_r alpha_r prompts[r] with alpha_r = sim_r / sum_r sim_r: [k, L, E], [k] -> [L, E]."""
+  prompts = np.asarray(prompts, np.float64)
+  sims = np.asarray(similarities, np.float64)
+  if prompts.ndim != 3 or sims.shape != (prompts.shape[0],) or not len(sims):
+    raise TransferError(f"weighted_average_prompt needs prompts [k, L, E] and similarities [k]; "
+                        f"got {prompts.shape} and {sims.shape}")
+  if not np.all(np.isfinite(sims)) or np.any(sims < 0) or sims.sum() <= 0:
+    raise TransferError(f"Similarities {sims.tolist()} cannot weight an average: they must be "
+                        "non-negative with a positive sum. Cosine similarities can be negative "
+                        "(more so with centred keys): use a distance-based metric (euclidean, "
+                        "manhattan: 1/(1+d) > 0) or turn centring off")
+  return np.einsum("k,kle->le", sims / sims.sum(), prompts).astype(np.float32)
+
+
+def alphas(similarities: Sequence[float]) -> list[float]:
+  sims = np.asarray(similarities, np.float64)
+  return (sims / sims.sum()).tolist()
+
+
+# ----------------------------------------------------------------------------- mixtures
+
+
+def mixture_name(tasks: Sequence[str]) -> str:
+  """`spot_transfer_mix.<task>.<task>...`: the distinct members, sorted (order-independent)."""
+  members = sorted(set(tasks))
+  if not members:
+    raise TransferError("A retrieval mixture needs at least one task")
+  bad = [t for t in members if not t or not all(c.isalnum() or c == "_" for c in t)]
+  if bad:
+    raise TransferError(f"Task names {bad} cannot be encoded in a retrieval mixture name: only "
+                        "letters, digits and '_' are allowed ('.' separates the members)")
+  return TRANSFER_MIXTURE_PREFIX + ".".join(members)
+
+
+def mixture_members(name: str) -> list[str]:
+  """The member tasks encoded in a `mixture_name`."""
+  if not name.startswith(TRANSFER_MIXTURE_PREFIX) or name == TRANSFER_MIXTURE_PREFIX:
+    raise TransferError(f"{name!r} is not a retrieval mixture name "
+                        f"({TRANSFER_MIXTURE_PREFIX}<task>.<task>...)")
+  members = name[len(TRANSFER_MIXTURE_PREFIX):].split(".")
+  if mixture_name(members) != name:
+    raise TransferError(f"{name!r} is not canonical: expected {mixture_name(members)!r}")
+  return members
+
+
+def mixing_rate(task: str) -> float:
+  """min(number of training examples, MIXING_CAP): the registry's known size, else seqio's."""
+  from tasks import registry
+  try:
+    size = registry.train_size(task)
+  except KeyError:  # not a real SPoT task (e.g. synthetic): ask seqio.
+    size = None
+  if size is None:
+    provider = seqio.get_mixture_or_task(task)
+    if isinstance(provider, seqio.Mixture):
+      raise TransferError(f"{task!r} is a mixture; retrieval mixtures take tasks only")
+    try:
+      size = provider.num_input_examples("train")
+    except Exception:  # pylint: disable=broad-except  # TFDS metadata missing, unreadable data.
+      size = None
+  if size is None:
+    raise TransferError(f"The number of training examples of {task!r} is unknown (not in "
+                        "tasks.registry and not countable from its data), so its mixing rate is "
+                        "unknown: prepare its data or leave it out of the mixture")
+  return float(min(int(size), registry.MIXING_CAP))
+
+
+def register_transfer_mixture(tasks: Sequence[str]) -> seqio.Mixture:
+  """Registers (once) the examples-proportional mixture of `tasks`; returns it."""
+  from spot_jax.tasks_util import register_all_tasks
+  name = mixture_name(tasks)
+  if name in seqio.MixtureRegistry.names():
+    return seqio.get_mixture_or_task(name)
+  members = mixture_members(name)
+  if any(t not in seqio.TaskRegistry.names() for t in members):
+    register_all_tasks()
+  unknown = [t for t in members if t not in seqio.TaskRegistry.names()]
+  if unknown:
+    raise TransferError(f"Retrieval mixture {name!r}: unknown tasks {unknown} "
+                        "(`spot-jax tasks list` prints the registered ones)")
+  seqio.MixtureRegistry.add(name, [(t, mixing_rate(t)) for t in members])
+  return seqio.get_mixture_or_task(name)
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+@dataclasses.dataclass
+class PlannedRun:
+  """One trainer run: TrainConfig overrides (on top of the plan's base config) and the same as
+  gin bindings (`MACRO = value`) for the launch scripts."""
+
+  name: str
+  role: str  # "target" or "source".
+  overrides: dict[str, Any]
+  gin_bindings: list[str]
+  entries: list[str] = dataclasses.field(default_factory=list)  # library ids it starts from.
+  after: str | None = None  # the run whose final prompt this one starts from.
+
+  @property
+  def model_dir(self) -> str:
+    return self.overrides["model_dir"]
+
+
+@dataclasses.dataclass
+class TransferPlan:
+  """What a transfer will do: its runs in order and the initial prompts it writes."""
+
+  strategy: str
+  target: str
+  out_dir: str
+  k: int
+  metric: str
+  query: dict[str, Any]
+  retrieved: list[dict[str, Any]]
+  runs: list[PlannedRun]
+  files: dict[str, np.ndarray]  # path -> prompt [L, E] written before the runs.
+  base_config: dict[str, Any]
+  gin_files: list[str] = dataclasses.field(default_factory=list)
+  gin_bindings: list[str] = dataclasses.field(default_factory=list)  # "MACRO = value".
+  alphas: list[float] | None = None
+  mixture: str | None = None
+
+  @property
+  def runs_by_name(self) -> dict[str, PlannedRun]:
+    return {run.name: run for run in self.runs}
+
+  def config(self, run: PlannedRun) -> dict[str, Any]:
+    """The TrainConfig fields of a run: base config, then the run's overrides."""
+    return {**self.base_config, **run.overrides}
+
+
+def _gin_value(value: Any) -> str:
+  return json.dumps(value)  # strings double-quoted, ints bare: valid gin literals.
+
+
+def _run(name: str, role: str, overrides: dict[str, Any], entries: list[str],
+         after: str | None = None) -> PlannedRun:
+  bindings = [f"{GIN_MACROS[k]} = {_gin_value(v)}" for k, v in overrides.items()]
+  return PlannedRun(name, role, overrides, bindings, entries, after)
+
+
+def _values(library: PromptLibrary, ranked: Sequence[Ranked], prompt_length: int | None
+            ) -> np.ndarray:
+  values = np.stack([library.value(r.entry.id) for r in ranked])  # [k, L, E]
+  if prompt_length is not None and values.shape[1] != prompt_length:
+    raise TransferError(f"Retrieved prompts have length {values.shape[1]} but the target runs "
+                        f"use prompt_length {prompt_length}; set PROMPT_LENGTH to "
+                        f"{values.shape[1]}")
+  return values
+
+
+def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrary, *,
+                  target: str, out_dir: str, k: int, base_config: Mapping[str, Any],
+                  source_steps: int | None = None, metric: str = "",
+                  query: Mapping[str, Any] | None = None, gin_files: Sequence[str] = (),
+                  gin_bindings: Sequence[str] = ()) -> TransferPlan:
+  """Plans a transfer from the top `k` of `ranked` (best first) to the task `target`.
+
+  base_config: TrainConfig fields shared by all runs (model, feature_lengths, train_steps...;
+  model_dir, task and the prompt initialisation are set per run). source_steps: the length of
+  the mixture strategy's source run (default: base_config's train_steps).
+  """
+  if strategy not in STRATEGIES:
+    raise TransferError(f"Unknown transfer strategy {strategy!r}; choose one of {STRATEGIES}")
+  if k <= 0:
+    raise TransferError(f"k must be positive, got {k}")
+  top = list(ranked)[:k]
+  if not top:
+    raise TransferError("Nothing retrieved: the library holds no entries to transfer from")
+  out_dir = os.path.abspath(out_dir)
+  base = {key: v for key, v in base_config.items() if key not in ("model_dir", "task")}
+  retrieved = [{"rank": r.rank, "id": r.entry.id, "task": r.entry.task, "seed": r.entry.seed,
+                "similarity": r.score} for r in top]
+  plan = TransferPlan(strategy, target, out_dir, k, metric, dict(query or {}), retrieved, [],
+                      {}, base, list(gin_files), list(gin_bindings))
+  runs_dir, init_dir = os.path.join(out_dir, "runs"), os.path.join(out_dir, "init")
+
+  def target_run(name: str, prompt_file: str, entries: list[str], after: str | None = None
+                 ) -> PlannedRun:
+    return _run(name, "target", {"model_dir": os.path.join(runs_dir, name), "task": target,
+                                 "prompt_init": "file", "prompt_file": prompt_file}, entries,
+                after)
+
+  if strategy == "best_of_top_k":
+    for r, value in zip(top, _values(library, top, base.get("prompt_length"))):
+      path = os.path.join(init_dir, f"{r.entry.id}.npy")
+      plan.files[path] = value
+      plan.runs.append(target_run(r.entry.id, path, [r.entry.id]))
+  elif strategy == "weighted_average":
+    values = _values(library, top, base.get("prompt_length"))
+    path = os.path.join(init_dir, "weighted_average.npy")
+    plan.files[path] = weighted_average_prompt(values, [r.score for r in top])
+    plan.alphas = alphas([r.score for r in top])
+    plan.runs.append(target_run("weighted_average", path, [r.entry.id for r in top]))
+  else:
+    plan.mixture = register_transfer_mixture([r.entry.task for r in top] + [target]).name
+    steps = int(source_steps or base.get("train_steps") or 0)
+    if steps <= 0:
+      raise TransferError("The mixture strategy needs source_steps (--source_steps)")
+    source_dir = os.path.join(runs_dir, "mixture_source")
+    init = base.get("prompt_init", "sampled_vocab")
+    plan.runs.append(_run("mixture_source", "source", {
+        "model_dir": source_dir, "task": plan.mixture, "train_steps": steps,
+        "prompt_init": "sampled_vocab" if init == "file" else init}, [r.entry.id for r in top]))
+    plan.runs.append(target_run("mixture_target", run_dir.prompt_path(source_dir, steps), [],
+                                after="mixture_source"))
+  return plan
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclasses.dataclass
+class TransferResult:
+  """Runs with their status ("finished", "skipped": finished before, "dry_run", "submitted")
+  and scores; `best` is the target run with the highest validation best_score."""
+
+  plan: TransferPlan
+  runs: list[dict[str, Any]]
+  best: dict[str, Any] | None
+  commands: list[list[str]]
+
+
+def _is_finished(model_dir: str) -> bool:
+  try:
+    return run_dir.read_summary(model_dir).finished
+  except run_dir.RunDirError:
+    return False
+
+
+def _flag(binding: str) -> str:
+  name, _, value = binding.partition("=")
+  return f"--gin.{name.strip()}={value.strip()}"
+
+
+def train_args(plan: TransferPlan, run: PlannedRun) -> list[str]:
+  """`spot-jax train` arguments of a run: the plan's gin files and bindings, then the run's."""
+  files = list(plan.gin_files)
+  if run.overrides.get("prompt_init") == "file":
+    files.append(FROM_FILE_GIN)
+  return ([f"--gin_file={f}" for f in files] + [_flag(b) for b in plan.gin_bindings]
+          + [_flag(b) for b in run.gin_bindings])
+
+
+def launch_command(plan: TransferPlan, run: PlannedRun, launcher: str | None,
+                   dependency: str | None = None) -> list[str]:
+  """The command line that trains `run`: `spot-jax train ...` (launcher None), a launch script,
+  or `sbatch --parsable [--dependency=afterok:JOB] launch/slurm_gpu.sbatch ...`."""
+  if launcher is None:
+    return ["spot-jax", "train"] + train_args(plan, run)
+  if launcher not in LAUNCHERS:
+    raise TransferError(f"Unknown launcher {launcher!r}; choose one of {sorted(LAUNCHERS)}")
+  script = str(PROJECT_ROOT / LAUNCHERS[launcher])
+  prefix = [script]
+  if launcher == "slurm_gpu":
+    prefix = ["sbatch", "--parsable"] + (
+        [f"--dependency=afterok:{dependency}"] if dependency else []) + [script]
+  return prefix + train_args(plan, run)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  np.save(buffer, np.asarray(array, np.float32), allow_pickle=False)
+  return buffer.getvalue()
+
+
+def _write_files(plan: TransferPlan) -> None:
+  """Writes the initial prompts; refuses to replace different ones of an earlier transfer."""
+  for path, array in plan.files.items():
+    data = _npy_bytes(array)
+    if os.path.exists(path):
+      with open(path, "rb") as f:
+        if f.read() == data:
+          continue
+      raise TransferError(f"{path} holds a different initial prompt (an earlier transfer with "
+                          "other retrieved entries): use another --out_dir")
+    run_dir.atomic_write_bytes(path, data)
+
+
+def _check_resumable(plan: TransferPlan) -> None:
+  path = os.path.join(plan.out_dir, TRANSFER_JSON)
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise TransferError(f"{path} is unreadable ({e}); use another --out_dir") from None
+  new = _record(plan, [], None)
+  diffs = [k for k in ("strategy", "target", "mixture") if old.get(k) != new[k]]
+  if [r.get("id") for r in old.get("retrieved", [])] != [r["id"] for r in plan.retrieved]:
+    diffs.append("retrieved entries")
+  if diffs:
+    raise TransferError(f"{plan.out_dir} holds another transfer (different {', '.join(diffs)}); "
+                        "use another --out_dir")
+
+
+def _record(plan: TransferPlan, runs: list[dict[str, Any]], best: dict[str, Any] | None
+            ) -> dict[str, Any]:
+  return {"strategy": plan.strategy, "target": plan.target, "k": plan.k, "metric": plan.metric,
+          "query": plan.query, "retrieved": plan.retrieved, "alphas": plan.alphas,
+          "mixture": plan.mixture, "runs": runs, "best": best}
+
+
+def _write_record(plan: TransferPlan, runs: list[dict[str, Any]],
+                  best: dict[str, Any] | None) -> None:
+  data = json.dumps(_record(plan, runs, best), indent=2, sort_keys=True, default=float)
+  run_dir.atomic_write_bytes(os.path.join(plan.out_dir, TRANSFER_JSON), data.encode())
+
+
+def _run_status(run: PlannedRun, status: str, command: list[str]) -> dict[str, Any]:
+  row = {"name": run.name, "role": run.role, "model_dir": run.model_dir,
+         "task": run.overrides["task"], "prompt_file": run.overrides.get("prompt_file"),
+         "entries": run.entries, "status": status, "command": shlex.join(command),
+         "best_step": None, "best_score": None, "eval_metric": None}
+  if status in ("finished", "skipped"):
+    summary = run_dir.read_summary(run.model_dir)
+    row.update(best_step=summary.best_step, best_score=summary.best_score,
+               eval_metric=summary.eval_metric)
+  return row
+
+
+def run_transfer(plan: TransferPlan, *, launcher: str | None = None, dry_run: bool = False,
+                 echo: Callable[[str], None] = print) -> TransferResult:
+  """Writes the initial prompts and transfer.json, then trains the plan's runs in order.
+
+  launcher None trains in-process; otherwise each run is the launch script's command (slurm:
+  submitted with sbatch; the mixture target waits for its source job). Finished runs are skipped.
+  dry_run echoes the commands instead of training (the prompts and transfer.json are still
+  written, so the printed commands can be run as they are).
+  """
+  _check_resumable(plan)
+  _write_files(plan)
+  rows, commands, jobs = [], [], {}
+  _write_record(plan, rows, None)
+  for run in plan.runs:
+    dependency = None
+    if run.after is not None and not _is_finished(plan.runs_by_name[run.after].model_dir):
+      dependency = jobs.get(run.after, f"<job id of {run.after}>")
+    command = launch_command(plan, run, launcher, dependency)
+    commands.append(command)
+    if _is_finished(run.model_dir):
+      rows.append(_run_status(run, "skipped", command))
+      echo(f"skip {run.name}: {run.model_dir} is finished")
+      continue
+    if dry_run:
+      echo(shlex.join(command))
+      rows.append(_run_status(run, "dry_run", command))
+      continue
+    if launcher is None:
+      from spot_jax.train.loop import TrainConfig, train
+      train(TrainConfig(**plan.config(run)))
+    else:
+      process = subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE)
+      if launcher == "slurm_gpu":  # sbatch --parsable prints "JOB_ID[;CLUSTER]".
+        jobs[run.name] = process.stdout.strip().split(";")[0]
+    status = "finished" if _is_finished(run.model_dir) else "submitted"
+    rows.append(_run_status(run, status, command))
+    _write_record(plan, rows, None)
+  best = best_run(rows)
+  _write_record(plan, rows, best)
+  return TransferResult(plan, rows, best, commands)
+
+
+def best_run(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+  """The target run with the highest best_score (the first on ties); None when none scored."""
+  scored = [r for r in rows if r["role"] == "target" and r["best_score"] is not None]
+  if not scored:
+    return None
+  best = max(scored, key=lambda r: r["best_score"])
+  return {"name": best["name"], "model_dir": best["model_dir"], "best_step": best["best_step"],
+          "best_score": best["best_score"], "eval_metric": best["eval_metric"]}

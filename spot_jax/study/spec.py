@@ -1,0 +1,227 @@
+"""A transferability study spec: which sources, targets and seeds to train, and how.
+
+  name: synthetic_small
+  model: models/tiny_byte.gin          # one gin file or a list (models/*.gin)
+  initial_checkpoint: null             # INITIAL_CHECKPOINT_PATH; absent: the gin file's
+  sources: [synthetic_sentiment_a, synthetic_nli_facts]
+  targets: [synthetic_sentiment_b]
+  seeds: [0, 1, 2]
+  source_steps: 262144
+  target_steps: 100000
+  key_step: 10000                      # the task-embedding step of every run
+  feature_lengths: {inputs: 512, targets: 32}
+  batch_size: 32
+  gin_bindings: {LEARNING_RATE: 0.3}   # any other macro
+
+Optional run settings left out keep the defaults of runs/prompt_train.gin. `load_spec` and
+`StudySpec.from_dict` validate everything before a study starts: unknown keys (with the
+closest valid one), unknown task names, empty or duplicate lists, non-positive steps and a
+key step no run reaches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from typing import Any, Mapping
+
+import yaml
+
+# Macros the runner sets per job; a spec sets them through its own keys instead.
+RUNNER_MACROS = {
+    "MODEL_DIR": "the study layout", "MIXTURE_OR_TASK_NAME": "sources/targets",
+    "TRAIN_STEPS": "source_steps/target_steps", "RANDOM_SEED": "seeds", "KEY_STEP": "key_step",
+    "PROMPT_FILE": "the transfer's source run", "SOURCE_MODEL_DIR": "the transfer's source run",
+    "PROMPT_INIT": "prompt_init", "INITIAL_CHECKPOINT_PATH": "initial_checkpoint",
+    "TASK_FEATURE_LENGTHS": "feature_lengths", "BATCH_SIZE": "batch_size",
+    "PROMPT_LENGTH": "prompt_length", "EVAL_NUM_EXAMPLES": "eval_num_examples",
+    "CHECKPOINT_PERIOD": "checkpoint_period", "EVAL_PERIOD": "eval_period",
+    "EVAL_METRIC": "eval_metric",
+}
+# Optional spec keys -> the gin macro each sets (None: keep the gin file's default).
+RUN_SETTINGS = {
+    "initial_checkpoint": "INITIAL_CHECKPOINT_PATH", "feature_lengths": "TASK_FEATURE_LENGTHS",
+    "batch_size": "BATCH_SIZE", "prompt_length": "PROMPT_LENGTH",
+    "eval_num_examples": "EVAL_NUM_EXAMPLES", "checkpoint_period": "CHECKPOINT_PERIOD",
+    "eval_period": "EVAL_PERIOD", "eval_metric": "EVAL_METRIC", "prompt_init": "PROMPT_INIT",
+}
+POSITIVE_INTS = ("source_steps", "target_steps", "key_step", "batch_size", "prompt_length",
+                 "eval_num_examples", "checkpoint_period", "eval_period")
+SOURCE_PROMPT_INITS = ("sampled_vocab", "class_labels", "uniform")
+
+
+class SpecError(ValueError):
+  """A study spec that cannot be run as written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+  """What a study trains: every source and target prompt per seed, and every transfer."""
+
+  name: str
+  model: tuple[str, ...]  # gin files, e.g. ("models/base.gin",).
+  sources: tuple[str, ...]
+  targets: tuple[str, ...]
+  seeds: tuple[int, ...]
+  source_steps: int
+  target_steps: int
+  key_step: int
+  initial_checkpoint: str | None = None
+  feature_lengths: Mapping[str, int] | None = None
+  batch_size: int | None = None
+  prompt_length: int | None = None
+  eval_num_examples: int | None = None
+  checkpoint_period: int | None = None
+  eval_period: int | None = None
+  eval_metric: str | None = None
+  prompt_init: str | None = None  # sources and baselines; transfers start from the source.
+  gin_bindings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  library: str | None = None  # default STUDY_DIR/library.
+  description: str = ""
+  # Which settings the spec set explicitly (INITIAL_CHECKPOINT_PATH: null is meaningful).
+  explicit: frozenset[str] = frozenset()
+
+  @classmethod
+  def from_dict(cls, data: Mapping[str, Any], where: str = "study spec",
+                check_tasks: bool = True) -> StudySpec:
+    """Validates a parsed spec; `where` (the file) prefixes every error."""
+    if not isinstance(data, Mapping):
+      raise SpecError(f"{where}: expected a mapping of keys (name, model, sources, ...), got "
+                      f"{type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "explicit"]
+    for key in data:
+      if key not in names:
+        close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {names}"
+        raise SpecError(f"{where}: unknown key {key!r}{hint}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in data]
+    if missing:
+      raise SpecError(f"{where}: missing required keys {missing}")
+    values = dict(data)
+    values["model"] = _string_list(where, "model", data["model"])
+    for key in ("sources", "targets"):
+      values[key] = _string_list(where, key, data[key])
+    values["seeds"] = _seed_list(where, data["seeds"])
+    for key in POSITIVE_INTS:
+      if data.get(key) is not None:
+        values[key] = _positive_int(where, key, data[key])
+    if not isinstance(data["name"], str) or not data["name"].strip():
+      raise SpecError(f"{where}: name must be a non-empty string")
+    values["feature_lengths"] = _feature_lengths(where, data.get("feature_lengths"))
+    values["gin_bindings"] = _gin_bindings(where, data.get("gin_bindings") or {})
+    for key in ("initial_checkpoint", "eval_metric", "prompt_init", "library"):
+      if data.get(key) is not None and not isinstance(data[key], str):
+        raise SpecError(f"{where}: {key} must be a string or null, got {data[key]!r}")
+    if data.get("prompt_init") not in (None, *SOURCE_PROMPT_INITS):
+      raise SpecError(f"{where}: prompt_init {data['prompt_init']!r} is not one of "
+                      f"{SOURCE_PROMPT_INITS} (transfers always start from their source)")
+    values["explicit"] = frozenset(k for k in RUN_SETTINGS if k in data)
+    spec = cls(**values)
+    _check_steps(where, spec)
+    if check_tasks:
+      check_task_names(spec, where)
+    return spec
+
+  @property
+  def library_path(self) -> str | None:
+    return os.path.abspath(os.path.expanduser(self.library)) if self.library else None
+
+  def run_bindings(self) -> dict[str, Any]:
+    """Macro -> value for the shared run settings the spec sets, then `gin_bindings`."""
+    bindings = {macro: getattr(self, key) for key, macro in RUN_SETTINGS.items()
+                if key in self.explicit or getattr(self, key) is not None}
+    if bindings.get("TASK_FEATURE_LENGTHS") is not None:
+      bindings["TASK_FEATURE_LENGTHS"] = dict(bindings["TASK_FEATURE_LENGTHS"])
+    bindings.update(self.gin_bindings)
+    return bindings
+
+
+def load_spec(path: str, check_tasks: bool = True) -> StudySpec:
+  """Reads and validates a YAML study spec."""
+  try:
+    with open(path) as f:
+      data = yaml.safe_load(f)
+  except yaml.YAMLError as e:
+    raise SpecError(f"{path} is not valid YAML: {e}") from None
+  if data is None:
+    raise SpecError(f"{path} is empty; see gin_configs/study/synthetic.yaml for a spec")
+  return StudySpec.from_dict(data, path, check_tasks)
+
+
+def check_task_names(spec: StudySpec, where: str = "study spec") -> None:
+  """Every source and target must be a registered seqio task or mixture."""
+  from spot_jax.tasks_util import get_task_or_mixture, register_all_tasks
+  register_all_tasks()
+  for key in ("sources", "targets"):
+    for i, name in enumerate(getattr(spec, key)):
+      try:
+        get_task_or_mixture(name)
+      except ValueError as e:
+        raise SpecError(f"{where}: {key}[{i}]: {e}") from None
+
+
+def _string_list(where: str, key: str, value: Any) -> tuple[str, ...]:
+  items = [value] if isinstance(value, str) and key == "model" else value
+  if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
+    raise SpecError(f"{where}: {key} must be a list of names, got {value!r}")
+  if not items:
+    raise SpecError(f"{where}: {key} is empty; list at least one")
+  duplicates = sorted({v for v in items if items.count(v) > 1})
+  if duplicates:
+    raise SpecError(f"{where}: {key} lists {duplicates} more than once; keep one of each")
+  return tuple(items)
+
+
+def _seed_list(where: str, value: Any) -> tuple[int, ...]:
+  if (not isinstance(value, (list, tuple))
+      or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+    raise SpecError(f"{where}: seeds must be a list of non-negative integers, got {value!r}")
+  if not value:
+    raise SpecError(f"{where}: seeds is empty; SPoT uses three, e.g. [0, 1, 2]")
+  if len(set(value)) != len(value):
+    raise SpecError(f"{where}: seeds {list(value)} repeat a seed; keep one of each")
+  return tuple(value)
+
+
+def _positive_int(where: str, key: str, value: Any) -> int:
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise SpecError(f"{where}: {key} must be a positive integer, got {value!r}")
+  return value
+
+
+def _feature_lengths(where: str, value: Any) -> dict[str, int] | None:
+  if value is None:
+    return None
+  if (not isinstance(value, Mapping) or set(value) != {"inputs", "targets"}
+      or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                 for v in value.values())):
+    raise SpecError(f"{where}: feature_lengths must be {{inputs: N, targets: M}} with positive "
+                    f"integers, got {value!r}")
+  return {"inputs": value["inputs"], "targets": value["targets"]}
+
+
+def _gin_bindings(where: str, value: Any) -> dict[str, Any]:
+  if not isinstance(value, Mapping):
+    raise SpecError(f"{where}: gin_bindings must map MACRO: value, got {value!r}")
+  for name in value:
+    if name in RUNNER_MACROS:
+      raise SpecError(f"{where}: gin_bindings sets {name}, which the study sets from "
+                      f"{RUNNER_MACROS[name]}; use that key instead")
+    if not isinstance(name, str) or not name.replace("_", "").replace(".", "").isalnum():
+      raise SpecError(f"{where}: gin_bindings key {name!r} is not a gin macro or "
+                      "Configurable.param name")
+  return dict(value)
+
+
+def _check_steps(where: str, spec: StudySpec) -> None:
+  for key, steps in (("source_steps", spec.source_steps), ("target_steps", spec.target_steps)):
+    if spec.key_step > steps:
+      raise SpecError(f"{where}: key_step {spec.key_step} > {key} {steps}: the task-embedding "
+                      f"prompt would never be saved; lower key_step or raise {key}")
+  if spec.checkpoint_period and spec.key_step % spec.checkpoint_period:
+    raise SpecError(f"{where}: key_step {spec.key_step} is not a multiple of checkpoint_period "
+                    f"{spec.checkpoint_period}, so no prompt is saved at it")
+

@@ -1,0 +1,298 @@
+"""Running studies: spec validation, the plan, real tiny studies end to end, reruns, workers,
+and cluster job files."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import shlex
+import shutil
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import PROJECT_ROOT
+from spot_jax import gin_utils
+from spot_jax.cli.main import main
+from spot_jax.library.store import PromptLibrary
+from spot_jax.study import runner
+from spot_jax.study.spec import SpecError, StudySpec, load_spec
+from spot_jax.train import run_dir
+from spot_jax.train.loop import TrainConfig
+
+# The seconds-long run of tests/test_train.py::small_run, as spec settings.
+SMALL = dict(model="models/tiny_byte.gin", source_steps=10, target_steps=10, key_step=5,
+             feature_lengths={"inputs": 48, "targets": 12}, batch_size=8, prompt_length=4,
+             checkpoint_period=5, eval_period=5, eval_num_examples=16)
+SOURCES = ["synthetic_sentiment_a", "synthetic_paraphrase_a"]
+TARGET = "synthetic_sentiment_b"
+
+
+def small_spec(**overrides) -> StudySpec:
+  data = dict(name="tiny", sources=SOURCES, targets=[TARGET], seeds=[0], **SMALL)
+  data.update(overrides)
+  return StudySpec.from_dict(data)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(request):
+  """All runs have the same shapes: a persistent XLA cache makes every run after the first
+  (in this process and in worker processes) skip compilation."""
+  path = str(request.config.cache.mkdir("spot_jax_xla_cache"))
+  names = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0,
+           "jax_persistent_cache_min_entry_size_bytes": -1}
+  old = {name: getattr(jax.config, name) for name in names}
+  with pytest.MonkeyPatch.context() as patch:
+    for name, value in names.items():
+      jax.config.update(name, value)
+      patch.setenv(name.upper(), str(value))
+    yield
+  for name, value in old.items():
+    jax.config.update(name, value)
+
+
+def read_rows(path) -> list[dict[str, str]]:
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------------- spec
+
+
+def test_spec_errors_name_the_problem(tmp_path):
+  base = dict(name="s", sources=SOURCES, targets=[TARGET], seeds=[0, 1], **SMALL)
+  cases = [
+      (dict(source_step=10), "unknown key 'source_step'; did you mean 'source_steps'?"),
+      (dict(targets=["synthetic_sentimnt_b"]),
+       "targets[0]: Unknown task or mixture 'synthetic_sentimnt_b'"),
+      (dict(key_step=20), "key_step 20 > source_steps 10"),
+      (dict(key_step=3), "key_step 3 is not a multiple of checkpoint_period 5"),
+      (dict(sources=[]), "sources is empty"),
+      (dict(seeds=[0, 0]), "repeat a seed"),
+      (dict(targets=[TARGET, TARGET]), "targets lists ['synthetic_sentiment_b'] more than once"),
+      (dict(target_steps=0), "target_steps must be a positive integer, got 0"),
+      (dict(gin_bindings={"TRAIN_STEPS": 5}), "use that key instead"),
+      (dict(prompt_init="file"), "transfers always start from their source"),
+  ]
+  for overrides, message in cases:
+    with pytest.raises(SpecError) as error:
+      StudySpec.from_dict({**base, **overrides}, "spec.yaml")
+    assert str(error.value).startswith("spec.yaml: ") and message in str(error.value)
+  missing = {k: v for k, v in base.items() if k != "seeds"}
+  with pytest.raises(SpecError, match=r"missing required keys \['seeds'\]"):
+    StudySpec.from_dict(missing)
+  bad = tmp_path / "bad.yaml"
+  bad.write_text("name: s\nsources: [synthetic_sentiment_a]\ntarget: [x]\n")
+  assert main(["study", "run", str(bad), "--out", str(tmp_path / "out")]) == 2
+  assert not (tmp_path / "out").exists()
+
+
+def test_shipped_specs_load_and_match_the_registry():
+  from tasks import registry
+  spot = load_spec(str(PROJECT_ROOT / "gin_configs/study/spot_glue_superglue.yaml"))
+  assert list(spot.sources) == registry.spot_sources()
+  assert list(spot.targets) == registry.spot_targets()
+  assert (spot.seeds, spot.source_steps, spot.target_steps) == ((0, 1, 2), 2**18, 100_000)
+  jobs = runner.plan(spot, "/study")
+  assert [sum(j.kind == k for j in jobs) for k in runner.KINDS] == [48, 30, 480]
+  synthetic = load_spec(str(PROJECT_ROOT / "gin_configs/study/synthetic.yaml"))
+  assert all(t.startswith("synthetic_") for t in synthetic.sources + synthetic.targets)
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+def test_plan_layout_dependencies_flags_and_dry_run(tmp_path, capsys):
+  spec = small_spec(targets=[TARGET, "synthetic_topic_2way"], seeds=[0, 1])
+  study = tmp_path / "study"
+  jobs = runner.plan(spec, str(study))
+  assert [sum(j.kind == k for j in jobs) for k in runner.KINDS] == [4, 4, 8]
+  by_dir = {os.path.relpath(j.model_dir, study): j for j in jobs}
+  assert len(by_dir) == 16
+  transfer = by_dir[f"runs/transfer/synthetic_paraphrase_a/{TARGET}/seed_1"]
+  source_dir = str(study / "runs/source/synthetic_paraphrase_a/seed_1")
+  assert transfer.depends_on == (source_dir,)
+  assert by_dir[f"runs/baseline/{TARGET}/seed_0"].depends_on == ()
+  assert transfer.gin_files == ("models/tiny_byte.gin", "runs/prompt_train.gin",
+                                "study/transfer.gin")
+  assert transfer.flags()[3:8] == [
+      f'--gin.MODEL_DIR="{transfer.model_dir}"', f'--gin.MIXTURE_OR_TASK_NAME="{TARGET}"',
+      "--gin.TRAIN_STEPS=10", "--gin.RANDOM_SEED=1", "--gin.KEY_STEP=5"]
+  assert transfer.flags()[-1] == f'--gin.SOURCE_MODEL_DIR="{source_dir}"'
+  # A target that is also a source gets no self-transfer.
+  overlap = runner.plan(small_spec(targets=[TARGET, "synthetic_paraphrase_a"]), str(study))
+  assert sorted((j.source, j.target) for j in overlap if j.kind == "transfer") == [
+      ("synthetic_paraphrase_a", TARGET), ("synthetic_sentiment_a", "synthetic_paraphrase_a"),
+      ("synthetic_sentiment_a", TARGET)]
+
+  # The flags parse through the train command's gin path into the intended TrainConfig; the
+  # transfer's PROMPT_FILE is resolved when the run starts, and refuses an unfinished source.
+  source = by_dir["runs/source/synthetic_sentiment_a/seed_1"]
+  files, bindings, rest = gin_utils.split_gin_args(source.flags())
+  gin_utils.parse_gin(files, bindings)
+  cfg = TrainConfig()
+  assert (cfg.model_dir, cfg.task, cfg.train_steps, cfg.seed, cfg.key_step, cfg.model,
+          cfg.prompt_length, dict(cfg.feature_lengths), cfg.prompt_init, rest) == (
+      source.model_dir, "synthetic_sentiment_a", 10, 1, 5, "tiny_byte", 4,
+      {"inputs": 48, "targets": 12}, "sampled_vocab", [])
+  gin_utils.parse_gin(*gin_utils.split_gin_args(transfer.flags())[:2])
+  with pytest.raises(ValueError, match="synthetic_paraphrase_a/seed_1/run.json not found"):
+    TrainConfig()
+
+  spec_file = tmp_path / "spec.yaml"
+  spec_file.write_text(
+      "name: tiny\nmodel: models/tiny_byte.gin\nsources: [synthetic_sentiment_a, "
+      "synthetic_paraphrase_a]\ntargets: [synthetic_sentiment_b, synthetic_topic_2way]\n"
+      "seeds: [0, 1]\nsource_steps: 10\ntarget_steps: 8\nkey_step: 5\n")
+  assert main(["study", "run", str(spec_file), "--out", str(study), "--dry_run"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[:6] == [
+      "Study 'tiny':",
+      "  2 sources x 2 seeds = 4 source runs (10 steps each)",
+      "  2 targets x 2 seeds = 4 baseline runs (8 steps each)",
+      "  2 sources x 2 targets x 2 seeds = 8 transfer runs (8 steps each)",
+      "  total: 16 runs, 136 train steps; 0 already finished",
+      "First 3 commands:"]
+  assert lines[6] == "  " + runner.plan(load_spec(str(spec_file)), str(study))[0].command()
+  assert not study.exists()
+
+
+def test_emitted_job_files_hold_the_exact_launcher_commands(tmp_path, capsys):
+  spec = small_spec(targets=[TARGET, "synthetic_topic_2way"], seeds=[0, 1])
+  study = str(tmp_path / "study")
+  jobs = runner.plan(spec, study)
+  prefixes = {"local": ["launch/local.sh"], "gpu": ["launch/gpu.sh"],
+              "tpu_pod": ["launch/tpu_pod.sh"], "slurm_gpu": ["sbatch", "launch/slurm_gpu.sbatch"]}
+  for launcher, prefix in prefixes.items():
+    phase1, phase2 = runner.emit_jobs(spec, study, launcher, str(tmp_path / launcher))
+    expected = []
+    for kinds in (("source", "baseline"), ("transfer",)):
+      lines = []
+      for job in (j for j in jobs if j.kind in kinds):
+        words = list(prefix)
+        if launcher == "slurm_gpu":
+          words[1:1] = [f"--job-name={job.name}", f"--output={study}/logs/{job.name}-%j.log"]
+        lines.append(shlex.join(words + job.flags()))
+      expected.append(lines)
+    assert open(phase1).read().splitlines() == expected[0]
+    assert open(phase2).read().splitlines() == expected[1]
+    assert len(expected[0]) == 8 and len(expected[1]) == 8
+  # A line runs as is: launch/local.sh hands exactly the job's flags to `spot-jax train`.
+  line = shlex.split(open(tmp_path / "local" / runner.PHASE_FILES[1]).readline())
+  shown = subprocess.run(["bash", line[0], "--dry_run", *line[1:]], cwd=PROJECT_ROOT,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+  assert shlex.split(shown)[-len(jobs[8].flags()) - 1:] == ["train", *jobs[8].flags()]
+  assert not os.path.exists(study)
+
+
+# ----------------------------------------------------------------------------- real studies
+
+
+def snapshot(root: str) -> dict[str, tuple[bytes, int]]:
+  """Content and mtime of every run.json and library entry file under root."""
+  out = {}
+  for directory, _, files in os.walk(root):
+    for name in files:
+      if name == run_dir.RUN_SUMMARY or "/entries/" in directory + "/":
+        path = os.path.join(directory, name)
+        out[path] = (open(path, "rb").read(), os.stat(path).st_mtime_ns)
+  return out
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, compilation_cache):
+  """A real 2-source x 1-target x 1-seed study, trained in this process."""
+  spec, study_dir = small_spec(), str(tmp_path_factory.mktemp("study"))
+  report = runner.run_study(spec, study_dir, log=lambda line: None)
+  assert report.ok and len(report.ran) == 5, (report.failed, report.blocked)
+  return spec, study_dir
+
+
+def test_study_results_transfer_init_and_library(study):
+  spec, study_dir = study
+  jobs = {(j.kind, j.source, j.target): j for j in runner.plan(spec, study_dir)}
+  rows = read_rows(os.path.join(study_dir, "results.csv"))
+  expected = []
+  for key in [("baseline", None, TARGET)] + [("transfer", s, TARGET) for s in SOURCES]:
+    summary = run_dir.read_summary(jobs[key].model_dir)
+    expected.append({"source": key[1] or "none", "target": TARGET, "seed": "0",
+                     "score": repr(summary.best_score), "metric": "accuracy",
+                     "step": str(summary.best_step)})
+  assert rows == expected
+  library = PromptLibrary(os.path.join(study_dir, "library"))
+  entries = library.entries()
+  assert [e.id for e in entries] == ["tiny-synthetic_paraphrase_a-s0",
+                                     "tiny-synthetic_sentiment_a-s0"]
+  for source, entry in zip(sorted(SOURCES), entries):
+    source_dir = jobs[("source", source, None)].model_dir
+    best = np.load(runner.best_prompt_file(source_dir))
+    assert entry.run == source_dir and entry.task == source
+    np.testing.assert_array_equal(library.value(entry.id), best)
+    # The transfer started from exactly the source's best prompt (its saved step-0 prompt).
+    initial = np.load(run_dir.prompt_path(jobs[("transfer", source, TARGET)].model_dir, 0))
+    np.testing.assert_array_equal(initial, best)
+    assert best.shape == (4, 64)
+  baseline_init = np.load(run_dir.prompt_path(jobs[("baseline", None, TARGET)].model_dir, 0))
+  assert not np.array_equal(baseline_init, initial)
+
+
+def test_rerun_is_a_noop_and_retrains_only_a_deleted_run(study, capsys):
+  spec, study_dir = study
+  before = snapshot(study_dir)
+  results = open(os.path.join(study_dir, "results.csv")).read()
+  report = runner.run_study(spec, study_dir, log=lambda line: None)
+  assert report.ok and report.ran == [] and len(report.skipped) == 5
+  assert report.library_added == [] and snapshot(study_dir) == before
+  assert open(os.path.join(study_dir, "results.csv")).read() == results
+
+  transfer = [j for j in runner.plan(spec, study_dir) if j.kind == "transfer"][1]
+  shutil.rmtree(transfer.model_dir)
+  os.remove(os.path.join(study_dir, "results.csv"))
+  report = runner.run_study(spec, study_dir, log=lambda line: None)
+  assert report.ran == [transfer] and report.library_added == []
+  assert open(os.path.join(study_dir, "results.csv")).read() == results  # same seed, same run.
+  assert {p: v for p, v in snapshot(study_dir).items() if transfer.model_dir not in p} == {
+      p: v for p, v in before.items() if transfer.model_dir not in p}
+
+  # --collect trains nothing and rebuilds the same table.
+  spec_file = os.path.join(study_dir, "spec.yaml")
+  with open(spec_file, "w") as f:
+    f.write("name: tiny\nsources: [synthetic_sentiment_a, synthetic_paraphrase_a]\n"
+            "targets: [synthetic_sentiment_b]\nseeds: [0]\n"
+            + "".join(f"{k}: {v}\n" for k, v in SMALL.items()))
+  assert main(["study", "run", spec_file, "--out", study_dir, "--collect"]) == 0
+  assert "results: 3 rows" in capsys.readouterr().out
+  assert open(os.path.join(study_dir, "results.csv")).read() == results
+  # Nothing left to emit for a finished study.
+  for path in runner.emit_jobs(spec, study_dir, "gpu", os.path.join(study_dir, "jobs")):
+    assert open(path).read() == ""
+
+
+def test_worker_processes_give_the_sequential_results(study, tmp_path):
+  spec, study_dir = study
+  one = dataclasses.replace(spec, sources=(SOURCES[0],))
+  logs = []
+  report = runner.run_study(one, str(tmp_path), processes=2, log=logs.append)
+  assert report.ok and len(report.ran) == 3, (report.failed, logs)
+  assert [line.split(" (log")[0] for line in logs if line.startswith("start")][-1] == (
+      f"start transfer.{SOURCES[0]}.{TARGET}.seed_0")
+  sequential = [r for r in read_rows(os.path.join(study_dir, "results.csv"))
+                if r["source"] in ("none", SOURCES[0])]
+  assert read_rows(tmp_path / "results.csv") == sequential
+  assert os.path.exists(runner.log_path(str(tmp_path), report.ran[0]))
+
+
+def test_failures_are_reported_and_block_only_dependants(tmp_path):
+  # Transfers alone cannot start before their source; the NLI source itself fails (its labels
+  # need 14 target tokens, the spec allows 12) with a message naming the run dir.
+  spec = small_spec(sources=["synthetic_nli_facts"])
+  report = runner.run_study(spec, str(tmp_path), phase="transfers", log=lambda line: None)
+  assert not report.ok and report.ran == [] and len(report.blocked) == 1
+  assert "--phase sources first" in report.blocked[0][1]
+  report = runner.run_study(spec, str(tmp_path), phase="sources", log=lambda line: None)
+  (job, why), = report.failed
+  assert job.kind == "source" and "raise TASK_FEATURE_LENGTHS['targets']" in why
+  assert job.model_dir in why
