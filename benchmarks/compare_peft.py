@@ -8,8 +8,9 @@ Both sides train a 100-token soft prompt on the same random T5 1.1 shapes (tiny:
 d_ff 128, 2+2 layers, 4 heads of 16; small: d_model 512, d_ff 1024, 8+8 layers, 6 heads of
 64; vocabulary 32128, gated-GELU, untied logits), batch 32, target length 8, dropout 0.1,
 float32:
-  ours  the trainer's jitted step (`spot_jax.train.step`) with the trainer's host runtime
-        settings (`spot_jax.runtime`), Adafactor lr 0.3 as in SPoT;
+  ours  the trainer's jitted step (`spot_jax.train.step`), Adafactor lr 0.3 as in SPoT, under
+        the `spot-jax` command's allocator settings (`spot_jax.runtime`: jemalloc when
+        installed, with page purging off);
   PEFT  `PromptTuningConfig(num_virtual_tokens=100)` on transformers' T5ForConditionalGeneration,
         transformers' Adafactor(lr=0.3, scale_parameter=False, relative_step=False,
         warmup_init=False, weight_decay=1e-5), loss.backward(), optimizer.step().
@@ -42,6 +43,9 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from timing import time_steps  # noqa: E402
+
+from spot_jax import runtime  # noqa: E402
 
 SHAPES = {
     "tiny": dict(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16),
@@ -50,6 +54,9 @@ SHAPES = {
 VOCAB_SIZE = 32128
 BATCH_SIZE, TARGET_LENGTH, PROMPT_LENGTH, DROPOUT_RATE = 32, 8, 100, 0.1
 DEFAULT_CONFIGS = ("tiny/128", "tiny/512", "small/128", "small/512")
+# Each side runs as its users get it: ours under the `spot-jax` host allocator settings
+# (jemalloc when installed, `spot_jax.runtime`), PEFT in the plain environment.
+ENVIRONMENT = {"ours": runtime.host_environment(), "peft": {}}
 TARGETS = {"geomean_ratio": 2.0, "min_ratio": 1.2, "small/128_ceiling_fraction": 0.6}
 
 
@@ -74,51 +81,16 @@ def random_tokens(batch_size: int, input_length: int, seed: int = 0):
   return inputs, targets
 
 
-def time_steps(run_step, steps: int, sync) -> list[float]:
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    sync(run_step())
-    times.append(time.perf_counter() - start)
-  return times
-
-
 # ----------------------------------------------------------------------------- workers
 
 
 def worker_ours(model: str, input_length: int, steps: int) -> dict[str, Any]:
-  from spot_jax import runtime
-  runtime.configure_host()  # what `spot-jax train` does at start-up.
+  import train_step
   import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from spot_jax.models import T5, get_config
-  from spot_jax.prompts import from_sampled_vocab, without_prompt
-  from spot_jax.train.optimizer import prompt_adafactor
-  from spot_jax.train.step import init_train_state, make_train_step
-
   jax.config.update("jax_compilation_cache_dir", os.path.join(HERE, ".jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  config = get_config(model, dropout_rate=DROPOUT_RATE)
-  t5 = T5(config, PROMPT_LENGTH)
-  inputs, targets = random_tokens(BATCH_SIZE, input_length)
-  batch = {"encoder_input_tokens": jnp.asarray(inputs),
-           "decoder_input_tokens": jnp.asarray(np.pad(targets, ((0, 0), (1, 0)))[:, :-1]),
-           "decoder_target_tokens": jnp.asarray(targets)}
-  params = jax.jit(t5.init)(jax.random.PRNGKey(0), batch["encoder_input_tokens"][:1],
-                            batch["decoder_input_tokens"][:1])["params"]
-  frozen = without_prompt(params)
-  optimizer = prompt_adafactor()
-  state = init_train_state(from_sampled_vocab(jax.random.PRNGKey(1),
-                                              frozen["token_embedder"]["embedding"],
-                                              PROMPT_LENGTH), optimizer, seed=0)
-  step = jax.jit(make_train_step(t5, optimizer), donate_argnums=(0,))
-  box = [state]
-
-  def run_step():
-    box[0], metrics = step(box[0], frozen, batch)
-    return metrics["loss"]
-
+  run_step, _ = train_step.build_step(model, input_length, BATCH_SIZE, TARGET_LENGTH,
+                                      PROMPT_LENGTH, DROPOUT_RATE, "float32")
   start = time.perf_counter()
   jax.block_until_ready(run_step())  # compile (or load from the cache) and warm up.
   warmup = time.perf_counter() - start
@@ -171,8 +143,6 @@ def worker_peft(model: str, input_length: int, steps: int) -> dict[str, Any]:
 
 def worker_matmul(size: int, repeats: int) -> dict[str, Any]:
   """Best float32 GFLOP/s of a size^3 product: numpy, and jax.jit with our host runtime."""
-  from spot_jax import runtime
-  runtime.configure_host()
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -182,12 +152,13 @@ def worker_matmul(size: int, repeats: int) -> dict[str, Any]:
   flops = 2 * size ** 3
   result = {}
   a @ b
-  result["numpy"] = max(flops / t for t in time_steps(lambda: a @ b, repeats, lambda x: x)) / 1e9
+  numpy_times = time_steps(lambda: a @ b, repeats, lambda x: x)
+  result["numpy"] = flops / min(numpy_times) / 1e9
   ja, jb = jnp.asarray(a), jnp.asarray(b)
   product = jax.jit(jnp.matmul)
   jax.block_until_ready(product(ja, jb))
-  result["jax"] = max(flops / t for t in time_steps(lambda: product(ja, jb), repeats,
-                                                     jax.block_until_ready)) / 1e9
+  jax_times = time_steps(lambda: product(ja, jb), repeats, jax.block_until_ready)
+  result["jax"] = flops / min(jax_times) / 1e9
   return result
 
 
@@ -207,6 +178,15 @@ def run_worker(args: list[str], env: dict[str, str] | None = None) -> dict[str, 
 # ----------------------------------------------------------------------------- the comparison
 
 
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+  except OSError:
+    return platform.processor() or platform.machine()
+
+
 def geometric_mean(values: list[float]) -> float:
   return math.exp(sum(math.log(v) for v in values) / len(values))
 
@@ -220,7 +200,7 @@ def compare(model: str, input_length: int, rounds: int, steps: dict[str, int],
   runs: dict[str, list[dict[str, Any]]] = {"ours": [], "peft": []}
   for round_index in range(rounds):
     for side in ("ours", "peft"):
-      result = run_worker([side, model, str(input_length), str(steps[side])])
+      result = run_worker([side, model, str(input_length), str(steps[side])], ENVIRONMENT[side])
       runs[side].append(result)
       print(f"  {model}/{input_length} round {round_index + 1} {side}: "
             f"{BATCH_SIZE / statistics.median(result['times']):.2f} examples/s", flush=True)
@@ -247,7 +227,7 @@ def markdown(rows: list[dict[str, Any]], ceilings: list[dict[str, float]], comma
   lines = [
       f"Command: `{command}`",
       "",
-      f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+      f"Machine: {cpu_model()}, {os.cpu_count()} cores, "
       f"{platform.platform()}; date {time.strftime('%Y-%m-%d')}.",
       "Float32 matmul ceiling (4096^3, best of numpy and jax.jit, before / after): "
       + " / ".join(f"{max(c.values()):.0f}" for c in ceilings) + " GFLOP/s.",
@@ -267,6 +247,15 @@ def markdown(rows: list[dict[str, Any]], ceilings: list[dict[str, float]], comma
   lines += ["", f"Geometric mean of ours/PEFT: {geometric_mean(ratios):.2f} "
             f"(target >= {TARGETS['geomean_ratio']}); lowest {min(ratios):.2f} "
             f"(target >= {TARGETS['min_ratio']})."]
+  for row in rows:
+    if row["config"] == "small/128":
+      lines.append(f"small/128: ours at {100 * row['ours']['ceiling_fraction']:.0f}% of the "
+                   f"measured matmul ceiling (target >= "
+                   f"{100 * TARGETS['small/128_ceiling_fraction']:.0f}%).")
+  leaner = [row["config"] for row in rows
+            if row["ours"]["peak_rss_bytes"] <= row["peft"]["peak_rss_bytes"]]
+  lines.append(f"Peak resident memory at or below PEFT's in {len(leaner)} of {len(rows)} "
+               f"configurations ({', '.join(leaner) or 'none'}).")
   return "\n".join(lines) + "\n"
 
 
@@ -280,8 +269,18 @@ def main() -> None:
   parser.add_argument("--matmul_size", type=int, default=4096)
   parser.add_argument("--json", default=os.path.join(HERE, "results", "compare_peft.jsonl"))
   parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+  parser.add_argument("--from_json", default=None,
+                      help="only rewrite the table from the rows of one earlier run in this "
+                           "JSONL file (the last run in it)")
   parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.from_json:
+    with open(args.from_json) as f:
+      recorded = [json.loads(line) for line in f if line.strip()]
+    rows = [row for row in recorded if row["command"] == recorded[-1]["command"]]
+    rows = list({row["config"]: row for row in rows}.values())  # the last of each config.
+    write_results(rows, rows[-1]["ceilings"], rows[-1]["command"], args.results)
+    return
   if args.worker:
     kind, *rest = args.worker
     if kind == "matmul":
@@ -294,28 +293,33 @@ def main() -> None:
 
   configs = [parse_config(text) for text in args.configs.split(",")]
   command = "python benchmarks/compare_peft.py " + shlex.join(sys.argv[1:])
-  ceilings = [run_worker(["matmul", str(args.matmul_size), "3"])]
+  ceilings = [run_worker(["matmul", str(args.matmul_size), "3"], ENVIRONMENT["ours"])]
   print(f"matmul ceiling: {ceilings[0]}", flush=True)
   rows = []
   for model, input_length in configs:
     # One probe step each sizes the blocks to the time budget.
-    probe = {side: run_worker([side, model, str(input_length), "1"])["times"][0]
-             for side in ("ours", "peft")}
+    probe = {side: run_worker([side, model, str(input_length), "1"],
+                              ENVIRONMENT[side])["times"][0] for side in ("ours", "peft")}
     steps = {side: max(1, min(50, round(args.budget_seconds / t))) for side, t in probe.items()}
     row = compare(model, input_length, args.rounds, steps, max(ceilings[0].values()))
     rows.append(row)
     print(f"{row['config']}: ours {row['ours']['examples_per_second']:.2f} ex/s, "
           f"PEFT {row['peft']['examples_per_second']:.2f} ex/s, ratio {row['ratio']:.2f}, "
           f"ours {100 * row['ours']['ceiling_fraction']:.0f}% of the ceiling", flush=True)
-  ceilings.append(run_worker(["matmul", str(args.matmul_size), "3"]))
-  table = markdown(rows, ceilings, command)
-  print(table)
+  ceilings.append(run_worker(["matmul", str(args.matmul_size), "3"], ENVIRONMENT["ours"]))
   os.makedirs(os.path.dirname(args.json), exist_ok=True)
   with open(args.json, "a") as f:
     for row in rows:
       f.write(json.dumps(dict(row, command=command, ceilings=ceilings)) + "\n")
+  write_results(rows, ceilings, command, args.results)
+
+
+def write_results(rows: list[dict[str, Any]], ceilings: list[dict[str, float]], command: str,
+                  path: str) -> None:
+  table = markdown(rows, ceilings, command)
+  print(table)
   from results_md import update_section
-  update_section(args.results, "compare_peft",
+  update_section(path, "compare_peft",
                  "## Prompt-tuning throughput: ours against Hugging Face PEFT (CPU)\n\n" + table)
 
 

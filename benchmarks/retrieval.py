@@ -28,7 +28,12 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 
@@ -83,16 +88,20 @@ def main() -> None:
   parser.add_argument("--queries", type=int, default=21, help="timed queries + 1 warm-up")
   parser.add_argument("--metrics", nargs="+", default=None,
                       help="only these metrics (default all pooled ones)")
-  parser.add_argument("--json", default="benchmarks/results/retrieval.jsonl")
+  parser.add_argument("--json", default=os.path.join(HERE, "results", "retrieval.jsonl"))
+  parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"),
+                      help="markdown file whose `retrieval` section gets the table ('' = none)")
   args = parser.parse_args()
   if args.queries < 2:
     parser.error("--queries must be at least 2 (one warm-up, one timed)")
   host = {"cpu": platform.processor() or platform.machine(), "pinned_cpu": CPU,
           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
   rows = []
-  print(f"Pinned to CPU {CPU}; exact top-{args.k}, keys [N, {args.dim}] float32\n")
-  print("| N | metric | backend | median ms | p90 ms | build s | index MiB | peak RSS MiB |")
-  print("|---|---|---|---|---|---|---|---|")
+  table = [f"Pinned to CPU {CPU}; exact top-{args.k}, keys [N, {args.dim}] float32, "
+           f"{args.queries - 1} timed queries.", "",
+           "| N | metric | backend | median ms | p90 ms | build s | index MiB | peak RSS MiB |",
+           "|---|---|---|---|---|---|---|---|"]
+  print("\n".join(table))
   for n in args.sizes:
     keys = synthetic_keys(n, args.dim, seed=n)
     queries = synthetic_keys(args.queries, args.dim, seed=n + 1)
@@ -101,10 +110,10 @@ def main() -> None:
         continue
       row = {**bench_case(keys, queries, metric, backend, args.k), **host}
       rows.append(row)
-      print(f"| {n:,} | {metric} | {row['backend']} | {row['median_s'] * 1e3:.1f} | "
-            f"{row['p90_s'] * 1e3:.1f} | {row['build_s']:.2f} | "
-            f"{row['index_bytes'] / 2**20:.0f} | {row['peak_rss_bytes'] / 2**20:.0f} |",
-            flush=True)
+      table.append(f"| {n:,} | {metric} | {row['backend']} | {row['median_s'] * 1e3:.1f} | "
+                   f"{row['p90_s'] * 1e3:.1f} | {row['build_s']:.2f} | "
+                   f"{row['index_bytes'] / 2**20:.0f} | {row['peak_rss_bytes'] / 2**20:.0f} |")
+      print(table[-1], flush=True)
     del keys
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -112,6 +121,12 @@ def main() -> None:
       for row in rows:
         f.write(json.dumps(row) + "\n")
     print(f"\nAppended {len(rows)} results to {args.json}")
+  if args.results:
+    from results_md import update_section
+    command = "python benchmarks/retrieval.py " + shlex.join(sys.argv[1:])
+    update_section(args.results, "retrieval",
+                   "## Retrieval latency (exact top-k, one CPU core)\n\n"
+                   f"Command: `{command}`\n\n" + "\n".join(table) + "\n")
 
 
 if __name__ == "__main__":

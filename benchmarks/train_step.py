@@ -1,12 +1,17 @@
-"""Prompt-tuning train-step throughput: examples/s, tokens/s and peak memory.
+"""Prompt-tuning train-step throughput: examples/s, tokens/s, MFU and peak memory.
 
   python benchmarks/train_step.py --model tiny --input_length 128 --batch_size 32
   python benchmarks/train_step.py --model small --input_length 512 --steps 5 --json out.jsonl
+  python benchmarks/train_step.py --model base --input_length 512 --dtype bfloat16 --max_batch
+                                          # on a GPU: MFU and the largest batch that fits
 
 Times the jitted step of the trainer (random frozen weights, random tokens; the prompt is the
 only trained parameter) after a warm-up step that compiles it. Tokens/s counts encoder inputs
 plus prompt plus targets per example. Peak memory is the process's peak resident set size
-(ru_maxrss) on CPU and the device's peak bytes in use on GPU/TPU.
+(ru_maxrss) on CPU and the device's peak bytes in use on GPU/TPU. MFU is the step's matrix
+FLOPs (`spot_jax.models.flops`) per second over the measured ceiling: the best of a few large
+products (8192^3 on accelerators, 4096^3 on CPU) in the compute dtype, timed in the same run.
+`--max_batch` doubles the batch until the step no longer fits in device memory, then bisects.
 """
 
 from __future__ import annotations
@@ -16,15 +21,24 @@ import json
 import resource
 import statistics
 import time
+from typing import Any, Callable
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from spot_jax import runtime
 
-from spot_jax.models import T5, get_config
-from spot_jax.prompts import from_sampled_vocab, without_prompt
-from spot_jax.train.optimizer import prompt_adafactor
-from spot_jax.train.step import init_train_state, make_train_step
+if __name__ == "__main__":
+  runtime.reexec_with_host_environment()  # jemalloc, as the `spot-jax` command does.
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from spot_jax.models import T5, get_config  # noqa: E402
+from spot_jax.models.flops import prompt_tuning_step_flops  # noqa: E402
+from spot_jax.prompts import from_sampled_vocab, without_prompt  # noqa: E402
+from spot_jax.train.optimizer import prompt_adafactor  # noqa: E402
+from spot_jax.train.step import (DEFAULT_RNG_IMPL, init_train_state,  # noqa: E402
+                                 make_train_step)
+from timing import time_steps  # noqa: E402
 
 
 def random_batch(rng: np.random.Generator, batch_size: int, input_length: int,
@@ -43,9 +57,58 @@ def peak_memory_bytes() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def benchmark(model_name: str, input_length: int, batch_size: int, target_length: int,
-              prompt_length: int, dropout_rate: float, dtype: str, steps: int,
-              **overrides) -> dict:
+def matmul_ceiling(dtype: str, repeats: int = 5) -> float:
+  """Best FLOP/s of a large square product in `dtype` on the default device."""
+  size = 4096 if jax.default_backend() == "cpu" else 8192
+  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), dtype)
+  b = jax.random.normal(jax.random.PRNGKey(1), (size, size), dtype)
+  product = jax.jit(jnp.matmul)
+  jax.block_until_ready(product(a, b))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(product(a, b))
+    best = min(best, time.perf_counter() - start)
+  return 2 * size ** 3 / best
+
+
+def fits(model_name: str, input_length: int, batch_size: int, target_length: int,
+         prompt_length: int, dtype: str) -> bool:
+  """Whether one training step at this batch size runs without exhausting device memory."""
+  try:
+    benchmark(model_name, input_length, batch_size, target_length, prompt_length, 0.1, dtype,
+              steps=1)
+    return True
+  except Exception as e:  # XlaRuntimeError / JaxRuntimeError: RESOURCE_EXHAUSTED.
+    if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
+      return False
+    raise
+
+
+def largest_batch(model_name: str, input_length: int, target_length: int, prompt_length: int,
+                  dtype: str, start: int = 32) -> int:
+  """Doubles from `start` until a step fails for memory, then bisects; 0 if `start` fails."""
+  args = (model_name, input_length)
+  if not fits(*args, start, target_length, prompt_length, dtype):
+    return 0
+  good, bad = start, start * 2
+  while fits(*args, bad, target_length, prompt_length, dtype):
+    good, bad = bad, bad * 2
+  while bad - good > max(1, good // 16):
+    middle = (good + bad) // 2
+    good, bad = (middle, bad) if fits(*args, middle, target_length, prompt_length,
+                                      dtype) else (good, middle)
+  return good
+
+
+def build_step(model_name: str, input_length: int, batch_size: int, target_length: int,
+               prompt_length: int, dropout_rate: float, dtype: str,
+               rng_impl: str = DEFAULT_RNG_IMPL, **overrides
+               ) -> tuple[Callable[[], jax.Array], Any]:
+  """The trainer's jitted step on random frozen weights and a random batch.
+
+  Returns (run_step, config): each run_step() call does one step and returns its loss.
+  """
   config = get_config(model_name, dropout_rate=dropout_rate, dtype=dtype, **overrides)
   model = T5(config, prompt_length)
   rng = np.random.default_rng(0)
@@ -56,23 +119,34 @@ def benchmark(model_name: str, input_length: int, batch_size: int, target_length
   optimizer = prompt_adafactor()
   state = init_train_state(from_sampled_vocab(jax.random.PRNGKey(1),
                                               frozen["token_embedder"]["embedding"],
-                                              prompt_length), optimizer, seed=0)
-  step = jax.jit(make_train_step(model, optimizer), donate_argnums=(0,))
-  state, metrics = step(state, frozen, batch)  # compile + warm up
-  jax.block_until_ready(metrics["loss"])
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, metrics = step(state, frozen, batch)
-    jax.block_until_ready(metrics["loss"])
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
+                                              prompt_length), optimizer, seed=0,
+                           rng_impl=rng_impl)
+  step = jax.jit(make_train_step(model, optimizer, rng_impl=rng_impl), donate_argnums=(0,))
+  box = [state]
+
+  def run_step() -> jax.Array:
+    box[0], metrics = step(box[0], frozen, batch)
+    return metrics["loss"]
+
+  return run_step, config
+
+
+def benchmark(model_name: str, input_length: int, batch_size: int, target_length: int,
+              prompt_length: int, dropout_rate: float, dtype: str, steps: int,
+              **overrides) -> dict:
+  run_step, config = build_step(model_name, input_length, batch_size, target_length,
+                                prompt_length, dropout_rate, dtype, **overrides)
+  jax.block_until_ready(run_step())  # compile + warm up
+  median = statistics.median(time_steps(run_step, steps, jax.block_until_ready))
   tokens = batch_size * (input_length + prompt_length + target_length)
+  flops = prompt_tuning_step_flops(config, batch_size, input_length, target_length,
+                                   prompt_length).total
   return {"model": model_name, "input_length": input_length, "prompt_length": prompt_length,
           "target_length": target_length, "batch_size": batch_size, "dtype": dtype,
           "dropout_rate": dropout_rate, "device": jax.devices()[0].device_kind,
           "step_seconds_median": median, "examples_per_second": batch_size / median,
-          "tokens_per_second": tokens / median, "peak_memory_bytes": peak_memory_bytes(),
+          "tokens_per_second": tokens / median, "step_gflop": flops / 1e9,
+          "gflops": flops / median / 1e9, "peak_memory_bytes": peak_memory_bytes(),
           "steps_timed": steps}
 
 
@@ -87,15 +161,25 @@ def main() -> None:
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--json", default=None, help="append the result as a JSON line here")
+  parser.add_argument("--max_batch", action="store_true",
+                      help="also find the largest batch that fits (accelerators)")
   args = parser.parse_args()
   result = benchmark(args.model, args.input_length, args.batch_size, args.target_length,
                      args.prompt_length, args.dropout_rate, args.dtype, args.steps)
+  ceiling = matmul_ceiling(args.dtype)
+  result.update(ceiling_gflops=ceiling / 1e9, mfu=result["gflops"] * 1e9 / ceiling)
+  if args.max_batch:
+    result["largest_batch"] = largest_batch(args.model, args.input_length, args.target_length,
+                                            args.prompt_length, args.dtype, args.batch_size)
   print(f"{result['model']} input {result['input_length']}+{result['prompt_length']} "
         f"batch {result['batch_size']} {result['dtype']} on {result['device']}: "
         f"{result['examples_per_second']:.2f} examples/s, "
         f"{result['tokens_per_second']:.0f} tokens/s, "
         f"step {1000 * result['step_seconds_median']:.1f} ms (median of {args.steps}), "
-        f"peak memory {result['peak_memory_bytes'] / 2**30:.2f} GiB")
+        f"{result['gflops']:.1f} GFLOP/s = {100 * result['mfu']:.0f}% of the measured "
+        f"{args.dtype} matmul ceiling ({result['ceiling_gflops']:.0f} GFLOP/s), "
+        f"peak memory {result['peak_memory_bytes'] / 2**30:.2f} GiB"
+        + (f", largest batch {result['largest_batch']}" if args.max_batch else ""))
   if args.json:
     with open(args.json, "a") as f:
       f.write(json.dumps(result) + "\n")

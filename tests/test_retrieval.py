@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+
+from conftest import PROJECT_ROOT
 
 from spot_jax.library import similarity
 from spot_jax.library.retrieval import POOLED_METRICS, KeyIndex, rank_tasks, retrieve, top_k
@@ -52,6 +58,19 @@ def test_key_index_matches_similarity_scores(metric):
   assert index.nbytes >= keys.nbytes
   with pytest.raises(LibraryError, match="does not match"):
     index.search(query, 3)  # unpooled query.
+
+
+@pytest.mark.parametrize("metric", POOLED_METRICS)
+def test_search_is_exact_despite_float32_rounding(metric):
+  """Keys with a large shared offset and tiny differences: the float32 first pass cannot order
+  them (euclidean's ||k||^2 - 2 k.q expansion cancels), the exact re-ranking must."""
+  rng = np.random.default_rng(3)
+  keys = (100.0 + 1e-3 * rng.standard_normal((2000, 16))).astype(np.float32)
+  query = (100.0 + 1e-3 * rng.standard_normal(16)).astype(np.float32)
+  expected = similarity.scores(metric, query, keys)
+  indices, sims = KeyIndex.build(keys, metric).search(query, 10)
+  np.testing.assert_array_equal(indices, top_k(expected, 10))
+  np.testing.assert_array_equal(sims, expected[indices])
 
 
 def test_key_index_refuses_per_token_distances():
@@ -158,3 +177,20 @@ def test_retrieve_refuses_wrong_embed_dim_and_metric(planted):
     retrieve(library, np.zeros(16, np.float32), model=MODEL)
   with pytest.raises(LibraryError, match="Unknown similarity metric"):
     retrieve(library, query, model=MODEL, metric="cosinus")
+
+
+def test_benchmark_script_records_every_pooled_metric(tmp_path):
+  out = tmp_path / "bench.jsonl"
+  process = subprocess.run(
+      [sys.executable, "benchmarks/retrieval.py", "--sizes", "500", "--dim", "32",
+       "--queries", "3", "--json", str(out), "--results", ""], capture_output=True, text=True,
+      timeout=180, cwd=PROJECT_ROOT)
+  assert process.returncode == 0, process.stderr
+  assert "| 500 | manhattan | jax |" in process.stdout
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [(r["metric"], r["backend"]) for r in rows] == [
+      ("cosine", "numpy"), ("per_token_cosine", "numpy"), ("euclidean", "numpy"),
+      ("manhattan", "jax"), ("manhattan", "numpy")]
+  for row in rows:
+    assert row["n"] == 500 and row["queries"] == 2 and 0 < row["median_s"] <= row["p90_s"]
+    assert row["index_bytes"] >= 500 * 32 * 4 and row["peak_rss_bytes"] > 0

@@ -187,7 +187,7 @@ def test_similarity_matrix_is_reordered_and_validated(tmp_path):
     ("source,target,seed,score\nnone,t,0,fifty\n", r"line 2: score 'fifty' is not a number"),
     ("source,target,seed,score\nnone,t,0,nan\n", r"line 2: score 'nan' is not finite"),
     ("source,target,seed,score\nnone,t,0,0.5\nnone,t,1,120\n",
-     r"line 3: score 120.0 is outside \[0, 100\]"),
+     r"line 3: score 120.0 is outside \[-100, 100\]"),
     ("source,target,seed,score\n", r"no result rows"),
 ])
 def test_invalid_results_name_file_line_and_fix(tmp_path, text, message):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -185,7 +187,7 @@ def test_emitted_job_files_hold_the_exact_launcher_commands(tmp_path, capsys):
   shown = subprocess.run(["bash", line[0], "--dry_run", *line[1:]], cwd=PROJECT_ROOT,
                          capture_output=True, text=True, timeout=60, check=True).stdout
   assert shlex.split(shown)[-len(jobs[8].flags()) - 1:] == ["train", *jobs[8].flags()]
-  assert not os.path.exists(study)
+  assert os.listdir(study) == ["logs"]  # for sbatch --output; nothing else is written.
 
 
 # ----------------------------------------------------------------------------- real studies
@@ -271,18 +273,86 @@ def test_rerun_is_a_noop_and_retrains_only_a_deleted_run(study, capsys):
     assert open(path).read() == ""
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_sequential_results(study, tmp_path):
+  """Baseline and transfer trained by two `spot-jax train` worker processes at once (the
+  transfer's source copied from the sequential study) score exactly as in that study."""
   spec, study_dir = study
   one = dataclasses.replace(spec, sources=(SOURCES[0],))
+  source = runner.plan(one, str(tmp_path))[0]
+  shutil.copytree(source.model_dir.replace(str(tmp_path), study_dir), source.model_dir)
   logs = []
   report = runner.run_study(one, str(tmp_path), processes=2, log=logs.append)
-  assert report.ok and len(report.ran) == 3, (report.failed, logs)
-  assert [line.split(" (log")[0] for line in logs if line.startswith("start")][-1] == (
-      f"start transfer.{SOURCES[0]}.{TARGET}.seed_0")
+  assert report.ok and report.skipped == [source] and len(report.ran) == 2, (report.failed, logs)
+  assert sum(line.startswith("start ") for line in logs) == 2
   sequential = [r for r in read_rows(os.path.join(study_dir, "results.csv"))
                 if r["source"] in ("none", SOURCES[0])]
   assert read_rows(tmp_path / "results.csv") == sequential
-  assert os.path.exists(runner.log_path(str(tmp_path), report.ran[0]))
+  assert "Finished synthetic_sentiment_b" in open(runner.log_path(str(tmp_path),
+                                                                  report.ran[0])).read()
+
+
+# Stands in for `spot-jax train` in worker processes: sleeps, then writes a finished run (prompts
+# at steps 5 and 10, score 50 + seed) and its start/end times, or fails when told to.
+FAKE_TRAINER = """
+import json, os, sys, time
+import numpy as np
+model_dir, task, seed, fail = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+start = time.time()
+print("training", task, flush=True)
+time.sleep(0.5)
+if fail:
+  print("boom: cannot train", task)
+  sys.exit(3)
+for step in (5, 10):
+  path = os.path.join(model_dir, "numpy_checkpoints", f"checkpoint_{step}")
+  os.makedirs(path)
+  with open(os.path.join(path, "encoder.prompt.prompt.prompt"), "wb") as f:
+    np.save(f, np.full((4, 64), step + seed, np.float32))
+with open(os.path.join(model_dir, "times.json"), "w") as f:
+  json.dump([start, time.time()], f)
+summary = dict(task=task, model={"name": "fake", "config": {"emb_dim": 64}, "fingerprint": "f"},
+               prompt_length=4, seed=seed, batch_size=8, feature_lengths={}, train_steps=10,
+               key_step=5, eval_metric="accuracy", steps_done=10, checkpoints={}, best_step=10,
+               best_score=50.0 + seed, prompt_init="", finished=True)
+with open(os.path.join(model_dir, "run.json"), "w") as f:
+  json.dump(summary, f)
+"""
+
+
+def test_workers_respect_dependencies_and_report_failures(tmp_path, monkeypatch):
+  spec = small_spec(seeds=[0, 1])
+  failing = runner.run_dir_of(str(tmp_path), "source", SOURCES[1], None, 1)
+  def fake_command(job):
+    task = job.source if job.kind == "source" else job.target
+    return [sys.executable, "-c", FAKE_TRAINER, job.model_dir, task, str(job.seed),
+            str(int(job.model_dir == failing))]
+  monkeypatch.setattr(runner, "worker_command", fake_command)
+  report = runner.run_study(spec, str(tmp_path), processes=2, log=lambda line: None)
+  jobs = {j.model_dir: j for j in runner.plan(spec, str(tmp_path))}
+  (failed, why), = report.failed
+  assert failed.model_dir == failing and "exit code 3" in why and failing in why
+  assert "boom: cannot train synthetic_paraphrase_a" in open(
+      runner.log_path(str(tmp_path), failed)).read()
+  assert runner.log_path(str(tmp_path), failed) in why
+  (blocked, why), = report.blocked
+  assert blocked.depends_on == (failing,) and "is not finished" in why
+  assert len(report.ran) == 8 and sorted(j.model_dir for j in report.ran) == sorted(
+      set(jobs) - {failing, blocked.model_dir})
+  times = {j.model_dir: json.load(open(os.path.join(j.model_dir, "times.json")))
+           for j in report.ran}
+  for job in report.ran:
+    for dep in job.depends_on:
+      assert times[job.model_dir][0] >= times[dep][1]  # a transfer starts after its source.
+  edges = sorted([(t0, 1) for t0, _ in times.values()] + [(t1, -1) for _, t1 in times.values()])
+  assert max(np.cumsum([d for _, d in edges])) == 2  # two workers, both used.
+  rows = read_rows(tmp_path / "results.csv")
+  assert sorted((r["source"], r["seed"], r["score"]) for r in rows) == [
+      ("none", "0", "50.0"), ("none", "1", "51.0"), (SOURCES[1], "0", "50.0"),
+      (SOURCES[0], "0", "50.0"), (SOURCES[0], "1", "51.0")]
+  library = PromptLibrary(os.path.join(tmp_path, "library"))
+  assert sorted(e.run for e in library.entries()) == sorted(
+      j.model_dir for j in report.ran if j.kind == "source")
 
 
 def test_failures_are_reported_and_block_only_dependants(tmp_path):

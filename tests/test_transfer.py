@@ -15,12 +15,13 @@ import pytest
 import seqio
 
 from conftest import PROJECT_ROOT
-from spot_jax import gin_utils
+from spot_jax import gin_utils, launchers
 from spot_jax.cli.main import main
 from spot_jax.library import similarity, transfer
 from spot_jax.library.retrieval import Ranked, retrieve
 from spot_jax.library.store import Entry, ModelIdentity, PromptLibrary
 from spot_jax.models import get_config
+from spot_jax.study.results import read_predictions
 from spot_jax.tasks_util import get_task_or_mixture, register_all_tasks
 from spot_jax.train import run_dir
 from spot_jax.train.loop import TrainConfig
@@ -198,7 +199,7 @@ def test_launcher_dry_run_prints_exact_commands(library, tmp_path, capsys, launc
                                 base_config=BASE, source_steps=3, gin_files=GIN_FILES,
                                 gin_bindings=["TRAIN_STEPS = 4"])
   result = transfer.run_transfer(plan, launcher=launcher, dry_run=True)
-  script = str(PROJECT_ROOT / transfer.LAUNCHERS[launcher])
+  script = str(launchers.PROJECT_ROOT / launchers.LAUNCH_SCRIPTS[launcher])
   mix = plan.mixture
   source_dir, target_dir = f"{out}/runs/mixture_source", f"{out}/runs/mixture_target"
   source = [f"--gin_file={GIN_FILES[0]}", f"--gin_file={GIN_FILES[1]}", "--gin.TRAIN_STEPS=4",
@@ -219,6 +220,43 @@ def test_launcher_dry_run_prints_exact_commands(library, tmp_path, capsys, launc
   assert result.commands == expected
   assert capsys.readouterr().out.splitlines() == [shlex.join(c) for c in expected]
   assert not os.path.exists(source_dir)  # nothing trained.
+
+
+# Stands in for `spot-jax train` behind launch/local.sh: records its arguments and writes a
+# finished run.json whose best_score is the length of the MODEL_DIR path.
+FAKE_SPOT_JAX = f"""#!{sys.executable}
+import json, os, sys
+bindings = dict(a[len("--gin."):].split("=", 1) for a in sys.argv[2:] if a.startswith("--gin."))
+model_dir = json.loads(bindings["MODEL_DIR"])
+os.makedirs(model_dir, exist_ok=True)
+summary = dict(task=json.loads(bindings["MIXTURE_OR_TASK_NAME"]), model={{}}, prompt_length=4,
+               seed=0, batch_size=8, feature_lengths={{}}, train_steps=2, key_step=2,
+               steps_done=2, best_step=2, best_score=float(len(model_dir)), finished=True,
+               eval_metric="accuracy")
+json.dump(summary, open(os.path.join(model_dir, "run.json"), "w"))
+json.dump(sys.argv[1:], open(os.path.join(model_dir, "argv.json"), "w"))
+"""
+
+
+def test_local_launcher_runs_each_command(library, tmp_path, monkeypatch):
+  lib, query, _ = library
+  venv = tmp_path / "venv"
+  (venv / "bin").mkdir(parents=True)
+  (venv / "bin" / "spot-jax").write_text(FAKE_SPOT_JAX)
+  (venv / "bin" / "spot-jax").chmod(0o755)
+  monkeypatch.setenv("VENV", str(venv))
+  ranked = retrieve(lib, query, model=MODEL, metric="cosine", k=2, exclude_task=TARGET)
+  plan = transfer.plan_transfer("best_of_top_k", ranked, lib, target=TARGET,
+                                out_dir=str(tmp_path / "o"), k=2, base_config=BASE,
+                                gin_files=GIN_FILES)
+  result = transfer.run_transfer(plan, launcher="local")
+  assert [r["status"] for r in result.runs] == ["finished", "finished"]
+  for run, command in zip(plan.runs, result.commands):
+    argv = json.loads((tmp_path / "o" / "runs" / run.name / "argv.json").read_text())
+    assert argv == ["train"] + command[1:]  # the script passes the arguments unchanged.
+  longest = max(plan.runs, key=lambda run: len(run.model_dir))
+  assert result.best["name"] == longest.name
+  assert result.best["best_score"] == len(longest.model_dir)
 
 
 def test_launch_arguments_configure_the_planned_runs(library, tmp_path):
@@ -247,13 +285,11 @@ def test_cli_retrieve_writes_predictions(library, tmp_path, capsys):
   np.save(key, query)
   out = tmp_path / "pred.csv"
   assert main(["retrieve", "--library", lib.root, "--key", str(key), "--model", "fp-test",
-               "--k", "2", "--exclude_task", TARGET, "--target", TARGET,
-               "--out", str(out)]) == 0
+               "--k", "2", "--target", TARGET, "--out", str(out)]) == 0
   lines = capsys.readouterr().out.splitlines()
   assert lines[0].split() == ["rank", "id", "task", "seed", "similarity"]
-  assert [line.split()[:3] for line in lines[1:3]] == [
-      ["1", ids["synthetic_copy"], "synthetic_copy"],
-      ["2", ids["synthetic_reverse"], "synthetic_reverse"]]
+  assert [line.split()[:3] for line in lines[1:3]] == [  # the query itself is a TARGET key.
+      ["1", ids[TARGET], TARGET], ["2", ids["synthetic_copy"], "synthetic_copy"]]
   with open(out) as f:
     rows = list(csv.DictReader(f))
   entries, keys = lib.pooled_keys("mean", model=MODEL)
@@ -261,8 +297,10 @@ def test_cli_retrieve_writes_predictions(library, tmp_path, capsys):
                   similarity.scores("cosine", similarity.pool(query, "mean"), keys)))
   assert [r["source"] for r in rows] == ["synthetic_copy", "synthetic_reverse",
                                          "synthetic_topic_2way"]
-  assert all(r["target"] == TARGET for r in rows)
+  assert all(r["target"] == TARGET for r in rows)  # and TARGET is no source of itself.
   assert [float(r["score"]) for r in rows] == pytest.approx([sims[r["source"]] for r in rows])
+  predictions = read_predictions(str(out))  # the study evaluator reads it.
+  assert predictions.source == ("synthetic_copy", "synthetic_reverse", "synthetic_topic_2way")
   assert main(["retrieve", "--library", lib.root, "--key", str(key), "--out", str(out)]) == 2
   assert "--key needs --model" in capsys.readouterr().err
 

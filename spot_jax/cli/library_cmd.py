@@ -139,8 +139,8 @@ def run_remove(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
   library = _open(args)
   entries = library.entries(model=_model(library, args.model), task=args.task)
-  count = library.export(args.out, entries=entries)
-  print(f"Exported {count} entries to {os.path.abspath(args.out)}")
+  library.export(args.out, entries=entries)
+  print(f"Exported {len(entries)} entries to {os.path.abspath(args.out)}")
   return 0
 
 

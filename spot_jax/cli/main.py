@@ -54,5 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `spot-jax` program: restarts itself under the host allocator settings
+  (`spot_jax.runtime`, jemalloc when installed), then runs `main`."""
+  from spot_jax import runtime
+  runtime.reexec_with_host_environment()
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

@@ -15,6 +15,7 @@ import dataclasses
 import io
 import os
 
+from spot_jax import launchers
 from spot_jax.cli.train_cmd import GIN_HELP
 
 
@@ -56,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   transfer.add_argument("--source_steps", type=int, default=None,
                         help="mixture strategy: steps of the source run (default TRAIN_STEPS)")
   transfer.add_argument("--launcher", default=None,
-                        choices=("local", "gpu", "tpu_pod", "slurm_gpu"),
+                        choices=sorted(launchers.LAUNCH_SCRIPTS),
                         help="train through launch/<launcher> instead of in-process")
   transfer.add_argument("--dry_run", action="store_true",
                         help="print the training commands instead of running them")
@@ -110,11 +111,12 @@ def _print_ranked(ranked) -> None:
 
 
 def predictions_csv(target: str, ranked) -> bytes:
-  """`target,source,score`, one row per source task (its first = best row in `ranked`)."""
+  """`target,source,score`, one row per source task (its first = best row in `ranked`); the
+  target's own task is no source of itself and is left out."""
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(("target", "source", "score"))
-  seen = set()
+  seen = {target}
   for r in ranked:
     if r.entry.task not in seen:
       seen.add(r.entry.task)
@@ -137,7 +139,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
       raise ValueError("--out needs --target (the target task's name) with --key")
     every = retrieve(library, key, k=None, **options)  # every source task, best first.
     atomic_write_bytes(args.out, predictions_csv(target, every))
-    print(f"Wrote {len({r.entry.task for r in every})} predictions for {target} to {args.out}")
+    print(f"Wrote the predictions of {target} ({len({r.entry.task for r in every} - {target})} "
+          f"source tasks) to {args.out}")
   return 0
 
 

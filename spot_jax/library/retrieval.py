@@ -78,8 +78,9 @@ def _numpy_manhattan(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
 class KeyIndex:
   """Pooled keys [N, embed] prepared for exact search with one pooled metric.
 
-  matrix: [N, embed] float32: unit rows for cosine, the pooled keys otherwise (a jax.Array for
-    manhattan with the jax backend). sq_norms: [N] squared norms (euclidean only).
+  keys: the pooled keys [N, embed] float32 (the caller's array when it is float32: no copy).
+  matrix: what the first pass reads: unit rows for cosine (a copy), a jax.Array copy for
+    manhattan with the jax backend, else `keys` itself. sq_norms: [N] (euclidean only).
 
   `search` ranks all N keys with one fast float32 pass (a matrix-vector product, or the jitted
   L1 reduction), then recomputes the similarities of the candidates within a rounding margin of
@@ -88,6 +89,7 @@ class KeyIndex:
   """
 
   metric: str
+  keys: np.ndarray
   matrix: Any
   sq_norms: np.ndarray | None = None
   backend: str = "numpy"
@@ -103,28 +105,29 @@ class KeyIndex:
     if keys.ndim != 2:
       raise LibraryError(f"KeyIndex needs pooled keys [N, embed], got shape {keys.shape}")
     if metric == "cosine":
-      norms = np.linalg.norm(keys, axis=1, keepdims=True)
-      return cls(metric, keys / np.where(norms > 0, norms, 1.0))
+      norms = np.sqrt(np.einsum("ne,ne->n", keys, keys))[:, None]  # no [N, E] temporary.
+      return cls(metric, keys, keys / np.where(norms > 0, norms, 1.0))
     if metric == "euclidean":
-      return cls(metric, keys, sq_norms=np.einsum("ne,ne->n", keys, keys))
+      return cls(metric, keys, keys, sq_norms=np.einsum("ne,ne->n", keys, keys))
     if metric == "manhattan":
       if manhattan_backend not in MANHATTAN_BACKENDS:
         raise LibraryError(f"Unknown manhattan backend {manhattan_backend!r}; "
                            f"choose one of {MANHATTAN_BACKENDS}")
       if manhattan_backend == "jax":
         import jax.numpy as jnp
-        return cls(metric, jnp.asarray(keys), backend="jax")
-    return cls(metric, keys)
+        return cls(metric, keys, jnp.asarray(keys), backend="jax")
+    return cls(metric, keys, keys)
 
   @property
   def size(self) -> int:
-    return int(self.matrix.shape[0])
+    return int(self.keys.shape[0])
 
   @property
   def nbytes(self) -> int:
-    """Bytes held by the index (matrix plus precomputed norms)."""
+    """Bytes of the keys plus what the index adds (unit rows, jax copy, norms)."""
     extra = 0 if self.sq_norms is None else self.sq_norms.nbytes
-    return int(self.matrix.nbytes) + int(extra)
+    copy = 0 if self.matrix is self.keys else self.matrix.nbytes
+    return int(self.keys.nbytes) + int(copy) + int(extra)
 
   def _check_query(self, query: np.ndarray) -> np.ndarray:
     query = np.asarray(query, np.float32)
@@ -149,8 +152,8 @@ class KeyIndex:
 
   def _exact(self, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """similarity.scores of the query against all keys or the given rows, float64."""
-    keys = self.matrix if rows is None else self.matrix[rows]
-    return similarity.scores(self.metric, query, np.asarray(keys))
+    keys = self.keys if rows is None else self.keys[rows]
+    return similarity.scores(self.metric, query, keys)
 
   def scores(self, query: np.ndarray) -> np.ndarray:
     """Similarities [N] (float64) of the pooled query [embed] to every key."""
@@ -221,14 +224,11 @@ def retrieve(library: PromptLibrary, query_key: np.ndarray, *, model: ModelIdent
   if not entries:
     raise LibraryError(f"No library entries of model {model.name} left after excluding task "
                        f"{exclude_task!r}")
-  keys = keys[keep]
-  if spec.form == "full":
-    scores = similarity.scores(spec.name, query, keys)
-  elif by_task or k is None:
-    scores = KeyIndex.build(keys, spec.name).scores(query)
-  else:
+  keys = keys if keep.all() else keys[keep]
+  if spec.form != "full" and k is not None and not by_task:
     order, best = KeyIndex.build(keys, spec.name).search(query, k)
     return [Ranked(entries[i], float(s), rank) for rank, (i, s) in enumerate(zip(order, best), 1)]
+  scores = similarity.scores(spec.name, query, keys)  # every score is needed: no index.
   if by_task:
     return rank_tasks(entries, scores, k)
   return [Ranked(entries[i], float(scores[i]), rank) for rank, i in enumerate(top_k(scores, k), 1)]

@@ -285,16 +285,7 @@ class PromptLibrary:
     except BaseException:
       shutil.rmtree(tmp, ignore_errors=True)
       raise
-    with self._locked():
-      index = self._read_index(entry.model)
-      if index is None:
-        self._rebuild_index()
-      else:
-        ids, matrices = index
-        keep = [i for i, existing in enumerate(ids) if existing != entry.id]
-        self._write_index(entry.model, [ids[i] for i in keep] + [entry.id],
-                          {f: np.concatenate([matrices[f][keep], pooled[f][None]])
-                           for f in POOLED_FORMS})
+    self._update_index(entry.model, entry.id, pooled)
     return entry
 
   def add_run_dir(self, model_dir: str, *, key_step: int | None = None,
@@ -466,15 +457,7 @@ class PromptLibrary:
     entry = self.get(entry_id)
     trash = os.path.join(self.entries_dir, f".trash-{entry_id}-{os.urandom(4).hex()}")
     os.rename(self._entry_dir(entry_id), trash)
-    with self._locked():
-      index = self._read_index(entry.model)
-      if index is None:
-        self._rebuild_index()
-      else:
-        ids, matrices = index
-        keep = [i for i, existing in enumerate(ids) if existing != entry_id]
-        self._write_index(entry.model, [ids[i] for i in keep],
-                          {f: matrices[f][keep] for f in POOLED_FORMS})
+    self._update_index(entry.model, entry_id)
     shutil.rmtree(trash, ignore_errors=True)
 
   # --------------------------------------------------------------------------- keys
@@ -564,6 +547,23 @@ class PromptLibrary:
               **{f: np.asarray(matrices[f], np.float32).reshape(len(ids), model.emb_dim)
                  for f in POOLED_FORMS}}
     run_dir.atomic_write_bytes(self._index_path(model), _npz_bytes(arrays))
+
+  def _update_index(self, model: ModelIdentity, entry_id: str,
+                    pooled: Mapping[str, np.ndarray] | None = None) -> None:
+    """Under the lock: drops `entry_id`'s row from `model`'s index, then appends `pooled` (one
+    [embed] row per form) as its new row when given; rebuilds an unreadable index instead."""
+    with self._locked():
+      index = self._read_index(model)
+      if index is None:
+        self._rebuild_index()
+        return
+      ids, matrices = index
+      keep = [i for i, existing in enumerate(ids) if existing != entry_id]
+      new_ids = [ids[i] for i in keep] + ([entry_id] if pooled is not None else [])
+      rows = {f: matrices[f][keep] for f in POOLED_FORMS}
+      if pooled is not None:
+        rows = {f: np.concatenate([rows[f], pooled[f][None]]) for f in POOLED_FORMS}
+      self._write_index(model, new_ids, rows)
 
   def _all_indexes(self) -> dict[ModelIdentity, tuple[list[str], dict[str, np.ndarray]]] | None:
     """Every index file, or None if one is unreadable or misnamed."""

@@ -28,21 +28,18 @@ import json
 import os
 import shlex
 import subprocess
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import seqio
 
+from spot_jax import launchers
 from spot_jax.library.retrieval import Ranked
 from spot_jax.library.store import LibraryError, PromptLibrary
 from spot_jax.tasks_util import TRANSFER_MIXTURE_PREFIX
 from spot_jax.train import run_dir
 
 STRATEGIES = ("best_of_top_k", "weighted_average", "mixture")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-LAUNCHERS = {"local": "launch/local.sh", "gpu": "launch/gpu.sh", "tpu_pod": "launch/tpu_pod.sh",
-             "slurm_gpu": "launch/slurm_gpu.sbatch"}
 TRANSFER_JSON = "transfer.json"
 FROM_FILE_GIN = "prompts/from_file.gin"
 # TrainConfig field -> the gin macro of runs/prompt_train.gin that sets it.
@@ -260,10 +257,9 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
     if steps <= 0:
       raise TransferError("The mixture strategy needs source_steps (--source_steps)")
     source_dir = os.path.join(runs_dir, "mixture_source")
-    init = base.get("prompt_init", "sampled_vocab")
-    plan.runs.append(_run("mixture_source", "source", {
+    plan.runs.append(_run("mixture_source", "source", {  # SPoT's source initialisation.
         "model_dir": source_dir, "task": plan.mixture, "train_steps": steps,
-        "prompt_init": "sampled_vocab" if init == "file" else init}, [r.entry.id for r in top]))
+        "prompt_init": "sampled_vocab"}, [r.entry.id for r in top]))
     plan.runs.append(target_run("mixture_target", run_dir.prompt_path(source_dir, steps), [],
                                 after="mixture_source"))
   return plan
@@ -310,13 +306,11 @@ def launch_command(plan: TransferPlan, run: PlannedRun, launcher: str | None,
   or `sbatch --parsable [--dependency=afterok:JOB] launch/slurm_gpu.sbatch ...`."""
   if launcher is None:
     return ["spot-jax", "train"] + train_args(plan, run)
-  if launcher not in LAUNCHERS:
-    raise TransferError(f"Unknown launcher {launcher!r}; choose one of {sorted(LAUNCHERS)}")
-  script = str(PROJECT_ROOT / LAUNCHERS[launcher])
-  prefix = [script]
-  if launcher == "slurm_gpu":
-    prefix = ["sbatch", "--parsable"] + (
-        [f"--dependency=afterok:{dependency}"] if dependency else []) + [script]
+  options = ("--parsable",) + ((f"--dependency=afterok:{dependency}",) if dependency else ())
+  try:
+    prefix = launchers.launch_prefix(launcher, absolute=True, sbatch_options=options)
+  except ValueError as e:
+    raise TransferError(str(e)) from None
   return prefix + train_args(plan, run)
 
 

@@ -6,7 +6,8 @@ Results CSV (header must contain `source,target,seed,score`; other columns are k
   none,super_glue_rte,0,61.2,accuracy,1000      <- `none`: the target trained from scratch
   glue_mnli,super_glue_rte,0,80.1,accuracy,1000
 
-Scores are on a 0-100 scale. Every target needs at least one `none` row (its baseline). The
+Scores are on a 0-100 scale (correlation metrics such as MCC may be negative, down to -100).
+Every target needs at least one `none` row (its baseline). The
 aggregate over seeds per (source, target) is the mean and the sample standard deviation (ddof=1)
 when there are two or more seeds, 0 with a single seed.
 
@@ -44,7 +45,7 @@ class Results:
   source: tuple[str, ...]
   target: tuple[str, ...]
   seed: tuple[str, ...]
-  score: np.ndarray  # [rows] float64, 0-100.
+  score: np.ndarray  # [rows] float64, 0-100 (-100 for negative correlations).
   metric: str | None = None  # The `metric` column when it holds a single value.
 
   @property
@@ -131,7 +132,8 @@ def parse_score(path: str, line: int, text: str, low: float = -math.inf,
                           "remove the row or rerun that experiment")
   if not low <= value <= high:
     raise StudyTableError(f"{path}, line {line}: {column} {value} is outside [{low:g}, "
-                          f"{high:g}]; scores are on a 0-100 scale (multiply fractions by 100)")
+                          f"{high:g}]; scores are on a 0-100 scale (multiply fractions by 100; "
+                          "correlations such as MCC may go down to -100)")
   return value
 
 
@@ -152,7 +154,7 @@ def read_results(path: str) -> Results:
                             f"target={key[1]} seed={key[2]} (first at line {seen[key]}); "
                             "keep one row per (source, target, seed)")
     seen[key] = line
-    scores.append(parse_score(path, line, row["score"], 0.0, 100.0))
+    scores.append(parse_score(path, line, row["score"], -100.0, 100.0))
     sources.append(key[0])
     targets.append(key[1])
     seeds.append(key[2])

@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 import gin
 
+from spot_jax import launchers
 from spot_jax.study.spec import StudySpec
 from spot_jax.train import run_dir
 
@@ -46,10 +47,7 @@ TRAIN_GIN = "runs/prompt_train.gin"
 TRANSFER_GIN = "study/transfer.gin"
 RESULTS_CSV = "results.csv"
 BASELINE = "none"
-LAUNCHERS = {
-    "local": ("launch/local.sh",), "gpu": ("launch/gpu.sh",),
-    "tpu_pod": ("launch/tpu_pod.sh",), "slurm_gpu": ("sbatch", "launch/slurm_gpu.sbatch"),
-}
+LAUNCHERS = tuple(sorted(launchers.LAUNCH_SCRIPTS))
 PHASE_FILES = ("phase_1_sources_baselines.txt", "phase_2_transfers.txt")
 
 
@@ -435,6 +433,8 @@ def emit_jobs(spec: StudySpec, study_dir: str, launcher: str, out_dir: str) -> l
     raise StudyError(f"Unknown launcher {launcher!r}; choose one of {sorted(LAUNCHERS)}")
   jobs = [j for j in plan(spec, study_dir) if not is_finished(j)]
   phases = ([j for j in jobs if j.kind != "transfer"], [j for j in jobs if j.kind == "transfer"])
+  if launcher == "slurm_gpu":  # sbatch cannot create the directory of --output itself.
+    os.makedirs(os.path.join(os.path.abspath(study_dir), "logs"), exist_ok=True)
   paths = []
   for name, phase_jobs in zip(PHASE_FILES, phases):
     lines = [shlex.join([*launcher_prefix(launcher, study_dir, job), *job.flags()])
@@ -447,8 +447,6 @@ def emit_jobs(spec: StudySpec, study_dir: str, launcher: str, out_dir: str) -> l
 
 def launcher_prefix(launcher: str, study_dir: str, job: Job) -> list[str]:
   """The launcher words before the train flags; sbatch gets a job name and a log file."""
-  prefix = list(LAUNCHERS[launcher])
-  if launcher == "slurm_gpu":
-    log = os.path.join(os.path.abspath(study_dir), "logs", f"{job.name}-%j.log")
-    prefix[1:1] = [f"--job-name={job.name}", f"--output={log}"]
-  return prefix
+  log = os.path.join(os.path.abspath(study_dir), "logs", f"{job.name}-%j.log")
+  return launchers.launch_prefix(launcher,
+                                 sbatch_options=(f"--job-name={job.name}", f"--output={log}"))

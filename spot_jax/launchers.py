@@ -1,0 +1,28 @@
+"""The launch scripts (`launch/`) as command prefixes for `spot-jax train` arguments.
+
+One place says how a training run is started: on this machine (`local`), on a GPU host
+(`gpu`), on every worker of a TPU VM pod (`tpu_pod`), or as a SLURM batch job (`slurm_gpu`,
+through `sbatch`). Transfers (`spot_jax.library.transfer`) and studies (`spot_jax.study.runner`)
+build their commands with `launch_prefix`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_SCRIPTS = {"local": "launch/local.sh", "gpu": "launch/gpu.sh",
+                  "tpu_pod": "launch/tpu_pod.sh", "slurm_gpu": "launch/slurm_gpu.sbatch"}
+
+
+def launch_prefix(launcher: str, *, absolute: bool = False, sbatch_options: tuple[str, ...] = ()
+                  ) -> list[str]:
+  """The words before the train arguments: the launcher's script, behind `sbatch [options]`
+  for SLURM. Script paths are relative to the checkout root unless `absolute`."""
+  if launcher not in LAUNCH_SCRIPTS:
+    raise ValueError(f"Unknown launcher {launcher!r}; choose one of {sorted(LAUNCH_SCRIPTS)}")
+  script = LAUNCH_SCRIPTS[launcher]
+  script = str(PROJECT_ROOT / script) if absolute else script
+  if launcher == "slurm_gpu":
+    return ["sbatch", *sbatch_options, script]
+  return [script]
