@@ -5,8 +5,10 @@ frees it at the end of the step. glibc serves blocks that large with mmap (its p
 always do, whatever `mallopt` says) and returns them with munmap, so every step faults all
 those pages in again: about a million page faults per step for small/128. jemalloc with page
 purging off and one arena (`MALLOC_CONF`) keeps the freed pages and hands them to the next
-step (a thousand faults per step); resident memory stays at the step's peak, which it reaches
-anyway.
+step (a thousand faults per step). The price is memory: resident memory stays at least at the
+step's peak, and in some runs jemalloc splits the retained buffer for other allocations and maps
+a second one (small/128: 4.8 GiB in one run, 8.2 GiB in another, against 4.5 GiB with glibc;
+benchmarks/RESULTS.md). Turn it off where memory is tight.
 `benchmarks/compare_peft.py` measures the effect (benchmarks/RESULTS.md).
 
 A preloaded allocator must be in place when the process starts, so the `spot-jax` command
