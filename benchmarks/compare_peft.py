@@ -36,13 +36,13 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import timing  # noqa: E402
 from timing import time_steps  # noqa: E402
 
 from spot_jax import runtime  # noqa: E402
@@ -162,17 +162,10 @@ def worker_matmul(size: int, repeats: int) -> dict[str, Any]:
   return result
 
 
-def run_worker(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_worker(args: list[str], env: dict[str, str]) -> dict[str, Any]:
   """Runs this script as a worker in a fresh process; returns its JSON result."""
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", USE_TF="0", USE_JAX="0",
-                     TRANSFORMERS_NO_ADVISORY_WARNINGS="1", **(env or {}))
-  completed = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *args],
-                             capture_output=True, text=True, env=environment)
-  lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
-  if completed.returncode != 0 or not lines:
-    raise RuntimeError(f"worker {args} failed (exit {completed.returncode}):\n"
-                       f"{completed.stderr[-3000:]}")
-  return json.loads(lines[-1])
+  return timing.run_worker(__file__, args, dict(env, USE_TF="0", USE_JAX="0",
+                                                TRANSFORMERS_NO_ADVISORY_WARNINGS="1"))
 
 
 # ----------------------------------------------------------------------------- the comparison

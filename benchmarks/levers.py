@@ -27,13 +27,13 @@ import os
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import timing  # noqa: E402
 from spot_jax import runtime  # noqa: E402
 
 NO_YNN_DOT = "--xla_cpu_experimental_ynn_fusion_type=-individual_dot"
@@ -66,17 +66,8 @@ def worker(variant: str, model: str, input_length: int, steps: int) -> dict[str,
 
 
 def run_variant(variant: str, model: str, input_length: int, steps: int) -> dict[str, Any]:
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES")}
-  env.update(VARIANTS[variant]["env"], TF_CPP_MIN_LOG_LEVEL="3")
-  completed = subprocess.run(
-      [sys.executable, os.path.abspath(__file__), "--worker", variant, model,
-       str(input_length), str(steps)], capture_output=True, text=True, env=env)
-  lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
-  if completed.returncode != 0 or not lines:
-    raise RuntimeError(f"{variant} failed (exit {completed.returncode}):\n"
-                       f"{completed.stderr[-3000:]}")
-  return json.loads(lines[-1])
+  return timing.run_worker(__file__, [variant, model, str(input_length), str(steps)],
+                           VARIANTS[variant]["env"])
 
 
 def main() -> None:

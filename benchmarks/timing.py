@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
@@ -15,3 +19,20 @@ def time_steps(run_step: Callable[[], Any], steps: int, sync: Callable[[Any], An
     sync(run_step())
     times.append(time.perf_counter() - start)
   return times
+
+
+ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES")
+
+
+def run_worker(script: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+  """Runs `python SCRIPT --worker ARGS...` in a fresh process with this environment minus any
+  allocator settings, plus `env`; returns the last JSON line it prints."""
+  environment = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}
+  environment.update(TF_CPP_MIN_LOG_LEVEL="3", **env)
+  completed = subprocess.run([sys.executable, os.path.abspath(script), "--worker", *args],
+                             capture_output=True, text=True, env=environment)
+  lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+  if completed.returncode != 0 or not lines:
+    raise RuntimeError(f"worker {args} failed (exit {completed.returncode}):\n"
+                       f"{completed.stderr[-3000:]}")
+  return json.loads(lines[-1])
