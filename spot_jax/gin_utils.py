@@ -98,3 +98,19 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
     gin.parse_config_files_and_bindings(paths, bindings, finalize_config=False)
   except (ValueError, KeyError) as e:
     raise ValueError(f"Bad gin config: {e}") from None
+
+
+def gin_literal(value: Any) -> str:
+  """A Python value as gin text; strings starting with @ or % stay gin references."""
+  if isinstance(value, str) and value[:1] in ("@", "%"):
+    return value
+  if isinstance(value, str) and not set(value) & set('"\\\n'):
+    return f'"{value}"'  # double quotes: shell-quoted command lines stay readable.
+  if value is None or isinstance(value, (str, bool, int, float)):
+    return repr(value)
+  if isinstance(value, dict):
+    return "{" + ", ".join(f"{gin_literal(k)}: {gin_literal(v)}" for k, v in value.items()) + "}"
+  if isinstance(value, (list, tuple)):
+    return "[" + ", ".join(gin_literal(v) for v in value) + "]"
+  raise ValueError(f"gin binding value {value!r} ({type(value).__name__}) is not a string, "
+                   "number, bool, null, list or mapping")

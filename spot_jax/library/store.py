@@ -163,7 +163,7 @@ def default_entry_id(task: str, seed: int | None, value: np.ndarray) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts)).lstrip(".")[-200:]
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
+def npy_bytes(array: np.ndarray) -> bytes:
   buffer = io.BytesIO()
   np.save(buffer, array, allow_pickle=False)
   return buffer.getvalue()
@@ -264,7 +264,7 @@ class PromptLibrary:
     """Writes a validated entry into a temp dir, renames it into place, then indexes it."""
     pooled = {form: pool(key, form) for form in POOLED_FORMS}
     files = {ENTRY_JSON: _json_bytes(entry.to_dict(), f"Metadata of entry {entry.id!r}"),
-             VALUE_NPY: _npy_bytes(value), KEY_NPY: _npy_bytes(key),
+             VALUE_NPY: npy_bytes(value), KEY_NPY: npy_bytes(key),
              POOLED_NPZ: _npz_bytes(pooled)}
     final = self._entry_dir(entry.id)
     if os.path.exists(final):

@@ -23,7 +23,6 @@ transfer resumes. Layout:
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import shlex
@@ -35,7 +34,8 @@ import seqio
 
 from spot_jax import launchers
 from spot_jax.library.retrieval import Ranked
-from spot_jax.library.store import LibraryError, PromptLibrary
+from spot_jax.gin_utils import gin_literal
+from spot_jax.library.store import LibraryError, PromptLibrary, npy_bytes
 from spot_jax.tasks_util import TRANSFER_MIXTURE_PREFIX
 from spot_jax.train import run_dir
 
@@ -188,13 +188,9 @@ class TransferPlan:
     return {**self.base_config, **run.overrides}
 
 
-def _gin_value(value: Any) -> str:
-  return json.dumps(value)  # strings double-quoted, ints bare: valid gin literals.
-
-
 def _run(name: str, role: str, overrides: dict[str, Any], entries: list[str],
          after: str | None = None) -> PlannedRun:
-  bindings = [f"{GIN_MACROS[k]} = {_gin_value(v)}" for k, v in overrides.items()]
+  bindings = [f"{GIN_MACROS[k]} = {gin_literal(v)}" for k, v in overrides.items()]
   return PlannedRun(name, role, overrides, bindings, entries, after)
 
 
@@ -314,16 +310,10 @@ def launch_command(plan: TransferPlan, run: PlannedRun, launcher: str | None,
   return prefix + train_args(plan, run)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  np.save(buffer, np.asarray(array, np.float32), allow_pickle=False)
-  return buffer.getvalue()
-
-
 def _write_files(plan: TransferPlan) -> None:
   """Writes the initial prompts; refuses to replace different ones of an earlier transfer."""
   for path, array in plan.files.items():
-    data = _npy_bytes(array)
+    data = npy_bytes(np.asarray(array, np.float32))
     if os.path.exists(path):
       with open(path, "rb") as f:
         if f.read() == data:

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 import gin
 
 from spot_jax import launchers
+from spot_jax.gin_utils import gin_literal
 from spot_jax.study.spec import StudySpec
 from spot_jax.train import run_dir
 
@@ -107,22 +108,6 @@ class StudyReport:
 
 
 # ----------------------------------------------------------------------------- planning
-
-
-def gin_literal(value: Any) -> str:
-  """A Python value as gin text; strings starting with @ or % stay gin references."""
-  if isinstance(value, str) and value[:1] in ("@", "%"):
-    return value
-  if isinstance(value, str) and not set(value) & set('"\\\n'):
-    return f'"{value}"'  # double quotes: shell-quoted command lines stay readable.
-  if value is None or isinstance(value, (str, bool, int, float)):
-    return repr(value)
-  if isinstance(value, dict):
-    return "{" + ", ".join(f"{gin_literal(k)}: {gin_literal(v)}" for k, v in value.items()) + "}"
-  if isinstance(value, (list, tuple)):
-    return "[" + ", ".join(gin_literal(v) for v in value) + "]"
-  raise StudyError(f"gin binding value {value!r} ({type(value).__name__}) is not a string, "
-                   "number, bool, null, list or mapping")
 
 
 def run_dir_of(study_dir: str, kind: str, source: str | None, target: str | None,
