@@ -9,8 +9,8 @@ d_ff 128, 2+2 layers, 4 heads of 16; small: d_model 512, d_ff 1024, 8+8 layers, 
 64; vocabulary 32128, gated-GELU, untied logits), batch 32, target length 8, dropout 0.1,
 float32:
   ours  the trainer's jitted step (`spot_jax.train.step`), Adafactor lr 0.3 as in SPoT, under
-        the `spot-jax` command's allocator settings (`spot_jax.runtime`: jemalloc when
-        installed, with page purging off);
+        the `spot-jax` command's host settings (`spot_jax.runtime`: jemalloc when installed,
+        with page purging off, and synchronous CPU dispatch);
   PEFT  `PromptTuningConfig(num_virtual_tokens=100)` on transformers' T5ForConditionalGeneration,
         transformers' Adafactor(lr=0.3, scale_parameter=False, relative_step=False,
         warmup_init=False, weight_decay=1e-5), loss.backward(), optimizer.step().
@@ -54,8 +54,8 @@ SHAPES = {
 VOCAB_SIZE = 32128
 BATCH_SIZE, TARGET_LENGTH, PROMPT_LENGTH, DROPOUT_RATE = 32, 8, 100, 0.1
 DEFAULT_CONFIGS = ("tiny/128", "tiny/512", "small/128", "small/512")
-# Each side runs as its users get it: ours under the `spot-jax` host allocator settings
-# (jemalloc when installed, `spot_jax.runtime`), PEFT in the plain environment.
+# Each side runs as its users get it: ours under the `spot-jax` host settings (jemalloc when
+# installed, and synchronous CPU dispatch: `spot_jax.runtime`), PEFT in the plain environment.
 ENVIRONMENT = {"ours": runtime.host_environment(), "peft": {}}
 TARGETS = {"geomean_ratio": 2.0, "min_ratio": 1.2, "small/128_ceiling_fraction": 0.6}
 
@@ -87,6 +87,7 @@ def random_tokens(batch_size: int, input_length: int, seed: int = 0):
 def worker_ours(model: str, input_length: int, steps: int) -> dict[str, Any]:
   import train_step
   import jax
+  runtime.configure_cpu_dispatch()
   jax.config.update("jax_compilation_cache_dir", os.path.join(HERE, ".jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   run_step, _ = train_step.build_step(model, input_length, BATCH_SIZE, TARGET_LENGTH,
@@ -144,6 +145,7 @@ def worker_peft(model: str, input_length: int, steps: int) -> dict[str, Any]:
 def worker_matmul(size: int, repeats: int) -> dict[str, Any]:
   """Best float32 GFLOP/s of a size^3 product: numpy, and jax.jit with our host runtime."""
   import jax
+  runtime.configure_cpu_dispatch()
   import jax.numpy as jnp
   import numpy as np
   rng = np.random.default_rng(0)

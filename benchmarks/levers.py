@@ -5,11 +5,14 @@
 Variants of the trainer's step (batch 32, prompt 100, targets 8, float32), each timed in a fresh
 worker process, alternating variant by variant for `--rounds` rounds:
 
-  glibc            the plain process (SPOT_JAX_JEMALLOC=0): XLA's step buffer is mmap'd and
-                   munmap'd every step
+  glibc            plain JAX (SPOT_JAX_JEMALLOC=0, SPOT_JAX_CPU_DISPATCH=async): XLA's step
+                   buffer is mmap'd and munmap'd every step
   glibc+thp        glibc mapping large blocks with transparent huge pages
                    (GLIBC_TUNABLES=glibc.malloc.hugetlb=1): 2 MiB faults instead of 4 KiB ones
-  jemalloc         what `spot-jax` runs under (`spot_jax.runtime`): jemalloc, purging off
+  glibc+sync       glibc with synchronous CPU dispatch
+  jemalloc+async   jemalloc with purging off, JAX's asynchronous CPU dispatch
+  jemalloc         what `spot-jax` runs under (`spot_jax.runtime`): jemalloc with purging off
+                   and synchronous CPU dispatch
   jemalloc+rbg     dropout randomness from the `rbg` PRNG instead of threefry
   jemalloc+no_ynn  XLA:CPU dots outside YNNPACK fusions (--xla_cpu_experimental_ynn_fusion_type=
                    -individual_dot)
@@ -37,9 +40,13 @@ import timing  # noqa: E402
 from spot_jax import runtime  # noqa: E402
 
 NO_YNN_DOT = "--xla_cpu_experimental_ynn_fusion_type=-individual_dot"
+ASYNC = {"SPOT_JAX_CPU_DISPATCH": "async"}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "glibc": {"env": {"SPOT_JAX_JEMALLOC": "0"}},
-    "glibc+thp": {"env": {"SPOT_JAX_JEMALLOC": "0", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}},
+    "glibc": {"env": dict(ASYNC, SPOT_JAX_JEMALLOC="0")},
+    "glibc+thp": {"env": dict(ASYNC, SPOT_JAX_JEMALLOC="0",
+                              GLIBC_TUNABLES="glibc.malloc.hugetlb=1")},
+    "glibc+sync": {"env": {"SPOT_JAX_JEMALLOC": "0"}},
+    "jemalloc+async": {"env": dict(runtime.host_environment(), **ASYNC)},
     "jemalloc": {"env": runtime.host_environment()},
     "jemalloc+rbg": {"env": runtime.host_environment(), "rng_impl": "rbg"},
     "jemalloc+no_ynn": {"env": dict(runtime.host_environment(), XLA_FLAGS=NO_YNN_DOT)},
@@ -52,6 +59,7 @@ def worker(variant: str, model: str, input_length: int, steps: int) -> dict[str,
   import jax
   import train_step
   from timing import time_steps
+  runtime.configure_cpu_dispatch()
   settings = VARIANTS[variant]
   run_step, _ = train_step.build_step(
       model, input_length, BATCH_SIZE, TARGET_LENGTH, PROMPT_LENGTH,

@@ -21,12 +21,13 @@ def time_steps(run_step: Callable[[], Any], steps: int, sync: Callable[[Any], An
   return times
 
 
-ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES")
+ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES", "SPOT_JAX_JEMALLOC",
+                       "SPOT_JAX_CPU_DISPATCH")
 
 
 def run_worker(script: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
   """Runs `python SCRIPT --worker ARGS...` in a fresh process with this environment minus any
-  allocator settings, plus `env`; returns the last JSON line it prints."""
+  allocator or dispatch settings, plus `env`; returns the last JSON line it prints."""
   environment = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}
   environment.update(TF_CPP_MIN_LOG_LEVEL="3", **env)
   completed = subprocess.run([sys.executable, os.path.abspath(script), "--worker", *args],

@@ -26,7 +26,8 @@ from typing import Any, Callable
 from spot_jax import runtime
 
 if __name__ == "__main__":
-  runtime.reexec_with_host_environment()  # jemalloc, as the `spot-jax` command does.
+  runtime.reexec_with_host_environment()  # jemalloc and synchronous CPU dispatch, as the
+  runtime.configure_cpu_dispatch()        # `spot-jax` command does.
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

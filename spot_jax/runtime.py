@@ -1,20 +1,25 @@
-"""Host memory allocator for fast training steps on CPU; `spot-jax` applies it at start-up.
+"""Host settings for fast, lean training steps on CPU; the `spot-jax` command applies them.
 
 XLA:CPU takes each step's temporary buffer (GiBs for small T5 at batch 32) from malloc and
 frees it at the end of the step. glibc serves blocks that large with mmap (its per-thread arenas
 always do, whatever `mallopt` says) and returns them with munmap, so every step faults all
-those pages in again: about a million page faults per step for small/128. jemalloc with page
-purging off and one arena (`MALLOC_CONF`) keeps the freed pages and hands them to the next
-step (a thousand faults per step). The price is memory: resident memory stays at least at the
-step's peak, and in some runs jemalloc splits the retained buffer for other allocations and maps
-a second one (small/128: 4.8 GiB in one run, 8.2 GiB in another, against 4.5 GiB with glibc;
-benchmarks/RESULTS.md). Turn it off where memory is tight.
-`benchmarks/compare_peft.py` measures the effect (benchmarks/RESULTS.md).
+those pages in again: about a million page faults per step for small/128. Two settings fix it:
 
-A preloaded allocator must be in place when the process starts, so the `spot-jax` command
-re-executes itself once with `LD_PRELOAD` and `MALLOC_CONF` set when jemalloc is installed
-(Debian/Ubuntu: `apt-get install libjemalloc2`); without it nothing changes. Set
-`SPOT_JAX_JEMALLOC=0` to turn this off, or a path to use that library.
+- **jemalloc** with page purging off and one arena (`MALLOC_CONF`) keeps the freed pages and
+  hands them to the next step (a thousand faults per step). A preloaded allocator must be in
+  place when the process starts, so `spot-jax` re-executes itself once with `LD_PRELOAD` and
+  `MALLOC_CONF` set when jemalloc is installed (Debian/Ubuntu: `apt-get install libjemalloc2`);
+  without it nothing changes. `SPOT_JAX_JEMALLOC=0` turns this off, a path picks the library.
+- **Synchronous CPU dispatch** (`jax_cpu_enable_async_dispatch=False`, single-device
+  computations only; sharded ones stay parallel). With JAX's default asynchronous dispatch a
+  worker thread runs the step and frees its buffer only after it has marked the outputs ready,
+  so the next step, launched the moment they are, often allocates its buffer first. Any
+  allocator that keeps freed pages then holds two step buffers (small/128: 8.2 GiB instead of
+  4.8). Run inline, each step frees its buffer before the next one asks, and the same pages
+  serve every step. `SPOT_JAX_CPU_DISPATCH=async` keeps JAX's default.
+
+`benchmarks/levers.py` measures each setting and `benchmarks/compare_peft.py` the result
+(benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 from typing import Mapping
 
 ENV_SWITCH = "SPOT_JAX_JEMALLOC"
+DISPATCH_SWITCH = "SPOT_JAX_CPU_DISPATCH"
 # Never purge freed pages (dirty or muzzy) back to the kernel: reuse them at the next step. One
 # arena: XLA's worker threads free what others allocated, and with an arena per thread each
 # would keep its own copy of the step's pages (small/512 then needs 24 GiB instead of 14).
@@ -72,3 +78,27 @@ def reexec_with_host_environment() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execv(sys.executable, [sys.executable, *argv])
+
+
+def cpu_dispatch(environ: Mapping[str, str] = os.environ) -> str:
+  """The CPU dispatch mode `SPOT_JAX_CPU_DISPATCH` asks for: "sync" (the default) or "async"."""
+  choice = environ.get(DISPATCH_SWITCH, "sync").strip().lower() or "sync"
+  if choice not in ("sync", "async"):
+    raise ValueError(f"{DISPATCH_SWITCH}={environ[DISPATCH_SWITCH]!r}: expected sync or async")
+  return choice
+
+
+def configure_cpu_dispatch(environ: Mapping[str, str] = os.environ) -> bool:
+  """Makes JAX run single-device CPU computations inline, on the launching thread.
+
+  Call before JAX creates its CPU client (before the first computation or device query);
+  later it cannot take effect. Returns whether dispatch is synchronous from here on.
+  """
+  import jax
+  from jax._src import xla_bridge
+  wanted_sync = cpu_dispatch(environ) == "sync"
+  current_sync = not jax.config.values["jax_cpu_enable_async_dispatch"]
+  if xla_bridge.backends_are_initialized():
+    return current_sync
+  jax.config.update("jax_cpu_enable_async_dispatch", not wanted_sync)
+  return wanted_sync

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -144,6 +147,19 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert run_dir.prompt_steps(str(tmp_path)) == [0, 5, 10]
   np.testing.assert_array_equal(np.load(run_dir.prompt_path(str(tmp_path), 10)), good)
   assert run_dir.read_summary(str(tmp_path)).steps_done == 10
+
+
+def test_ten_steps_and_two_evaluations_compile_the_step_and_scorer_once(tmp_path, caplog):
+  # Static shapes and a state placed as the step returns it: no recompilation across steps
+  # (before the state was placed on the mesh up front, the second step compiled again).
+  jax.clear_caches()  # what earlier tests compiled must not hide a compilation here
+  with jax.log_compiles(True), caplog.at_level(logging.WARNING,
+                                               logger="jax._src.interpreters.pxla"):
+    summary = train(small_run(tmp_path, train_steps=10, log_period=1))
+  assert summary.steps_done == 10 and set(summary.checkpoints) == {"5", "10"}
+  compiled = collections.Counter(re.findall(r"Compiling (jit\([^)]*\))", caplog.text))
+  assert compiled["jit(step)"] == 1, compiled
+  assert compiled["jit(rank_classification_scores)"] == 1, compiled
 
 
 TRAIN_ARGS = ["--gin_file=models/tiny_byte.gin", "--gin_file=runs/prompt_train.gin",

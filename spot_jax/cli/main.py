@@ -56,9 +56,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
   """The `spot-jax` program: restarts itself under the host allocator settings
-  (`spot_jax.runtime`, jemalloc when installed), then runs `main`."""
+  (`spot_jax.runtime`, jemalloc when installed), sets synchronous CPU dispatch, then runs
+  `main`."""
   from spot_jax import runtime
-  runtime.reexec_with_host_environment()
+  try:
+    runtime.reexec_with_host_environment()
+    runtime.configure_cpu_dispatch()
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"spot-jax: error: {e}")
   sys.exit(main())
 
 

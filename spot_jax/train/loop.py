@@ -178,6 +178,8 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
 
   mesh = partitioning.make_mesh(cfg.mesh_data, cfg.mesh_model)
   frozen = partitioning.shard_params(frozen_params, mesh)
+  # Placed as the step returns it, so the second step reuses the first one's executable.
+  state = partitioning.replicate(state, mesh)
   step_fn = partitioning.jit_train_step(make_train_step(model, optimizer, cfg.z_loss), mesh,
                                         state, partitioning.param_shardings(frozen_params, mesh))
   batches = train_batches(cfg.task, cfg.feature_lengths,
