@@ -43,7 +43,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import timing  # noqa: E402
-from timing import time_steps  # noqa: E402
+from timing import peak_rss_bytes, time_steps  # noqa: E402
 
 from spot_jax import runtime  # noqa: E402
 
@@ -66,11 +66,6 @@ def parse_config(text: str) -> tuple[str, int]:
     raise SystemExit(f"--configs: {text!r} is not MODEL/INPUT_LENGTH with MODEL in "
                      f"{sorted(SHAPES)}, e.g. small/128")
   return model, int(length)
-
-
-def peak_rss_bytes() -> int:
-  import resource
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def random_tokens(batch_size: int, input_length: int, seed: int = 0):

@@ -27,7 +27,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import resource  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -38,13 +37,10 @@ sys.path.insert(0, HERE)
 import numpy as np  # noqa: E402
 
 from spot_jax.library.retrieval import KeyIndex  # noqa: E402
+from timing import peak_rss_bytes  # noqa: E402
 
 CASES = (("cosine", "numpy"), ("per_token_cosine", "numpy"), ("euclidean", "numpy"),
          ("manhattan", "jax"), ("manhattan", "numpy"))
-
-
-def peak_rss_bytes() -> int:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def synthetic_keys(n: int, dim: int, seed: int) -> np.ndarray:

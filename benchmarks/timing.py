@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -19,6 +20,11 @@ def time_steps(run_step: Callable[[], Any], steps: int, sync: Callable[[Any], An
     sync(run_step())
     times.append(time.perf_counter() - start)
   return times
+
+
+def peak_rss_bytes() -> int:
+  """This process's peak resident memory so far (ru_maxrss)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES", "SPOT_JAX_JEMALLOC",

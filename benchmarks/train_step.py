@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import time
 from typing import Any, Callable
@@ -26,8 +25,7 @@ from typing import Any, Callable
 from spot_jax import runtime
 
 if __name__ == "__main__":
-  runtime.reexec_with_host_environment()  # jemalloc and synchronous CPU dispatch, as the
-  runtime.configure_cpu_dispatch()        # `spot-jax` command does.
+  runtime.configure_host()  # jemalloc and synchronous CPU dispatch, as `spot-jax` runs.
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -39,7 +37,7 @@ from spot_jax.prompts import from_sampled_vocab, without_prompt  # noqa: E402
 from spot_jax.train.optimizer import prompt_adafactor  # noqa: E402
 from spot_jax.train.step import (DEFAULT_RNG_IMPL, init_train_state,  # noqa: E402
                                  make_train_step)
-from timing import time_steps  # noqa: E402
+from timing import peak_rss_bytes, time_steps  # noqa: E402
 
 
 def random_batch(rng: np.random.Generator, batch_size: int, input_length: int,
@@ -55,7 +53,7 @@ def peak_memory_bytes() -> int:
   stats = jax.devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:
     return int(stats["peak_bytes_in_use"])
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  return peak_rss_bytes()
 
 
 def matmul_ceiling(dtype: str, repeats: int = 5) -> float:

@@ -96,9 +96,14 @@ def configure_cpu_dispatch(environ: Mapping[str, str] = os.environ) -> bool:
   """
   import jax
   from jax._src import xla_bridge
-  wanted_sync = cpu_dispatch(environ) == "sync"
-  current_sync = not jax.config.values["jax_cpu_enable_async_dispatch"]
-  if xla_bridge.backends_are_initialized():
-    return current_sync
-  jax.config.update("jax_cpu_enable_async_dispatch", not wanted_sync)
-  return wanted_sync
+  if not xla_bridge.backends_are_initialized():
+    jax.config.update("jax_cpu_enable_async_dispatch", cpu_dispatch(environ) == "async")
+  return not jax.config.values["jax_cpu_enable_async_dispatch"]
+
+
+def configure_host() -> bool:
+  """Both host settings, as the `spot-jax` command applies them: restarts the program under
+  jemalloc once (`reexec_with_host_environment`), then sets synchronous CPU dispatch. Call
+  first thing in a program. Returns whether dispatch is synchronous."""
+  reexec_with_host_environment()
+  return configure_cpu_dispatch()

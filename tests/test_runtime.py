@@ -38,8 +38,7 @@ print(json.dumps({"faults": sum(faults[1:]), "pid": os.getpid(),
 STEP_BUFFER_SCRIPT = """
 import json
 from spot_jax import runtime
-runtime.reexec_with_host_environment()
-sync = runtime.configure_cpu_dispatch()
+sync = runtime.configure_host()
 import jax, numpy as np
 from spot_jax.models import T5, get_config
 from spot_jax.prompts import from_sampled_vocab, without_prompt

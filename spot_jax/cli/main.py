@@ -60,8 +60,7 @@ def run() -> None:
   `main`."""
   from spot_jax import runtime
   try:
-    runtime.reexec_with_host_environment()
-    runtime.configure_cpu_dispatch()
+    runtime.configure_host()
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"spot-jax: error: {e}")
   sys.exit(main())
