@@ -7,9 +7,9 @@ import functools
 
 import seqio
 
-# Retrieval mixtures (`spot_jax.library.transfer`): the name lists the members, so any process
-# registers one on demand from its name alone.
-TRANSFER_MIXTURE_PREFIX = "spot_transfer_mix."
+from tasks.transfer_mixtures import (  # noqa: F401  (the task-side home of retrieval mixtures)
+    TRANSFER_MIXTURE_PREFIX, TransferMixtureError, mixture_members, mixture_name,
+    register_transfer_mixture)
 
 
 def get_task_or_mixture(name: str) -> seqio.Task | seqio.Mixture:
@@ -18,8 +18,7 @@ def get_task_or_mixture(name: str) -> seqio.Task | seqio.Mixture:
     return seqio.get_mixture_or_task(name)
   except ValueError:
     if name.startswith(TRANSFER_MIXTURE_PREFIX):
-      from spot_jax.library import transfer
-      return transfer.register_transfer_mixture(transfer.mixture_members(name))
+      return register_transfer_mixture(mixture_members(name))
     names = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
     hint = f" Closest registered names: {close}." if close else ""

@@ -22,6 +22,7 @@ from spot_jax.library.retrieval import Ranked, retrieve
 from spot_jax.library.store import Entry, ModelIdentity, PromptLibrary
 from spot_jax.models import get_config
 from spot_jax.study.results import read_predictions
+from spot_jax import tasks_util
 from spot_jax.tasks_util import get_task_or_mixture, register_all_tasks
 from spot_jax.train import run_dir
 from spot_jax.train.loop import TrainConfig
@@ -109,7 +110,7 @@ def test_retrieval_mixture_has_top_k_tasks_and_capped_rates(library, tmp_path):
                                 out_dir=str(tmp_path / "mix"), k=2, base_config=BASE,
                                 source_steps=3)
   name = "spot_transfer_mix.synthetic_copy.synthetic_reverse.synthetic_sentiment_b"
-  assert plan.mixture == name == transfer.mixture_name(
+  assert plan.mixture == name == tasks_util.mixture_name(
       ["synthetic_sentiment_b", "synthetic_reverse", "synthetic_copy"])
   mixture = seqio.get_mixture_or_task(name)
   # Training set sizes of tasks/synthetic_world.py: copy 5000, reverse 2000, sentiment_b 500.
@@ -128,7 +129,7 @@ def test_retrieval_mixture_has_top_k_tasks_and_capped_rates(library, tmp_path):
 
 def test_retrieval_mixture_of_real_tasks_is_capped_and_rebuilt_in_another_process():
   tasks = ["yelp_polarity", "glue_rte", "super_glue_cb"]
-  name = transfer.mixture_name(tasks)
+  name = tasks_util.mixture_name(tasks)
   code = ("import json; from spot_jax.tasks_util import get_task_or_mixture; "
           f"m = get_task_or_mixture({name!r}); "
           "print(json.dumps({t.name: m.get_rate(t) for t in m.tasks}))")
@@ -141,11 +142,11 @@ def test_retrieval_mixture_of_real_tasks_is_capped_and_rebuilt_in_another_proces
 
 
 def test_mixture_names_are_validated():
-  with pytest.raises(transfer.TransferError, match="cannot be encoded"):
-    transfer.mixture_name(["glue.rte"])
-  with pytest.raises(transfer.TransferError, match="not canonical"):
-    transfer.mixture_members("spot_transfer_mix.b.a")
-  with pytest.raises(transfer.TransferError, match="unknown tasks"):
+  with pytest.raises(tasks_util.TransferMixtureError, match="cannot be encoded"):
+    tasks_util.mixture_name(["glue.rte"])
+  with pytest.raises(tasks_util.TransferMixtureError, match="not canonical"):
+    tasks_util.mixture_members("spot_transfer_mix.b.a")
+  with pytest.raises(tasks_util.TransferMixtureError, match="unknown tasks"):
     get_task_or_mixture("spot_transfer_mix.glue_rte.no_such_task")
 
 

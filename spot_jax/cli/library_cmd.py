@@ -156,7 +156,7 @@ def similarity_csv(tasks: list[str], matrix) -> str:
 
 def run_similarity(args: argparse.Namespace) -> int:
   from spot_jax.library import similarity
-  from spot_jax.train.run_dir import atomic_write_bytes
+  from spot_jax.fileio import atomic_write_bytes
   library = _open(args)
   tasks, matrix = similarity.task_similarity(library, args.metric, center_keys=args.center,
                                              model=_model(library, args.model))

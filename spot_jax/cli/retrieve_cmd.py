@@ -127,7 +127,7 @@ def predictions_csv(target: str, ranked) -> bytes:
 def run_retrieve(args: argparse.Namespace) -> int:
   from spot_jax.library.retrieval import retrieve
   from spot_jax.library.store import PromptLibrary
-  from spot_jax.train.run_dir import atomic_write_bytes
+  from spot_jax.fileio import atomic_write_bytes
   library = PromptLibrary(args.library)
   key, model, _, run_task = load_query(args, library)
   options = dict(model=model, metric=args.metric, exclude_task=args.exclude_task,
@@ -160,6 +160,7 @@ def _train_config(args: argparse.Namespace, extra_bindings: tuple[str, ...] = ()
 def run_embed(args: argparse.Namespace) -> int:
   import gin
 
+  from spot_jax.fileio import atomic_write_bytes
   from spot_jax.train import run_dir
   from spot_jax.train.loop import train
   cfg = _train_config(args)
@@ -175,7 +176,7 @@ def run_embed(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, train_steps=key_step, key_step=key_step, eval_period=0)
     train(cfg, gin_config=gin.config_str())
   with open(path, "rb") as f:
-    run_dir.atomic_write_bytes(args.out, f.read())
+    atomic_write_bytes(args.out, f.read())
   print(f"Wrote the key of {cfg.task} (the step-{key_step} prompt of {cfg.model_dir}) to "
         f"{args.out}")
   return 0

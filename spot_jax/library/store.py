@@ -35,6 +35,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from spot_jax.fileio import atomic_write_bytes
 from spot_jax.library.similarity import POOLED_FORMS, LibraryError, pool
 from spot_jax.train import run_dir
 
@@ -210,7 +211,7 @@ class PromptLibrary:
       os.makedirs(os.path.join(self.root, INDEX_DIR), exist_ok=True)
       with open(os.path.join(self.root, LOCK_FILE), "ab"):
         pass
-      run_dir.atomic_write_bytes(marker, _json_bytes(
+      atomic_write_bytes(marker, _json_bytes(
           {"format": FORMAT_NAME, "version": FORMAT_VERSION}, "library.json"))
     try:
       with open(marker) as f:
@@ -546,7 +547,7 @@ class PromptLibrary:
               "ids": np.array(ids, dtype=str).reshape(len(ids)),
               **{f: np.asarray(matrices[f], np.float32).reshape(len(ids), model.emb_dim)
                  for f in POOLED_FORMS}}
-    run_dir.atomic_write_bytes(self._index_path(model), _npz_bytes(arrays))
+    atomic_write_bytes(self._index_path(model), _npz_bytes(arrays))
 
   def _update_index(self, model: ModelIdentity, entry_id: str,
                     pooled: Mapping[str, np.ndarray] | None = None) -> None:
@@ -634,7 +635,7 @@ class PromptLibrary:
       arrays = {"metadata": np.array(json.dumps([e.to_dict() for e in entries]))}
       for e in entries:
         arrays[f"value/{e.id}"], arrays[f"key/{e.id}"] = self.value(e.id), self.key(e.id)
-      run_dir.atomic_write_bytes(out, _npz_bytes(arrays))
+      atomic_write_bytes(out, _npz_bytes(arrays))
       return out
     target = PromptLibrary(out, create=True)
     for e in entries:

@@ -32,11 +32,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import seqio
 
+from spot_jax.fileio import atomic_write_bytes
 from spot_jax import launchers
 from spot_jax.library.retrieval import Ranked
 from spot_jax.gin_utils import gin_literal
 from spot_jax.library.store import LibraryError, PromptLibrary, npy_bytes
-from spot_jax.tasks_util import TRANSFER_MIXTURE_PREFIX
+from spot_jax.tasks_util import register_transfer_mixture
 from spot_jax.train import run_dir
 
 STRATEGIES = ("best_of_top_k", "weighted_average", "mixture")
@@ -73,71 +74,6 @@ def weighted_average_prompt(prompts: np.ndarray, similarities: np.ndarray) -> np
 def alphas(similarities: Sequence[float]) -> list[float]:
   sims = np.asarray(similarities, np.float64)
   return (sims / sims.sum()).tolist()
-
-
-# ----------------------------------------------------------------------------- mixtures
-
-
-def mixture_name(tasks: Sequence[str]) -> str:
-  """`spot_transfer_mix.<task>.<task>...`: the distinct members, sorted (order-independent)."""
-  members = sorted(set(tasks))
-  if not members:
-    raise TransferError("A retrieval mixture needs at least one task")
-  bad = [t for t in members if not t or not all(c.isalnum() or c == "_" for c in t)]
-  if bad:
-    raise TransferError(f"Task names {bad} cannot be encoded in a retrieval mixture name: only "
-                        "letters, digits and '_' are allowed ('.' separates the members)")
-  return TRANSFER_MIXTURE_PREFIX + ".".join(members)
-
-
-def mixture_members(name: str) -> list[str]:
-  """The member tasks encoded in a `mixture_name`."""
-  if not name.startswith(TRANSFER_MIXTURE_PREFIX) or name == TRANSFER_MIXTURE_PREFIX:
-    raise TransferError(f"{name!r} is not a retrieval mixture name "
-                        f"({TRANSFER_MIXTURE_PREFIX}<task>.<task>...)")
-  members = name[len(TRANSFER_MIXTURE_PREFIX):].split(".")
-  if mixture_name(members) != name:
-    raise TransferError(f"{name!r} is not canonical: expected {mixture_name(members)!r}")
-  return members
-
-
-def mixing_rate(task: str) -> float:
-  """min(number of training examples, MIXING_CAP): the registry's known size, else seqio's."""
-  from tasks import registry
-  try:
-    size = registry.train_size(task)
-  except KeyError:  # not a real SPoT task (e.g. synthetic): ask seqio.
-    size = None
-  if size is None:
-    provider = seqio.get_mixture_or_task(task)
-    if isinstance(provider, seqio.Mixture):
-      raise TransferError(f"{task!r} is a mixture; retrieval mixtures take tasks only")
-    try:
-      size = provider.num_input_examples("train")
-    except Exception:  # pylint: disable=broad-except  # TFDS metadata missing, unreadable data.
-      size = None
-  if size is None:
-    raise TransferError(f"The number of training examples of {task!r} is unknown (not in "
-                        "tasks.registry and not countable from its data), so its mixing rate is "
-                        "unknown: prepare its data or leave it out of the mixture")
-  return float(min(int(size), registry.MIXING_CAP))
-
-
-def register_transfer_mixture(tasks: Sequence[str]) -> seqio.Mixture:
-  """Registers (once) the examples-proportional mixture of `tasks`; returns it."""
-  from spot_jax.tasks_util import register_all_tasks
-  name = mixture_name(tasks)
-  if name in seqio.MixtureRegistry.names():
-    return seqio.get_mixture_or_task(name)
-  members = mixture_members(name)
-  if any(t not in seqio.TaskRegistry.names() for t in members):
-    register_all_tasks()
-  unknown = [t for t in members if t not in seqio.TaskRegistry.names()]
-  if unknown:
-    raise TransferError(f"Retrieval mixture {name!r}: unknown tasks {unknown} "
-                        "(`spot-jax tasks list` prints the registered ones)")
-  seqio.MixtureRegistry.add(name, [(t, mixing_rate(t)) for t in members])
-  return seqio.get_mixture_or_task(name)
 
 
 # ----------------------------------------------------------------------------- plans
@@ -320,7 +256,7 @@ def _write_files(plan: TransferPlan) -> None:
           continue
       raise TransferError(f"{path} holds a different initial prompt (an earlier transfer with "
                           "other retrieved entries): use another --out_dir")
-    run_dir.atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
 
 
 def _check_resumable(plan: TransferPlan) -> None:
@@ -351,7 +287,7 @@ def _record(plan: TransferPlan, runs: list[dict[str, Any]], best: dict[str, Any]
 def _write_record(plan: TransferPlan, runs: list[dict[str, Any]],
                   best: dict[str, Any] | None) -> None:
   data = json.dumps(_record(plan, runs, best), indent=2, sort_keys=True, default=float)
-  run_dir.atomic_write_bytes(os.path.join(plan.out_dir, TRANSFER_JSON), data.encode())
+  atomic_write_bytes(os.path.join(plan.out_dir, TRANSFER_JSON), data.encode())
 
 
 def _run_status(run: PlannedRun, status: str, command: list[str]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from spot_jax.train.run_dir import atomic_write_bytes
+from spot_jax.fileio import atomic_write_bytes
 
 MAX_ANNOTATED_CELLS = 900
 

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from spot_jax.train.run_dir import atomic_write_bytes
+from spot_jax.fileio import atomic_write_bytes
 
 BASELINE = "none"
 RESULT_COLUMNS = ("source", "target", "seed", "score")

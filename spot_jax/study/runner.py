@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 import gin
 
+from spot_jax.fileio import atomic_write_bytes
 from spot_jax import launchers
 from spot_jax.gin_utils import gin_literal
 from spot_jax.study.spec import StudySpec
@@ -425,7 +426,7 @@ def emit_jobs(spec: StudySpec, study_dir: str, launcher: str, out_dir: str) -> l
     lines = [shlex.join([*launcher_prefix(launcher, study_dir, job), *job.flags()])
              for job in phase_jobs]
     path = os.path.join(out_dir, name)
-    run_dir.atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode())
+    atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode())
     paths.append(path)
   return paths
 

@@ -11,7 +11,7 @@ import gin
 from spot_jax import prompts
 from spot_jax.evaluation.evaluator import PromptEvaluator
 from spot_jax.train.loop import TrainConfig, eval_labels, build_frozen_model
-from spot_jax.train.run_dir import atomic_write_bytes
+from spot_jax.fileio import atomic_write_bytes
 
 
 @gin.configurable

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spot_jax.fileio import atomic_write_bytes
 from spot_jax import prompts
 from spot_jax.checkpoints.load import fingerprint, load_model
 from spot_jax.evaluation.evaluator import PromptEvaluator
@@ -24,7 +25,7 @@ from spot_jax.models.config import get_config
 from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import T5
 from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task_labels
-from spot_jax.train import partitioning, run_dir
+from spot_jax.train import checkpointer as checkpointer_lib, partitioning, run_dir
 from spot_jax.train.data import train_batches
 from spot_jax.train.metrics_log import MetricsLogger
 from spot_jax.train.optimizer import SPOT_LEARNING_RATE, SPOT_WEIGHT_DECAY, prompt_adafactor
@@ -160,14 +161,14 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
   run_dir.check_compatible(cfg.model_dir, summary, cfg.overwrite)
   os.makedirs(cfg.model_dir, exist_ok=True)
   if is_chief and gin_config:
-    run_dir.atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN), gin_config.encode())
+    atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN), gin_config.encode())
 
   step_offset = checkpoint_step if cfg.step_offset is None else cfg.step_offset
   optimizer = prompt_adafactor(cfg.learning_rate, cfg.decay_rate, cfg.clipping_threshold,
                                cfg.weight_decay, step_offset=step_offset)
   state = init_train_state(initial_prompt(cfg, frozen_params, model.config.emb_dim),
                            optimizer, cfg.seed)
-  checkpointer = run_dir.TrainStateCheckpointer(cfg.model_dir, cfg.keep_train_states)
+  checkpointer = checkpointer_lib.TrainStateCheckpointer(cfg.model_dir, cfg.keep_train_states)
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state)
     summary = run_dir.read_summary(cfg.model_dir)
@@ -242,7 +243,8 @@ def _mean_metrics(pending: list[dict[str, jax.Array]], step: int) -> dict[str, f
 
 
 def _checkpoint(cfg: TrainConfig, state: TrainState, step: int,
-                checkpointer: run_dir.TrainStateCheckpointer, evaluator: PromptEvaluator | None,
+                checkpointer: checkpointer_lib.TrainStateCheckpointer,
+                evaluator: PromptEvaluator | None,
                 summary: run_dir.RunSummary, logger: MetricsLogger, is_chief: bool) -> None:
   """Writes the numpy prompt, evaluates, then records the summary and the train state."""
   prompt = np.asarray(jax.device_get(state.prompt))

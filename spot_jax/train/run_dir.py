@@ -7,6 +7,7 @@
     numpy_checkpoints/checkpoint_{step}/encoder.prompt.prompt.prompt
                                     the prompt [L, embed] as a plain .npy (T5X prompt-tuning name)
     train_state/{step}/             orbax train state (prompt, optimizer, step, rng), last few
+                                    (`spot_jax.train.checkpointer`; this module is numpy-only)
     metrics.jsonl, tensorboard/     training and evaluation metrics
 
 Every file is written to a temporary name and renamed, so a run killed at any moment leaves
@@ -21,13 +22,11 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from typing import Any
 
 import numpy as np
-import orbax.checkpoint as ocp
 
-from spot_jax.train.step import TrainState
+from spot_jax.fileio import atomic_write_bytes
 
 PROMPT_FILENAME = "encoder.prompt.prompt.prompt"
 RUN_SUMMARY = "run.json"
@@ -70,22 +69,6 @@ class RunSummary:
   def key_prompt_step(self) -> int | None:
     """The step whose prompt is the task embedding, when it was reached."""
     return self.key_step if str(self.key_step) in self.checkpoints else None
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-  directory = os.path.dirname(path) or "."
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def write_summary(model_dir: str, summary: RunSummary) -> None:
@@ -151,27 +134,3 @@ def check_compatible(model_dir: str, summary: RunSummary, overwrite: bool) -> No
       shutil.rmtree(path)
     elif os.path.exists(path):
       os.remove(path)
-
-
-class TrainStateCheckpointer:
-  """Orbax checkpoints of the full TrainState, keeping the last `max_to_keep`."""
-
-  def __init__(self, model_dir: str, max_to_keep: int = 3):
-    self.manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(model_dir, TRAIN_STATE_DIR)),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             enable_async_checkpointing=False))
-
-  def save(self, state: TrainState) -> None:
-    self.manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
-    self.manager.wait_until_finished()
-
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
-
-  def restore(self, template: TrainState) -> TrainState:
-    step = self.manager.latest_step()
-    return self.manager.restore(step, args=ocp.args.StandardRestore(template))
-
-  def close(self) -> None:
-    self.manager.close()
