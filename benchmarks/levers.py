@@ -10,6 +10,9 @@ worker process, alternating variant by variant for `--rounds` rounds:
   glibc+thp        glibc mapping large blocks with transparent huge pages
                    (GLIBC_TUNABLES=glibc.malloc.hugetlb=1): 2 MiB faults instead of 4 KiB ones
   glibc+sync       glibc with synchronous CPU dispatch
+  glibc+keep       glibc told to keep freed memory (no system package needed): one arena, no
+                   mmap'd blocks, no trimming (`runtime.GLIBC_KEEP_TUNABLES`), synchronous
+                   dispatch; what `spot-jax` runs under where jemalloc is not installed
   jemalloc+async   jemalloc with purging off, JAX's asynchronous CPU dispatch
   jemalloc         what `spot-jax` runs under (`spot_jax.runtime`): jemalloc with purging off
                    and synchronous CPU dispatch
@@ -46,6 +49,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "glibc+thp": {"env": dict(ASYNC, SPOT_JAX_JEMALLOC="0",
                               GLIBC_TUNABLES="glibc.malloc.hugetlb=1")},
     "glibc+sync": {"env": {"SPOT_JAX_JEMALLOC": "0"}},
+    "glibc+keep": {"env": {"SPOT_JAX_JEMALLOC": "0",
+                           "GLIBC_TUNABLES": runtime.GLIBC_KEEP_TUNABLES}},
     "jemalloc+async": {"env": dict(runtime.host_environment(), **ASYNC)},
     "jemalloc": {"env": runtime.host_environment()},
     "jemalloc+rbg": {"env": runtime.host_environment(), "rng_impl": "rbg"},

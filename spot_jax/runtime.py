@@ -35,6 +35,10 @@ DISPATCH_SWITCH = "SPOT_JAX_CPU_DISPATCH"
 # arena: XLA's worker threads free what others allocated, and with an arena per thread each
 # would keep its own copy of the step's pages (small/512 then needs 24 GiB instead of 14).
 MALLOC_CONF = "narenas:1,dirty_decay_ms:-1,muzzy_decay_ms:-1"
+# The same effect from glibc alone: every thread in the main arena, no block served by mmap (so
+# nothing is unmapped at free), freed memory at the top of the heap never trimmed.
+GLIBC_KEEP_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+                       "glibc.malloc.trim_threshold=4611686018427387904")
 _DEFAULT_PATHS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
                   "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2", "/usr/lib64/libjemalloc.so.2")
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The GPU figures of benchmarks/RESULTS.md in one command, on a machine with one GPU and JAX,
+# PyTorch, transformers and peft installed (benchmarks/gpu_suite.py says what it measures).
+#   bash benchmarks/gpu_suite.sh [--models base,large] [--budget_seconds 420] [--json FILE]
+# Wheels of missing pure-Python packages (gin-config) may be put in .whl/; they are installed
+# into /tmp/site first. XLA's and PyTorch's start-up noise is silenced.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" TF_CPP_MIN_LOG_LEVEL=3 PYTHONUNBUFFERED=1
+exec python3 benchmarks/gpu_suite.py "$@"
