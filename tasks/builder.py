@@ -6,7 +6,7 @@ Registration is idempotent (existing names are skipped) and cheap: no data is to
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 import seqio
@@ -25,11 +25,14 @@ class TaskFormat:
     text: benchmark word -> text preprocessors (raw example -> inputs/targets strings).
     postprocess: seqio postprocess_fn for targets and predictions.
     tokenized: preprocessors run after tokenising and caching (e.g. random prefix-LM splits).
+    split_filters: split -> predicate on raw examples; only accepted examples of that split
+      are read (WSC trains on correct referents only, as T5 does).
   """
 
   text: FormatFn
   postprocess: Optional[Callable[..., Any]] = None
   tokenized: Sequence[Callable[..., Any]] = ()
+  split_filters: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
 
 
 def make_source(info: registry.TaskInfo) -> seqio.DataSource:
@@ -56,9 +59,12 @@ def register_task(info: registry.TaskInfo, fmt: TaskFormat) -> list[str]:
   for name, benchmark in ((info.name, info.benchmark), (info.taskless_name, "")):
     if _is_registered(name):
       continue
+    source = make_source(info)
+    if fmt.split_filters:
+      source = sources.SplitFilteredDataSource(source, fmt.split_filters)
     seqio.TaskRegistry.add(
         name,
-        source=make_source(info),
+        source=source,
         preprocessors=[
             *fmt.text(benchmark),
             seqio.preprocessors.tokenize,

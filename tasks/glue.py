@@ -1,29 +1,39 @@
 """GLUE and SuperGLUE in T5's text-to-text formats (importing registers them).
 
-Inputs use T5's sorted feature keys; targets are label names (metrics in brackets):
+Formats, postprocessors and metrics are the `t5` library's (`t5/data/glue_utils.py`:
+`get_glue_text_preprocessor`, `get_glue_postprocess_fn`, `GLUE_METRICS`, `SUPERGLUE_METRICS`;
+`t5/data/tasks.py` for WSC and DPR). Inputs list the dataset's features sorted by name unless
+T5 fixes an order; targets are label names, scored by exact match (`postprocessors.class_id`,
+T5's `string_label_to_class_id`). Metrics in brackets are T5's result keys:
 
-* glue_cola:          `cola sentence: ..` -> unacceptable | acceptable  [MCC]
+* glue_cola:          `cola sentence: ..` -> unacceptable | acceptable  [matthews_corrcoef]
 * glue_sst2:          `sst2 sentence: ..` -> negative | positive  [accuracy]
-* glue_mrpc:          `mrpc sentence1: .. sentence2: ..` -> not_equivalent | equivalent  [F1, acc]
-* glue_qqp:           `qqp question1: .. question2: ..` -> not_duplicate | duplicate  [F1, acc]
+* glue_mrpc:          `mrpc sentence1: .. sentence2: ..` -> not_equivalent | equivalent
+                      [f1 (invalid = wrong class), accuracy]
+* glue_qqp:           `qqp question1: .. question2: ..` -> not_duplicate | duplicate  [f1, acc]
 * glue_stsb:          `stsb sentence1: .. sentence2: ..` -> score rounded to 0.2, "3.8"
-                      [Pearson, Spearman]
+                      [pearson_corrcoef, spearman_corrcoef]
 * glue_mnli:          `mnli hypothesis: .. premise: ..` -> entailment | neutral | contradiction
                       [accuracy]
 * glue_qnli:          `qnli question: .. sentence: ..` -> entailment | not_entailment  [accuracy]
 * glue_rte:           `rte sentence1: .. sentence2: ..` -> entailment | not_entailment  [accuracy]
 * super_glue_boolq:   `boolq passage: .. question: ..` -> False | True  [accuracy]
 * super_glue_cb:      `cb hypothesis: .. premise: ..` -> entailment | contradiction | neutral
-                      [macro F1, accuracy]
+                      [mean_3class_f1, accuracy]
 * super_glue_copa:    `copa choice1: .. choice2: .. premise: .. question: ..` -> choice1 | choice2
                       [accuracy]
-* super_glue_multirc: `multirc answer: .. paragraph: .. question: ..` -> False | True  [F1a, EM]
+* super_glue_multirc: `multirc question: .. answer: .. paragraph: ..` -> False | True
+                      [f1 over all answers, exact_match per question]
 * super_glue_record:  `record query: .. entities: a, b passage: ..` -> an answer, one example
-                      per answer  [EM, F1: max over answers, once per query]
+                      per answer  [em, f1: max over answers, once per query]
 * super_glue_rte:     `rte hypothesis: .. premise: ..` -> entailment | not_entailment  [accuracy]
 * super_glue_wic:     `wic sentence1: .. sentence2: .. word: ..` -> False | True  [accuracy]
-* super_glue_wsc:     `wsc text: ..` with the candidate in `# .. #` and the pronoun in `* .. *`
-                      -> False | True  [accuracy]
+* super_glue_wsc:     `wsc: .. *pronoun* ..` -> the candidate referent's text (T5's
+                      `wsc_simple`); trains on correct referents only, validation / test keep
+                      every candidate and `postprocessors.wsc_simple` scores whether the output
+                      names the candidate against the label  [accuracy]
+* dpr:                `wsc: .. *pronoun* ..` -> the referent (Definite Pronoun Resolution, in
+                      the SuperGLUE mixture as T5 has it; train and test splits)  [accuracy]
 
 MNLI's matched / mismatched validation and test sets are splits of `glue_mnli` (see
 `tasks.registry`). Each task also exists as `<name>_taskless` without the benchmark word.
@@ -34,6 +44,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+
+import tensorflow as tf
 
 from tasks import builder, postprocessors, preprocessors
 
@@ -86,8 +98,13 @@ FORMATS: dict[str, builder.TaskFormat] = {
     "super_glue_record": _custom(preprocessors.record, postprocessors.record_answers),
     "super_glue_rte": _classification(["premise", "hypothesis"], _NLI2),
     "super_glue_wic": _classification(["sentence1", "sentence2", "word"], _BINARY_BOOL),
-    "super_glue_wsc": _custom(preprocessors.wsc,
-                              functools.partial(postprocessors.class_id, label_names=_BINARY_BOOL)),
+    # T5: `super_glue_wsc_v102_simple_train` (train) and `_simple_eval` (validation, test).
+    "super_glue_wsc": builder.TaskFormat(
+        text=lambda benchmark: [functools.partial(preprocessors.wsc_simple,
+                                                  benchmark=benchmark)],
+        postprocess=postprocessors.wsc_simple,
+        split_filters={"train": lambda ex: tf.cast(ex["label"], tf.bool)}),
+    "dpr": _custom(preprocessors.dpr_simple, None),
 }
 
 builder.register_module_tasks("glue", FORMATS)

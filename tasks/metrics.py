@@ -1,16 +1,14 @@
 """Metrics of the real tasks, as seqio metric functions `fn(targets, predictions) -> dict`.
 
-Scores are percentages (0-100), as in T5 and the SPoT paper. Classification metrics take
-class ids from `tasks.postprocessors` (-1 marks text that is no label: always wrong).
-Implementations are scikit-learn / scipy, except the SQuAD answer normalisation and the
-simple ROUGE / BLEU below (whitespace-and-punctuation tokenisation: close to, but not
-identical with, rouge_score / sacreBLEU).
+Each is the `t5` library's metric of the same name (`t5/evaluation/metrics.py`, QA helpers from
+`t5/evaluation/qa_utils.py`), with T5's result keys and 0-100 scale, so numbers compare with
+T5X runs and the SPoT tables. Classification metrics take class ids from `tasks.postprocessors`
+(-1 marks text that is no label). ROUGE is `rouge-score` and BLEU `sacrebleu`, as in T5.
 """
 
 from __future__ import annotations
 
 import collections
-import math
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
@@ -28,45 +26,57 @@ def _check_lengths(targets: Sequence[Any], predictions: Sequence[Any]) -> None:
     raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions")
 
 
+# ------------------------------------------------------------------ classification
 def accuracy(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
-  """Exact-match accuracy of labels (ids or strings)."""
+  """Exact-match accuracy of labels (ids or strings). T5: `metrics.accuracy`."""
   _check_lengths(targets, predictions)
-  return {"accuracy": 100 * sklearn.metrics.accuracy_score(list(targets), list(predictions))}
+  return {"accuracy": 100 * float(sklearn.metrics.accuracy_score(list(targets),
+                                                                 list(predictions)))}
 
 
-def f1(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
-  """Binary F1 of the positive class (id 1), as in GLUE MRPC / QQP."""
+def f1_score_with_invalid(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+  """Binary F1 of class 1 where a prediction other than 0/1 counts as the wrong class.
+
+  An invalid prediction becomes `1 - target`: a false negative for a positive example and a
+  false positive for a negative one. T5: `metrics.f1_score_with_invalid` (GLUE MRPC, QQP).
+  """
   _check_lengths(targets, predictions)
-  score = sklearn.metrics.f1_score(list(targets), list(predictions), labels=[1],
-                                   average="macro", zero_division=0)
-  return {"f1": 100 * float(score)}
+  gold = np.asarray(targets, dtype=np.int64)
+  pred = np.array(predictions, dtype=np.int64)
+  invalid = (pred != 0) & (pred != 1)
+  pred[invalid] = 1 - gold[invalid]
+  return {"f1": 100 * float(sklearn.metrics.f1_score(gold, pred))}
 
 
-def macro_f1(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
-  """Mean over the target classes of per-class F1 (CB's "F1")."""
+def mean_3class_f1(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+  """Unweighted mean of per-class F1 over the fixed classes 0, 1, 2 (CB).
+
+  T5: `metrics.mean_multiclass_f1(num_classes=3)` (sklearn `fbeta_score`, beta 1, macro over
+  `range(3)`; an invalid prediction is a miss for its example's class).
+  """
   _check_lengths(targets, predictions)
-  labels = sorted({int(t) for t in targets if int(t) >= 0})
-  score = sklearn.metrics.f1_score(list(targets), list(predictions), labels=labels,
-                                   average="macro", zero_division=0)
-  return {"macro_f1": 100 * float(score)}
+  score = sklearn.metrics.fbeta_score(list(targets), list(predictions), beta=1,
+                                      labels=range(3), average="macro")
+  return {"mean_3class_f1": 100 * float(score)}
 
 
-def mcc(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
-  """Matthews correlation coefficient (CoLA)."""
+def matthews_corrcoef(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+  """Matthews correlation (CoLA). T5: `sklearn_metrics_wrapper("matthews_corrcoef")`."""
   _check_lengths(targets, predictions)
-  return {"mcc": 100 * float(sklearn.metrics.matthews_corrcoef(list(targets), list(predictions)))}
+  return {"matthews_corrcoef": 100 * float(sklearn.metrics.matthews_corrcoef(
+      list(targets), list(predictions)))}
 
 
-def pearson(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
-  """Pearson correlation (STS-B, CxC)."""
+def pearson_corrcoef(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
+  """Pearson correlation (STS-B, CxC). T5: `metrics.pearson_corrcoef`."""
   _check_lengths(targets, predictions)
-  return {"pearson": 100 * float(scipy.stats.pearsonr(targets, predictions)[0])}
+  return {"pearson_corrcoef": 100 * float(scipy.stats.pearsonr(targets, predictions)[0])}
 
 
-def spearman(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
-  """Spearman rank correlation (STS-B, CxC)."""
+def spearman_corrcoef(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
+  """Spearman rank correlation (STS-B, CxC). T5: `metrics.spearman_corrcoef`."""
   _check_lengths(targets, predictions)
-  return {"spearman": 100 * float(scipy.stats.spearmanr(targets, predictions)[0])}
+  return {"spearman_corrcoef": 100 * float(scipy.stats.spearmanr(targets, predictions)[0])}
 
 
 # ------------------------------------------------------------------ SQuAD-style answers
@@ -74,169 +84,145 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)
 
 
-def normalize_answer(text: str) -> str:
-  """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+def normalize_squad(text: str) -> str:
+  """Lower case, punctuation removed, articles to spaces, whitespace collapsed.
+
+  T5: `qa_utils.normalize_squad` (the official SQuAD v1.1 normalisation).
+  """
   text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-  text = _ARTICLES.sub(" ", text)
-  return " ".join(text.split())
+  return " ".join(_ARTICLES.sub(" ", text).split())
 
 
-def answer_exact_match(prediction: str, answer: str) -> float:
-  return float(normalize_answer(prediction) == normalize_answer(answer))
-
-
-def answer_f1(prediction: str, answer: str) -> float:
-  """Token-overlap F1 of two normalised answers."""
-  pred_tokens = normalize_answer(prediction).split()
-  gold_tokens = normalize_answer(answer).split()
-  if not pred_tokens or not gold_tokens:
-    return float(pred_tokens == gold_tokens)
-  common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
-  overlap = sum(common.values())
+def _token_f1(target: str, prediction: str) -> float:
+  """T5 `qa_utils._f1_score`: token-overlap F1; 0 when nothing overlaps (also both empty)."""
+  pred_tokens, gold_tokens = prediction.split(), target.split()
+  overlap = sum((collections.Counter(pred_tokens) & collections.Counter(gold_tokens)).values())
   if overlap == 0:
     return 0.0
-  precision = overlap / len(pred_tokens)
-  recall = overlap / len(gold_tokens)
+  precision, recall = overlap / len(pred_tokens), overlap / len(gold_tokens)
   return 2 * precision * recall / (precision + recall)
 
 
-def _as_answers(target: Any) -> list[str]:
-  if isinstance(target, Mapping):
-    target = target["answers"]
-  if isinstance(target, str):
-    return [target]
-  return [str(a) for a in target]
+def squad(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
+  """SQuAD EM / F1 of normalised answers, max over each example's reference answers.
 
-
-def _best(prediction: str, answers: Sequence[str]) -> tuple[float, float]:
-  if not answers:
-    return 0.0, 0.0
-  return (max(answer_exact_match(prediction, a) for a in answers),
-          max(answer_f1(prediction, a) for a in answers))
-
-
-def squad(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]:
-  """SQuAD EM / F1: each target is an answer or a list of answers; max over answers."""
-  _check_lengths(targets, predictions)
-  scores = [_best(str(p), _as_answers(t)) for t, p in zip(targets, predictions)]
-  if not scores:
-    return {"em": 0.0, "f1": 0.0}
-  return {"em": 100 * float(np.mean([s[0] for s in scores])),
-          "f1": 100 * float(np.mean([s[1] for s in scores]))}
-
-
-def _value(x: Any) -> Any:
-  return x["value"] if isinstance(x, Mapping) else x
-
-
-def record(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
-  """ReCoRD EM / F1: max over a query's answers, one score per query.
-
-  Targets are `{"group": query id, "answers": [...]}` (a query flattened into one example
-  per answer counts once, with its first prediction) or plain answer lists.
+  Targets are lists of answers. An example without reference answers (an unlabelled split)
+  cannot be scored and raises. T5: `metrics.squad` -> `qa_utils.qa_metrics`.
   """
   _check_lengths(targets, predictions)
-  seen: dict[Any, tuple[list[str], str]] = {}
-  for i, (t, p) in enumerate(zip(targets, predictions)):
-    group = t.get("group", i) if isinstance(t, Mapping) else i
-    if group not in seen:
-      seen[group] = (_as_answers(t), str(_value(p)))
-  result = squad([a for a, _ in seen.values()], [p for _, p in seen.values()])
-  return result
+  if not targets:
+    raise ValueError("SQuAD metrics need at least one example")
+  ems, f1s = [], []
+  for i, (answers, prediction) in enumerate(zip(targets, predictions)):
+    answers = [answers] if isinstance(answers, str) else list(answers)
+    if not answers:
+      raise ValueError(f"Example {i} has no reference answers to score against (an unlabelled "
+                       "split?); evaluate a split with answers")
+    gold = [normalize_squad(str(a)) for a in answers]
+    pred = normalize_squad(str(prediction))
+    ems.append(max(float(g == pred) for g in gold))
+    f1s.append(max(_token_f1(g, pred) for g in gold))
+  return {"em": 100 * float(np.mean(ems)), "f1": 100 * float(np.mean(f1s))}
 
 
-def multirc(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
-  """MultiRC F1a (binary F1 over all answer options) and EM (all options of a question).
+def _deduplicated(targets: Sequence[Mapping[str, Any]], predictions: Sequence[Mapping[str, Any]]
+                  ) -> tuple[list[Any], list[Any]]:
+  """T5 `metrics.deduplicate_metric`: the first (target, prediction) value of each group."""
+  seen, kept_targets, kept_predictions = set(), [], []
+  for target, prediction in zip(targets, predictions):
+    if target["group"] in seen:
+      continue
+    seen.add(target["group"])
+    kept_targets.append(target["value"])
+    kept_predictions.append(prediction["value"])
+  return kept_targets, kept_predictions
 
-  Targets / predictions are `{"group": question id, "value": 0|1}` or bare ids (then each
-  example is its own question).
+
+def record(targets: Sequence[Mapping[str, Any]],
+           predictions: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+  """ReCoRD EM / F1: SQuAD metrics on one example per query (the first of its answers).
+
+  Targets `{"group", "value": answers}`, predictions `{"value": text}` (`postprocessors.
+  record_answers`). T5: `metrics.deduplicate_metric(metrics.squad)`.
   """
   _check_lengths(targets, predictions)
-  gold = [int(_value(t)) for t in targets]
-  pred = [int(_value(p)) for p in predictions]
-  f1a = sklearn.metrics.f1_score(gold, pred, labels=[1], average="macro", zero_division=0)
-  by_question: dict[Any, bool] = {}
-  for i, (t, g, p) in enumerate(zip(targets, gold, pred)):
-    group = t.get("group", i) if isinstance(t, Mapping) else i
-    by_question[group] = by_question.get(group, True) and g == p
-  em = float(np.mean(list(by_question.values()))) if by_question else 0.0
-  return {"f1a": 100 * float(f1a), "exact_match": 100 * em}
+  return squad(*_deduplicated(targets, predictions))
+
+
+def multirc_f1_over_all_answers(targets: Sequence[Mapping[str, Any]],
+                                predictions: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+  """MultiRC F1a: `f1_score_with_invalid` over every answer option.
+
+  T5: `metrics.multirc_f1_over_all_answers`.
+  """
+  return f1_score_with_invalid([t["value"] for t in targets], [p["value"] for p in predictions])
+
+
+def multirc_exact_match(targets: Sequence[Mapping[str, Any]],
+                        predictions: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+  """MultiRC EM: per question, 100 if every answer option is right; mean over questions.
+
+  T5: `metrics.mean_group_metric(metrics.all_match)` (groups by the target's "group").
+  """
+  _check_lengths(targets, predictions)
+  grouped: dict[Any, tuple[list[Any], list[Any]]] = collections.defaultdict(lambda: ([], []))
+  for target, prediction in zip(targets, predictions):
+    grouped[target["group"]][0].append(target["value"])
+    grouped[target["group"]][1].append(prediction["value"])
+  scores = [100 * float(np.array_equal(t, p)) for t, p in grouped.values()]
+  return {"exact_match": float(np.mean(scores))}
 
 
 # ------------------------------------------------------------------ generation
-_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeLsum")
 
 
-def _rouge_tokens(text: str) -> list[str]:
-  return re.findall(r"[a-z0-9]+", text.lower())
+def rouge(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+  """ROUGE-1 / ROUGE-2 / ROUGE-Lsum F-measures with `rouge-score`'s bootstrap aggregate (mid).
 
-
-def _ngrams(tokens: Sequence[str], n: int) -> collections.Counter:
-  return collections.Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-
-
-def _f_measure(overlap: float, pred_total: int, gold_total: int) -> float:
-  if overlap == 0 or pred_total == 0 or gold_total == 0:
-    return 0.0
-  precision, recall = overlap / pred_total, overlap / gold_total
-  return 2 * precision * recall / (precision + recall)
-
-
-def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
-  previous = [0] * (len(b) + 1)
-  for x in a:
-    current = [0]
-    for j, y in enumerate(b):
-      current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
-    previous = current
-  return previous[-1]
-
-
-def rouge(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]:
-  """Mean ROUGE-1 / ROUGE-2 / ROUGE-L F-measures (lower-cased alphanumeric tokens)."""
+  Sentences are split at " . " for ROUGE-Lsum. T5: `metrics.rouge` (as prompt-tuning's SPoT
+  summarisation tasks score; the bootstrap resamples with NumPy's global RNG).
+  """
+  from rouge_score import rouge_scorer, scoring  # Imported on use: keeps `tasks` light.
   _check_lengths(targets, predictions)
-  totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-  for t, p in zip(targets, predictions):
-    gold, pred = _rouge_tokens(_as_answers(t)[0] if _as_answers(t) else ""), _rouge_tokens(str(p))
-    for n in (1, 2):
-      g, q = _ngrams(gold, n), _ngrams(pred, n)
-      totals[f"rouge{n}"] += _f_measure(sum((g & q).values()), sum(q.values()), sum(g.values()))
-    totals["rougeL"] += _f_measure(_lcs(gold, pred), len(pred), len(gold))
-  count = max(len(targets), 1)
-  return {k: 100 * v / count for k, v in totals.items()}
+  scorer = rouge_scorer.RougeScorer(rouge_types=ROUGE_KEYS)
+  aggregator = scoring.BootstrapAggregator()
+  for prediction, target in zip(predictions, targets):
+    aggregator.add_scores(scorer.score(target=str(target).replace(" . ", " .\n"),
+                                       prediction=str(prediction).replace(" . ", " .\n")))
+  result = aggregator.aggregate()
+  return {key: 100 * float(result[key].mid.fmeasure) for key in ROUGE_KEYS}
 
 
-def bleu(targets: Sequence[Any], predictions: Sequence[str],
-         max_order: int = 4) -> dict[str, float]:
-  """Corpus BLEU-4 (uniform weights, brevity penalty, first reference), no smoothing."""
+def bleu(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]:
+  """Corpus BLEU with `sacrebleu` (13a-"intl" tokeniser, exp smoothing, case-sensitive).
+
+  Targets are strings, or lists of references (one list per example, equally long).
+  T5: `metrics.bleu`.
+  """
+  import sacrebleu  # Imported on use: keeps `tasks` light.
   _check_lengths(targets, predictions)
-  matches, possible = [0] * max_order, [0] * max_order
-  pred_len = gold_len = 0
-  for t, p in zip(targets, predictions):
-    answers = _as_answers(t)
-    gold, pred = _TOKEN.findall(answers[0] if answers else ""), _TOKEN.findall(str(p))
-    pred_len, gold_len = pred_len + len(pred), gold_len + len(gold)
-    for n in range(1, max_order + 1):
-      g, q = _ngrams(gold, n), _ngrams(pred, n)
-      matches[n - 1] += sum((g & q).values())
-      possible[n - 1] += max(len(pred) - n + 1, 0)
-  if pred_len == 0 or min(matches) == 0:
-    return {"bleu": 0.0}
-  log_precision = sum(math.log(m / c) for m, c in zip(matches, possible)) / max_order
-  brevity = 1.0 if pred_len > gold_len else math.exp(1 - gold_len / pred_len)
-  return {"bleu": 100 * brevity * math.exp(log_precision)}
+  if targets and isinstance(targets[0], (list, tuple)):
+    references = [list(refs) for refs in zip(*targets)]
+  else:
+    references = [list(targets)]
+  score = sacrebleu.corpus_bleu(list(predictions), references, smooth_method="exp",
+                                smooth_value=0.0, force=False, lowercase=False, tokenize="intl",
+                                use_effective_order=False)
+  return {"bleu": float(score.score)}
 
 
 METRIC_FNS: Mapping[str, MetricFn] = {
     "accuracy": accuracy,
-    "f1": f1,
-    "macro_f1": macro_f1,
-    "mcc": mcc,
-    "pearson": pearson,
-    "spearman": spearman,
+    "f1_score_with_invalid": f1_score_with_invalid,
+    "mean_3class_f1": mean_3class_f1,
+    "matthews_corrcoef": matthews_corrcoef,
+    "pearson_corrcoef": pearson_corrcoef,
+    "spearman_corrcoef": spearman_corrcoef,
     "squad": squad,
     "record": record,
-    "multirc": multirc,
+    "multirc_f1_over_all_answers": multirc_f1_over_all_answers,
+    "multirc_exact_match": multirc_exact_match,
     "rouge": rouge,
     "bleu": bleu,
 }

@@ -3,10 +3,11 @@
 `spot_mix_<family>` mixes the family's tasks, `spot_mix_<family>_taskless` their taskless
 twins; families and members are in `tasks.registry.mixture_families()`. Mixing is
 examples-proportional with each task's rate capped at K = 2**19 examples, like
-`seqio.mixing_rate_num_examples(maximum=2**19)`, except that the number of examples comes
-from the registry's known training-set sizes first, so rates are known offline and do not
-depend on which data happens to be prepared; tasks of unknown size fall back to seqio's
-count (TFDS metadata, or the JSONL line count).
+`seqio.mixing_rate_num_examples(maximum=2**19)` on cached tasks, which counts the examples
+after preprocessing (ReCoRD: one per answer). Those counts come from the registry first
+(`registry.train_size`), so rates are known offline and do not depend on which data happens to
+be prepared; tasks of unknown size fall back to seqio's count (TFDS metadata, or the JSONL line
+count).
 """
 
 from __future__ import annotations

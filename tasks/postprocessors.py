@@ -1,17 +1,22 @@
 """Postprocessors: model text (or target text) -> what `tasks.metrics` scores.
 
 seqio calls them as `fn(text, example=example, is_target=bool)`; `example` holds the
-preprocessed features as numpy values (strings as bytes). Text that is no label maps to
-`INVALID` (-1), which every classification metric counts as wrong.
+preprocessed features as numpy values (strings as bytes). Each follows the `t5` library's
+`t5/data/postprocessors.py` function named in its docstring: text that is not exactly a label
+maps to `INVALID` (-1), with no whitespace or case leniency, so `" positive"` is wrong.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 INVALID = -1
+
+# Words `wsc_simple` ignores when it compares a predicted referent with the true one.
+_WSC_DETERMINERS = frozenset((
+    "a", "an", "few", "her", "his", "each", "every", "many", "much", "my", "our", "some", "that",
+    "the", "their", "these", "this", "those", "which", "whose", "your"))
 
 
 def _text(value: Any) -> str:
@@ -28,56 +33,87 @@ def _texts(value: Any) -> list[str]:
 
 def class_id(text: Any, example: Optional[Mapping[str, Any]] = None, is_target: bool = False,
              *, label_names: Sequence[str]) -> int:
-  """Index of `text` in `label_names` (exact, then case-insensitive), else -1."""
+  """Index of `text` in `label_names` when it is exactly one of them, else -1.
+
+  T5: `postprocessors.string_label_to_class_id` (exact membership, default -1).
+  """
   del example, is_target
-  text = _text(text).strip()
-  if text in label_names:
-    return list(label_names).index(text)
-  lowered = [name.lower() for name in label_names]
-  return lowered.index(text.lower()) if text.lower() in lowered else INVALID
+  text = _text(text)
+  names = list(label_names)
+  return names.index(text) if text in names else INVALID
 
 
 def to_float(text: Any, example: Optional[Mapping[str, Any]] = None, is_target: bool = False,
              *, default: float = -1.0) -> float:
-  """`float(text)`, or `default` when the text is no finite number."""
+  """`float(text)`, or `default` when Python cannot parse it.
+
+  T5: `postprocessors.string_to_float` (Python's `float`, so surrounding whitespace and "nan"
+  parse as Python parses them).
+  """
   del example, is_target
   try:
-    value = float(_text(text).strip())
+    return float(_text(text))
   except ValueError:
     return default
-  return value if math.isfinite(value) else default
-
-
-def _group(example: Optional[Mapping[str, Any]]) -> Any:
-  if example is None or "group" not in example:
-    return None
-  return _text(example["group"])
 
 
 def qa_answers(text: Any, example: Optional[Mapping[str, Any]] = None,
                is_target: bool = False) -> Any:
-  """Targets: every reference answer of the example; predictions: the stripped text."""
-  if is_target and example is not None and "answers" in example:
-    answers = _texts(example["answers"])
-    return answers or [_text(text)]
-  return _text(text).strip()
+  """Targets: every reference answer of the example; predictions: the text as decoded.
+
+  T5: `postprocessors.qa` (the SQuAD metric normalises both sides).
+  """
+  if is_target:
+    return _texts(example["answers"])
+  return _text(text)
 
 
 def record_answers(text: Any, example: Optional[Mapping[str, Any]] = None,
-                   is_target: bool = False) -> Any:
-  """ReCoRD: `{"group", "answers"}` for targets, `{"group", "value"}` for predictions."""
-  group = _group(example)
+                   is_target: bool = False) -> dict[str, Any]:
+  """ReCoRD: targets `{"value": all answers, "group": (passage id, query id)}`, predictions
+  `{"value": text}`. T5: `postprocessors.record`."""
   if is_target:
-    return {"group": group, "answers": qa_answers(text, example, is_target=True)}
-  return {"group": group, "value": _text(text).strip()}
+    return {"value": _texts(example["answers"]),
+            "group": (int(example["idx/passage"]), int(example["idx/query"]))}
+  return {"value": _text(text)}
 
 
 def multirc_value(text: Any, example: Optional[Mapping[str, Any]] = None,
-                  is_target: bool = False, *,
-                  label_names: Sequence[str] = ("False", "True")) -> dict[str, Any]:
-  """MultiRC: `{"group": question id, "value": class id}`."""
-  return {"group": _group(example),
-          "value": class_id(text, example, is_target, label_names=label_names)}
+                  is_target: bool = False) -> dict[str, Any]:
+  """MultiRC: `{"value": class id}`, plus `"group"` (the question id) for targets.
+
+  T5: `postprocessors.multirc` (groups by `idx/question`).
+  """
+  result: dict[str, Any] = {"value": class_id(text, label_names=("False", "True"))}
+  if is_target:
+    result["group"] = int(example["idx/question"])
+  return result
+
+
+def wsc_simple(text: Any, example: Optional[Mapping[str, Any]] = None,
+               is_target: bool = False) -> int:
+  """WSC / DPR in the `wsc_simple` form: 1 when the prediction names the example's referent.
+
+  Targets are the example's label (is the referent the pronoun's?). A prediction matches when,
+  lower-cased and without determiners, its word set contains or is contained in the
+  referent's, and both or neither have an apostrophe; an empty prediction is -1.
+  T5: `postprocessors.wsc_simple`.
+  """
+  if is_target:
+    return int(example["label"])
+
+  def clean(value: Any) -> str:
+    words = _text(value).strip().lower().split(" ")
+    return " ".join(w for w in words if w not in _WSC_DETERMINERS)
+
+  prediction = clean(text)
+  if not prediction:
+    return INVALID
+  referent = clean(example["targets_pretokenized"])
+  if ("'" in prediction) != ("'" in referent):
+    return 0
+  predicted, true = set(prediction.split(" ")), set(referent.split(" "))
+  return int(predicted <= true or true <= predicted)
 
 
 def label_set(text: Any, example: Optional[Mapping[str, Any]] = None,
@@ -87,9 +123,3 @@ def label_set(text: Any, example: Optional[Mapping[str, Any]] = None,
   labels = sorted({part.strip().lower() for part in _text(text).split(",") if part.strip()})
   return ", ".join(labels)
 
-
-def stripped(text: Any, example: Optional[Mapping[str, Any]] = None,
-             is_target: bool = False) -> str:
-  """Generation tasks: the text without surrounding whitespace."""
-  del example, is_target
-  return _text(text).strip()

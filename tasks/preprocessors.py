@@ -4,7 +4,13 @@ Every formatter turns a raw example into `{"inputs": str, "targets": str, ...}` 
 inputs `<benchmark> key1: value1 key2: value2 ...` (the benchmark word is left out when
 `benchmark` is "", which is how the taskless variants are made). Labels become label names;
 a label outside the label set (unlabelled test data) becomes `UNK`. Extra features kept for
-postprocessing: "answers" (QA, ReCoRD) and "group" (MultiRC / ReCoRD question ids).
+postprocessing, named as T5 names them: "answers" (QA, ReCoRD), "idx/paragraph",
+"idx/question", "idx/answer" (MultiRC), "idx/passage", "idx/query" (ReCoRD), "label" (WSC).
+
+GLUE / SuperGLUE formats follow the `t5` library (`t5/data/preprocessors.py`, chosen per task
+by `t5/data/glue_utils.py:get_glue_text_preprocessor`); the SPoT suite formats follow
+google-research/prompt-tuning (`prompt_tuning/spot/data/*.py`,
+`prompt_tuning/data/preprocessors.py`). Each function names the one it matches.
 """
 
 from __future__ import annotations
@@ -49,12 +55,35 @@ def as_text(value: Any, separator: str = "; ") -> tf.Tensor:
   return value
 
 
-def join_fields(benchmark: str, fields: Sequence[tuple[str, Any]]) -> tf.Tensor:
-  """`<benchmark> key1: value1 key2: value2` (no benchmark word when it is "")."""
-  parts: list[Any] = [benchmark] if benchmark else []
+def join_fields(benchmark: Any, fields: Sequence[tuple[str, Any]], *,
+                collapse_whitespace: bool = False) -> tf.Tensor:
+  """`<benchmark> key1: value1 key2: value2` (no benchmark word when it is "").
+
+  Joined with single spaces as T5's `glue` does; `collapse_whitespace` then collapses runs of
+  whitespace as T5's `_string_join` does (prompt-tuning's SPoT formats use it).
+  """
+  parts: list[Any] = [benchmark] if _has_benchmark(benchmark) else []
   for key, value in fields:
     parts += [f"{key}:", as_text(value)]
-  return tf.strings.join(parts, separator=" ")
+  return string_join(parts) if collapse_whitespace else tf.strings.join(parts, separator=" ")
+
+
+def _has_benchmark(benchmark: Any) -> bool:
+  return not isinstance(benchmark, str) or bool(benchmark)
+
+
+def string_join(parts: Sequence[Any]) -> tf.Tensor:
+  """Space-joined, runs of whitespace collapsed to one space. T5: `preprocessors._string_join`."""
+  return tf.strings.regex_replace(tf.strings.join(parts, separator=" "), r"\s+", " ")
+
+
+def pad_punctuation(text: tf.Tensor) -> tf.Tensor:
+  """Spaces around every punctuation character, whitespace runs collapsed.
+
+  T5: `preprocessors._pad_punctuation` (prompt-tuning's MRQA format uses it).
+  """
+  text = tf.strings.regex_replace(text, r"([[:punct:]])", r" \1 ")
+  return tf.strings.regex_replace(text, r"\s+", " ")
 
 
 def label_name(label: tf.Tensor, names: Sequence[str]) -> tf.Tensor:
@@ -86,37 +115,62 @@ def choice_label(label: tf.Tensor, num_choices: tf.Tensor) -> tf.Tensor:
   return tf.where(valid, tf.strings.join(["choice", tf.strings.as_string(label + 1)]), UNK)
 
 
-def _clean_markup(text: tf.Tensor) -> tf.Tensor:
-  text = tf.strings.regex_replace(text, r"<br\s*/?>", " ")
-  return tf.strings.regex_replace(text, r"</?b>", "")
-
-
 # ----------------------------------------------------------------------------- classification
 def classify(ds: tf.data.Dataset, *, benchmark: str, fields: Fields, label_names: Sequence[str],
-             label_key: str = "label", drop_unlabelled: bool = False) -> tf.data.Dataset:
-  """Single- or multi-field classification with label-name targets."""
-  if drop_unlabelled:
-    ds = ds.filter(lambda ex: tf.cast(feature(ex, label_key), tf.int64) >= 0)
+             label_key: str = "label", collapse_whitespace: bool = False) -> tf.data.Dataset:
+  """Single- or multi-field classification with label-name targets.
+
+  T5: `preprocessors.glue` (GLUE / SuperGLUE); with `collapse_whitespace`, prompt-tuning's
+  `spot/data/preprocessors.py:preprocess_text_classification` (NLI family).
+  """
 
   @seqio.map_over_dataset
   def fmt(ex):
-    return {"inputs": join_fields(benchmark, [(k, feature(ex, p)) for k, p in fields]),
+    return {"inputs": join_fields(benchmark, [(k, feature(ex, p)) for k, p in fields],
+                                  collapse_whitespace=collapse_whitespace),
             "targets": label_name(feature(ex, label_key), label_names)}
+
+  return fmt(ds)
+
+
+ANLI_ROUNDS = ("anli_r1", "anli_r2", "anli_r3")
+
+
+def anli(ds: tf.data.Dataset, *, benchmark: str) -> tf.data.Dataset:
+  """ANLI, rounds 1-3 read as one task: `anli_r<k> hypothesis: .. context: ..` -> NLI label.
+
+  The task word names the example's round (the concatenated source's "part" feature), as
+  prompt-tuning registers one task per round (`spot/data/nli.py`, `anli_r1`..`anli_r3`);
+  no task word when `benchmark` is "".
+  """
+
+  @seqio.map_over_dataset
+  def fmt(ex):
+    word = tf.gather(tf.constant(ANLI_ROUNDS), ex["part"]) if benchmark else ""
+    fields = [("hypothesis", ex["hypothesis"]), ("context", ex["context"])]
+    return {"inputs": join_fields(word, fields, collapse_whitespace=True),
+            "targets": label_name(ex["label"], ("entailment", "neutral", "contradiction"))}
 
   return fmt(ds)
 
 
 @seqio.map_over_dataset
 def _multirc(ex, benchmark: str):
-  fields = [(k, _clean_markup(ex[k])) for k in ("answer", "paragraph", "question")]
-  group = tf.strings.join([tf.strings.as_string(ex["idx"]["paragraph"]),
-                           tf.strings.as_string(ex["idx"]["question"])], separator="-")
-  return {"inputs": join_fields(benchmark, fields),
-          "targets": label_name(ex["label"], ("False", "True")), "group": group}
+  fields = [(k, ex[k]) for k in ("question", "answer", "paragraph")]
+  joined = tf.strings.regex_replace(join_fields(benchmark, fields), "<br>", " ")
+  return {"inputs": tf.strings.regex_replace(joined, "<(/)?b>", ""),
+          "targets": label_name(ex["label"], ("False", "True")),
+          "idx/paragraph": ex["idx"]["paragraph"], "idx/question": ex["idx"]["question"],
+          "idx/answer": ex["idx"]["answer"]}
 
 
 def multirc(ds: tf.data.Dataset, *, benchmark: str) -> tf.data.Dataset:
-  """SuperGLUE MultiRC: `multirc answer: .. paragraph: .. question: ..` -> False/True."""
+  """SuperGLUE MultiRC: `multirc question: .. answer: .. paragraph: ..` -> False/True.
+
+  T5: `preprocessors.glue` with `feature_names=("question", "answer", "paragraph")`
+  (`glue_utils.get_glue_text_preprocessor`): `<br>` -> " " and `<b>`/`</b>` removed from the
+  joined text; the example ids kept as "idx/paragraph", "idx/question", "idx/answer".
+  """
   return _multirc(ds, benchmark=benchmark)
 
 
@@ -132,32 +186,79 @@ def regress(ds: tf.data.Dataset, *, benchmark: str, fields: Fields,
   return fmt(ds)
 
 
-def _mark_span(words: tf.Tensor, start: tf.Tensor, text: tf.Tensor, mark: str) -> tf.Tensor:
-  """Surrounds the words of `text` starting at word `start` with `mark`."""
-  n = tf.size(words, out_type=tf.int64)
-  length = tf.maximum(tf.size(tf.strings.split(text), out_type=tf.int64), 1)
-  first = tf.clip_by_value(tf.cast(start, tf.int64), 0, n - 1)
-  last = tf.clip_by_value(first + length - 1, first, n - 1)
-  words = tf.tensor_scatter_nd_update(
-      words, [[first]], [tf.strings.join([mark, words[first]], separator=" ")])
-  return tf.tensor_scatter_nd_update(
-      words, [[last]], [tf.strings.join([words[last], mark], separator=" ")])
+# The two SuperGLUE WSC texts whose pronoun T5 blanks by hand (`preprocessors._wsc_inputs`).
+_WSC_SPECIAL_CASES = (
+    ("The boy continued to whip the pony , and eventually the pony threw him over. John laughed "
+     "out quite loud. \"Good for him,\" he said. ",
+     "The boy continued to whip the pony , and eventually the pony threw him over. John laughed "
+     "out quite loud. \"Good for X ,\" he said."),
+    ("When they had eventually calmed down a bit , and had gotten home, Mr. Farley put the magic "
+     "pebble in an iron safe . Some day they might want to use it , but really for now, what "
+     "more could they wish for?",
+     "When they had eventually calmed down a bit , and had gotten home, Mr. Farley put the magic "
+     "pebble in an iron safe . Some day they might want to use X , but really for now, what "
+     "more could they wish for?"),
+)
 
 
-@seqio.map_over_dataset
-def _wsc(ex, benchmark: str):
-  words = tf.strings.split(ex["text"], sep=" ")
-  words = tf.cond(tf.size(words) > 0, lambda: words, lambda: tf.constant([""]))
-  words = _mark_span(words, ex["span1_index"], ex["span1_text"], "#")
-  words = _mark_span(words, ex["span2_index"], ex["span2_text"], "*")
-  text = tf.strings.reduce_join(words, separator=" ")
-  return {"inputs": join_fields(benchmark, [("text", text)]),
-          "targets": label_name(ex["label"], ("False", "True"))}
+def _wsc_blanked(ex) -> tf.Tensor:
+  """The WSC text with the pronoun (word `span2_index`) replaced by "X".
+
+  T5: `preprocessors._wsc_inputs` (same checks that the index is inside the text and names the
+  pronoun, same two hand-fixed texts).
+  """
+  words = tf.strings.split([ex["text"]], sep=" ").values
+  index = ex["span2_index"]
+
+  def blank():
+    checks = [tf.debugging.assert_greater(index, 0), tf.debugging.assert_less(index, tf.size(
+        words, out_type=index.dtype)), tf.debugging.assert_equal(words[index], ex["span2_text"])]
+    with tf.control_dependencies(checks):
+      return tf.strings.join([tf.strings.reduce_join(words[:index], separator=" "), "X",
+                              tf.strings.reduce_join(words[index + 1:], separator=" ")],
+                             separator=" ")
+
+  branches = [(tf.equal(ex["text"], text), lambda fixed=fixed: tf.constant(fixed))
+              for text, fixed in _WSC_SPECIAL_CASES]
+  return tf.case(branches, default=blank, exclusive=True)
 
 
-def wsc(ds: tf.data.Dataset, *, benchmark: str) -> tf.data.Dataset:
-  """SuperGLUE WSC: the text with the candidate in `# .. #` and the pronoun in `* .. *`."""
-  return _wsc(ds, benchmark=benchmark)
+def wsc_simple(ds: tf.data.Dataset, *, benchmark: str,
+               correct_referent_only: bool = False) -> tf.data.Dataset:
+  """SuperGLUE WSC as T5 trains it: `wsc: .. *pronoun* ..` -> the candidate referent's text.
+
+  The target is `span1_text` whether or not it is the right referent; "label" is kept for
+  `postprocessors.wsc_simple`. `correct_referent_only` keeps only examples whose candidate is
+  right (T5 trains on those). T5: `preprocessors.wsc_simple` (`label="wsc:"`).
+  """
+  if correct_referent_only:
+    ds = ds.filter(lambda ex: tf.cast(ex["label"], tf.bool))
+
+  def fmt(ex):
+    marked = tf.strings.regex_replace(_wsc_blanked(ex), r" X ",
+                                      tf.strings.join([" *", ex["span2_text"], "* "]))
+    inputs = tf.strings.join([benchmark, marked], separator=" ") if benchmark else marked
+    return {"inputs": inputs, "targets": tf.reshape(ex["span1_text"], []),
+            "label": ex["label"], "idx": ex["idx"]}
+
+  return ds.map(fmt, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def dpr_simple(ds: tf.data.Dataset, *, benchmark: str) -> tf.data.Dataset:
+  """Definite Pronoun Resolution as T5 mixes it into SuperGLUE: `wsc: .. *he* ..` -> referent.
+
+  The first occurrence of the pronoun (followed by a space, "." or ",") is marked.
+  T5: `preprocessors.definite_pronoun_resolution_simple` (`label="wsc:"`).
+  """
+
+  @seqio.map_over_dataset
+  def fmt(ex):
+    pattern = tf.strings.join([r" (", ex["pronoun"], r")( |\.|,)"])
+    marked = tf.strings.regex_replace(ex["sentence"], pattern, r" *\1*\2", replace_global=False)
+    inputs = tf.strings.join([benchmark, marked], separator=" ") if benchmark else marked
+    return {"inputs": inputs, "targets": ex["candidates"][ex["label"]]}
+
+  return fmt(ds)
 
 
 def goemotions(ds: tf.data.Dataset, *, benchmark: str) -> tf.data.Dataset:
@@ -262,35 +363,78 @@ def qa(ds: tf.data.Dataset, *, benchmark: str, answer_keys: Sequence[str],
   return fmt(ds)
 
 
+def padded_qa(ds: tf.data.Dataset, *, benchmark: str, answer_key: str) -> tf.data.Dataset:
+  """SQuAD-style QA with punctuation padded: `<benchmark> question: .. context: ..` -> answer.
+
+  Question, context and answers get spaces around punctuation; the target is the first answer,
+  "answers" keeps all of them. prompt-tuning: `data/preprocessors.py:mrqa` (with
+  `task_name`, the MRQA sets); without a benchmark word, T5's `preprocessors.squad`.
+  """
+
+  @seqio.map_over_dataset
+  def fmt(ex):
+    answers = pad_punctuation(feature(ex, answer_key))
+    parts = [benchmark] if benchmark else []
+    parts += ["question:", pad_punctuation(ex["question"]), "context:",
+              pad_punctuation(ex["context"])]
+    return {"inputs": string_join(parts), "targets": answers[0], "answers": answers}
+
+  return fmt(ds)
+
+
 def _record_passage(passage: tf.Tensor) -> tf.Tensor:
   passage = tf.strings.regex_replace(passage, r"(\.|\?|\!|\"|\')\n@highlight\n", r"\1 ")
   return tf.strings.regex_replace(passage, r"\n@highlight\n", ". ")
 
 
 def record(ds: tf.data.Dataset, *, benchmark: str) -> tf.data.Dataset:
-  """ReCoRD: `record query: .. entities: a, b passage: ..`, one example per answer."""
+  """ReCoRD: `record query: .. entities: a, b passage: ..`, one example per answer.
+
+  Entities are joined as given; "@highlight" lines become sentences; an example without
+  answers yields one `<unk>` example. Ids kept as "idx/passage", "idx/query", all answers as
+  "answers". T5: `preprocessors.record`.
+  """
 
   def per_answer(ex):
-    entities = tf.strings.reduce_join(tf.unique(ex["entities"]).y, separator=", ")
-    inputs = join_fields(benchmark, [("query", ex["query"]), ("entities", entities),
-                                     ("passage", _record_passage(ex["passage"]))])
+    inputs = join_fields(benchmark, [
+        ("query", ex["query"]), ("entities", tf.strings.reduce_join(ex["entities"],
+                                                                    separator=", ")),
+        ("passage", _record_passage(ex["passage"]))])
     answers = ex["answers"]
     targets = tf.cond(tf.size(answers) > 0, lambda: answers, lambda: tf.constant([UNK]))
     n = tf.size(targets)
-    group = tf.strings.join([tf.strings.as_string(ex["idx"]["passage"]),
-                             tf.strings.as_string(ex["idx"]["query"])], separator="-")
+
+    def repeat(value):
+      return tf.repeat(tf.expand_dims(value, 0), n, axis=0)
+
     return tf.data.Dataset.from_tensor_slices({
-        "inputs": tf.repeat(tf.expand_dims(inputs, 0), n), "targets": targets,
-        "answers": tf.repeat(tf.expand_dims(answers, 0), n, axis=0),
-        "group": tf.repeat(tf.expand_dims(group, 0), n)})
+        "inputs": repeat(inputs), "targets": targets, "answers": repeat(answers),
+        "idx/passage": repeat(ex["idx"]["passage"]), "idx/query": repeat(ex["idx"]["query"])})
 
   return ds.flat_map(per_answer)
 
 
 # ----------------------------------------------------------------------------- generation
+def summarize(ds: tf.data.Dataset, *, benchmark: str, source_key: str,
+              target_key: str) -> tf.data.Dataset:
+  """Summarisation: `<benchmark> summarize: <document>` -> the reference summary.
+
+  prompt-tuning: `data/preprocessors.py:preprocess_text_generation` with
+  `prefix="summarize:"` and `task_name` the dataset (`spot/data/summarization.py`); without a
+  benchmark word, T5's `preprocessors.summarize`. Keys may be nested paths ("a/b").
+  """
+
+  @seqio.map_over_dataset
+  def fmt(ex):
+    parts = ([benchmark] if benchmark else []) + ["summarize:", feature(ex, source_key)]
+    return {"inputs": tf.strings.join(parts, separator=" "), "targets": feature(ex, target_key)}
+
+  return fmt(ds)
+
+
 def generate(ds: tf.data.Dataset, *, benchmark: str, fields: Fields, target_key: str,
              separator: str = "; ") -> tf.data.Dataset:
-  """Summarisation / translation / data-to-text: `<benchmark> key: ..` -> reference text.
+  """Translation / data-to-text: `<benchmark> key: ..` -> reference text.
 
   List-valued fields (concepts, triples) are joined with `separator`.
   """

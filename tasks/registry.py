@@ -37,9 +37,19 @@ binding `tasks.sources.get_data_dir.path`, else `$SPOT_JAX_DATA_DIR`; their sche
 `TaskInfo.schema` and the `tasks.spot_suite` docstring. A task whose data is missing fails
 when it is first read, with a message that says what to download and where to put it.
 
-Sizes are numbers of training examples from the dataset papers / TFDS catalog (RACE counts
-questions, ReCoRD queries); mixtures use them for examples-proportional rates so that rates
-are known offline. `None` means unknown: the rate then comes from the data itself.
+Sizes are numbers of input examples from the dataset papers / TFDS catalog (RACE counts
+questions, ReCoRD queries). Mixtures weight a task by its number of training examples after
+preprocessing (`train_size`), as seqio does for cached tasks: `TaskInfo.train_examples` where
+preprocessing changes the count (ReCoRD: one example per answer, 138,854; WSC: correct
+referents only, 259; both from `t5/data/glue_utils.py:SUPER_GLUE_WEIGHT_MAPPING`), else the
+training input count, so rates are known offline. `None` means unknown: the rate then comes
+from the data itself.
+
+`spot_mix_all` is SPoT Appendix B's mixture: C4 plus the 55 distinct labelled datasets of the
+ten families (a dataset in several families counts once; GLUE's RTE and SuperGLUE's RTE are
+one dataset, kept as `glue_rte`). The `superglue` family adds DPR as T5's SuperGLUE mixture
+does (`glue_utils.SUPER_GLUE_WEIGHT_MAPPING`, `dpr_v001_simple`); DPR is no SPoT dataset, so
+`all` leaves it out.
 
 Summarization family (SPoT Appendix B, as best reconstructed; 9 sets): AESLC, BillSum,
 CNN/DailyMail, Gigaword, Multi-News, Newsroom, SAMSum, XSum, WikiLingua (English).
@@ -81,6 +91,8 @@ class TaskInfo:
     schema: JSONL field -> type ("string", "int", "float") for file-backed tasks.
     download: where to get the data (shown when it is missing).
     groups: groups the task belongs to (filled from the group tables below).
+    train_examples: training examples after preprocessing, where that differs from
+      `sizes["train"]` (the mixing rate's count).
   """
 
   name: str
@@ -93,6 +105,7 @@ class TaskInfo:
   schema: Mapping[str, str] = dataclasses.field(default_factory=lambda: _EMPTY)
   download: str = ""
   groups: tuple[str, ...] = ()
+  train_examples: Optional[int] = None
 
   @property
   def is_file_backed(self) -> bool:
@@ -137,10 +150,11 @@ def _glue(config: str, benchmark: str, metrics: tuple[str, ...], sizes: Mapping[
 
 
 def _super_glue(config: str, benchmark: str, metrics: tuple[str, ...],
-                sizes: Mapping[str, int]) -> TaskInfo:
+                sizes: Mapping[str, int], **kwargs) -> TaskInfo:
   name = f"super_glue/{config}:1.0.2"
-  return TaskInfo(name=f"super_glue_{benchmark}", benchmark=benchmark, module="glue",
-                  tfds_names=(name,), metrics=metrics, sizes=sizes, download=_tfds_hint(name))
+  return TaskInfo(name=f"super_glue_{config.split('.')[0]}", benchmark=benchmark, module="glue",
+                  tfds_names=(name,), metrics=metrics, sizes=sizes, download=_tfds_hint(name),
+                  **kwargs)
 
 
 def _tfds(name: str, tfds_names: tuple[str, ...], *, benchmark: Optional[str] = None,
@@ -168,11 +182,12 @@ _MNLI_SIZES = _sizes(392702, 9815, 9796, validation_matched=9815, validation_mis
                      test_matched=9796, test_mismatched=9847)
 
 _GLUE_INFOS = (
-    _glue("cola", "cola", ("mcc",), _sizes(8551, 1043, 1063)),
+    # Metrics: t5/data/glue_utils.py GLUE_METRICS and SUPERGLUE_METRICS.
+    _glue("cola", "cola", ("matthews_corrcoef",), _sizes(8551, 1043, 1063)),
     _glue("sst2", "sst2", ("accuracy",), _sizes(67349, 872, 1821)),
-    _glue("mrpc", "mrpc", ("f1", "accuracy"), _sizes(3668, 408, 1725)),
-    _glue("qqp", "qqp", ("f1", "accuracy"), _sizes(363846, 40430, 390965)),
-    _glue("stsb", "stsb", ("pearson", "spearman"), _sizes(5749, 1500, 1379)),
+    _glue("mrpc", "mrpc", ("f1_score_with_invalid", "accuracy"), _sizes(3668, 408, 1725)),
+    _glue("qqp", "qqp", ("f1_score_with_invalid", "accuracy"), _sizes(363846, 40430, 390965)),
+    _glue("stsb", "stsb", ("pearson_corrcoef", "spearman_corrcoef"), _sizes(5749, 1500, 1379)),
     _glue("mnli", "mnli", ("accuracy",), _MNLI_SIZES, splits=_MNLI_SPLITS),
     _glue("qnli", "qnli", ("accuracy",), _sizes(104743, 5463, 5463)),
     _glue("rte", "rte", ("accuracy",), _sizes(2490, 277, 3000)),
@@ -180,17 +195,27 @@ _GLUE_INFOS = (
 
 _SUPER_GLUE_INFOS = (
     _super_glue("boolq", "boolq", ("accuracy",), _sizes(9427, 3270, 3245)),
-    _super_glue("cb", "cb", ("macro_f1", "accuracy"), _sizes(250, 56, 250)),
+    _super_glue("cb", "cb", ("mean_3class_f1", "accuracy"), _sizes(250, 56, 250)),
     _super_glue("copa", "copa", ("accuracy",), _sizes(400, 100, 500)),
-    _super_glue("multirc", "multirc", ("multirc",), _sizes(27243, 4848, 9693)),
-    _super_glue("record", "record", ("record",), _sizes(100730, 10000, 10000)),
+    _super_glue("multirc", "multirc", ("multirc_f1_over_all_answers", "multirc_exact_match"),
+                _sizes(27243, 4848, 9693)),
+    _super_glue("record", "record", ("record",), _sizes(100730, 10000, 10000),
+                train_examples=138854),
     _super_glue("rte", "rte", ("accuracy",), _sizes(2490, 277, 3000)),
     _super_glue("wic", "wic", ("accuracy",), _sizes(5428, 638, 1400)),
-    _super_glue("wsc.fixed", "wsc", ("accuracy",), _sizes(554, 104, 146)),
+    # T5's wsc_simple form (`t5/data/tasks.py`): inputs start "wsc:", targets are referents.
+    _super_glue("wsc.fixed", "wsc:", ("accuracy",), _sizes(554, 104, 146), train_examples=259),
+    # DPR, mixed into SuperGLUE as T5 does (`dpr_v001_simple`); no validation split.
+    TaskInfo(name="dpr", benchmark="wsc:", module="glue",
+             tfds_names=("definite_pronoun_resolution:1.1.0",),
+             splits=MappingProxyType({"train": "train", "test": "test"}),
+             sizes=_sizes(1322, test=564),
+             download=_tfds_hint("definite_pronoun_resolution:1.1.0")),
 )
 
 _SQUAD = ("squad",)
 _GEN = ("rouge", "bleu")
+_ROUGE = ("rouge",)  # prompt-tuning's summarisation tasks (`spot/data/summarization.py`).
 _DEV = MappingProxyType({"train": "train", "validation": "dev", "test": "test"})
 
 _SPOT_SUITE_INFOS = (
@@ -199,13 +224,14 @@ _SPOT_SUITE_INFOS = (
           sizes=_sizes(364868892, 364608),
           note="C4 is ~800 GB and is built with Apache Beam (see the TFDS c4 page), or copy a "
                "prepared c4/en:3.1.0 into the TFDS data dir"),
-    _tfds("docnli", ("doc_nli:1.0.0",), sizes=_sizes(942314, 234258, 267086)),
+    # NLI family: prompt-tuning's task words (`spot/data/nli.py`: doc_nli, anli_r1..r3).
+    _tfds("docnli", ("doc_nli:1.0.0",), benchmark="doc_nli", sizes=_sizes(942314, 234258, 267086)),
     _tfds("yelp_polarity", ("yelp_polarity_reviews:0.2.0",), splits=_TRAIN_TEST,
           sizes=_sizes(560000, 38000, 38000)),
     _file("cxc", {"sentence1": "string", "sentence2": "string", "score": "float"},
           "Crisscrossed Captions STS pairs (https://github.com/google-research-datasets/"
           "Crisscrossed-Captions, joined with the MS-COCO 2014 captions)",
-          splits=_STD, metrics=("pearson", "spearman")),
+          splits=_STD, metrics=("pearson_corrcoef", "spearman_corrcoef")),
     _tfds("squad", ("squad/v1.1:3.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
           sizes=_sizes(87599, 10570)),
     _tfds("drop", ("drop:2.0.0",), splits=MappingProxyType({"train": "train", "validation": "dev"}),
@@ -231,19 +257,20 @@ _SPOT_SUITE_INFOS = (
           sizes=_sizes(43410, 5426, 5427)),
     _tfds("sentiment140", ("sentiment140:1.0.0",), splits=_TRAIN_TEST,
           sizes=_sizes(1600000, 498, 498)),
-    # MRQA family (in-domain sets).
-    _tfds("mrqa_squad", ("mrqa/squad:1.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
-          sizes=_sizes(86588, 10507)),
-    _tfds("mrqa_news_qa", ("mrqa/news_qa:1.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
-          sizes=_sizes(74160, 4212)),
-    _tfds("mrqa_trivia_qa", ("mrqa/trivia_qa:1.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
-          sizes=_sizes(61688, 7785)),
-    _tfds("mrqa_search_qa", ("mrqa/search_qa:1.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
-          sizes=_sizes(117384, 16980)),
-    _tfds("mrqa_hotpot_qa", ("mrqa/hotpot_qa:1.0.0",), splits=_TRAIN_VAL, metrics=_SQUAD,
-          sizes=_sizes(72928, 5904)),
-    _tfds("mrqa_natural_questions", ("mrqa/natural_questions:1.0.0",), splits=_TRAIN_VAL,
-          metrics=_SQUAD, sizes=_sizes(104071, 12836)),
+    # MRQA family: prompt-tuning's task words, the set names (`spot/data/mrqa.py`).
+    _tfds("mrqa_squad", ("mrqa/squad:1.0.0",), benchmark="squad",
+          splits=_TRAIN_VAL, metrics=_SQUAD, sizes=_sizes(86588, 10507)),
+    _tfds("mrqa_news_qa", ("mrqa/news_qa:1.0.0",), benchmark="news_qa",
+          splits=_TRAIN_VAL, metrics=_SQUAD, sizes=_sizes(74160, 4212)),
+    _tfds("mrqa_trivia_qa", ("mrqa/trivia_qa:1.0.0",), benchmark="trivia_qa",
+          splits=_TRAIN_VAL, metrics=_SQUAD, sizes=_sizes(61688, 7785)),
+    _tfds("mrqa_search_qa", ("mrqa/search_qa:1.0.0",), benchmark="search_qa",
+          splits=_TRAIN_VAL, metrics=_SQUAD, sizes=_sizes(117384, 16980)),
+    _tfds("mrqa_hotpot_qa", ("mrqa/hotpot_qa:1.0.0",), benchmark="hotpot_qa",
+          splits=_TRAIN_VAL, metrics=_SQUAD, sizes=_sizes(72928, 5904)),
+    _tfds("mrqa_natural_questions", ("mrqa/natural_questions:1.0.0",),
+          benchmark="natural_questions",
+          splits=_TRAIN_VAL, metrics=_SQUAD, sizes=_sizes(104071, 12836)),
     # RAINBOW family.
     _file("abductive_nli", {"obs1": "string", "obs2": "string", "hyp1": "string",
                             "hyp2": "string", "label": "int"},
@@ -264,21 +291,21 @@ _SPOT_SUITE_INFOS = (
     _tfds("wmt16_en_ro", ("wmt16_translate/ro-en:1.0.0",), metrics=("bleu",),
           sizes=_sizes(610320, 1999, 1999)),
     # Summarization family.
-    _tfds("aeslc", ("aeslc:1.0.0",), metrics=_GEN, sizes=_sizes(14436, 1960, 1906)),
-    _tfds("billsum", ("billsum:3.0.0",), splits=_TRAIN_TEST, metrics=_GEN,
+    _tfds("aeslc", ("aeslc:1.0.0",), metrics=_ROUGE, sizes=_sizes(14436, 1960, 1906)),
+    _tfds("billsum", ("billsum:3.0.0",), splits=_TRAIN_TEST, metrics=_ROUGE,
           sizes=_sizes(18949, 3269, 3269)),
-    _tfds("cnn_dailymail", ("cnn_dailymail:3.4.0",), metrics=_GEN,
+    _tfds("cnn_dailymail", ("cnn_dailymail:3.4.0",), metrics=_ROUGE,
           sizes=_sizes(287113, 13368, 11490)),
-    _tfds("gigaword", ("gigaword:1.2.0",), metrics=_GEN, sizes=_sizes(3803957, 189651, 1951)),
-    _tfds("multi_news", ("multi_news:2.1.0",), metrics=_GEN, sizes=_sizes(44972, 5622, 5622)),
-    _tfds("newsroom", ("newsroom:1.0.0",), metrics=_GEN,
+    _tfds("gigaword", ("gigaword:1.2.0",), metrics=_ROUGE, sizes=_sizes(3803957, 189651, 1951)),
+    _tfds("multi_news", ("multi_news:2.1.0",), metrics=_ROUGE, sizes=_sizes(44972, 5622, 5622)),
+    _tfds("newsroom", ("newsroom:1.0.0",), metrics=_ROUGE,
           sizes=_sizes(995041, 108837, 108862),
           manual="train.jsonl, dev.jsonl, test.jsonl from https://lil.nlp.cornell.edu/newsroom/"),
-    _tfds("samsum", ("samsum:1.0.0",), metrics=_GEN, sizes=_sizes(14732, 818, 819),
+    _tfds("samsum", ("samsum:1.0.0",), metrics=_ROUGE, sizes=_sizes(14732, 818, 819),
           manual="train.json, val.json, test.json from the SAMSum corpus (arXiv:1911.12237)"),
-    _tfds("xsum", ("xsum:1.1.0",), metrics=_GEN, sizes=_sizes(203577, 11305, 11301),
+    _tfds("xsum", ("xsum:1.1.0",), metrics=_ROUGE, sizes=_sizes(203577, 11305, 11301),
           manual="xsum-extracts-from-downloads.tar.gz (see the TFDS xsum page)"),
-    _tfds("wiki_lingua_en", ("gem/wiki_lingua_english_en:1.1.0",), metrics=_GEN),
+    _tfds("wiki_lingua_en", ("gem/wiki_lingua_english_en:1.1.0",), metrics=_ROUGE),
     # GEM family.
     _tfds("gem_common_gen", ("gem/common_gen:1.1.0",), benchmark="common_gen", metrics=_GEN,
           sizes=_sizes(67389, 993, 1497)),
@@ -300,7 +327,7 @@ _SPOT_SUITE_INFOS = (
 
 # ----------------------------------------------------------------------------- groups
 GLUE = tuple(i.name for i in _GLUE_INFOS)
-SUPERGLUE = tuple(i.name for i in _SUPER_GLUE_INFOS)
+SUPERGLUE = tuple(i.name for i in _SUPER_GLUE_INFOS if i.name != "dpr")
 # SPoT Table 2: the 16 source and 10 target tasks of the transferability study.
 SPOT_SOURCES = ("c4_prefix_lm", "docnli", "yelp_polarity", "glue_mnli", "glue_qqp", "glue_qnli",
                 "super_glue_record", "cxc", "squad", "drop", "glue_sst2", "winogrande",
@@ -331,13 +358,18 @@ def _dedupe(names) -> tuple[str, ...]:
   return tuple(dict.fromkeys(names))
 
 
-# "all": C4 plus every labelled task of the families and of the Table 2 study.
-ALL = _dedupe(("c4_prefix_lm",) + sum((m for _, m in _FAMILIES_NO_ALL), ())
-              + SPOT_SOURCES + SPOT_TARGETS)
+# SPoT Appendix B "all": C4 plus the 55 distinct labelled datasets of the ten families. A
+# dataset listed in several families counts once, and SuperGLUE's RTE is GLUE's RTE.
+_SAME_DATASET = {"super_glue_rte": "glue_rte"}
+ALL = _dedupe(("c4_prefix_lm",) + tuple(
+    _SAME_DATASET.get(t, t) for _, members in _FAMILIES_NO_ALL for t in members))
+# T5's SuperGLUE mixture adds DPR (`t5/data/glue_utils.py:SUPER_GLUE_WEIGHT_MAPPING`).
+SUPERGLUE_MIXTURE = SUPERGLUE + ("dpr",)
 MIXTURE_FAMILIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    dict(_FAMILIES_NO_ALL + (("all", ALL),)))
+    {**dict(_FAMILIES_NO_ALL), "superglue": SUPERGLUE_MIXTURE, "all": ALL})
 GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    **MIXTURE_FAMILIES, "spot_sources": SPOT_SOURCES, "spot_targets": SPOT_TARGETS})
+    **MIXTURE_FAMILIES, "superglue": SUPERGLUE, "spot_sources": SPOT_SOURCES,
+    "spot_targets": SPOT_TARGETS})
 
 
 def _with_groups(infos) -> Mapping[str, TaskInfo]:
@@ -431,8 +463,10 @@ def list_mixtures(*, taskless: Optional[bool] = None) -> list[str]:
 
 
 def train_size(name: str) -> Optional[int]:
-  """Known number of training examples of a task (prompted or taskless name)."""
-  return get_info(name).size("train")
+  """Known number of training examples after preprocessing (prompted or taskless name): what
+  seqio's `mixing_rate_num_examples` counts for a cached task."""
+  info = get_info(name)
+  return info.train_examples if info.train_examples is not None else info.size("train")
 
 
 def register_all() -> None:

@@ -96,7 +96,11 @@ class GuardedTfdsDataSource(seqio.TfdsDataSource):
 
 
 class ConcatTfdsDataSource(seqio.DataSource):
-  """Several TFDS datasets with identical features read as one (e.g. ANLI r1-r3, RACE)."""
+  """Several TFDS datasets with identical features read as one (e.g. ANLI r1-r3, RACE).
+
+  Each example gets an int32 feature "part": the index of the dataset it came from (ANLI's
+  round).
+  """
 
   def __init__(self, parts: Sequence[GuardedTfdsDataSource], splits: Mapping[str, str], *,
                sizes: Optional[Mapping[str, int]] = None):
@@ -118,7 +122,9 @@ class ConcatTfdsDataSource(seqio.DataSource):
   def get_dataset(self, split: str = "train", shuffle: bool = True,
                   seed: Optional[int] = None, shard_info: Optional[seqio.ShardInfo] = None,
                   **kwargs: Any) -> tf.data.Dataset:
-    datasets = [p.get_dataset(split=split, shuffle=shuffle, seed=seed) for p in self._parts]
+    datasets = [p.get_dataset(split=split, shuffle=shuffle, seed=seed).map(
+        lambda ex, i=i: {**ex, "part": tf.constant(i, tf.int32)})
+                for i, p in enumerate(self._parts)]
     if shuffle:
       sizes = [p.num_input_examples(split) or 1 for p in self._parts]
       weights = [s / sum(sizes) for s in sizes]
@@ -136,6 +142,43 @@ class ConcatTfdsDataSource(seqio.DataSource):
     if all(sizes):
       return int(sum(sizes))
     return self._sizes.get(split)
+
+
+class SplitFilteredDataSource(seqio.DataSource):
+  """Another source whose listed splits keep only the examples a predicate accepts.
+
+  For WSC, whose training split T5 restricts to correct referents
+  (`t5/data/tasks.py:super_glue_wsc_v102_simple_train`, `wsc_simple(correct_referent_only=
+  True)`) while its validation and test splits keep every candidate
+  (`super_glue_wsc_v102_simple_eval`): one task name, both of T5's tasks. Sizes of filtered
+  splits are unknown here (`num_input_examples` is None for them).
+  """
+
+  def __init__(self, source: seqio.DataSource, filters: Mapping[str, Any]):
+    super().__init__(splits=tuple(source.splits))
+    self._source = source
+    self._filters = dict(filters)
+
+  @property
+  def source(self) -> seqio.DataSource:
+    return self._source
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return self._source.supports_arbitrary_sharding
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return self._source.list_shards(split)
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True,
+                  seed: Optional[int] = None, shard_info: Optional[seqio.ShardInfo] = None,
+                  **kwargs: Any) -> tf.data.Dataset:
+    ds = self._source.get_dataset(split=split, shuffle=shuffle, seed=seed,
+                                  shard_info=shard_info)
+    return ds.filter(self._filters[split]) if split in self._filters else ds
+
+  def num_input_examples(self, split: str) -> Optional[int]:
+    return None if split in self._filters else self._source.num_input_examples(split)
 
 
 class JsonlDataSource(seqio.DataSource):
