@@ -142,5 +142,6 @@ def from_file(path: str | os.PathLike, length: int, emb_dim: int) -> Array:
 
 
 def uniform(key: Array, length: int, emb_dim: int, scale: float = 0.5) -> Array:
-  """Uniform in [-scale, scale]."""
-  return jax.random.uniform(key, (length, emb_dim), jnp.float32, -scale, scale)
+  """[length, emb_dim] uniform in [0, scale): Flax `linen.initializers.uniform(scale)`, which
+  prompt-tuning's configs use with scale 0.5 (e.g. `configs/extended/models/*prompt.gin`)."""
+  return nn.initializers.uniform(scale)(key, (length, emb_dim), jnp.float32)
