@@ -22,7 +22,7 @@ def test_tasks_list_prints_groups_with_sources_and_metrics():
   rows = {line.split()[0]: line.split() for line in lines[1:]}
   assert len(rows) == 10
   assert rows["super_glue_rte"][1].startswith("tfds:super_glue/rte")
-  assert rows["glue_cola"][3] == "mcc"
+  assert rows["glue_cola"][3] == "matthews_corrcoef"
   synthetic = run("-m", "spot_jax.cli.main", "tasks", "list", "--group", "synthetic")
   assert "synthetic_sentiment_a" in synthetic.stdout
   mixtures = run("-m", "spot_jax.cli.main", "tasks", "list", "--mixtures")

@@ -40,13 +40,14 @@ EXPECTED_FORMAT = {
     "super_glue_boolq": "boolq passage: question:",
     "super_glue_cb": "cb hypothesis: premise:",
     "super_glue_copa": "copa choice1: choice2: premise: question:",
-    "super_glue_multirc": "multirc answer: paragraph: question:",
+    "super_glue_multirc": "multirc question: answer: paragraph:",
     "super_glue_record": "record query: entities: passage:",
     "super_glue_rte": "rte hypothesis: premise:",
     "super_glue_wic": "wic sentence1: sentence2: word:",
-    "super_glue_wsc": "wsc text:",
+    "super_glue_wsc": "wsc:",
+    "dpr": "wsc:",
     "c4_prefix_lm": "-",
-    "docnli": "docnli hypothesis: premise:",
+    "docnli": "doc_nli hypothesis: premise:",
     "yelp_polarity": "yelp_polarity text:",
     "cxc": "cxc sentence1: sentence2:",
     "squad": "squad question: context:",
@@ -55,32 +56,32 @@ EXPECTED_FORMAT = {
     "hellaswag": "hellaswag context: choice1:",
     "cosmos_qa": "cosmos_qa context: question: choice1:",
     "race": "race article: question: choice1:",
-    "anli": "anli hypothesis: premise:",
+    "anli": "anli_r hypothesis: context:",  # anli_r1 / anli_r2 / anli_r3 by round.
     "snli": "snli hypothesis: premise:",
     "cr": "cr sentence:",
     "goemotions": "goemotions text:",
     "sentiment140": "sentiment140 text:",
-    "mrqa_squad": "mrqa_squad question: context:",
-    "mrqa_news_qa": "mrqa_news_qa question: context:",
-    "mrqa_trivia_qa": "mrqa_trivia_qa question: context:",
-    "mrqa_search_qa": "mrqa_search_qa question: context:",
-    "mrqa_hotpot_qa": "mrqa_hotpot_qa question: context:",
-    "mrqa_natural_questions": "mrqa_natural_questions question: context:",
+    "mrqa_squad": "squad question: context:",
+    "mrqa_news_qa": "news_qa question: context:",
+    "mrqa_trivia_qa": "trivia_qa question: context:",
+    "mrqa_search_qa": "search_qa question: context:",
+    "mrqa_hotpot_qa": "hotpot_qa question: context:",
+    "mrqa_natural_questions": "natural_questions question: context:",
     "abductive_nli": "abductive_nli observation1: observation2: choice1: choice2:",
     "piqa": "piqa goal: choice1: choice2:",
     "social_iqa": "social_iqa context: question: choice1: choice2: choice3:",
     "wmt14_en_de": "wmt14_en_de en:",
     "wmt14_en_fr": "wmt14_en_fr en:",
     "wmt16_en_ro": "wmt16_en_ro en:",
-    "aeslc": "aeslc email_body:",
-    "billsum": "billsum text:",
-    "cnn_dailymail": "cnn_dailymail article:",
-    "gigaword": "gigaword document:",
-    "multi_news": "multi_news document:",
-    "newsroom": "newsroom text:",
-    "samsum": "samsum dialogue:",
-    "xsum": "xsum document:",
-    "wiki_lingua_en": "wiki_lingua_en source:",
+    "aeslc": "aeslc summarize:",
+    "billsum": "billsum summarize:",
+    "cnn_dailymail": "cnn_dailymail summarize:",
+    "gigaword": "gigaword summarize:",
+    "multi_news": "multi_news summarize:",
+    "newsroom": "newsroom summarize:",
+    "samsum": "samsum summarize:",
+    "xsum": "xsum summarize:",
+    "wiki_lingua_en": "wiki_lingua_en summarize:",
     "gem_common_gen": "common_gen concepts:",
     "gem_dart": "dart triples:",
     "gem_e2e_nlg": "e2e_nlg meaning_representation:",
@@ -105,7 +106,7 @@ LABEL_TARGETS = {
     "glue_mrpc": {"not_equivalent", "equivalent"}, "glue_qqp": {"not_duplicate", "duplicate"},
     "glue_mnli": _NLI3, "glue_qnli": _NLI2, "glue_rte": _NLI2, "super_glue_boolq": _BOOL,
     "super_glue_cb": _NLI3, "super_glue_copa": _choices(2), "super_glue_multirc": _BOOL,
-    "super_glue_rte": _NLI2, "super_glue_wic": _BOOL, "super_glue_wsc": _BOOL,
+    "super_glue_rte": _NLI2, "super_glue_wic": _BOOL,
     "docnli": _NLI2,
     "yelp_polarity": {"negative", "positive"}, "winogrande": _choices(2),
     "hellaswag": _choices(4), "cosmos_qa": _choices(4), "race": _choices(4), "anli": _NLI3,
@@ -176,7 +177,6 @@ def test_groups_match_the_paper():
   assert len(registry.spot_sources()) == 16 and len(registry.spot_targets()) == 10
   assert "wnli" not in " ".join(registry.glue_tasks())
   assert registry.superglue_tasks(taskless=True)[0].endswith(registry.TASKLESS_SUFFIX)
-  assert set(registry.list_tasks("all")) == set(registry.list_tasks())
   assert registry.list_tasks("all")[0] == "c4_prefix_lm"
   for name in registry.list_tasks():
     info = registry.get_info(name)
@@ -211,8 +211,15 @@ def test_mnli_has_matched_and_mismatched_splits():
 # ----------------------------------------------------------------------------- formats
 def _check_keys(inputs: str, name: str, benchmark: str) -> None:
   words = EXPECTED_FORMAT[name].split()
-  assert words[0] == (benchmark or "-")
+  if name == "anli":  # The task word names the round.
+    assert re.match(r"anli_r[123] ", inputs), inputs[:80]
+    benchmark = inputs.split(" ", 1)[0]
+  else:
+    assert words[0] == (benchmark or "-")
   keys = words[1:]
+  if not keys:
+    assert inputs.startswith(f"{benchmark} "), inputs[:80]
+    return
   start = f"{benchmark} {keys[0]} " if benchmark else f"{keys[0]} "
   assert inputs.startswith(start), (inputs[:80], start)
   position = 0
@@ -255,7 +262,13 @@ def _check_feature_converter(example: dict) -> None:
   assert batch["decoder_loss_weights"].sum() == len(example["targets"])
 
 
-@pytest.mark.parametrize("name", registry.list_tasks())
+# T5's wsc_simple asserts that word `span2_index` of the text is the pronoun, which random mock
+# text cannot satisfy; WSC is covered by test_wsc_task_trains_on_correct_referents_only and the
+# goldens (tests/test_task_golden.py).
+_MOCK_TASKS = [n for n in registry.list_tasks() if n != "super_glue_wsc"]
+
+
+@pytest.mark.parametrize("name", _MOCK_TASKS)
 def test_task_yields_formatted_tokenised_examples(name):
   info = registry.get_info(name)
   with tfds.testing.mock_data(num_examples=2, max_value=1,
@@ -273,7 +286,7 @@ def test_task_yields_formatted_tokenised_examples(name):
   _check_keys(inputs, name, info.benchmark)
   _check_target(name, prompted)
   # The taskless twin is the same example without the benchmark word.
-  assert _text(taskless["inputs_pretokenized"]) == inputs[len(info.benchmark) + 1:]
+  assert _text(taskless["inputs_pretokenized"]) == inputs.split(" ", 1)[1]
   assert _text(taskless["targets_pretokenized"]) == _text(prompted["targets_pretokenized"])
 
 
@@ -304,7 +317,7 @@ def test_postprocessors_and_metrics_are_wired():
   cola = seqio.get_mixture_or_task("glue_cola")
   assert cola.postprocess_fn("acceptable", example={}, is_target=True) == 1
   assert cola.postprocess_fn("banana", example={}, is_target=False) == -1
-  assert [f.__name__ for f in cola.metric_fns] == ["mcc"]
+  assert [f.__name__ for f in cola.metric_fns] == ["matthews_corrcoef"]
   stsb = seqio.get_mixture_or_task("glue_stsb")
   assert stsb.postprocess_fn("3.8", example={}, is_target=False) == pytest.approx(3.8)
   squad = seqio.get_mixture_or_task("squad")
@@ -312,9 +325,12 @@ def test_postprocessors_and_metrics_are_wired():
   assert squad.postprocess_fn("Paris", example=example, is_target=True) == ["Paris",
                                                                             "paris, France"]
   record = seqio.get_mixture_or_task("super_glue_record")
-  target = record.postprocess_fn("x", example={"group": b"1-2", "answers": [b"x"]},
-                                 is_target=True)
-  assert target == {"group": "1-2", "answers": ["x"]}
+  target = record.postprocess_fn("x", example={"idx/passage": 1, "idx/query": 2,
+                                               "answers": [b"x"]}, is_target=True)
+  assert target == {"group": (1, 2), "value": ["x"]}
+  sst2 = seqio.get_mixture_or_task("glue_sst2")
+  assert sst2.postprocess_fn(" positive", example={}, is_target=False) == -1
+  assert sst2.postprocess_fn("positive", example={}, is_target=False) == 1
 
 
 # ----------------------------------------------------------------------------- missing data
@@ -394,26 +410,54 @@ def _format(preprocessor, example: dict, **kwargs) -> list[dict]:
           for ex in ds.as_numpy_iterator()]
 
 
-def test_wsc_marks_candidate_and_pronoun():
-  example = {"text": "The city councilmen refused the demonstrators a permit because they "
-                     "feared violence .", "span1_index": 1, "span1_text": "city councilmen",
-             "span2_index": 9, "span2_text": "they", "label": 1, "idx": 0}
-  [out] = _format(preprocessors.wsc, example, benchmark="wsc")
-  assert out["inputs"] == ("wsc text: The # city councilmen # refused the demonstrators a "
-                           "permit because * they * feared violence .")
-  assert out["targets"] == "True"
+_WSC = [
+    {"text": "Mark told Pete many lies about himself , which Pete included in his book . He "
+             "should have been more truthful .", "span1_index": 0, "span1_text": "Mark",
+     "span2_index": 15, "span2_text": "He", "label": 1, "idx": 0},
+    {"text": "Mark told Pete many lies about himself , which Pete included in his book . He "
+             "should have been more truthful .", "span1_index": 2, "span1_text": "Pete",
+     "span2_index": 15, "span2_text": "He", "label": 0, "idx": 1},
+]
 
 
-def test_record_one_example_per_answer_with_shared_group():
+def test_wsc_task_trains_on_correct_referents_only():
+  """T5: super_glue_wsc_v102_simple_train (correct referents) / _simple_eval (all)."""
+  task = seqio.get_mixture_or_task("super_glue_wsc")
+  assert isinstance(task.source, sources.SplitFilteredDataSource)
+  rows = {k: [ex[k] for ex in _WSC] for k in _WSC[0]}
+  raw = seqio.FunctionDataSource(lambda split, shuffle_files: tf.data.Dataset.from_tensor_slices(
+      rows), splits=("train", "validation"))
+  wsc = sources.SplitFilteredDataSource(raw, task.source._filters)  # pylint: disable=protected-access
+
+  def formatted(split):
+    ds = wsc.get_dataset(split, shuffle=False)
+    for preprocessor in task.preprocessors[:1]:
+      ds = preprocessor(ds)
+    return [(_text(e["inputs"]), _text(e["targets"]), int(e["label"]))
+            for e in ds.as_numpy_iterator()]
+
+  inputs = ("wsc: Mark told Pete many lies about himself , which Pete included in his book . "
+            "*He* should have been more truthful .")
+  assert formatted("train") == [(inputs, "Mark", 1)]
+  assert formatted("validation") == [(inputs, "Mark", 1), (inputs, "Pete", 0)]
+  # Scored by whether the output names the candidate, against the label.
+  example = {"targets_pretokenized": b"Pete", "label": 0}
+  assert task.postprocess_fn("Mark", example=example) == 0
+  assert task.postprocess_fn("pete", example=example) == 1
+  assert task.postprocess_fn("Pete", example=example, is_target=True) == 0
+
+
+def test_record_one_example_per_answer_with_t5_ids():
   example = {"passage": "Obama visited Paris.\n@highlight\nHe met Macron",
              "query": "@placeholder met Macron", "entities": ["Obama", "Paris", "Obama"],
              "answers": ["Obama", "Barack Obama"],
              "idx": {"passage": 3, "query": 7}}
   out = _format(preprocessors.record, example, benchmark="record")
   assert [o["targets"] for o in out] == ["Obama", "Barack Obama"]
-  assert out[0]["inputs"] == ("record query: @placeholder met Macron entities: Obama, Paris "
-                              "passage: Obama visited Paris. He met Macron")
-  assert {o["group"] for o in out} == {"3-7"}
+  # Entities joined as given (T5 does not deduplicate them).
+  assert out[0]["inputs"] == ("record query: @placeholder met Macron entities: Obama, Paris, "
+                              "Obama passage: Obama visited Paris. He met Macron")
+  assert {(o["idx/passage"], o["idx/query"]) for o in out} == {(3, 7)}
   assert [_text(a) for a in out[1]["answers"]] == ["Obama", "Barack Obama"]
 
 
@@ -427,12 +471,13 @@ def test_race_one_example_per_question():
                               "choice3: g choice4: h")
 
 
-def test_multirc_strips_markup_and_keeps_question_group():
+def test_multirc_is_question_answer_paragraph_like_t5():
   example = {"answer": "yes", "paragraph": "<b>Sent 1: </b>Hi.<br>", "question": "Q?",
              "label": 0, "idx": {"paragraph": 2, "question": 5, "answer": 1}}
   [out] = _format(preprocessors.multirc, example, benchmark="multirc")
-  assert out["inputs"] == "multirc answer: yes paragraph: Sent 1: Hi.  question: Q?"
-  assert out["targets"] == "False" and out["group"] == "2-5"
+  assert out["inputs"] == "multirc question: Q? answer: yes paragraph: Sent 1: Hi. "
+  assert out["targets"] == "False"
+  assert (out["idx/paragraph"], out["idx/question"], out["idx/answer"]) == (2, 5, 1)
 
 
 def test_stsb_rounds_to_point_two_and_test_labels_become_unk():
@@ -468,3 +513,25 @@ def test_rate_of_a_task_without_known_size_counts_its_data(tmp_path, monkeypatch
   monkeypatch.setenv(sources.DATA_DIR_ENV_VAR, str(tmp_path))
   with pytest.raises(sources.MissingDataError, match="mixing rate is unknown"):
     mixtures.capped_rate(task)
+
+
+# ----------------------------------------------------------------------------- T5 mixtures
+def test_rates_count_examples_after_preprocessing():
+  """seqio weighs a cached task by its preprocessed examples: ReCoRD has one per answer."""
+  mixture = seqio.get_mixture_or_task(registry.mixture_name("superglue"))
+  rates = {t.name: mixture.get_rate(t) for t in mixture.tasks}
+  # t5/data/glue_utils.py SUPER_GLUE_WEIGHT_MAPPING.
+  assert rates["super_glue_record"] == 138854 != registry.get_info("super_glue_record").size()
+  assert rates["super_glue_wsc"] == 259
+  assert rates["dpr"] == 1322
+  assert rates["super_glue_multirc"] == 27243
+
+
+def test_superglue_mixture_has_dpr_and_all_is_spot_appendix_b():
+  assert set(registry.mixture_families()["superglue"]) == set(registry.superglue_tasks()) | {
+      "dpr"}
+  members = registry.mixture_families()["all"]
+  assert members[0] == "c4_prefix_lm" and len(members) == len(set(members)) == 56  # C4 + 55.
+  for duplicate in ("squad", "drop", "race", "super_glue_rte", "dpr"):
+    assert duplicate not in members
+  assert {"mrqa_squad", "glue_rte", "anli", "gem_xsum", "xsum"} <= set(members)
