@@ -26,11 +26,14 @@ def get_task_or_mixture(name: str) -> seqio.Task | seqio.Mixture:
                      f"`spot-jax tasks list` prints them).{hint}") from None
 
 
-def subtasks_with_metrics(name: str) -> list[seqio.Task]:
-  """The tasks evaluated for `name`: itself, or a mixture's sub-tasks that define metrics."""
+def subtasks_with_metrics(name: str, split: str | None = "validation") -> list[seqio.Task]:
+  """The tasks evaluated for `name` on `split`: itself, or a mixture's sub-tasks that define
+  metrics and have the split (seqio `evaluation.get_valid_eval_tasks` skips the others, e.g.
+  DPR, which has no validation split, in the SuperGLUE mixture). `split=None`: any split."""
   provider = get_task_or_mixture(name)
   tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-  return [t for t in tasks if t.metric_fns or t.score_metric_fns or t.predict_metric_fns]
+  return [t for t in tasks if (t.metric_fns or t.score_metric_fns or t.predict_metric_fns)
+          and (split is None or split in t.splits)]
 
 
 def task_labels(name: str) -> tuple[str, ...] | None:

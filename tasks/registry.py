@@ -11,6 +11,7 @@ Task naming scheme (stable; never rename a registered task)
 * SuperGLUE:  `super_glue_<task>`         super_glue_boolq super_glue_cb super_glue_copa
                                           super_glue_multirc super_glue_record super_glue_rte
                                           super_glue_wic super_glue_wsc (TFDS `wsc.fixed`)
+              plus `dpr` (Definite Pronoun Resolution, in T5's SuperGLUE mixture)
 * Other sets: `<dataset>` in snake case   c4_prefix_lm docnli yelp_polarity cxc squad drop ...
               MRQA in-domain sets:        mrqa_<tfds config> (mrqa_squad, mrqa_news_qa, ...)
               GEM sets:                   gem_<tfds config>  (gem_common_gen, gem_dart, ...)
