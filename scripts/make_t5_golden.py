@@ -164,6 +164,11 @@ def formats(prompt_tuning: Path) -> dict[str, dict]:
       "examples": [e for raw in WSC_EXAMPLES for e in _run(t5_pre.wsc_simple, raw)]}
   out["dpr"] = {"raw": DPR_EXAMPLE, "reference": "t5 definite_pronoun_resolution_simple",
                 "examples": _run(t5_pre.definite_pronoun_resolution_simple, DPR_EXAMPLE)}
+  for task, target in (("wmt14_en_de", "de"), ("wmt14_en_fr", "fr"), ("wmt16_en_ro", "ro")):
+    raw = {"en": "That is good.", target: "Translated ."}
+    out[task] = {"raw": raw, "reference": f"t5 preprocessors.translate(en -> {target})",
+                 "taskless": True, "examples": _run(lambda ds, t=target: t5_pre.translate(
+                     ds, source_language="en", target_language=t), raw)}
   out["squad"] = {"raw": SQUAD_EXAMPLE, "reference": "t5 preprocessors.squad (no task word)",
                   "taskless": True, "examples": _run(t5_pre.squad, SQUAD_EXAMPLE)}
   pt_data = _load(prompt_tuning / "prompt_tuning" / "data" / "preprocessors.py", "pt_data")

@@ -432,9 +432,31 @@ def summarize(ds: tf.data.Dataset, *, benchmark: str, source_key: str,
   return fmt(ds)
 
 
+# English names of the WMT languages, as `babel.Locale(code).english_name` gives them.
+LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian"}
+
+
+def translate(ds: tf.data.Dataset, *, benchmark: str, source_language: str,
+              target_language: str) -> tf.data.Dataset:
+  """WMT: `<benchmark> translate English to German: <en text>` -> the German text.
+
+  T5: `preprocessors.translate` (its `wmt14_ende_v003`, `wmt14_enfr_v003`, `wmt16_enro_v003`
+  tasks read the same TFDS data); without a benchmark word, T5's inputs exactly.
+  """
+  instruction = (f"translate {LANGUAGE_NAMES[source_language]} to "
+                 f"{LANGUAGE_NAMES[target_language]}: ")
+
+  @seqio.map_over_dataset
+  def fmt(ex):
+    parts = ([benchmark + " "] if benchmark else []) + [instruction, ex[source_language]]
+    return {"inputs": tf.strings.join(parts), "targets": ex[target_language]}
+
+  return fmt(ds)
+
+
 def generate(ds: tf.data.Dataset, *, benchmark: str, fields: Fields, target_key: str,
              separator: str = "; ") -> tf.data.Dataset:
-  """Translation / data-to-text: `<benchmark> key: ..` -> reference text.
+  """Data-to-text: `<benchmark> key: ..` -> reference text.
 
   List-valued fields (concepts, triples) are joined with `separator`.
   """

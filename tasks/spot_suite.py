@@ -24,8 +24,8 @@ abductive_nli          file                           abductive_nli observation1
                                                       choice1: choice2:
 piqa                   piqa                           piqa goal: choice1: choice2:
 social_iqa             file                           social_iqa context: question: choice1..3:
-wmt14_en_de/en_fr      wmt14_translate/{de,fr}-en     wmt14_en_de en: -> translation
-wmt16_en_ro            wmt16_translate/ro-en          wmt16_en_ro en: -> translation
+wmt14_en_de/en_fr      wmt14_translate/{de,fr}-en     wmt14_en_de translate English to German:
+wmt16_en_ro            wmt16_translate/ro-en          wmt16_en_ro translate English to Romanian:
 aeslc billsum cnn_dailymail gigaword multi_news newsroom samsum xsum wiki_lingua_en
                        TFDS (wiki_lingua_en: GEM's)   <name> summarize: <document> -> summary
 gem_<set>              gem/<set>                      <set> <data keys>: -> target
@@ -44,6 +44,8 @@ Formats that google-research/prompt-tuning defines for SPoT follow it exactly:
   `preprocessors.squad`).
 * Summarisation (`spot/data/summarization.py`, `preprocess_text_generation`):
   `<dataset> summarize: <document>`.
+Translation is T5's (`t5/data/preprocessors.py:translate`, the `wmt*_v003` tasks):
+`<task> translate English to German: <text>`.
 
 File-backed tasks read `<data dir>/<task>/<split>.jsonl` (data dir: gin
 `get_task_data_dir.path` or `$SPOT_JAX_DATA_DIR`), one JSON object per line:
@@ -147,9 +149,9 @@ FORMATS: dict[str, builder.TaskFormat] = {
     "piqa": _choices(2, fields=(("goal", "goal"),), choice_keys=("sol1", "sol2")),
     "social_iqa": _choices(3, fields=(("context", "context"), ("question", "question")),
                            choice_keys=("answerA", "answerB", "answerC"), label_offset=1),
-    "wmt14_en_de": _generation([("en", "en")], "de"),
-    "wmt14_en_fr": _generation([("en", "en")], "fr"),
-    "wmt16_en_ro": _generation([("en", "en")], "ro"),
+    "wmt14_en_de": _fmt(preprocessors.translate, source_language="en", target_language="de"),
+    "wmt14_en_fr": _fmt(preprocessors.translate, source_language="en", target_language="fr"),
+    "wmt16_en_ro": _fmt(preprocessors.translate, source_language="en", target_language="ro"),
     "aeslc": _summary("email_body", "subject_line"),
     "billsum": _summary("text", "summary"),
     "cnn_dailymail": _summary("article", "highlights"),
