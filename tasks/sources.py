@@ -164,6 +164,11 @@ class SplitFilteredDataSource(seqio.DataSource):
     return self._source
 
   @property
+  def filters(self) -> Mapping[str, Any]:
+    """split -> predicate on raw examples."""
+    return dict(self._filters)
+
+  @property
   def supports_arbitrary_sharding(self) -> bool:
     return self._source.supports_arbitrary_sharding
 

@@ -427,7 +427,7 @@ def test_wsc_task_trains_on_correct_referents_only():
   rows = {k: [ex[k] for ex in _WSC] for k in _WSC[0]}
   raw = seqio.FunctionDataSource(lambda split, shuffle_files: tf.data.Dataset.from_tensor_slices(
       rows), splits=("train", "validation"))
-  wsc = sources.SplitFilteredDataSource(raw, task.source._filters)  # pylint: disable=protected-access
+  wsc = sources.SplitFilteredDataSource(raw, task.source.filters)
 
   def formatted(split):
     ds = wsc.get_dataset(split, shuffle=False)
