@@ -27,13 +27,15 @@ def get_task_or_mixture(name: str) -> seqio.Task | seqio.Mixture:
 
 
 def subtasks_with_metrics(name: str, split: str | None = "validation") -> list[seqio.Task]:
-  """The tasks evaluated for `name` on `split`: itself, or a mixture's sub-tasks that define
-  metrics and have the split (seqio `evaluation.get_valid_eval_tasks` skips the others, e.g.
-  DPR, which has no validation split, in the SuperGLUE mixture). `split=None`: any split."""
+  """The tasks evaluated for `name`: itself, or a mixture's sub-tasks that define metrics and
+  have `split` (as seqio's `evaluation.get_valid_eval_tasks`: DPR, which has no validation
+  split, is skipped when the SuperGLUE mixture is validated). `split=None`: any split."""
   provider = get_task_or_mixture(name)
-  tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-  return [t for t in tasks if (t.metric_fns or t.score_metric_fns or t.predict_metric_fns)
-          and (split is None or split in t.splits)]
+  if not isinstance(provider, seqio.Mixture):
+    tasks = [provider]
+  else:
+    tasks = [t for t in provider.tasks if split is None or split in t.splits]
+  return [t for t in tasks if t.metric_fns or t.score_metric_fns or t.predict_metric_fns]
 
 
 def task_labels(name: str) -> tuple[str, ...] | None:
