@@ -219,6 +219,8 @@ def markdown(rows: list[dict[str, Any]], ceilings: list[dict[str, float]], comma
       "",
       f"Machine: {cpu_model()}, {os.cpu_count()} cores, "
       f"{platform.platform()}; date {time.strftime('%Y-%m-%d')}.",
+      f"Allocators: ours {runtime.describe_allocator(ENVIRONMENT['ours'])}, synchronous CPU "
+      f"dispatch; PEFT {runtime.describe_allocator(ENVIRONMENT['peft'])}.",
       "Float32 matmul ceiling (4096^3, best of numpy and jax.jit, before / after): "
       + " / ".join(f"{max(c.values()):.0f}" for c in ceilings) + " GFLOP/s.",
       "",

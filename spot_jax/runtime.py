@@ -5,11 +5,16 @@ frees it at the end of the step. glibc serves blocks that large with mmap (its p
 always do, whatever `mallopt` says) and returns them with munmap, so every step faults all
 those pages in again: about a million page faults per step for small/128. Two settings fix it:
 
-- **jemalloc** with page purging off and one arena (`MALLOC_CONF`) keeps the freed pages and
-  hands them to the next step (a thousand faults per step). A preloaded allocator must be in
-  place when the process starts, so `spot-jax` re-executes itself once with `LD_PRELOAD` and
-  `MALLOC_CONF` set when jemalloc is installed (Debian/Ubuntu: `apt-get install libjemalloc2`);
-  without it nothing changes. `SPOT_JAX_JEMALLOC=0` turns this off, a path picks the library.
+- **Keeping freed memory.** jemalloc with page purging off and one arena (`MALLOC_CONF`) keeps
+  the freed pages and hands them to the next step (a thousand faults per step). Where jemalloc
+  is not installed (`scripts/ensure_env.sh` installs `libjemalloc2` where it may), glibc does the
+  same when told to (`GLIBC_KEEP_TUNABLES`: one arena, no mmap'd blocks, no trimming): tiny/512
+  measured 2.75x glibc's default against jemalloc's 2.90x, with the same ~1,000 faults per step
+  (benchmarks/RESULTS.md, "levers tiny/512"). Either must be in place when the process starts,
+  so `spot-jax` re-executes itself once with `LD_PRELOAD` + `MALLOC_CONF`, or `GLIBC_TUNABLES`,
+  set. `SPOT_JAX_JEMALLOC=0` turns jemalloc off (a path picks the library);
+  `SPOT_JAX_GLIBC_KEEP=0` turns the glibc fallback off; a `GLIBC_TUNABLES` of the user's own is
+  left as it is.
 - **Synchronous CPU dispatch** (`jax_cpu_enable_async_dispatch=False`, single-device
   computations only; sharded ones stay parallel). With JAX's default asynchronous dispatch a
   worker thread runs the step and frees its buffer only after it has marked the outputs ready,
@@ -30,6 +35,7 @@ import sys
 from typing import Mapping
 
 ENV_SWITCH = "SPOT_JAX_JEMALLOC"
+GLIBC_SWITCH = "SPOT_JAX_GLIBC_KEEP"
 DISPATCH_SWITCH = "SPOT_JAX_CPU_DISPATCH"
 # Never purge freed pages (dirty or muzzy) back to the kernel: reuse them at the next step. One
 # arena: XLA's worker threads free what others allocated, and with an arena per thread each
@@ -60,13 +66,28 @@ def jemalloc_path(environ: Mapping[str, str] = os.environ) -> str | None:
 
 
 def host_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-  """Environment variables that preload jemalloc with purging off ({} where unavailable)."""
+  """Environment variables that keep freed memory for the next step: jemalloc preloaded with
+  purging off, else glibc's keep-memory tunables ({} when both are switched off)."""
   library = jemalloc_path(environ)
   if library is None:
-    return {}
+    off = environ.get(GLIBC_SWITCH, "").lower() in ("0", "false", "no", "off")
+    if off or environ.get("GLIBC_TUNABLES"):
+      return {}
+    return {"GLIBC_TUNABLES": GLIBC_KEEP_TUNABLES}
   preload = environ.get("LD_PRELOAD", "").split()
   return {"LD_PRELOAD": " ".join(preload if library in preload else [library, *preload]),
           "MALLOC_CONF": environ.get("MALLOC_CONF") or MALLOC_CONF}
+
+
+def describe_allocator(environment: Mapping[str, str]) -> str:
+  """What a process started with `environment` allocates with, in words (for benchmark tables)."""
+  if "jemalloc" in environment.get("LD_PRELOAD", ""):
+    return f"jemalloc (MALLOC_CONF={environment.get('MALLOC_CONF', '')})"
+  if environment.get("GLIBC_TUNABLES") == GLIBC_KEEP_TUNABLES:
+    return "glibc with the keep-memory tunables"
+  if environment.get("GLIBC_TUNABLES"):
+    return f"glibc (GLIBC_TUNABLES={environment['GLIBC_TUNABLES']})"
+  return "glibc defaults"
 
 
 def reexec_with_host_environment() -> None:

@@ -69,7 +69,8 @@ print(json.dumps({"sync": sync, "growth": memory("VmHWM:") - start}))
 
 def run_script(switch: str, script: str = FAULTS_SCRIPT, **environ: str) -> dict:
   env = {k: v for k, v in os.environ.items()
-         if k not in ("LD_PRELOAD", "MALLOC_CONF", runtime.DISPATCH_SWITCH)}
+         if k not in ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES", runtime.DISPATCH_SWITCH,
+                      runtime.GLIBC_SWITCH)}
   env.update(SPOT_JAX_JEMALLOC=switch, PYTHONPATH=str(PROJECT_ROOT), **environ)
   out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
                        text=True, env=env).stdout
@@ -79,15 +80,28 @@ def run_script(switch: str, script: str = FAULTS_SCRIPT, **environ: str) -> dict
 @pytest.mark.skipif(runtime.jemalloc_path({}) is None,
                     reason="jemalloc is not installed (apt-get install libjemalloc2)")
 def test_reexec_preloads_jemalloc_and_freed_pages_are_reused():
-  plain, preloaded = run_script("0"), run_script("1")
+  plain, preloaded = run_script("0", SPOT_JAX_GLIBC_KEEP="0"), run_script("1")
   assert not plain["jemalloc"] and preloaded["jemalloc"]
   assert plain["faults"] >= 4 * 128  # 256 MiB: at least 128 faults (2 MiB pages) a round.
   assert preloaded["faults"] < plain["faults"] / 20, (preloaded, plain)
 
 
 def test_switched_off_nothing_changes():
-  assert runtime.host_environment({"SPOT_JAX_JEMALLOC": "0"}) == {}
-  assert not run_script("0")["jemalloc"]
+  off = {"SPOT_JAX_JEMALLOC": "0", "SPOT_JAX_GLIBC_KEEP": "0"}
+  assert runtime.host_environment(off) == {}
+  assert not run_script("0", SPOT_JAX_GLIBC_KEEP="0")["jemalloc"]
+
+
+def test_without_jemalloc_glibc_keeps_freed_memory():
+  assert runtime.host_environment({"SPOT_JAX_JEMALLOC": "0"}) == {
+      "GLIBC_TUNABLES": runtime.GLIBC_KEEP_TUNABLES}
+  # A user's own glibc tunables are left alone.
+  assert runtime.host_environment({"SPOT_JAX_JEMALLOC": "0", "GLIBC_TUNABLES": "x=1"}) == {}
+  plain = run_script("0", SPOT_JAX_GLIBC_KEEP="0")
+  kept = run_script("0")
+  assert not kept["jemalloc"]
+  assert plain["faults"] >= 4 * 128
+  assert kept["faults"] < plain["faults"] / 20, (kept, plain)
 
 
 def test_environment_keeps_what_the_user_set(tmp_path):
@@ -106,13 +120,18 @@ def test_a_missing_library_is_named():
     runtime.jemalloc_path({"SPOT_JAX_JEMALLOC": "/nowhere/libjemalloc.so"})
 
 
-@pytest.mark.skipif(runtime.jemalloc_path({}) is None,
-                    reason="jemalloc is not installed (apt-get install libjemalloc2)")
-def test_synchronous_dispatch_reuses_one_step_buffer():
+NEEDS_JEMALLOC = pytest.mark.skipif(runtime.jemalloc_path({}) is None,
+                                    reason="jemalloc is not installed (apt-get install "
+                                           "libjemalloc2)")
+
+
+@pytest.mark.parametrize("allocator", [pytest.param("1", marks=NEEDS_JEMALLOC), "0"],
+                         ids=["jemalloc", "glibc_keep"])
+def test_synchronous_dispatch_reuses_one_step_buffer(allocator):
   # With asynchronous dispatch a worker thread frees a step's buffer after marking its outputs
   # ready, so the next step maps a second one (here +485 MiB in 3 of 3 runs with
   # SPOT_JAX_CPU_DISPATCH=async); run inline, every step reuses the first.
-  result = run_script("1", STEP_BUFFER_SCRIPT)
+  result = run_script(allocator, STEP_BUFFER_SCRIPT)
   assert result["sync"]
   assert result["growth"] < 64 * 2**20, result
 
