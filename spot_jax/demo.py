@@ -46,7 +46,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict[str, float]:
       model_dir=model_dir, task=cfg.task, feature_lengths=lengths, train_steps=cfg.train_steps,
       model="tiny_byte", initial_checkpoint=checkpoint, prompt_length=cfg.prompt_length,
       checkpoint_period=max(cfg.train_steps // 4, 1), eval_period=max(cfg.train_steps // 4, 1),
-      eval_metric="accuracy", eval_num_examples=cfg.eval_examples, key_step=cfg.train_steps // 2,
+      eval_metric="accuracy", max_eval_examples=cfg.eval_examples, key_step=cfg.train_steps // 2,
       log_period=50, seed=cfg.seed))
   log("[3/3] Evaluating the untrained prompt (step 0) against the best trained one")
   untrained = evaluate_prompt(EvalConfig(

@@ -61,7 +61,7 @@ register_all_tasks()
 for model_dir, task, seed in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
   train(TrainConfig(model_dir=model_dir, task=task, model="tiny_byte",
                     feature_lengths={"inputs": 48, "targets": 12}, train_steps=10, batch_size=8,
-                    prompt_length=4, checkpoint_period=5, eval_period=5, eval_num_examples=8,
+                    prompt_length=4, checkpoint_period=5, eval_period=5, max_eval_examples=8,
                     log_period=5, key_step=5, seed=int(seed)))
 """
 

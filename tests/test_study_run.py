@@ -28,7 +28,7 @@ from spot_jax.train.loop import TrainConfig
 # The seconds-long run of tests/test_train.py::small_run, as spec settings.
 SMALL = dict(model="models/tiny_byte.gin", source_steps=10, target_steps=10, key_step=5,
              feature_lengths={"inputs": 48, "targets": 12}, batch_size=8, prompt_length=4,
-             checkpoint_period=5, eval_period=5, eval_num_examples=16)
+             checkpoint_period=5, eval_period=5, max_eval_examples=16)
 SOURCES = ["synthetic_sentiment_a", "synthetic_paraphrase_a"]
 TARGET = "synthetic_sentiment_b"
 

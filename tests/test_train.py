@@ -41,7 +41,7 @@ def small_run(model_dir, **overrides) -> TrainConfig:
   """A seconds-long run: random frozen tiny_byte model, 4-token prompt, short sequences."""
   fields = dict(model_dir=str(model_dir), task=TASK, model="tiny_byte",
                 feature_lengths={"inputs": 48, "targets": 12}, train_steps=10, batch_size=8,
-                prompt_length=4, checkpoint_period=5, eval_period=5, eval_num_examples=16,
+                prompt_length=4, checkpoint_period=5, eval_period=5, max_eval_examples=16,
                 log_period=5, key_step=5)
   fields.update(overrides)
   return TrainConfig(**fields)
@@ -220,7 +220,7 @@ def test_eval_command_reports_task_metrics(finished_run, tmp_path):
   process = spot_jax("eval", "--gin_file=models/tiny_byte.gin", "--gin_file=runs/prompt_eval.gin",
                      f"--gin.MIXTURE_OR_TASK_NAME={TASK}", "--gin.PROMPT_LENGTH=4",
                      f"--gin.PROMPT_FILE={run_dir.prompt_path(str(model_dir), 10)}",
-                     "--gin.EVAL_NUM_EXAMPLES=16", f"--gin.OUTPUT_FILE={out}",
+                     "--gin.MAX_EVAL_EXAMPLES=16", f"--gin.OUTPUT_FILE={out}",
                      "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 12}")
   output = process.communicate(timeout=180)[0]
   assert process.returncode == 0, output

@@ -35,10 +35,10 @@ GIN_FILES = ["models/tiny_byte.gin", "runs/prompt_train.gin"]
 # The target runs: seconds long (random frozen tiny_byte, 4-token prompt, short sequences).
 RUN_BINDINGS = ["TASK_FEATURE_LENGTHS = {'inputs': 48, 'targets': 12}", "BATCH_SIZE = 8",
                 "PROMPT_LENGTH = 4", "TRAIN_STEPS = 2", "CHECKPOINT_PERIOD = 2",
-                "EVAL_PERIOD = 2", "EVAL_NUM_EXAMPLES = 8", "KEY_STEP = 2"]
+                "EVAL_PERIOD = 2", "MAX_EVAL_EXAMPLES = 8", "KEY_STEP = 2"]
 BASE = dict(model="tiny_byte", feature_lengths={"inputs": 48, "targets": 12}, batch_size=8,
             prompt_length=4, train_steps=2, checkpoint_period=2, eval_period=2,
-            eval_num_examples=8, log_period=2, key_step=2)
+            max_eval_examples=8, log_period=2, key_step=2)
 
 
 def ranked_entries(library: PromptLibrary, scores: dict[str, float]) -> list[Ranked]:

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import warnings
 from typing import Any
 
 import jax
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from spot_jax.models.config import T5Config
+from spot_jax.models.config import T5Config, released_checkpoint_step
 from spot_jax.models.t5 import T5
 from spot_jax.prompts import without_prompt
 
@@ -118,6 +119,29 @@ def load_model(path: str | os.PathLike, config: T5Config | None = None,
   validate_shapes(params, config, path)
   return LoadedModel(params=params, config=config, step=step, source=path,
                      fingerprint=fingerprint(params))
+
+
+def step_offset(loaded: LoadedModel | None, model_name: str) -> tuple[int, str]:
+  """(Adafactor's step offset for a run on `loaded`, where it came from).
+
+  T5X restores the step stored with the frozen weights, and Adafactor's second-moment decay
+  continues from it (`spot_jax.train.optimizer`). A T5X checkpoint names its step; a Hugging Face
+  copy of the LM-adapted weights does not, so the offset is the named config's released step
+  (1,100,000 for `t5_1_1_lm100k_*`, `RELEASED_CHECKPOINT_STEPS`). When neither says, the offset
+  is 0 with a warning (set STEP_OFFSET to silence it). No checkpoint (a random frozen model): 0.
+  """
+  if loaded is None:
+    return 0, "no checkpoint"
+  if loaded.step is not None:
+    return int(loaded.step), "checkpoint"
+  released = released_checkpoint_step(model_name)
+  if released is not None:
+    return released, f"named config {model_name!r}"
+  warnings.warn(f"{loaded.source} stores no training step and the model config {model_name!r} "
+                "names no released checkpoint step, so Adafactor's decay starts at step 0, not "
+                "where T5X would continue it; set STEP_OFFSET (TrainConfig.step_offset) to the "
+                "step these weights were trained for.", stacklevel=2)
+  return 0, "unknown"
 
 
 def _flatten(tree: dict[str, Any]) -> list[tuple[str, Any]]:

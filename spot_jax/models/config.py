@@ -65,6 +65,21 @@ CONFIGS: dict[str, T5Config] = {
 }
 
 
+# The step of the released T5X checkpoint each named config stands for: T5 1.1 LM-adapted
+# (`gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_<size>/checkpoint_1100000`: 1M span-corruption
+# steps, then 100K prefix-LM steps). T5X restores that step with the weights, so Adafactor's
+# decay 1 - (t + 1)^-0.8 continues from it; a Hugging Face copy of the same weights carries no
+# step, and this is where it comes from (`spot_jax.checkpoints.load.step_offset`). The test
+# shapes have no released weights, hence no step.
+RELEASED_CHECKPOINT_STEPS: dict[str, int] = {
+    name: 1_100_000 for name in ("small", "base", "large", "xl", "xxl")}
+
+
+def released_checkpoint_step(name: str) -> int | None:
+  """The step of the released (LM-adapted) checkpoint of a named config; None when unknown."""
+  return RELEASED_CHECKPOINT_STEPS.get(name)
+
+
 def get_config(name: str, **overrides: Any) -> T5Config:
   """Returns the named config (tiny, tiny_byte, small, base, large, xl, xxl) with overrides."""
   if name not in CONFIGS:

@@ -19,7 +19,7 @@ import numpy as np
 
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax import prompts
-from spot_jax.checkpoints.load import fingerprint, load_model
+from spot_jax.checkpoints.load import LoadedModel, fingerprint, load_model, step_offset
 from spot_jax.evaluation.evaluator import PromptEvaluator
 from spot_jax.models.config import get_config
 from spot_jax.models.losses import DEFAULT_Z_LOSS
@@ -63,12 +63,13 @@ class TrainConfig:
   weight_decay: float = SPOT_WEIGHT_DECAY
   decay_rate: float = 0.8
   clipping_threshold: float | None = 1.0
-  step_offset: int | None = None  # None: the loaded checkpoint's step (T5X), else 0.
+  step_offset: int | None = None  # None: the checkpoint's step, else the named config's (T5X).
   z_loss: float = DEFAULT_Z_LOSS
   checkpoint_period: int = 500
   eval_period: int = 500  # 0: no evaluation.
   eval_metric: str | None = None  # best checkpoint by this metric; default the first one.
-  eval_num_examples: int | None = None
+  max_train_examples: int | None = None  # the first N of the train split (None: all of it).
+  max_eval_examples: int | None = None  # the first N of each evaluated split.
   eval_batch_size: int | None = None
   eval_mode: str = "auto"  # "auto": rank classification when labels are known, else greedy.
   key_step: int = 10_000  # the task-embedding step (SPoT §3.2).
@@ -80,25 +81,25 @@ class TrainConfig:
   overwrite: bool = False
 
 
-def build_frozen_model(cfg: TrainConfig) -> tuple[T5, dict[str, Any], dict[str, Any], int]:
-  """(model, frozen params, identity for run.json, checkpoint step or 0)."""
+def build_frozen_model(cfg: TrainConfig
+                       ) -> tuple[T5, dict[str, Any], dict[str, Any], LoadedModel | None]:
+  """(model, frozen params, identity for run.json, the loaded checkpoint or None)."""
   overrides = dict(dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, remat=cfg.remat)
   if cfg.initial_checkpoint:
     loaded = load_model(cfg.initial_checkpoint, config=get_config(cfg.model))
     config, params = loaded.config.replace(**overrides), loaded.params
     identity = {"name": cfg.model, "checkpoint": cfg.initial_checkpoint,
                 "fingerprint": loaded.fingerprint}
-    step = loaded.step or 0
   else:
     config = get_config(cfg.model, **overrides)
     tokens = jnp.ones((1, 4), jnp.int32)
     params = jax.jit(T5(config).init)(jax.random.PRNGKey(cfg.seed), tokens, tokens)["params"]
     params = jax.device_get(params)
     identity = {"name": cfg.model, "checkpoint": None, "fingerprint": fingerprint(params)}
-    step = 0
+    loaded = None
   identity["config"] = {k: v for k, v in config.to_dict().items()
                         if k not in ("dropout_rate", "dtype", "remat")}
-  return T5(config, cfg.prompt_length), params, identity, step
+  return T5(config, cfg.prompt_length), params, identity, loaded
 
 
 def initial_prompt(cfg: TrainConfig, params: Mapping[str, Any], emb_dim: int) -> jax.Array:
@@ -151,21 +152,25 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
   """Runs (or resumes) prompt tuning; returns the run summary also written to run.json."""
   partitioning.maybe_initialize_distributed()
   is_chief = jax.process_index() == 0
-  model, frozen_params, identity, checkpoint_step = build_frozen_model(cfg)
+  model, frozen_params, identity, loaded = build_frozen_model(cfg)
   _check_task(cfg, model)
   summary = run_dir.RunSummary(
       task=cfg.task, model=identity, prompt_length=cfg.prompt_length, seed=cfg.seed,
       batch_size=cfg.batch_size, feature_lengths=dict(cfg.feature_lengths),
       train_steps=cfg.train_steps, key_step=cfg.key_step, eval_metric=cfg.eval_metric,
-      prompt_init=cfg.prompt_init)
+      prompt_init=cfg.prompt_init, max_train_examples=cfg.max_train_examples,
+      max_eval_examples=cfg.max_eval_examples)
+  if cfg.step_offset is None:
+    summary.step_offset, summary.step_offset_source = step_offset(loaded, cfg.model)
+  else:
+    summary.step_offset, summary.step_offset_source = cfg.step_offset, "STEP_OFFSET"
   run_dir.check_compatible(cfg.model_dir, summary, cfg.overwrite)
   os.makedirs(cfg.model_dir, exist_ok=True)
   if is_chief and gin_config:
     atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN), gin_config.encode())
 
-  step_offset = checkpoint_step if cfg.step_offset is None else cfg.step_offset
   optimizer = prompt_adafactor(cfg.learning_rate, cfg.decay_rate, cfg.clipping_threshold,
-                               cfg.weight_decay, step_offset=step_offset)
+                               cfg.weight_decay, step_offset=summary.step_offset)
   state = init_train_state(initial_prompt(cfg, frozen_params, model.config.emb_dim),
                            optimizer, cfg.seed)
   checkpointer = checkpointer_lib.TrainStateCheckpointer(cfg.model_dir, cfg.keep_train_states)
@@ -185,13 +190,14 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
                                         state, partitioning.param_shardings(frozen_params, mesh))
   batches = train_batches(cfg.task, cfg.feature_lengths,
                           partitioning.host_batch_size(cfg.batch_size), seed=cfg.seed,
-                          start_step=start_step, shard_info=partitioning.host_shard_info())
+                          start_step=start_step, shard_info=partitioning.host_shard_info(),
+                          max_examples=cfg.max_train_examples)
   evaluator = None
   if cfg.eval_period:
     labels = eval_labels(cfg)
     evaluator = PromptEvaluator(model, frozen, cfg.task, cfg.feature_lengths,
                                 cfg.eval_batch_size or cfg.batch_size,
-                                num_examples=cfg.eval_num_examples, task_labels=labels,
+                                num_examples=cfg.max_eval_examples, task_labels=labels,
                                 place=lambda x: partitioning.replicate(x, mesh))
   logger = MetricsLogger(cfg.model_dir, cfg.train_steps, start_step, cfg.batch_size,
                          enabled=is_chief)

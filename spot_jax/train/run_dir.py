@@ -56,6 +56,10 @@ class RunSummary:
   best_step: int | None = None
   best_score: float | None = None
   prompt_init: str = ""
+  max_train_examples: int | None = None  # training used the first N examples (None: all).
+  max_eval_examples: int | None = None  # evaluation used the first N examples (None: all).
+  step_offset: int = 0  # Adafactor's absolute step of the first update.
+  step_offset_source: str = ""  # checkpoint, named config '<name>', STEP_OFFSET, unknown...
   finished: bool = False
 
   def identity(self) -> dict[str, Any]:
@@ -63,7 +67,9 @@ class RunSummary:
     return {"task": self.task, "model_config": self.model.get("config"),
             "model_fingerprint": self.model.get("fingerprint"),
             "prompt_length": self.prompt_length, "seed": self.seed,
-            "batch_size": self.batch_size, "feature_lengths": self.feature_lengths}
+            "batch_size": self.batch_size, "feature_lengths": self.feature_lengths,
+            "max_train_examples": self.max_train_examples,
+            "max_eval_examples": self.max_eval_examples}
 
   @property
   def key_prompt_step(self) -> int | None:
