@@ -78,13 +78,16 @@ def test_t5x_step_wins_and_unknown_step_warns(tmp_path, hf_tiny_byte):
   assert step_offset(None, "tiny") == (0, "no checkpoint")
 
 
-def test_run_json_records_the_offset_used(tmp_path, hf_tiny_byte, monkeypatch):
-  """A run on Hugging Face weights of an LM-adapted named config uses and records its step."""
+def test_run_json_records_the_offset_and_limits_used(tmp_path, hf_tiny_byte, monkeypatch):
+  """A run on Hugging Face weights of an LM-adapted named config uses and records its step;
+  the training-set limits are recorded beside it."""
   monkeypatch.setitem(config_lib.RELEASED_CHECKPOINT_STEPS, "tiny_byte", 1_100_000)
   train(TrainConfig(model_dir=str(tmp_path), task="synthetic_sentiment_a", model="tiny_byte",
                     initial_checkpoint=str(hf_tiny_byte),
                     feature_lengths={"inputs": 32, "targets": 8}, train_steps=1, batch_size=4,
-                    prompt_length=2, checkpoint_period=1, eval_period=0))
+                    prompt_length=2, checkpoint_period=1, eval_period=0,
+                    max_train_examples=8, max_eval_examples=4))
   summary = run_dir.read_summary(str(tmp_path))
+  assert (summary.max_train_examples, summary.max_eval_examples) == (8, 4)
   assert (summary.step_offset, summary.step_offset_source) == (
       1_100_000, "named config 'tiny_byte'")

@@ -35,7 +35,8 @@ RUNNER_MACROS = {
     "PROMPT_FILE": "the transfer's source run", "SOURCE_MODEL_DIR": "the transfer's source run",
     "PROMPT_INIT": "prompt_init", "INITIAL_CHECKPOINT_PATH": "initial_checkpoint",
     "TASK_FEATURE_LENGTHS": "feature_lengths", "BATCH_SIZE": "batch_size",
-    "PROMPT_LENGTH": "prompt_length", "MAX_EVAL_EXAMPLES": "max_eval_examples",
+    "PROMPT_LENGTH": "prompt_length", "MAX_TRAIN_EXAMPLES": "max_train_examples",
+    "MAX_EVAL_EXAMPLES": "max_eval_examples",
     "CHECKPOINT_PERIOD": "checkpoint_period", "EVAL_PERIOD": "eval_period",
     "EVAL_METRIC": "eval_metric",
 }
@@ -43,11 +44,12 @@ RUNNER_MACROS = {
 RUN_SETTINGS = {
     "initial_checkpoint": "INITIAL_CHECKPOINT_PATH", "feature_lengths": "TASK_FEATURE_LENGTHS",
     "batch_size": "BATCH_SIZE", "prompt_length": "PROMPT_LENGTH",
-    "max_eval_examples": "MAX_EVAL_EXAMPLES", "checkpoint_period": "CHECKPOINT_PERIOD",
+    "max_train_examples": "MAX_TRAIN_EXAMPLES", "max_eval_examples": "MAX_EVAL_EXAMPLES",
+    "checkpoint_period": "CHECKPOINT_PERIOD",
     "eval_period": "EVAL_PERIOD", "eval_metric": "EVAL_METRIC", "prompt_init": "PROMPT_INIT",
 }
 POSITIVE_INTS = ("source_steps", "target_steps", "key_step", "batch_size", "prompt_length",
-                 "max_eval_examples", "checkpoint_period", "eval_period")
+                 "max_train_examples", "max_eval_examples", "checkpoint_period", "eval_period")
 SOURCE_PROMPT_INITS = ("sampled_vocab", "class_labels", "uniform")
 
 
@@ -71,6 +73,7 @@ class StudySpec:
   feature_lengths: Mapping[str, int] | None = None
   batch_size: int | None = None
   prompt_length: int | None = None
+  max_train_examples: int | None = None
   max_eval_examples: int | None = None
   checkpoint_period: int | None = None
   eval_period: int | None = None
