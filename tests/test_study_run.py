@@ -77,7 +77,8 @@ def test_spec_errors_name_the_problem(tmp_path):
       (dict(targets=[TARGET, TARGET]), "targets lists ['synthetic_sentiment_b'] more than once"),
       (dict(target_steps=0), "target_steps must be a positive integer, got 0"),
       (dict(gin_bindings={"TRAIN_STEPS": 5}), "use that key instead"),
-      (dict(prompt_init="file"), "transfers always start from their source"),
+      (dict(baseline_prompt_init="file"), "transfers always start from their source"),
+      (dict(prompt_init="uniform"), "unknown key 'prompt_init'; did you mean"),
   ]
   for overrides, message in cases:
     with pytest.raises(SpecError) as error:
@@ -102,6 +103,38 @@ def test_shipped_specs_load_and_match_the_registry():
   assert [sum(j.kind == k for j in jobs) for k in runner.KINDS] == [48, 30, 480]
   synthetic = load_spec(str(PROJECT_ROOT / "gin_configs/study/synthetic.yaml"))
   assert all(t.startswith("synthetic_") for t in synthetic.sources + synthetic.targets)
+  # §2 (generic SPoT): single and mixture sources and their targets all train 2^18 steps.
+  generic = load_spec(str(PROJECT_ROOT / "gin_configs/study/spot_generic.yaml"))
+  assert (generic.source_steps, generic.target_steps) == (2**18, 2**18)
+  assert {"spot_mix_glue", "glue_mnli"} <= set(generic.sources)
+  assert set(generic.targets) == set(registry.glue_tasks() + registry.superglue_tasks())
+  for spec in (spot, generic):
+    assert (spec.source_prompt_init, spec.baseline_prompt_init) == ("sampled_vocab",
+                                                                     "class_labels")
+  steps = {f: (PROJECT_ROOT / "gin_configs/runs" / f).read_text()
+           for f in ("section2_train.gin", "section3_target_train.gin", "source_train.gin")}
+  assert "TRAIN_STEPS = 262144" in steps["section2_train.gin"]
+  assert "TRAIN_STEPS = 100000" in steps["section3_target_train.gin"]
+  assert "TRAIN_STEPS = 262144" in steps["source_train.gin"]
+
+
+def test_baselines_start_from_class_labels_sources_from_sampled_vocab():
+  """SPoT Appendix C: PROMPTTUNING (the `none` baseline) starts from the class labels, backing
+  off to sampled vocabulary for a task without a label set; sources from sampled vocabulary."""
+  spec = small_spec(targets=[TARGET, "synthetic_reverse"])
+  init = {(j.kind, j.source or j.target): j.gin_bindings.get("PROMPT_INIT")
+          for j in runner.plan(spec, "/study")}
+  assert init[("source", "synthetic_sentiment_a")] == '"sampled_vocab"'
+  assert init[("baseline", TARGET)] == '"class_labels"'
+  assert init[("baseline", "synthetic_reverse")] == '"sampled_vocab"'  # no labels: back off.
+  assert init[("transfer", "synthetic_sentiment_a")] is None  # study/transfer.gin: 'file'.
+  swapped = small_spec(source_prompt_init="uniform", baseline_prompt_init="sampled_vocab")
+  init = {j.kind: j.gin_bindings.get("PROMPT_INIT") for j in runner.plan(swapped, "/study")}
+  assert (init["source"], init["baseline"]) == ('"uniform"', '"sampled_vocab"')
+  baseline = next(j for j in runner.plan(spec, "/study") if j.target == TARGET
+                  and j.kind == "baseline")
+  gin_utils.parse_gin(*gin_utils.split_gin_args(baseline.flags())[:2])
+  assert TrainConfig().prompt_init == "class_labels"
 
 
 # ----------------------------------------------------------------------------- plan

@@ -130,9 +130,11 @@ def plan(spec: StudySpec, study_dir: str) -> list[Job]:
                 "TRAIN_STEPS": str(steps), "RANDOM_SEED": str(seed),
                 "KEY_STEP": str(spec.key_step), **shared}
     files, depends = train_files, ()
+    prompt_init = spec.prompt_init(kind, source if kind == "source" else target)
+    if prompt_init is not None:
+      bindings["PROMPT_INIT"] = gin_literal(prompt_init)
     if kind == "transfer":
       source_dir = run_dir_of(study_dir, "source", source, None, seed)
-      bindings.pop("PROMPT_INIT", None)
       bindings["SOURCE_MODEL_DIR"] = gin_literal(source_dir)
       files, depends = (*train_files, TRANSFER_GIN), (source_dir,)
     return Job(kind, source, target, seed, model_dir, depends, files, bindings)

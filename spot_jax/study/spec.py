@@ -11,6 +11,8 @@
   key_step: 10000                      # the task-embedding step of every run
   feature_lengths: {inputs: 512, targets: 32}
   batch_size: 32
+  source_prompt_init: sampled_vocab    # SPoT §2.1.4 (default)
+  baseline_prompt_init: class_labels   # SPoT Appendix C (default); transfers start from a source
   gin_bindings: {LEARNING_RATE: 0.3}   # any other macro
 
 Optional run settings left out keep the defaults of runs/prompt_train.gin. `load_spec` and
@@ -33,7 +35,8 @@ RUNNER_MACROS = {
     "MODEL_DIR": "the study layout", "MIXTURE_OR_TASK_NAME": "sources/targets",
     "TRAIN_STEPS": "source_steps/target_steps", "RANDOM_SEED": "seeds", "KEY_STEP": "key_step",
     "PROMPT_FILE": "the transfer's source run", "SOURCE_MODEL_DIR": "the transfer's source run",
-    "PROMPT_INIT": "prompt_init", "INITIAL_CHECKPOINT_PATH": "initial_checkpoint",
+    "PROMPT_INIT": "source_prompt_init/baseline_prompt_init",
+    "INITIAL_CHECKPOINT_PATH": "initial_checkpoint",
     "TASK_FEATURE_LENGTHS": "feature_lengths", "BATCH_SIZE": "batch_size",
     "PROMPT_LENGTH": "prompt_length", "MAX_TRAIN_EXAMPLES": "max_train_examples",
     "MAX_EVAL_EXAMPLES": "max_eval_examples",
@@ -46,11 +49,11 @@ RUN_SETTINGS = {
     "batch_size": "BATCH_SIZE", "prompt_length": "PROMPT_LENGTH",
     "max_train_examples": "MAX_TRAIN_EXAMPLES", "max_eval_examples": "MAX_EVAL_EXAMPLES",
     "checkpoint_period": "CHECKPOINT_PERIOD",
-    "eval_period": "EVAL_PERIOD", "eval_metric": "EVAL_METRIC", "prompt_init": "PROMPT_INIT",
+    "eval_period": "EVAL_PERIOD", "eval_metric": "EVAL_METRIC",
 }
 POSITIVE_INTS = ("source_steps", "target_steps", "key_step", "batch_size", "prompt_length",
                  "max_train_examples", "max_eval_examples", "checkpoint_period", "eval_period")
-SOURCE_PROMPT_INITS = ("sampled_vocab", "class_labels", "uniform")
+SCRATCH_PROMPT_INITS = ("sampled_vocab", "class_labels", "uniform")
 
 
 class SpecError(ValueError):
@@ -78,7 +81,10 @@ class StudySpec:
   checkpoint_period: int | None = None
   eval_period: int | None = None
   eval_metric: str | None = None
-  prompt_init: str | None = None  # sources and baselines; transfers start from the source.
+  # SPoT §2.1.4 and Appendix C: source prompts start from sampled vocabulary, the baselines
+  # (PROMPTTUNING, source `none`) from the class labels; transfers start from their source.
+  source_prompt_init: str = "sampled_vocab"
+  baseline_prompt_init: str = "class_labels"
   gin_bindings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   library: str | None = None  # default STUDY_DIR/library.
   description: str = ""
@@ -115,12 +121,13 @@ class StudySpec:
       raise SpecError(f"{where}: name must be a non-empty string")
     values["feature_lengths"] = _feature_lengths(where, data.get("feature_lengths"))
     values["gin_bindings"] = _gin_bindings(where, data.get("gin_bindings") or {})
-    for key in ("initial_checkpoint", "eval_metric", "prompt_init", "library"):
+    for key in ("initial_checkpoint", "eval_metric", "library"):
       if data.get(key) is not None and not isinstance(data[key], str):
         raise SpecError(f"{where}: {key} must be a string or null, got {data[key]!r}")
-    if data.get("prompt_init") not in (None, *SOURCE_PROMPT_INITS):
-      raise SpecError(f"{where}: prompt_init {data['prompt_init']!r} is not one of "
-                      f"{SOURCE_PROMPT_INITS} (transfers always start from their source)")
+    for key in ("source_prompt_init", "baseline_prompt_init"):
+      if key in data and data[key] not in SCRATCH_PROMPT_INITS:
+        raise SpecError(f"{where}: {key} {data[key]!r} is not one of {SCRATCH_PROMPT_INITS} "
+                        "(transfers always start from their source)")
     values["explicit"] = frozenset(k for k in RUN_SETTINGS if k in data)
     spec = cls(**values)
     _check_steps(where, spec)
@@ -131,6 +138,22 @@ class StudySpec:
   @property
   def library_path(self) -> str | None:
     return os.path.abspath(os.path.expanduser(self.library)) if self.library else None
+
+  def prompt_init(self, kind: str, task: str) -> str | None:
+    """PROMPT_INIT of a run: `source_prompt_init` for a source, `baseline_prompt_init` for a
+    baseline, None for a transfer (study/transfer.gin starts it from the source prompt).
+
+    `class_labels` backs off to sampled vocabulary for the positions the labels leave free
+    (SPoT Appendix C), so a baseline on a task without a label set (STS-B, ReCoRD...) gets
+    `sampled_vocab`.
+    """
+    if kind == "source":
+      return self.source_prompt_init
+    if kind != "baseline":
+      return None
+    if self.baseline_prompt_init == "class_labels" and not _has_labels(task):
+      return "sampled_vocab"
+    return self.baseline_prompt_init
 
   def run_bindings(self) -> dict[str, Any]:
     """Macro -> value for the shared run settings the spec sets, then `gin_bindings`."""
@@ -164,6 +187,17 @@ def check_task_names(spec: StudySpec, where: str = "study spec") -> None:
         get_task_or_mixture(name)
       except ValueError as e:
         raise SpecError(f"{where}: {key}[{i}]: {e}") from None
+
+
+def _has_labels(task: str) -> bool:
+  """Whether `task` declares a label set (an unknown task counts as labelled: the run names
+  the problem when it starts)."""
+  from spot_jax.tasks_util import register_all_tasks, task_labels
+  register_all_tasks()
+  try:
+    return bool(task_labels(task))
+  except ValueError:
+    return True
 
 
 def _string_list(where: str, key: str, value: Any) -> tuple[str, ...]:
