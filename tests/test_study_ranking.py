@@ -60,6 +60,10 @@ def test_metrics_by_hand_on_four_sources():
   # (M_k - 65) / (80 - 65).
   assert curve["oracle_gain_share"] == pytest.approx([-1 / 3, 1 / 3, 1, 1])
   assert curve["search_space_removed"] == [0.75, 0.5, 0.25, 0.0]
+  # SPoT Table 3's changes over the baseline 65: Abs. M_k - 65, Rel. (M_k - 65) / 35 * 100.
+  assert curve["gain_of_top_k"] == [-5, 5, 15, 15]
+  assert curve["relative_error_reduction_of_top_k"] == pytest.approx(
+      [-100 / 7, 100 / 7, 300 / 7, 300 / 7])
 
 
 def test_ties_in_predictions_break_by_candidate_order_and_k_beyond_n_saturates():
@@ -114,6 +118,13 @@ def test_evaluate_averages_targets_and_finds_k_for_90_percent(tmp_path):
   # which removes 1 - 3/4 of the candidates.
   assert avg["curve"]["oracle_gain_share"] == pytest.approx([1 / 3, 2 / 3, 1, 1])
   assert avg["k_for_90_percent_gain"] == 3 and avg["search_space_removed_at_k90"] == 0.25
+  # MEAN(Δ) and Rel.: t1 (baseline 65) best of top-1 is 60, t2 (baseline 45) 55.
+  assert avg["curve"]["gain_of_top_k"][0] == pytest.approx((-5 + 10) / 2)
+  assert avg["curve"]["relative_error_reduction_of_top_k"][0] == pytest.approx(
+      (-5 / 35 + 10 / 55) * 100 / 2)
+  # ORACLE row: t1 80 (+15, 15/35), t2 55 (+10, 10/55).
+  assert avg["oracle_gain"] == pytest.approx(12.5)
+  assert avg["oracle_relative_error_reduction"] == pytest.approx((15 / 35 + 10 / 55) * 100 / 2)
 
 
 def test_candidates_include_none_and_self_only_when_in_both_tables(tmp_path):

@@ -19,7 +19,8 @@ from scipy import stats
 
 from spot_jax.study import plots
 from spot_jax.study.results import (BASELINE, Aggregate, Results, aggregate, format_table,
-                                    read_results, read_similarity_matrix, write_csv, write_json,
+                                    read_results, read_similarity_matrix,
+                                    relative_error_reduction, write_csv, write_json,
                                     write_matrix)
 
 
@@ -41,14 +42,6 @@ class TransferAnalysis:
     """Indices of the sources run on target j, other than the target itself."""
     return np.array([i for i, s in enumerate(self.sources)
                      if s != self.targets[j] and np.isfinite(self.mean[i, j])], int)
-
-
-def relative_error_reduction(score: np.ndarray, baseline: np.ndarray) -> np.ndarray:
-  """(score - baseline) / (100 - baseline) * 100, NaN where baseline == 100."""
-  score, baseline = np.asarray(score, np.float64), np.asarray(baseline, np.float64)
-  room = 100.0 - baseline
-  with np.errstate(divide="ignore", invalid="ignore"):
-    return np.where(room > 0, (score - baseline) / np.where(room > 0, room, 1.0) * 100, np.nan)
 
 
 def analyze(results: Results) -> TransferAnalysis:

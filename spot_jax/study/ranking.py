@@ -13,6 +13,10 @@ O = max v:
   best_of_top_k       M_k, k = 1..K (k > n counts as n); mean_of_top_k the mean of the top k
   oracle_gain_share   (M_k - b) / (O - b), NaN when O <= b (no positive transfer to retain)
   search_space_removed  1 - min(k, n) / n
+  gain_of_top_k       M_k - b; its mean over targets is SPoT Table 3's "Abs." change (MEAN(Δ))
+  relative_error_reduction_of_top_k  (M_k - b) / (100 - b) * 100; its mean over targets is
+                      Table 3's "Rel." change ("a 12.1% average relative error reduction")
+  oracle_gain, oracle_relative_error_reduction  the same for O (Table 3's ORACLE row)
 `expected_random_metrics` gives the exact expectation of every metric over uniformly random
 rankings.
 """
@@ -27,12 +31,15 @@ import numpy as np
 from scipy import special, stats
 from sklearn.metrics import ndcg_score
 
-from spot_jax.study.results import BASELINE, Aggregate, Predictions, format_table
+from spot_jax.study.results import (BASELINE, Aggregate, Predictions, format_table,
+                                    relative_error_reduction)
 
 REGRET_KS = (1, 3)
 GAIN_SHARE_TARGET = 0.9
 SCALAR_METRICS = ("spearman", "pearson", "regret_at_1", "regret_at_3", "ndcg", "rho")
-CURVE_METRICS = ("best_of_top_k", "mean_of_top_k", "oracle_gain_share", "search_space_removed")
+ORACLE_METRICS = ("oracle_gain", "oracle_relative_error_reduction")
+CURVE_METRICS = ("best_of_top_k", "mean_of_top_k", "oracle_gain_share", "search_space_removed",
+                 "gain_of_top_k", "relative_error_reduction_of_top_k")
 
 
 class RankingError(ValueError):
@@ -117,7 +124,9 @@ def curve(best_of_top: np.ndarray, mean_of_top: np.ndarray, true: np.ndarray, ba
   share = (best - baseline) / (oracle - baseline) if oracle > baseline else np.full(k_max, np.nan)
   return {"k": list(range(1, k_max + 1)), "best_of_top_k": best.tolist(),
           "mean_of_top_k": mean_of_top[depth - 1].tolist(), "oracle_gain_share": share.tolist(),
-          "search_space_removed": (1.0 - depth / n).tolist()}
+          "search_space_removed": (1.0 - depth / n).tolist(),
+          "gain_of_top_k": (best - baseline).tolist(),
+          "relative_error_reduction_of_top_k": relative_error_reduction(best, baseline).tolist()}
 
 
 def regret(oracle: float, best: float) -> float:
@@ -200,7 +209,8 @@ def _nanmean(values: Sequence[float]) -> float:
 def average(per_target: Mapping[str, Mapping[str, Any]], k_max: int) -> dict[str, Any]:
   """Means over targets (NaN entries skipped) and the smallest k keeping 90% of the gain."""
   rows = list(per_target.values())
-  out: dict[str, Any] = {m: _nanmean([r[m] for r in rows]) for m in SCALAR_METRICS}
+  out: dict[str, Any] = {m: _nanmean([r[m] for r in rows])
+                         for m in SCALAR_METRICS + ORACLE_METRICS}
   out["curve"] = {"k": list(range(1, k_max + 1))}
   for name in CURVE_METRICS:
     out["curve"][name] = [_nanmean([r["curve"][name][k] for r in rows]) for k in range(k_max)]
@@ -235,7 +245,10 @@ def evaluate(table: Aggregate, method: str, predicted: Mapping[str, Mapping[str,
     oracle = int(np.argmax(cands.true))
     per_target[cands.target] = {
         "baseline": cands.baseline, "oracle_source": cands.sources[oracle],
-        "oracle_score": float(cands.true[oracle]), **metrics,
+        "oracle_score": float(cands.true[oracle]),
+        "oracle_gain": float(cands.true[oracle] - cands.baseline),
+        "oracle_relative_error_reduction": float(
+            relative_error_reduction(cands.true[oracle], cands.baseline)), **metrics,
         "predicted_ranking": None if predicted is None else [cands.sources[i] for i in order]}
     if predicted is not None and (np.ptp(scores) == 0 or np.ptp(cands.true) == 0):
       notes.append(f"{cands.target}: constant predicted or true scores, correlations NaN")
@@ -282,9 +295,12 @@ def format_report(report: Mapping[str, Any]) -> str:
   avg = report["average"]
   rows.append(("average", "", *(cell(avg[k]) for k in SCALAR_METRICS)))
   lines = [f"method: {report['method']}"] + format_table(rows)
-  curve_rows = [("k", "best of top-k", "mean of top-k", "oracle gain share", "space removed")]
+  curve_rows = [("k", "best of top-k", "mean of top-k", "oracle gain share", "space removed",
+                 "mean gain (Abs.)", "Rel. (%)")]
   for i, k in enumerate(avg["curve"]["k"]):
     curve_rows.append((str(k), *(cell(avg["curve"][name][i], ".3f") for name in CURVE_METRICS)))
+  curve_rows.append(("oracle", "", "", "", "", cell(avg["oracle_gain"]),
+                     cell(avg["oracle_relative_error_reduction"])))
   lines += [""] + format_table(curve_rows)
   if avg["k_for_90_percent_gain"] is None:
     lines.append("no k retains 90% of the oracle gain on average")

@@ -295,6 +295,18 @@ def write_matrix(path: str, sources: Sequence[str], targets: Sequence[str],
 # ----------------------------------------------------------------------------- aggregates
 
 
+def relative_error_reduction(score: Any, baseline: Any) -> np.ndarray:
+  """(score - baseline) / (100 - baseline) * 100, NaN where baseline == 100 (SPoT §3.1).
+
+  The share of the baseline's remaining error (on the 0-100 scale) that a transfer removes,
+  in percent: SPoT Figure 3, Tables 3 ("Rel.") and 7, Figures 5 and 8.
+  """
+  score, baseline = np.asarray(score, np.float64), np.asarray(baseline, np.float64)
+  room = 100.0 - baseline
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.where(room > 0, (score - baseline) / np.where(room > 0, room, 1.0) * 100, np.nan)
+
+
 def aggregate(results: Results) -> Aggregate:
   """Mean and std (ddof=1 with >= 2 seeds, else 0) over seeds per (source, target)."""
   sources, targets = results.sources, results.targets
