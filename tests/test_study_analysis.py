@@ -96,17 +96,22 @@ def test_gain_relative_error_reduction_and_oracle(results_csv):
   assert result.sources == ["s1", "s2", "s3"]
   np.testing.assert_allclose(result.gain, GAIN)
   np.testing.assert_allclose(result.relative_error_reduction, RER)
-  summary = analysis.summarize(result, threshold=5.0)
+  summary = analysis.summarize(result, threshold=10.0)
   assert summary["targets"]["tA"] == {
       "baseline_mean": 61.0, "baseline_std": pytest.approx(math.sqrt(2)), "baseline_seeds": 2,
       "num_sources": 3, "oracle_source": "s1", "oracle_score": 72.0, "oracle_gain": 11.0,
       "oracle_relative_error_reduction": pytest.approx(1100 / 39)}
   assert summary["targets"]["tB"]["oracle_source"] == "s2"
   assert summary["mean_oracle_gain"] == pytest.approx(10.0)  # (11 + 9) / 2
-  # gain > 5: s1->tA 11, s2->tB 9, s3->tB 5.5 (s3->tA 4 is below the threshold).
+  # SPoT Table 7: relative error reduction > 10%, largest first: s2->tB 45, s1->tA 28.2,
+  # s3->tB 27.5, s3->tA 10.3 (a gain threshold would rank s1->tA first and drop s3->tA).
   assert [(p["source"], p["target"], p["gain"]) for p in summary["positive_transfers"]] == [
-      ("s1", "tA", 11.0), ("s2", "tB", 9.0), ("s3", "tB", 5.5)]
-  assert summary["num_positive_transfers"] == 3 and summary["num_transfer_pairs"] == 6
+      ("s2", "tB", 9.0), ("s1", "tA", 11.0), ("s3", "tB", 5.5), ("s3", "tA", 4.0)]
+  assert summary["positive_transfers"][0]["relative_error_reduction"] == 45.0
+  assert summary["num_positive_transfers"] == 4 and summary["num_transfer_pairs"] == 6
+  strict = analysis.summarize(result, threshold=28.0)  # 28.2 > 28 > 27.5
+  assert [(p["source"], p["target"]) for p in strict["positive_transfers"]] == [
+      ("s2", "tB"), ("s1", "tA")]
 
 
 def test_relative_error_reduction_is_nan_at_a_perfect_baseline():
@@ -142,14 +147,16 @@ def test_run_analysis_files(results_csv, tmp_path):
   on_disk = json.loads((out / "summary.json").read_text())
   assert on_disk["metric"] == "accuracy" and on_disk["mean_oracle_gain"] == 10.0
   assert on_disk["targets"]["tB"]["oracle_gain"] == 9.0
-  assert [p["gain"] for p in on_disk["positive_transfers"]] == [11.0, 9.0, 5.5, 4.0]
-  # Similarity vs gain, rows per target in source order.
+  assert [p["gain"] for p in on_disk["positive_transfers"]] == [9.0, 11.0, 5.5, 4.0]
+  # Similarity vs relative error reduction, one point per source task, in source order.
   rows = read_csv(out / "similarity_vs_transfer.csv")
-  assert rows[0] == ["target", "source", "similarity", "gain"]
-  assert rows[1:4] == [["tA", "s1", "0.9", "11.0"], ["tA", "s2", "0.2", "-2.0"],
-                       ["tA", "s3", "0.6", "4.0"]]
-  for target, x, y in (("tA", [0.9, 0.2, 0.6], [11, -2, 4]),
-                       ("tB", [0.1, 0.8, 0.5], [-1.5, 9, 5.5])):
+  assert rows[0] == ["target", "source", "seed", "similarity", "relative_error_reduction",
+                     "gain"]
+  assert [r[:4] + [r[5]] for r in rows[1:4]] == [
+      ["tA", "s1", "", "0.9", "11.0"], ["tA", "s2", "", "0.2", "-2.0"],
+      ["tA", "s3", "", "0.6", "4.0"]]
+  np.testing.assert_allclose([float(r[4]) for r in rows[1:]], RER.T.reshape(-1))
+  for target, x, y in (("tA", [0.9, 0.2, 0.6], RER[:, 0]), ("tB", [0.1, 0.8, 0.5], RER[:, 1])):
     expected = stats.pearsonr(x, y)
     got = on_disk["similarity"]["correlations"][target]
     assert got["pearson_r"] == pytest.approx(expected.statistic)
@@ -208,3 +215,76 @@ def test_bad_results_leave_an_existing_analysis_untouched(results_csv, tmp_path)
     analysis.run_analysis(str(bad), str(out))
   assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
+
+
+def per_run_similarity_csv(path):
+  """Runs <task>@<seed>: s1 and s2 (seeds 0, 1) and the target tA (seeds 0, 1); tB and s3 are
+  absent. Similarity to tA's two runs: s1@0 0.8, 0.6; s1@1 0.5, 0.3; s2@0 0.2, 0.0; s2@1 0.3,
+  0.1; every other pair 0.5, 1 on the diagonal."""
+  labels = ["s1@0", "s1@1", "s2@0", "s2@1", "tA@0", "tA@1"]
+  matrix = np.full((6, 6), 0.5)
+  np.fill_diagonal(matrix, 1.0)
+  for row, values in zip(range(4), ((0.8, 0.6), (0.5, 0.3), (0.2, 0.0), (0.3, 0.1))):
+    matrix[row, 4:] = matrix[4:, row] = values
+  lines = ["task," + ",".join(labels)]
+  lines += [label + "," + ",".join(repr(float(v)) for v in row)
+            for label, row in zip(labels, matrix)]
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+def test_per_run_similarity_one_point_per_source_prompt(results_csv, tmp_path):
+  """SPoT Figures 5/8: x = the source prompt's similarity to the target's runs (averaged),
+  y = the relative error reduction of the transfer from that prompt (baseline tA = 61)."""
+  out = tmp_path / "analysis"
+  summary = analysis.run_analysis(str(results_csv), str(out),
+                                  str(per_run_similarity_csv(tmp_path / "runs.csv")))
+  rows = read_csv(out / "similarity_vs_transfer.csv")[1:]
+  assert [r[:3] for r in rows] == [["tA", "s1", "0"], ["tA", "s1", "1"], ["tA", "s2", "0"],
+                                   ["tA", "s2", "1"]]
+  x, y = [0.7, 0.4, 0.1, 0.2], [900 / 39, 1300 / 39, -300 / 39, -100 / 39]  # 70 74 58 60
+  np.testing.assert_allclose([float(r[3]) for r in rows], x)
+  np.testing.assert_allclose([float(r[4]) for r in rows], y)
+  expected = stats.pearsonr(x, y)
+  corr = summary["similarity"]["correlations"]["tA"]
+  assert corr["pearson_r"] == pytest.approx(expected.statistic) and corr["num_points"] == 4
+  assert "tB: not in the similarity matrix, no similarity plot" in summary["notes"]
+  assert "tA: sources ['s3@0', 's3@1'] not in the similarity matrix, left out" in (
+      summary["notes"])
+  # Figure 7 (per run) and the task-level heatmap averaged over run pairs.
+  for name in ("run_similarity_heatmap.png", "task_similarity_heatmap.png",
+               "similarity_vs_transfer/tA.png"):
+    assert png_size(out / name)[0] >= 200, name
+
+
+def test_similarity_labels_must_be_all_tasks_or_all_runs(results_csv, tmp_path):
+  path = tmp_path / "mixed.csv"
+  path.write_text("task,s1@0,tA\ns1@0,1,0.5\ntA,0.5,1\n")
+  with pytest.raises(StudyTableError, match="either tasks or runs"):
+    analysis.run_analysis(str(results_csv), str(tmp_path / "out"), str(path))
+
+
+def test_glue_and_superglue_averages(tmp_path, capsys):
+  """SPoT Tables 1 and 4: per source, the mean over the benchmark's tasks of the task scores,
+  and the std over seeds of the per-seed benchmark averages."""
+  scores = {("none", "glue_cola"): (50, 52), ("none", "glue_rte"): (60, 64),
+            ("none", "super_glue_cb"): (80, 84), ("glue_mnli", "glue_cola"): (54, 56),
+            ("glue_mnli", "glue_rte"): (70, 72), ("glue_mnli", "super_glue_cb"): (90, 92)}
+  path = tmp_path / "results.csv"
+  results.write_results(str(path), result_rows(scores))
+  benchmarks, notes = analysis.benchmark_averages(results.read_results(str(path)))
+  glue, superglue = benchmarks["glue"], benchmarks["superglue"]
+  assert glue["tasks"] == ["glue_cola", "glue_rte"] and not glue["complete"]
+  assert "glue_mnli" in glue["missing_tasks"] and len(superglue["missing_tasks"]) == 7
+  # none: cola 51, rte 62 -> 56.5; per seed (50 + 60) / 2 = 55, (52 + 64) / 2 = 58.
+  assert glue["scores"]["none"] == {"mean": 56.5, "std": pytest.approx(3 / math.sqrt(2)),
+                                    "seeds": 2}
+  assert glue["scores"]["glue_mnli"]["mean"] == 63.0  # (55 + 71) / 2
+  assert superglue["scores"]["glue_mnli"] == {"mean": 91.0, "std": pytest.approx(math.sqrt(2)),
+                                              "seeds": 2}
+  assert notes[0].startswith("glue: average over 2 of 8 tasks")
+  from spot_jax.cli.main import main
+  assert main(["study", "analyze", str(path), "--out", str(tmp_path / "a")]) == 0
+  printed = capsys.readouterr().out
+  assert "glue (2 tasks)" in printed and "56.50 +- 2.12" in printed
+  assert read_csv(tmp_path / "a" / "benchmarks.csv")[1][:3] == ["none", "glue", "56.5"]

@@ -210,14 +210,15 @@ def test_cli_evaluate_rejects_incomplete_predictions(tmp_path, capsys):
 def test_cli_analyze_prints_summary(tmp_path, capsys):
   results_csv, _ = write_tables(tmp_path)
   assert main(["study", "analyze", str(results_csv), "--out", str(tmp_path / "a"),
-               "--threshold", "4"]) == 0
+               "--threshold", "10"]) == 0
   lines = capsys.readouterr().out.splitlines()
   assert lines[0].split() == ["target", "baseline", "best", "source", "best", "score", "gain"]
   assert lines[1].split() == ["t1", "65.00", "b", "80.00", "+15.00"]
   assert lines[2].split() == ["t2", "45.00", "d", "55.00", "+10.00"]
   assert lines[3] == "mean oracle gain: +12.50 over 2 targets (score)"
-  # Gains > 4: t1 b 15, d 10, a 5; t2 d 10, a 5 -> 5 of 8 pairs.
-  assert lines[4] == "positive transfers (gain > 4): 5 of 8 pairs"
+  # Relative error reduction > 10%: t1 (room 35) b 42.9, d 28.6, a 14.3; t2 (room 55) d 18.2,
+  # not a 9.1 -> 4 of 8 pairs.
+  assert lines[4] == "positive transfers (relative error reduction > 10%): 4 of 8 pairs"
   assert (tmp_path / "a" / "transfer_heatmap.png").exists()
   bad = tmp_path / "bad.csv"
   bad.write_text("source,target,seed\n")

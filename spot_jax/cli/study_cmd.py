@@ -1,6 +1,6 @@
 """`spot-jax study analyze|evaluate`: transfer matrices and plots, and ranking evaluation.
 
-  spot-jax study analyze results.csv --out analysis/ [--similarity similarity.csv]
+  spot-jax study analyze results.csv --out analysis/ [--similarity similarity.csv] [--threshold 10]
   spot-jax study evaluate results.csv --predictions predictions.csv [--k_max 10] [--out r.json]
   spot-jax study evaluate results.csv --baseline random|data_size [--sizes sizes.csv]
 
@@ -33,10 +33,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                        "`none` = the target trained from scratch)")
   analyze.add_argument("--out", required=True, help="output directory")
   analyze.add_argument("--similarity", default=None,
-                       help="task-similarity CSV (spot-jax library similarity) for the "
-                            "similarity heatmap and similarity-vs-transfer plots")
+                       help="similarity CSV (spot-jax library similarity) over tasks, or over "
+                            "runs <task>@<seed> (--per_run: one point per source prompt and "
+                            "the per-run heatmap), for the similarity heatmaps and the "
+                            "similarity vs relative error reduction plots")
   analyze.add_argument("--threshold", type=float, default=0.0,
-                       help="a transfer is positive when its gain exceeds this (default 0)")
+                       help="a transfer is positive when its relative error reduction (%%) "
+                            "exceeds this (default 0; SPoT Table 7 uses 10)")
   analyze.add_argument("--metric_name", default=None,
                        help="metric name for labels (default: the CSV's metric column)")
   analyze.set_defaults(func=run_analyze)

@@ -1,10 +1,13 @@
-"""Transfer matrices, gains, oracle sources and the SPoT figures of a results table.
+"""Transfer matrices, gains, oracle sources, benchmark averages and the SPoT figures.
 
 For a target t with baseline mean b (the `none` rows) and a source s with mean score m:
   absolute gain             m - b
   relative error reduction  (m - b) / (100 - b) * 100   (NaN when b == 100, noted in summary)
 The oracle source of t is the source with the highest mean score, among the sources other than
-t itself (a source equal to its target stays in the matrices but is not a transfer).
+t itself (a source equal to its target stays in the matrices but is not a transfer). A positive
+transfer is a pair whose relative error reduction exceeds the threshold (SPoT Table 7: 10%).
+Benchmark averages (SPoT Tables 1 and 4) are GLUE's and SuperGLUE's: the mean over the
+benchmark's tasks of each task's score (a score being the mean of the task's metrics).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import numpy as np
 from scipy import stats
 
 from spot_jax.study import plots
-from spot_jax.study.results import (BASELINE, Aggregate, Results, aggregate, format_table,
-                                    read_results, read_similarity_matrix,
+from spot_jax.study.results import (BASELINE, Aggregate, Results, StudyTableError, aggregate,
+                                    format_table, read_results, read_similarity_matrix,
                                     relative_error_reduction, write_csv, write_json,
                                     write_matrix)
 
@@ -63,7 +66,8 @@ def _number(value: Any) -> float | None:
 
 
 def summarize(analysis: TransferAnalysis, threshold: float = 0.0) -> dict[str, Any]:
-  """Per-target baseline and oracle, mean oracle gain, and the positive transfers."""
+  """Per-target baseline and oracle, mean oracle gain, and the positive transfers: the pairs
+  whose relative error reduction exceeds `threshold` percent (SPoT Table 7 uses 10)."""
   targets, notes, oracle_gains = {}, [], []
   for j, target in enumerate(analysis.targets):
     entry: dict[str, Any] = {
@@ -86,13 +90,13 @@ def summarize(analysis: TransferAnalysis, threshold: float = 0.0) -> dict[str, A
     else:
       notes.append(f"{target}: no source other than the baseline, no oracle")
     targets[target] = entry
+  rer = analysis.relative_error_reduction
   positive = [
       {"source": analysis.sources[i], "target": analysis.targets[j],
-       "gain": float(analysis.gain[i, j]),
-       "relative_error_reduction": _number(analysis.relative_error_reduction[i, j])}
+       "gain": float(analysis.gain[i, j]), "relative_error_reduction": float(rer[i, j])}
       for j in range(len(analysis.targets)) for i in analysis.candidates(j)
-      if analysis.gain[i, j] > threshold]
-  positive.sort(key=lambda p: (-p["gain"], p["source"], p["target"]))
+      if np.isfinite(rer[i, j]) and rer[i, j] > threshold]
+  positive.sort(key=lambda p: (-p["relative_error_reduction"], p["source"], p["target"]))
   num_pairs = sum(analysis.candidates(j).size for j in range(len(analysis.targets)))
   return {"targets": targets,
           "mean_oracle_gain": _number(np.mean(oracle_gains)) if oracle_gains else None,
@@ -100,6 +104,46 @@ def summarize(analysis: TransferAnalysis, threshold: float = 0.0) -> dict[str, A
           "num_positive_transfers": len(positive), "num_transfer_pairs": int(num_pairs),
           "num_targets": len(analysis.targets), "num_sources": len(analysis.sources),
           "notes": notes}
+
+
+def benchmark_averages(results: Results) -> tuple[dict[str, Any], list[str]]:
+  """GLUE and SuperGLUE averages per source (SPoT Tables 1 and 4), and notes.
+
+  A benchmark's average is the mean over its tasks among the targets of the source's mean task
+  score (a task score = the mean of its metrics, as results.csv holds it); `std` is the sample
+  std over the seeds that ran every one of those tasks of the per-seed averages (Table 1
+  reports mean and std over 3 seeds; 0 with one seed). `complete` says whether every task of
+  the benchmark (`tasks.registry.GLUE`: 8 tasks, WNLI excluded as in SPoT; `SUPERGLUE`: 8)
+  was a target; otherwise the average covers only the listed tasks.
+  """
+  from tasks import registry
+  table = aggregate(results)
+  out, notes = {}, []
+  for name, members in (("glue", registry.GLUE), ("superglue", registry.SUPERGLUE)):
+    tasks = [t for t in table.targets if registry.base_name(t) in members]
+    if not tasks:
+      continue
+    missing = sorted(set(members) - {registry.base_name(t) for t in tasks})
+    if missing:
+      notes.append(f"{name}: average over {len(tasks)} of {len(members)} tasks "
+                   f"(no results for {missing})")
+    columns = [table.targets.index(t) for t in tasks]
+    scores = {}
+    for i, source in enumerate(table.sources):
+      means = table.mean[i, columns]
+      if not np.isfinite(means).all():
+        continue
+      per_seed = {}
+      for s, t, seed, v in zip(results.source, results.target, results.seed, results.score):
+        if s == source and t in tasks:
+          per_seed.setdefault(seed, {})[t] = float(v)
+      averages = [np.mean(list(v.values())) for v in per_seed.values() if len(v) == len(tasks)]
+      scores[source] = {"mean": float(np.mean(means)),
+                        "std": float(np.std(averages, ddof=1)) if len(averages) >= 2 else 0.0,
+                        "seeds": len(averages)}
+    out[name] = {"tasks": tasks, "complete": not missing, "missing_tasks": missing,
+                 "scores": scores}
+  return out, notes
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float, str | None]:
@@ -113,33 +157,76 @@ def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float, str | None]:
   return float(result.statistic), float(result.pvalue), None
 
 
-def similarity_vs_transfer(analysis: TransferAnalysis, tasks: Sequence[str],
-                           similarity: np.ndarray) -> tuple[list[tuple[str, str, float, float]],
-                                                            dict[str, dict[str, Any]], list[str]]:
-  """Rows (target, source, similarity, gain), Pearson r/p per target, and notes.
+RUN_SEPARATOR = "@"
 
-  similarity [T, T] over `tasks`; pairs whose source or target is not in `tasks` are skipped.
+
+def split_run_label(label: str) -> tuple[str, str | None]:
+  """`glue_mnli@1` -> ("glue_mnli", "1"): one run (task, seed) of a per-run similarity matrix;
+  a plain task name -> (task, None)."""
+  task, separator, seed = label.rpartition(RUN_SEPARATOR)
+  return (task, seed) if separator and task and seed else (label, None)
+
+
+def similarity_vs_transfer(analysis: TransferAnalysis, results: Results, labels: Sequence[str],
+                           similarity: np.ndarray
+                           ) -> tuple[list[tuple[str, str, str, float, float, float]],
+                                      dict[str, dict[str, Any]], list[str]]:
+  """Rows (target, source, seed, similarity, relative error reduction, gain), Pearson r/p of
+  similarity vs relative error reduction per target, and notes (SPoT Figures 5 and 8).
+
+  similarity [N, N] over `labels`. With task labels there is one point per source task: its
+  mean score over seeds, x = similarity[source, target]. With run labels (`<task>@<seed>`, as
+  `spot-jax library similarity --per_run` writes them) there is one point per source prompt,
+  as in SPoT: the transfer run of that seed, x = its similarity to the target's runs, averaged
+  over them. y is always the relative error reduction over the baseline mean.
   """
-  index = {t: i for i, t in enumerate(tasks)}
+  split = [split_run_label(label) for label in labels]
+  per_run = any(seed is not None for _, seed in split)
+  if per_run and not all(seed is not None for _, seed in split):
+    raise StudyTableError("A similarity matrix labels either tasks or runs (<task>@<seed>), "
+                          f"not both; got {list(labels)[:6]}")
+  index = {label: i for i, label in enumerate(labels)}
+  runs_of: dict[str, list[int]] = {}
+  for i, (task, _) in enumerate(split):
+    runs_of.setdefault(task, []).append(i)
   rows, correlations, notes = [], {}, []
   for j, target in enumerate(analysis.targets):
-    if target not in index:
+    if target not in runs_of:
       notes.append(f"{target}: not in the similarity matrix, no similarity plot")
       continue
-    candidates = [i for i in analysis.candidates(j) if analysis.sources[i] in index]
-    missing = [analysis.sources[i] for i in analysis.candidates(j)
-               if analysis.sources[i] not in index]
+    baseline = analysis.baseline_mean[j]
+    missing, points = [], []
+    for i in analysis.candidates(j):
+      source = analysis.sources[i]
+      if not per_run:
+        if source in index:
+          points.append((source, "", similarity[index[source], index[target]],
+                         analysis.mean[i, j]))
+        else:
+          missing.append(source)
+        continue
+      for s, t, seed, score in zip(results.source, results.target, results.seed, results.score):
+        if s == source and t == target:
+          if f"{source}{RUN_SEPARATOR}{seed}" in index:
+            row = index[f"{source}{RUN_SEPARATOR}{seed}"]
+            points.append((source, seed, float(np.mean(similarity[row, runs_of[target]])),
+                           float(score)))
+          else:
+            missing.append(f"{source}{RUN_SEPARATOR}{seed}")
     if missing:
       notes.append(f"{target}: sources {missing} not in the similarity matrix, left out")
-    x = np.array([similarity[index[analysis.sources[i]], index[target]] for i in candidates])
-    y = np.array([analysis.gain[i, j] for i in candidates])
-    rows += [(target, analysis.sources[i], float(xi), float(yi))
-             for i, xi, yi in zip(candidates, x, y)]
-    r, p, note = pearson(x, y)
+    if not np.isfinite(relative_error_reduction(0.0, baseline)):
+      notes.append(f"{target}: baseline is 100, no relative error reduction to plot")
+      continue
+    target_rows = [(target, source, seed, float(x), float(relative_error_reduction(m, baseline)),
+                    float(m - baseline)) for source, seed, x, m in points]
+    rows += target_rows
+    r, p, note = pearson(np.array([row[3] for row in target_rows]),
+                         np.array([row[4] for row in target_rows]))
     if note:
       notes.append(f"{target}: {note}")
     correlations[target] = {"pearson_r": _number(r), "p_value": _number(p),
-                            "num_sources": len(candidates)}
+                            "num_points": len(target_rows)}
   return rows, correlations, notes
 
 
@@ -169,31 +256,57 @@ def run_analysis(results_path: str, out_dir: str, similarity_path: str | None = 
       os.path.join(out_dir, "transfer_heatmap.png"),
       f"Transfer over the no-transfer baseline ({metric})",
       "relative error reduction (%)" if use_rer else f"gain ({metric})")
-  if similarity is not None:
-    from spot_jax.library import plots as library_plots  # The library's clustered heatmap.
-    tasks, matrix = similarity
-    library_plots.similarity_heatmap(
-        tasks, matrix, os.path.join(out_dir, "task_similarity_heatmap.png"), "Task similarity")
-    rows, correlations, notes = similarity_vs_transfer(analysis, tasks, matrix)
-    write_csv(os.path.join(out_dir, "similarity_vs_transfer.csv"),
-              ["target", "source", "similarity", "gain"], rows)
-    for target, corr in correlations.items():
-      points = [(s, x, y) for t, s, x, y in rows if t == target]
-      if not points:
-        continue
-      labels, x, y = zip(*points)
-      r, p = corr["pearson_r"], corr["p_value"]
-      title = (f"{target}: Pearson r = {r:.3f}, p = {p:.3g}" if r is not None
-               else f"{target}: Pearson r undefined")
-      plots.similarity_scatter(labels, np.array(x), np.array(y),
-                               os.path.join(out_dir, "similarity_vs_transfer", f"{target}.png"),
-                               title, "similarity of the source to the target",
-                               f"gain over the baseline ({metric})")
-    summary["similarity"] = {"matrix": os.path.abspath(similarity_path),
-                             "correlations": correlations}
+  benchmarks, notes = benchmark_averages(results)
+  if benchmarks:
+    summary["benchmarks"] = benchmarks
     summary["notes"] += notes
+    write_csv(os.path.join(out_dir, "benchmarks.csv"),
+              ["source", "benchmark", "mean", "std", "seeds", "num_tasks"],
+              [(source, name, v["mean"], v["std"], v["seeds"], len(b["tasks"]))
+               for name, b in benchmarks.items() for source, v in b["scores"].items()])
+  if similarity is not None:
+    summary["similarity"] = write_similarity_figures(analysis, results, *similarity, out_dir)
+    summary["similarity"]["matrix"] = os.path.abspath(similarity_path)
+    summary["notes"] += summary["similarity"].pop("notes")
   write_json(os.path.join(out_dir, "summary.json"), summary)
   return summary
+
+
+def write_similarity_figures(analysis: TransferAnalysis, results: Results, labels: list[str],
+                             matrix: np.ndarray, out_dir: str) -> dict[str, Any]:
+  """Similarity heatmaps (SPoT Figure 4; per run, Figure 7), `similarity_vs_transfer.csv` and
+  similarity vs relative error reduction per target (Figures 5 and 8).
+
+  Returns {"correlations": per target, "notes": [...]}.
+  """
+  from spot_jax.library import plots as library_plots  # The library's clustered heatmap.
+  from spot_jax.library.similarity import group_average
+  rows, correlations, notes = similarity_vs_transfer(analysis, results, labels, matrix)
+  runs = [split_run_label(label) for label in labels]
+  task_labels, task_matrix = labels, matrix
+  if any(seed is not None for _, seed in runs):
+    library_plots.similarity_heatmap(labels, matrix,
+                                     os.path.join(out_dir, "run_similarity_heatmap.png"),
+                                     "Task embedding similarity per run (<task>@<seed>)")
+    task_labels, task_matrix = group_average(matrix, [task for task, _ in runs])
+  library_plots.similarity_heatmap(task_labels, task_matrix,
+                                   os.path.join(out_dir, "task_similarity_heatmap.png"),
+                                   "Task similarity")
+  write_csv(os.path.join(out_dir, "similarity_vs_transfer.csv"),
+            ["target", "source", "seed", "similarity", "relative_error_reduction", "gain"], rows)
+  for target, corr in correlations.items():
+    points = [(source, x, y) for t, source, _, x, y, _ in rows if t == target]
+    if not points:
+      continue
+    names, x, y = zip(*points)
+    r, p = corr["pearson_r"], corr["p_value"]
+    title = (f"{target}: Pearson r = {r:.3f}, p = {p:.3g}" if r is not None
+             else f"{target}: Pearson r undefined")
+    plots.similarity_scatter(names, np.array(x), np.array(y),
+                             os.path.join(out_dir, "similarity_vs_transfer", f"{target}.png"),
+                             title, "similarity of the source to the target",
+                             "relative error reduction (%)")
+  return {"correlations": correlations, "notes": notes}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -207,7 +320,19 @@ def format_summary(summary: dict[str, Any]) -> str:
   lines = format_table(rows)
   lines.append(f"mean oracle gain: {number(summary['mean_oracle_gain'], sign=True)} over "
                f"{summary['num_targets']} targets ({summary['metric']})")
-  lines.append(f"positive transfers (gain > {summary['threshold']:g}): "
+  lines.append(f"positive transfers (relative error reduction > {summary['threshold']:g}%): "
                f"{summary['num_positive_transfers']} of {summary['num_transfer_pairs']} pairs")
+  benchmarks = summary.get("benchmarks", {})
+  if benchmarks:
+    names = list(benchmarks)
+    sources = list(dict.fromkeys(s for b in benchmarks.values() for s in b["scores"]))
+    rows = [("source", *(f"{n} ({len(benchmarks[n]['tasks'])} tasks)" for n in names))]
+    for source in sources:
+      cells = []
+      for n in names:
+        v = benchmarks[n]["scores"].get(source)
+        cells.append("-" if v is None else f"{v['mean']:.2f} +- {v['std']:.2f}")
+      rows.append((source, *cells))
+    lines += [""] + format_table(rows)
   lines += [f"note: {n}" for n in summary["notes"]]
   return "\n".join(lines)
