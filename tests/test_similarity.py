@@ -161,3 +161,22 @@ def test_task_similarity_needs_entries(tmp_path):
   library = PromptLibrary(str(tmp_path / "empty"), create=True)
   with pytest.raises(LibraryError, match="no entries"):
     similarity.task_similarity(library, "cosine")
+
+
+def test_run_similarity_has_one_row_per_seeded_entry(two_task_library, tmp_path):
+  labels, matrix = similarity.run_similarity(two_task_library, "cosine")
+  assert labels == ["x@0", "x@1", "y@0"]
+  r = 1 / SQRT2
+  np.testing.assert_allclose(matrix, [[1, 0, r], [0, 1, r], [r, r, 1]], atol=1e-7)
+  # The task-level matrix is its average over run pairs (self-pairs left out).
+  _, tasks = similarity.task_similarity(two_task_library, "cosine")
+  assert tasks[0, 1] == pytest.approx(matrix[:2, 2].mean())
+  model = ModelIdentity("tiny", 2, "fp")
+  two_task_library.add(task="y", value=np.ones((2, 2)), key=np.ones((2, 2)), model=model,
+                       seed=0, entry_id="y_again")
+  with pytest.raises(LibraryError, match=r"\['y@0'\]; keep one entry per task and seed"):
+    similarity.run_similarity(two_task_library, "cosine")
+  library = PromptLibrary(str(tmp_path / "unseeded"), create=True)
+  library.add(task="z", value=np.ones((2, 2)), key=np.ones((2, 2)), model=model)
+  with pytest.raises(LibraryError, match="have no seed"):
+    similarity.run_similarity(library, "cosine")

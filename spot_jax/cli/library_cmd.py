@@ -7,6 +7,7 @@
       --fingerprint FP [--num_virtual_tokens N]
   spot-jax library list --library LIB [--task T] [--model FP]
   spot-jax library similarity --library LIB --metric cosine --out SIM.csv [--plot SIM.png]
+      [--per_run]
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   sim.add_argument("--center", action="store_true", help="subtract the library's mean key")
   sim.add_argument("--model", default=None,
                    help="the frozen model (fingerprint or name); needed when several")
+  sim.add_argument("--per_run", action="store_true",
+                   help="one row per entry, labelled <task>@<seed> (SPoT Figure 7; `spot-jax "
+                        "study analyze --similarity` then plots one point per source prompt)")
   sim.add_argument("--out", required=True, help="the CSV file to write")
   sim.add_argument("--plot", default=None, help="also save a clustered heatmap PNG here")
 
@@ -158,10 +162,12 @@ def run_similarity(args: argparse.Namespace) -> int:
   from spot_jax.library import similarity
   from spot_jax.fileio import atomic_write_bytes
   library = _open(args)
-  tasks, matrix = similarity.task_similarity(library, args.metric, center_keys=args.center,
-                                             model=_model(library, args.model))
+  compute = similarity.run_similarity if args.per_run else similarity.task_similarity
+  tasks, matrix = compute(library, args.metric, center_keys=args.center,
+                          model=_model(library, args.model))
   atomic_write_bytes(os.path.abspath(args.out), similarity_csv(tasks, matrix).encode())
-  print(f"Wrote the {len(tasks)}x{len(tasks)} {args.metric} task similarity to {args.out}")
+  print(f"Wrote the {len(tasks)}x{len(tasks)} {args.metric} "
+        f"{'run' if args.per_run else 'task'} similarity to {args.out}")
   if args.plot:
     from spot_jax.library.plots import similarity_heatmap
     os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)

@@ -183,9 +183,12 @@ def group_average(matrix: np.ndarray, groups: list[str]) -> tuple[list[str], np.
   return names, out
 
 
-def task_similarity(library: Any, metric: str, *, center_keys: bool = False,
-                    model: Any = None) -> tuple[list[str], np.ndarray]:
-  """(tasks sorted, [T, T]): similarity of each task pair averaged over their entries.
+RUN_SEPARATOR = "@"  # a run's label in a per-run similarity matrix: `<task>@<seed>`.
+
+
+def entry_similarity(library: Any, metric: str, *, center_keys: bool = False,
+                     model: Any = None) -> tuple[list[Any], np.ndarray]:
+  """(entries, [N, N]): the similarity of every pair of library entries' keys.
 
   Keys come from `library` (a PromptLibrary) for one frozen model (`model`, or the only one).
   With `center_keys`, the library's mean key is subtracted first.
@@ -200,4 +203,29 @@ def task_similarity(library: Any, metric: str, *, center_keys: bool = False,
                          + (f" for model {model}" if model is not None else ""))
   if center_keys:
     keys = center(keys)
-  return group_average(pairwise(metric, keys), [e.task for e in entries])
+  return entries, pairwise(metric, keys)
+
+
+def task_similarity(library: Any, metric: str, *, center_keys: bool = False,
+                    model: Any = None) -> tuple[list[str], np.ndarray]:
+  """(tasks sorted, [T, T]): similarity of each task pair averaged over their entries."""
+  entries, matrix = entry_similarity(library, metric, center_keys=center_keys, model=model)
+  return group_average(matrix, [e.task for e in entries])
+
+
+def run_similarity(library: Any, metric: str, *, center_keys: bool = False,
+                   model: Any = None) -> tuple[list[str], np.ndarray]:
+  """(labels `<task>@<seed>` sorted, [N, N]): one row per entry (prompt tuning run), as SPoT
+  Figure 7 shows them; every entry needs a seed, and one entry per (task, seed)."""
+  entries, matrix = entry_similarity(library, metric, center_keys=center_keys, model=model)
+  unseeded = [e.id for e in entries if e.seed is None]
+  if unseeded:
+    raise LibraryError(f"Entries {unseeded[:5]} have no seed, so no run label <task>@<seed>; "
+                       "use the task-level similarity, or add them with their seed")
+  labels = [f"{e.task}{RUN_SEPARATOR}{e.seed}" for e in entries]
+  repeated = sorted({label for label in labels if labels.count(label) > 1})
+  if repeated:
+    raise LibraryError(f"Several entries are the run {repeated[:5]}; keep one entry per task "
+                       "and seed (or filter the library by model) for a per-run matrix")
+  order = np.argsort(labels, kind="stable")
+  return [labels[i] for i in order], matrix[np.ix_(order, order)]

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
+from spot_jax.library.similarity import RUN_SEPARATOR
 from spot_jax.study import plots
 from spot_jax.study.results import (BASELINE, Aggregate, Results, StudyTableError, aggregate,
                                     format_table, read_results, read_similarity_matrix,
@@ -155,9 +156,6 @@ def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float, str | None]:
     return math.nan, math.nan, "constant input, correlation undefined"
   result = stats.pearsonr(x, y)
   return float(result.statistic), float(result.pvalue), None
-
-
-RUN_SEPARATOR = "@"
 
 
 def split_run_label(label: str) -> tuple[str, str | None]:
