@@ -107,7 +107,7 @@ def test_shipped_specs_load_and_match_the_registry():
   generic = load_spec(str(PROJECT_ROOT / "gin_configs/study/spot_generic.yaml"))
   assert (generic.source_steps, generic.target_steps) == (2**18, 2**18)
   assert {"spot_mix_glue", "glue_mnli"} <= set(generic.sources)
-  assert set(generic.targets) == set(registry.glue_tasks() + registry.superglue_tasks())
+  assert set(generic.targets) == set(registry.GLUE + registry.SUPERGLUE)
   for spec in (spot, generic):
     assert (spec.source_prompt_init, spec.baseline_prompt_init) == ("sampled_vocab",
                                                                      "class_labels")
