@@ -160,17 +160,16 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
       train_steps=cfg.train_steps, key_step=cfg.key_step, eval_metric=cfg.eval_metric,
       prompt_init=cfg.prompt_init, max_train_examples=cfg.max_train_examples,
       max_eval_examples=cfg.max_eval_examples)
-  if cfg.step_offset is None:
-    summary.step_offset, summary.step_offset_source = step_offset(loaded, cfg.model)
-  else:
-    summary.step_offset, summary.step_offset_source = cfg.step_offset, "STEP_OFFSET"
+  offset = (step_offset(loaded, cfg.model) if cfg.step_offset is None
+            else (cfg.step_offset, "STEP_OFFSET"))
+  summary.step_offset, summary.step_offset_source = offset
   run_dir.check_compatible(cfg.model_dir, summary, cfg.overwrite)
   os.makedirs(cfg.model_dir, exist_ok=True)
   if is_chief and gin_config:
     atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN), gin_config.encode())
 
   optimizer = prompt_adafactor(cfg.learning_rate, cfg.decay_rate, cfg.clipping_threshold,
-                               cfg.weight_decay, step_offset=summary.step_offset)
+                               cfg.weight_decay, step_offset=offset[0])
   state = init_train_state(initial_prompt(cfg, frozen_params, model.config.emb_dim),
                            optimizer, cfg.seed)
   checkpointer = checkpointer_lib.TrainStateCheckpointer(cfg.model_dir, cfg.keep_train_states)
@@ -178,6 +177,7 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
     state = checkpointer.restore(state)
     summary = run_dir.read_summary(cfg.model_dir)
     summary.train_steps = cfg.train_steps
+    summary.step_offset, summary.step_offset_source = offset
   elif is_chief:
     run_dir.save_prompt(cfg.model_dir, 0, np.asarray(state.prompt))
   start_step = int(state.step)
