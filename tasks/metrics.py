@@ -234,3 +234,8 @@ def metric_fns(names: Sequence[str]) -> list[MetricFn]:
   if unknown:
     raise KeyError(f"Unknown metrics {unknown}; known: {sorted(METRIC_FNS)}")
   return [METRIC_FNS[n] for n in names]
+
+
+# Sequence labelling (tasks.sequence_labelling): token accuracy and seqeval span F1.
+from tasks import sequence_labelling as _sequence_labelling  # noqa: E402  pylint: disable=wrong-import-position
+METRIC_FNS = {**METRIC_FNS, **_sequence_labelling.METRIC_FNS}
