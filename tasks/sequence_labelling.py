@@ -140,6 +140,8 @@ def tagging(ds, *, benchmark: str, tokens_key: str = "tokens", tags_key: str = "
             tag_names: Optional[Sequence[str]] = None):
   """Words + tags -> `<benchmark> sentence: w1 .. wn` / `t1 .. tn`, keeping "num_words".
 
+  Words and tags are paired one to one (extra words or tags of corrupt data are dropped).
+
   Tags are strings, or class ids when `tag_names` is given (TFDS ClassLabel sequences).
   """
   import seqio  # pylint: disable=import-outside-toplevel
@@ -152,6 +154,9 @@ def tagging(ds, *, benchmark: str, tokens_key: str = "tokens", tags_key: str = "
     tags = tf.reshape(preprocessors.feature(ex, tags_key), [-1])
     if tag_names is not None:
       tags = tf.gather(tf.constant(list(tag_names)), tf.cast(tags, tf.int64))
+    # Words and tags pair up one to one; a longer list (corrupt data) is cut to the shorter.
+    n = tf.minimum(tf.size(words), tf.size(tags))
+    words, tags = words[:n], tags[:n]
     sentence = tf.strings.reduce_join(words, separator=" ")
     return {"inputs": preprocessors.join_fields(benchmark, [("sentence", sentence)]),
             "targets": tf.strings.reduce_join(escape_tags_tf(tags), separator=" "),
