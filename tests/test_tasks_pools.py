@@ -234,6 +234,19 @@ def test_paper_sizes_cover_the_pools_and_match_what_was_typed():
         assert train > 0 and dev > 0, name
 
 
+@pytest.mark.parametrize("group,count", [("affinity_pool", 44), ("affinity_targets", 6),
+                                         ("tupate_cr", 11), ("tupate_qa", 11)])
+def test_tasks_list_prints_each_pool_with_its_sources(group, count, capsys):
+  from spot_jax.cli import main as cli
+  assert cli.main(["tasks", "list", "--group", group]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].split()[:2] == ["task", "source"]
+  rows = {line.split()[0]: line.split() for line in lines[1:]}
+  assert list(rows) == registry.tasks_in_group(group) and len(rows) == count
+  for name, row in rows.items():
+    assert row[1] == registry.get_info(name).source
+
+
 def test_sources_are_visible_and_offline():
   expected = {"imdb": "tfds:imdb_reviews/plain_text:1.0.0",
               "scitail": "hf:allenai/scitail/tsv_format",
