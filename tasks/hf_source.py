@@ -187,12 +187,7 @@ class HfDataSource(seqio.DataSource):
     if self._jsonl_path(split):
       return self._jsonl.get_dataset(split, shuffle=shuffle, seed=seed, shard_info=shard_info)
     data = self._load(split)
-    signature = {k: tf.TensorSpec(sources._FIELD_SHAPES.get(v, ()), sources._FIELD_TYPES[v])  # pylint: disable=protected-access
-                 for k, v in self._schema.items()}
-    ds = tf.data.Dataset.from_generator(lambda: self._rows(data), output_signature=signature)
-    if shard_info:
-      ds = ds.shard(shard_info.num_shards, shard_info.index)
-    return ds
+    return sources.records_dataset(lambda: self._rows(data), self._schema, shard_info)
 
   def num_input_examples(self, split: str) -> Optional[int]:
     """The JSONL override's line count, else the known size, else None."""

@@ -188,6 +188,17 @@ class SplitFilteredDataSource(seqio.DataSource):
     return None if split in self._filters else self._source.num_input_examples(split)
 
 
+def records_dataset(records, schema: Mapping[str, str],
+                    shard_info: Optional[seqio.ShardInfo] = None) -> tf.data.Dataset:
+  """A tf.data pipeline over `records()` (dicts with `schema`'s fields and kinds)."""
+  signature = {k: tf.TensorSpec(_FIELD_SHAPES.get(v, ()), _FIELD_TYPES[v])
+               for k, v in schema.items()}
+  ds = tf.data.Dataset.from_generator(records, output_signature=signature)
+  if shard_info:
+    ds = ds.shard(shard_info.num_shards, shard_info.index)
+  return ds
+
+
 class JsonlDataSource(seqio.DataSource):
   """`<data dir>/<task>/<split>.jsonl` with a fixed schema, resolved when read.
 
@@ -263,12 +274,7 @@ class JsonlDataSource(seqio.DataSource):
                   seed: Optional[int] = None, shard_info: Optional[seqio.ShardInfo] = None,
                   **kwargs: Any) -> tf.data.Dataset:
     path = self._checked_path(split)
-    signature = {k: tf.TensorSpec(_FIELD_SHAPES.get(v, ()), _FIELD_TYPES[v])
-                 for k, v in self._schema.items()}
-    ds = tf.data.Dataset.from_generator(lambda: self._records(path), output_signature=signature)
-    if shard_info:
-      ds = ds.shard(shard_info.num_shards, shard_info.index)
-    return ds
+    return records_dataset(lambda: self._records(path), self._schema, shard_info)
 
   def num_input_examples(self, split: str) -> Optional[int]:
     """Known size, else the number of non-empty lines of the file, else None."""
