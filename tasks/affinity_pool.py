@@ -40,7 +40,7 @@ conll2012_pos / ontonotes_ner  hf ontonotes/conll2012_ontonotesv5 english_v4 (on
 
 Unanswerable questions (SQuAD 2.0, DuoRC) have the target "unanswerable" and are scored as
 the official SQuAD 2.0 script does: the reference is the empty answer, and a prediction of
-"unanswerable" is the empty answer (EM = F1 = 1 when both are empty). "90/10": the dataset
+"unanswerable" is the empty answer (EM = F1 = 1 when both are empty; metric `squad_v2`). "90/10": the dataset
 has only a train split; validation is its last 10% (`train[90%:]`, our split).
 Metrics: accuracy for labels, SQuAD EM/F1 for answers, token accuracy (+ seqeval span F1 for
 NER and chunking) for tagging.
@@ -113,7 +113,7 @@ def qa_v2_answers(text: Any, example: Optional[Mapping[str, Any]] = None,
   if is_target:
     answers = [postprocessors._text(a) for a in (example or {}).get("answers", [])]  # pylint: disable=protected-access
     return answers or [""]
-  prediction = postprocessors.stripped(text)
+  prediction = postprocessors._text(text)  # pylint: disable=protected-access
   return "" if prediction == UNANSWERABLE else prediction
 
 
@@ -219,8 +219,7 @@ FORMATS: dict[str, builder.TaskFormat] = {
     "hate_speech_offensive": _classification(
         (("tweet", "tweet"),), ("hate_speech", "offensive_language", "neither"),
         label_key="class"),
-    "atis": _fmt(preprocessors.generate, postprocessors.stripped, fields=_TEXT,
-                 target_key="intent"),
+    "atis": _fmt(preprocessors.generate, None, fields=_TEXT, target_key="intent"),
     "laptop14": _string_classification(
         (("sentence", "sentence"), ("aspect", "aspect")),
         {p: p for p in ("positive", "negative", "neutral", "conflict")}, "polarity",

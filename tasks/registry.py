@@ -510,6 +510,7 @@ _QA_FILE = MappingProxyType({"question": "string", "context": "string",
                              "answers": "string_list"})
 _ACC = ("token_accuracy",)
 _ACC_F1 = ("token_accuracy", "span_f1")
+_SQUAD_V2 = ("squad_v2",)
 _HELD_OUT_NOTE = "the dataset has one split: validation = the last 10% of train (our split)"
 
 
@@ -572,14 +573,14 @@ _AFFINITY_INFOS = (
     _hf("app_reviews", _AFF, "sealuzh/app_reviews", None, {"review": "string", "star": "int"},
         splits=_HELD_OUT, note=_HELD_OUT_NOTE),
     # Question answering and multiple choice.
-    _pool_tfds("squad_v2", _AFF, "squad/v2.0:3.0.0", splits=_TRAIN_VAL, metrics=_SQUAD,
+    _pool_tfds("squad_v2", _AFF, "squad/v2.0:3.0.0", splits=_TRAIN_VAL, metrics=_SQUAD_V2,
                sizes=_sizes(130319, 11873)),
     _hf("duorc_s", _AFF, "ibm/duorc", "SelfRC",
         {"question": "string", "plot": "string", "answers": "string_list"}, splits=_STD,
-        metrics=_SQUAD, sizes=_sizes(60721, 12961, 12559)),
+        metrics=_SQUAD_V2, sizes=_sizes(60721, 12961, 12559)),
     _hf("duorc_p", _AFF, "ibm/duorc", "ParaphraseRC",
         {"question": "string", "plot": "string", "answers": "string_list"}, splits=_STD,
-        metrics=_SQUAD, sizes=_sizes(69524, 15591, 15857)),
+        metrics=_SQUAD_V2, sizes=_sizes(69524, 15591, 15857)),
     _hf("swag", _AFF, "allenai/swag", "regular",
         {"startphrase": "string", "ending0": "string", "ending1": "string",
          "ending2": "string", "ending3": "string", "label": "int"},

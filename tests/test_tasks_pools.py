@@ -438,3 +438,14 @@ def golden_strings() -> dict[str, list[str]]:
 def test_golden_input_and_target_strings():
   expected = json.loads(GOLDEN.read_text())
   assert golden_strings() == expected
+
+
+def test_squad_v2_metric_by_hand():
+  from tasks import metrics
+  # Answerable: max over answers; "in Crete" vs "Crete": P = 1/2, R = 1 -> F1 = 2/3.
+  assert metrics.squad_v2([["Crete", "to Crete"]], ["in Crete"]) == {
+      "em": 0.0, "f1": pytest.approx(100 * 2 / 3)}
+  # Unanswerable ([""] or no answers): only the empty prediction scores.
+  assert metrics.squad_v2([[""], []], ["", "Crete"]) == {"em": 50.0, "f1": 50.0}
+  # T5's SQuAD v1.1 metric gives F1 0 to an empty answer predicted empty; v2 gives 1.
+  assert metrics.squad([[""]], [""])["f1"] == 0.0
