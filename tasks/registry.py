@@ -1,8 +1,10 @@
-"""Metadata of the real SPoT tasks: names, sources, splits, metrics, sizes and groups.
+"""Metadata of the real tasks: names, sources, splits, metrics, sizes and groups.
 
 This module is pure data (no seqio, no TensorFlow): it is cheap to import and works offline.
-`tasks.glue` and `tasks.spot_suite` read it to register seqio Tasks, `tasks.mixtures` to
-register the source-mixture families; `register_all()` imports the three.
+`tasks.glue` and `tasks.spot_suite` read it to register SPoT's seqio Tasks, `tasks.mixtures`
+to register the source-mixture families, `tasks.affinity_pool` and `tasks.tupate_pool` the
+task pools of the affinity paper and TuPaTE (section "task pools" at the end, and
+docs/tasks.md); `register_all()` imports them all.
 
 Task naming scheme (stable; never rename a registered task)
 -----------------------------------------------------------
@@ -83,13 +85,14 @@ class TaskInfo:
   Attributes:
     name: seqio task name (the prompted variant; `taskless_name` is the other one).
     benchmark: the leading word of the inputs ("" when the task has none).
-    module: "glue" or "spot_suite", the module that registers it.
+    module: the module that registers it ("glue", "spot_suite", "affinity_pool", "tupate_pool").
     tfds_names: TFDS `name/config:version`s read (several are concatenated); empty for a
       file-backed task.
     splits: canonical split -> source split.
     metrics: names of metric functions in `tasks.metrics.METRIC_FNS`.
     sizes: known example counts per canonical split.
-    schema: JSONL field -> type ("string", "int", "float") for file-backed tasks.
+    schema: JSONL field -> type ("string", "int", "float", "string_list") of file-backed and
+      Hugging Face tasks (the JSONL override of the latter).
     download: where to get the data (shown when it is missing).
     groups: groups the task belongs to (filled from the group tables below).
     train_examples: training examples after preprocessing, where that differs from
