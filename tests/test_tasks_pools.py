@@ -272,7 +272,8 @@ def test_study_specs_use_the_registry_pools():
   affinity = study_spec.load_spec(str(_ROOT / "gin_configs" / "study" / "affinity_pool.yaml"))
   assert list(affinity.sources) == list(registry.AFFINITY_POOL)
   assert list(affinity.targets) == list(registry.AFFINITY_TARGETS)
-  assert affinity.gin_bindings == {"MAX_TRAIN_EXAMPLES": 50000, "MAX_EVAL_EXAMPLES": 10000}
+  assert (affinity.max_train_examples, affinity.max_eval_examples) == (50000, 10000)
+  assert affinity.run_bindings()["MAX_TRAIN_EXAMPLES"] == 50000
   assert "base.gin" in str(affinity.model)
   tupate = study_spec.load_spec(str(_ROOT / "gin_configs" / "study" / "tupate.yaml"))
   pool = list(registry.TUPATE_CR + registry.TUPATE_QA)
