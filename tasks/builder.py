@@ -27,16 +27,25 @@ class TaskFormat:
     tokenized: preprocessors run after tokenising and caching (e.g. random prefix-LM splits).
     split_filters: split -> predicate on raw examples; only accepted examples of that split
       are read (WSC trains on correct referents only, as T5 does).
+    hf_convert: for Hugging Face sources, raw row -> examples (`tasks.hf_source.Convert`).
   """
 
   text: FormatFn
   postprocess: Optional[Callable[..., Any]] = None
   tokenized: Sequence[Callable[..., Any]] = ()
   split_filters: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+  hf_convert: Optional[Callable[..., Any]] = None
 
 
-def make_source(info: registry.TaskInfo) -> seqio.DataSource:
-  """The (lazy) data source of a task: read-only TFDS, concatenated TFDS, or JSONL."""
+def make_source(info: registry.TaskInfo, hf_convert: Optional[Callable[..., Any]] = None
+                ) -> seqio.DataSource:
+  """The (lazy) data source of a task: read-only TFDS, concatenated TFDS, Hugging Face
+  (offline, `tasks.hf_source`) or JSONL."""
+  if info.hf_id:
+    from tasks import hf_source  # pylint: disable=import-outside-toplevel
+    return hf_source.HfDataSource(info.name, info.hf_id, info.hf_config, info.splits,
+                                  info.schema, convert=hf_convert, sizes=info.sizes,
+                                  hint=info.download)
   if info.is_file_backed:
     return sources.JsonlDataSource(info.name, info.schema, info.splits, sizes=info.sizes,
                                    hint=info.download)
@@ -59,7 +68,7 @@ def register_task(info: registry.TaskInfo, fmt: TaskFormat) -> list[str]:
   for name, benchmark in ((info.name, info.benchmark), (info.taskless_name, "")):
     if _is_registered(name):
       continue
-    source = make_source(info)
+    source = make_source(info, fmt.hf_convert)
     if fmt.split_filters:
       source = sources.SplitFilteredDataSource(source, fmt.split_filters)
     seqio.TaskRegistry.add(

@@ -234,3 +234,28 @@ def metric_fns(names: Sequence[str]) -> list[MetricFn]:
   if unknown:
     raise KeyError(f"Unknown metrics {unknown}; known: {sorted(METRIC_FNS)}")
   return [METRIC_FNS[n] for n in names]
+
+
+def squad_v2(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
+  """SQuAD 2.0 EM / F1: as `squad`, but an unanswerable question (reference answers [""])
+  scores 1 exactly when the prediction is empty too.
+
+  The official SQuAD 2.0 `evaluate-v2.0.py` (`compute_exact`, `compute_f1`: when either
+  side has no tokens, F1 is whether both have none); T5's `_f1_score` gives 0 there.
+  """
+  _check_lengths(targets, predictions)
+  if not targets:
+    raise ValueError("SQuAD metrics need at least one example")
+  ems, f1s = [], []
+  for answers, prediction in zip(targets, predictions):
+    answers = [answers] if isinstance(answers, str) else (list(answers) or [""])
+    gold = [normalize_squad(str(a)) for a in answers]
+    pred = normalize_squad(str(prediction))
+    ems.append(max(float(g == pred) for g in gold))
+    f1s.append(max(float(g == pred) if not (g and pred) else _token_f1(g, pred) for g in gold))
+  return {"em": 100 * float(np.mean(ems)), "f1": 100 * float(np.mean(f1s))}
+
+
+# Sequence labelling (tasks.sequence_labelling): token accuracy and seqeval span F1.
+from tasks import sequence_labelling as _sequence_labelling  # noqa: E402  pylint: disable=wrong-import-position
+METRIC_FNS = {**METRIC_FNS, "squad_v2": squad_v2, **_sequence_labelling.METRIC_FNS}

@@ -23,7 +23,9 @@ import tensorflow_datasets as tfds
 
 DATA_DIR_ENV_VAR = "SPOT_JAX_DATA_DIR"
 
-_FIELD_TYPES = {"string": tf.string, "int": tf.int64, "float": tf.float32}
+_FIELD_TYPES = {"string": tf.string, "int": tf.int64, "float": tf.float32,
+                "string_list": tf.string}
+_FIELD_SHAPES = {"string_list": [None]}  # Other kinds are scalars.
 _DEFAULTS = {"int": -1, "float": float("nan")}
 # What TFDS raises when a dataset has not been prepared in the data dir.
 _MISSING_TFDS_ERRORS = (AssertionError, FileNotFoundError, KeyError, tf.errors.NotFoundError,
@@ -186,10 +188,22 @@ class SplitFilteredDataSource(seqio.DataSource):
     return None if split in self._filters else self._source.num_input_examples(split)
 
 
+def records_dataset(records, schema: Mapping[str, str],
+                    shard_info: Optional[seqio.ShardInfo] = None) -> tf.data.Dataset:
+  """A tf.data pipeline over `records()` (dicts with `schema`'s fields and kinds)."""
+  signature = {k: tf.TensorSpec(_FIELD_SHAPES.get(v, ()), _FIELD_TYPES[v])
+               for k, v in schema.items()}
+  ds = tf.data.Dataset.from_generator(records, output_signature=signature)
+  if shard_info:
+    ds = ds.shard(shard_info.num_shards, shard_info.index)
+  return ds
+
+
 class JsonlDataSource(seqio.DataSource):
   """`<data dir>/<task>/<split>.jsonl` with a fixed schema, resolved when read.
 
-  `schema` maps field -> "string" | "int" | "float". String fields are required; a missing
+  `schema` maps field -> "string" | "int" | "float" | "string_list" (a JSON list of
+  strings, e.g. the words of a tagged sentence). String fields are required; a missing
   numeric field (e.g. the label of an unlabelled test set) reads as -1 / NaN.
   """
 
@@ -260,11 +274,7 @@ class JsonlDataSource(seqio.DataSource):
                   seed: Optional[int] = None, shard_info: Optional[seqio.ShardInfo] = None,
                   **kwargs: Any) -> tf.data.Dataset:
     path = self._checked_path(split)
-    signature = {k: tf.TensorSpec((), _FIELD_TYPES[v]) for k, v in self._schema.items()}
-    ds = tf.data.Dataset.from_generator(lambda: self._records(path), output_signature=signature)
-    if shard_info:
-      ds = ds.shard(shard_info.num_shards, shard_info.index)
-    return ds
+    return records_dataset(lambda: self._records(path), self._schema, shard_info)
 
   def num_input_examples(self, split: str) -> Optional[int]:
     """Known size, else the number of non-empty lines of the file, else None."""

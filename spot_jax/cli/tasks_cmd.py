@@ -1,4 +1,8 @@
-"""`spot-jax tasks list`: the registered task names with source, splits, metrics and size."""
+"""`spot-jax tasks list`: the registered task names with source, splits, metrics and size.
+
+The source column says where a task reads its data: `tfds:<name>`, `hf:<dataset id>[/<config>]`
+(Hugging Face, read offline) or `file:<task>/<split>.jsonl`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   listing = tasks_sub.add_parser("list", help="print tasks (or one group, or the mixtures)")
   listing.add_argument("--group", default=None,
                        help="only this group (spot_sources, spot_targets, glue, superglue, "
-                            "nli, ..., synthetic)")
+                            "nli, ..., affinity_pool, affinity_targets, tupate_cr, tupate_qa, "
+                            "synthetic)")
   listing.add_argument("--taskless", action="store_true",
                        help="list the taskless variants (inputs without the benchmark word)")
   listing.add_argument("--mixtures", action="store_true", help="list mixtures instead")
