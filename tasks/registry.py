@@ -501,9 +501,9 @@ def register_all() -> None:
 #   pool of Vu et al. 2020 ("Exploring and predicting transferability across NLP tasks"):
 #   11 classification/regression tasks (`tupate_cr`) and 11 QA tasks (`tupate_qa`).
 #
-# Paper sizes (train, dev) are recorded in `AFFINITY_PAPER_SIZES` / `TUPATE_PAPER_SIZES`
-# only where they were read from the paper; None = not found (neither table could be read
-# in this work: fill them in from the PDFs, a test checks what is recorded). The affinity
+# The papers' own train/dev size tables (affinity paper Tables 4-5, TuPaTE Appendix A) could not
+# be read here, so they are not recorded: `TaskInfo.train_size` holds the datasets' sizes. The
+# affinity
 # paper caps every task at 50K training / 10K evaluation examples (`MAX_TRAIN_EXAMPLES` /
 # `MAX_EVAL_EXAMPLES`, see gin_configs/study/affinity_pool.yaml).
 _CONLL_SPLITS = MappingProxyType({"train": "train", "validation": "dev", "test": "test"})
@@ -650,12 +650,6 @@ TUPATE_CR = ("snli", "glue_mnli", "glue_qqp", "glue_qnli", "glue_sst2", "scitail
              "glue_stsb", "glue_mrpc", "glue_rte", "glue_wnli")
 TUPATE_QA = ("squad_v2", "news_qa", "hotpot_qa", "squad", "duorc_p", "duorc_s", "drop",
              "wikihop", "super_glue_boolq", "comqa", "cq")
-
-# (train, dev) sizes as printed in the papers; None where not found (see above).
-AFFINITY_PAPER_SIZES: Mapping[str, Optional[tuple[int, int]]] = MappingProxyType(
-    {name: None for name in AFFINITY_POOL + AFFINITY_TARGETS})
-TUPATE_PAPER_SIZES: Mapping[str, Optional[tuple[int, int]]] = MappingProxyType(
-    {name: None for name in TUPATE_CR + TUPATE_QA})
 
 GROUPS = MappingProxyType({**GROUPS, "affinity_pool": AFFINITY_POOL,
                            "affinity_targets": AFFINITY_TARGETS, "tupate_cr": TUPATE_CR,

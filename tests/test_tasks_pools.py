@@ -222,18 +222,6 @@ def test_groups_have_the_papers_sizes_and_every_task_is_registered():
   assert all("glue_wnli" not in m for m in registry.mixture_families().values())
 
 
-def test_paper_sizes_cover_the_pools_and_match_what_was_typed():
-  pools = {"affinity": (registry.AFFINITY_PAPER_SIZES,
-                        registry.AFFINITY_POOL + registry.AFFINITY_TARGETS),
-           "tupate": (registry.TUPATE_PAPER_SIZES, registry.TUPATE_CR + registry.TUPATE_QA)}
-  for table, members in pools.values():
-    assert set(table) == set(members)
-    for name, sizes in table.items():
-      if sizes is not None:  # (train, dev) as printed in the paper.
-        train, dev = sizes
-        assert train > 0 and dev > 0, name
-
-
 @pytest.mark.parametrize("group,count", [("affinity_pool", 44), ("affinity_targets", 6),
                                          ("tupate_cr", 11), ("tupate_qa", 11)])
 def test_tasks_list_prints_each_pool_with_its_sources(group, count, capsys):
