@@ -1,60 +1,423 @@
-"""The embedded default: the whole prompt-tuning path on the synthetic world, no downloads.
+"""`spot-jax demo`: the whole SPoT pipeline on the synthetic world, no downloads.
 
-1. Pretrain the `tiny_byte` frozen model on the synthetic pretraining mixture and write it as a
-   T5X checkpoint (reused when already there).
-2. Prompt-tune it on a synthetic task, exactly as a real run tunes LM-adapted T5 1.1
-   (Adafactor lr 0.3, dropout 0.1, checkpoints + evaluation, MODEL_DIR contract).
-3. Report validation accuracy of the untrained and the trained prompt.
+Through the pipeline API (`spot_jax.pipeline`), with every knob in gin_configs/demo.gin:
+
+  1. pretrain the tiny frozen model on the synthetic corpus, write it as a T5X checkpoint
+     (checkpointed and resumed; cached by everything that determines it); every prompt run
+     loads it from disk like a released T5 1.1 checkpoint;
+  2. tune source prompts and build the prompt library (values: best checkpoints, keys: the
+     KEY_STEP prompt);
+  3. on held-out targets: baselines, the source x target transfer matrix by brute force (the
+     ground truth) and the untrained prompt;
+  4. embed each target (its baseline's KEY_STEP prompt), rank the sources with every ranking
+     method (similarity metrics; learned scorers by name) and evaluate the rankings against
+     the ground truth;
+  5. BEST OF TOP-k (read off the brute-force matrix: the same runs), TOP-k WEIGHTED AVERAGE
+     and TOP-k MULTI-TASK MIXTURE;
+  6. report.md, report.html (figures inline) and results.json (`spot_jax.demo_report`).
+
+Every stage is idempotent: a rerun skips finished runs (resuming interrupted ones) and
+recomputes only the cheap analysis. Library output goes to OUTPUT_DIR/demo.log; stdout gets
+the stage lines, one line per run and the summary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import logging
 import os
+import sys
 import time
+import warnings
+from typing import Any, Callable, Mapping
 
-from spot_jax.tasks_util import register_all_tasks
-from spot_jax.train import run_dir
-from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
-from spot_jax.train.loop import TrainConfig, train
-from spot_jax.train.pretrain import PretrainConfig, pretrain
+import gin
+
+DEMO_GIN = "demo.gin"
+QUICK_GIN = "demo_quick.gin"
+NUM_STAGES = 6
 
 
+@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
+  """The demo's world, model and run lengths (gin_configs/demo.gin sets them)."""
+
   output_dir: str = "demo_output"
-  task: str = "synthetic_sentiment_b"
+  model_gin: str = "models/tiny_byte.gin"
+  model: str = "tiny_byte"
+  pretrain_task: str = "synthetic_pretraining"
   pretrain_steps: int = 1500
-  train_steps: int = 600
+  pretrain_seed: int = 0
+  sources: tuple[str, ...] = ("synthetic_sentiment_a", "synthetic_topic_4way")
+  targets: tuple[str, ...] = ("synthetic_sentiment_b", "synthetic_topic_2way")
+  seeds: tuple[int, ...] = (0,)
+  source_steps: int = 300
+  target_steps: int = 100
+  key_step: int = 25
+  checkpoint_period: int = 25
+  eval_num_examples: int = 200
+  feature_lengths: Mapping[str, int] = dataclasses.field(
+      default_factory=lambda: {"inputs": 128, "targets": 16})
+  batch_size: int = 32
   prompt_length: int = 20
-  eval_examples: int = 200
-  seed: int = 0
+  ranking_methods: tuple[str, ...] = ("cosine", "per_token_cosine", "euclidean", "manhattan")
+  center_keys: bool = True
+  top_k: int = 2
+  strategies: tuple[str, ...] = ("best_of_top_k", "weighted_average", "mixture")
+  strategy_method: str = "euclidean"  # ranks for the strategies; weights must be positive.
+  tuning_margin: float = 5.0  # check (a): tuned >= untrained + margin (points).
 
 
-def run_demo(cfg: DemoConfig, log=print) -> dict[str, float]:
-  """Runs the demo; returns {"untrained": score, "trained": score} (validation accuracy)."""
-  register_all_tasks()
+def load_config(quick: bool = False, gin_files: tuple[str, ...] = (),
+                gin_bindings: tuple[str, ...] = ()) -> DemoConfig:
+  """DemoConfig from gin_configs/demo.gin (demo_quick.gin with quick), then extra gin."""
+  from spot_jax import gin_utils
+  gin_utils.parse_gin([QUICK_GIN if quick else DEMO_GIN, *gin_files], list(gin_bindings))
+  return DemoConfig()
+
+
+# ----------------------------------------------------------------------------- console
+
+
+class Console:
+  """Demo output: stage lines, one line per run, the summary. Library output (absl,
+  TensorFlow, seqio prints, warnings, trainer lines) goes to OUTPUT_DIR/demo.log."""
+
+  def __init__(self, out=None):
+    self.out = out or sys.stdout
+    self.interactive = bool(getattr(self.out, "isatty", lambda: False)())
+
+  def say(self, text: str = "") -> None:
+    self.out.write(text + "\n")
+    self.out.flush()
+
+
+@contextlib.contextmanager
+def quiet_libraries(log_path: str):
+  """Routes Python logging (absl included), warnings, stdout prints and C-level stderr (XLA,
+  TensorFlow) to `log_path` while it is active. The demo writes to the saved stdout; a
+  terminal keeps Python-level stderr for the per-run progress bars."""
+  os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+  log_file = open(log_path, "a", buffering=1)
+  handler = logging.StreamHandler(log_file)
+  handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+  root = logging.getLogger()
+  old_handlers, old_level = root.handlers[:], root.level
+  root.handlers, root.level = [handler], logging.INFO
+  try:
+    from absl import logging as absl_logging
+    absl_handler = absl_logging.get_absl_handler()
+    absl_logging.get_absl_logger().removeHandler(absl_handler)
+  except ImportError:
+    absl_handler = None
+  logging.captureWarnings(True)
+  old_stderr_fd = os.dup(2)
+  sys.stderr.flush()
+  os.dup2(log_file.fileno(), 2)
+  old_stderr = sys.stderr
+  sys.stderr = os.fdopen(os.dup(old_stderr_fd), "w", buffering=1)
+  try:
+    with contextlib.redirect_stdout(log_file), warnings.catch_warnings():
+      warnings.simplefilter("default")
+      yield
+  finally:
+    sys.stderr.flush()
+    sys.stderr.close()
+    sys.stderr = old_stderr
+    os.dup2(old_stderr_fd, 2)
+    os.close(old_stderr_fd)
+    logging.captureWarnings(False)
+    root.handlers, root.level = old_handlers, old_level
+    if absl_handler is not None:
+      from absl import logging as absl_logging
+      absl_logging.get_absl_logger().addHandler(absl_handler)
+    log_file.close()
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _task_name(task: str) -> str:
+  return task.removeprefix("synthetic_")
+
+
+def family(task: str) -> str:
+  from tasks import synthetic
+  return synthetic.synthetic_task_info(task).family
+
+
+def pretrain_stage(cfg: DemoConfig, console: Console) -> str:
+  """The frozen model's T5X checkpoint (pretrained, or the cached one)."""
+  from spot_jax.train.pretrain import PretrainConfig, checkpoint_path, pretrain
+  pcfg = PretrainConfig(output_dir=os.path.join(cfg.output_dir, "frozen_model"),
+                        task=cfg.pretrain_task, model=cfg.model,
+                        train_steps=cfg.pretrain_steps, seed=cfg.pretrain_seed,
+                        log_period=max(cfg.pretrain_steps // 10, 1))
+  path = checkpoint_path(pcfg)
+  if os.path.exists(path):
+    console.say(f"      reusing {path}")
+    return pretrain(pcfg, log=print)
   start = time.perf_counter()
-  log(f"[1/3] Pretraining the tiny frozen model on the synthetic world ({cfg.pretrain_steps} steps)")
-  checkpoint = pretrain(PretrainConfig(output_dir=os.path.join(cfg.output_dir, "frozen_model"),
-                                       task="synthetic_pretraining",
-                                       train_steps=cfg.pretrain_steps, seed=cfg.seed), log=log)
-  model_dir = os.path.join(cfg.output_dir, "runs", cfg.task)
-  lengths = {"inputs": 128, "targets": 16}
-  log(f"[2/3] Prompt tuning {cfg.task} on the frozen model -> {model_dir}")
-  summary = train(TrainConfig(
-      model_dir=model_dir, task=cfg.task, feature_lengths=lengths, train_steps=cfg.train_steps,
-      model="tiny_byte", initial_checkpoint=checkpoint, prompt_length=cfg.prompt_length,
-      checkpoint_period=max(cfg.train_steps // 4, 1), eval_period=max(cfg.train_steps // 4, 1),
-      eval_metric="accuracy", max_eval_examples=cfg.eval_examples, key_step=cfg.train_steps // 2,
-      log_period=50, seed=cfg.seed))
-  log("[3/3] Evaluating the untrained prompt (step 0) against the best trained one")
-  untrained = evaluate_prompt(EvalConfig(
-      task=cfg.task, prompt_file=run_dir.prompt_path(model_dir, 0), model="tiny_byte",
-      initial_checkpoint=checkpoint, feature_lengths=lengths, prompt_length=cfg.prompt_length,
-      num_examples=cfg.eval_examples))[cfg.task]["accuracy"]
-  scores = {"untrained": untrained, "trained": summary.best_score}
-  log(f"{cfg.task}: validation accuracy {untrained:.1f}% with the untrained prompt, "
-      f"{summary.best_score:.1f}% after prompt tuning (best step {summary.best_step}); "
-      f"{time.perf_counter() - start:.0f} s in all. Outputs in {cfg.output_dir}/")
+  last = {}
+
+  def log(line: str) -> None:
+    print(line)  # the demo log.
+    if line.startswith("pretrain step"):
+      last["line"] = line
+      if not console.interactive:
+        console.say(f"      {line}")
+    elif line.startswith("Resuming"):
+      console.say(f"      {line}")
+  path = pretrain(pcfg, log=log)
+  console.say(f"      wrote {path} ({time.perf_counter() - start:.0f} s)")
+  return path
+
+
+def study_spec(cfg: DemoConfig, checkpoint: str):
+  from spot_jax.study.spec import StudySpec
+  return StudySpec.from_dict(dict(
+      name="demo", model=cfg.model_gin, initial_checkpoint=checkpoint,
+      sources=list(cfg.sources), targets=list(cfg.targets), seeds=list(cfg.seeds),
+      source_steps=cfg.source_steps, target_steps=cfg.target_steps, key_step=cfg.key_step,
+      feature_lengths=dict(cfg.feature_lengths), batch_size=cfg.batch_size,
+      prompt_length=cfg.prompt_length, checkpoint_period=cfg.checkpoint_period,
+      eval_period=cfg.checkpoint_period, max_eval_examples=cfg.eval_num_examples,
+      eval_metric="accuracy"))
+
+
+def describe_run(spec) -> str:
+  if spec.kind == "source":
+    return f"source {_task_name(spec.source)}"
+  if spec.kind == "baseline":
+    return f"baseline {_task_name(spec.target)}"
+  if spec.kind == "transfer":
+    return f"transfer {_task_name(spec.source)} -> {_task_name(spec.target)}"
+  return spec.name
+
+
+class RunPrinter:
+  """Trains one RunSpec in this process (the executor's in-process path) and prints one line:
+  `[i/n] what: accuracy 62.5 (12 s)`."""
+
+  def __init__(self, console: Console, total: int):
+    self.console, self.total, self.index = console, total, 0
+
+  def __call__(self, spec, describe: Callable[[Any], str] = describe_run):
+    from spot_jax import executor
+    self.index += 1
+    start = time.perf_counter()
+    summary = executor.train_spec(spec)
+    score = ("-" if summary.best_score is None
+             else f"{summary.eval_metric} {summary.best_score:.1f}")
+    self.console.say(f"      [{self.index}/{self.total}] {describe(spec)}: {score} "
+                     f"({time.perf_counter() - start:.0f} s)")
+    return summary
+
+
+def train_study(cfg: DemoConfig, spec, study_dir: str, phase: str, console: Console):
+  from spot_jax import executor
+  from spot_jax.study import runner
+  jobs = runner.select_phase(runner.plan(spec, study_dir), phase)
+  todo = sum(not executor.is_finished(j) for j in jobs)
+  if todo < len(jobs):
+    console.say(f"      {len(jobs) - todo} of {len(jobs)} runs already finished")
+  report = runner.run_study(spec, study_dir, phase=phase, log=print,
+                            run_one=RunPrinter(console, todo))
+  for job, why in report.failed + report.blocked:
+    console.say(f"      FAILED {describe_run(job)}: {why}")
+  return report
+
+
+def untrained_scores(cfg: DemoConfig, checkpoint: str, study_dir: str) -> dict[str, float]:
+  """Validation accuracy of each target's untrained prompt (its baseline's step 0), cached."""
+  from spot_jax.fileio import atomic_write_bytes
+  from spot_jax.study import runner
+  from spot_jax.train import run_dir
+  from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
+  path = os.path.join(cfg.output_dir, "untrained.json")
+  cached = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      cached = json.load(f)
+  scores = {}
+  for target in cfg.targets:
+    baseline = runner.run_dir_of(study_dir, "baseline", None, target, cfg.seeds[0])
+    prompt = run_dir.prompt_path(baseline, 0)
+    key = f"{target}@{checkpoint}"
+    if key not in cached:
+      results = evaluate_prompt(EvalConfig(
+          task=target, prompt_file=prompt, model=cfg.model, initial_checkpoint=checkpoint,
+          feature_lengths=dict(cfg.feature_lengths), batch_size=cfg.batch_size,
+          prompt_length=cfg.prompt_length, num_examples=cfg.eval_num_examples))
+      cached[key] = results[target]["accuracy"]
+      atomic_write_bytes(path, json.dumps(cached, indent=2).encode())
+    scores[target] = cached[key]
   return scores
+
+
+def target_keys(cfg: DemoConfig, library, study_dir: str) -> dict[str, Any]:
+  """{target: pipeline.Query}: each target's key is its baseline run's KEY_STEP prompt."""
+  from spot_jax import pipeline
+  from spot_jax.study import runner
+  return {t: pipeline.target_query(
+      library, run=runner.run_dir_of(study_dir, "baseline", None, t, cfg.seeds[0]))
+      for t in cfg.targets}
+
+
+def rank_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], results_csv: str,
+               out_dir: str) -> dict[str, Any]:
+  """Ranks the sources of every target with every method, writes predictions/<method>.csv
+  and evaluates each ranking (and the expected random ranking) against the ground truth."""
+  from spot_jax import pipeline
+  from spot_jax.fileio import atomic_write_bytes
+  os.makedirs(out_dir, exist_ok=True)
+  rankings = {}
+  for method in cfg.ranking_methods:
+    rows = ["target,source,score"]
+    for target, query in queries.items():
+      ranked = pipeline.rank_sources(library, query, scorer=method, exclude_task=target,
+                                     center_keys=cfg.center_keys, by_task=True)
+      body = pipeline.predictions_csv(target, ranked).decode().splitlines()[1:]
+      rows += body
+    path = os.path.join(out_dir, f"{method}.csv")
+    atomic_write_bytes(path, ("\n".join(rows) + "\n").encode())
+    rankings[method] = pipeline.evaluate_rankings(results_csv, predictions=path,
+                                                  k_max=len(cfg.sources))
+  rankings["random"] = pipeline.evaluate_rankings(results_csv, baseline="random",
+                                                  k_max=len(cfg.sources))
+  return rankings
+
+
+def similarity_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], path: str,
+                     metric: str = "cosine") -> tuple[list[str], Any]:
+  """Task x task similarity of the source keys (library) and target keys (baselines), CSV."""
+  import numpy as np
+
+  from spot_jax import pipeline
+  from spot_jax.fileio import atomic_write_bytes
+  from spot_jax.library import similarity
+  entries, keys = library.pooled_keys("mean")
+  tasks = [e.task for e in entries] + list(queries)
+  stacked = np.concatenate([np.asarray(keys, np.float64), np.stack(
+      [similarity.pool(np.asarray(q.key, np.float64), "mean") for q in queries.values()])])
+  if cfg.center_keys:
+    stacked = similarity.center(stacked)
+  tasks, matrix = similarity.group_average(similarity.pairwise(metric, stacked), tasks)
+  atomic_write_bytes(path, pipeline.similarity_csv(tasks, matrix).encode())
+  return tasks, matrix
+
+
+def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[str, Any],
+                   out_dir: str, console: Console) -> dict[str, dict[str, Any]]:
+  """TOP-k WEIGHTED AVERAGE and TOP-k MULTI-TASK MIXTURE per target (trained here), ranked by
+  `strategy_method`; BEST OF TOP-k is read off the transfer matrix by the report."""
+  from spot_jax import executor, pipeline
+  from spot_jax.gin_utils import gin_literal
+  from spot_jax.library import transfer
+  from spot_jax.study import runner
+  spec = study_spec(cfg, checkpoint)
+  bindings = [f"{k} = {gin_literal(v)}" for k, v in spec.run_bindings().items()]
+  bindings += [f"RANDOM_SEED = {cfg.seeds[0]}", f"KEY_STEP = {cfg.key_step}",
+               f"TRAIN_STEPS = {cfg.target_steps}"]
+  gin_files = [cfg.model_gin, runner.TRAIN_GIN]
+  trained = [s for s in cfg.strategies if s != "best_of_top_k"]
+  plans = []
+  for target, query in queries.items():
+    ranked = pipeline.rank_sources(library, query, scorer=cfg.strategy_method,
+                                   exclude_task=target, center_keys=cfg.center_keys,
+                                   by_task=True)
+    for strategy in trained:
+      plans.append((target, strategy, transfer.plan_transfer(
+          strategy, ranked, library, target=target, k=min(cfg.top_k, len(ranked)),
+          out_dir=os.path.join(out_dir, _task_name(target), strategy),
+          source_steps=cfg.source_steps, metric=cfg.strategy_method,
+          query=query.description, gin_files=gin_files, gin_bindings=bindings)))
+  todo = sum(not executor.is_finished(r) for _, _, p in plans for r in p.runs)
+  printer = RunPrinter(console, todo)
+  results: dict[str, dict[str, Any]] = {}
+  for target, strategy, plan in plans:
+    def describe(run, target=target, strategy=strategy):
+      role = "mixture source" if run.kind == "source" else strategy.replace("_", " ")
+      return f"{role} -> {_task_name(target)}"
+    result = transfer.run_transfer(plan, echo=print,
+                                   run_one=lambda run, d=describe: printer(run, d))
+    results.setdefault(target, {})[strategy] = {
+        "retrieved": [r["task"] for r in plan.retrieved], "alphas": plan.alphas,
+        "best": result.best, "runs": [{k: r[k] for k in ("name", "status", "best_score")}
+                                      for r in result.runs]}
+  return results
+
+
+# ----------------------------------------------------------------------------- the demo
+
+
+def enable_compilation_cache(path: str) -> None:
+  """Every run has the same shapes: JAX's persistent cache lets each run after the first
+  (and every rerun) skip XLA compilation."""
+  import jax
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
+  """Runs (or resumes) every stage; returns results.json's content."""
+  console = console or Console()
+  from spot_jax import demo_report
+  out = os.path.abspath(cfg.output_dir)
+  cfg = dataclasses.replace(cfg, output_dir=out)
+  start = time.perf_counter()
+  timings: dict[str, float] = {}
+
+  def stage(number: int, text: str) -> None:
+    timings_key = f"stage_{number}"
+    timings[timings_key] = time.perf_counter()
+    console.say(f"[{number}/{NUM_STAGES}] {text}")
+
+  with quiet_libraries(os.path.join(out, "demo.log")):
+    enable_compilation_cache(os.path.join(out, "xla_cache"))
+    from spot_jax.library.store import PromptLibrary
+    from spot_jax.study import runner
+    from spot_jax.tasks_util import register_all_tasks
+    register_all_tasks()
+    stage(1, f"Pretraining the tiny frozen model on the synthetic world "
+             f"({cfg.pretrain_steps} steps)")
+    checkpoint = pretrain_stage(cfg, console)
+    spec = study_spec(cfg, checkpoint)
+    study_dir = os.path.join(out, "study")
+    stage(2, f"Tuning {len(cfg.sources)} source prompts ({cfg.source_steps} steps) -> "
+             "prompt library")
+    train_study(cfg, spec, study_dir, "sources", console)
+    stage(3, f"{len(cfg.targets)} held-out targets: baselines and the {len(cfg.sources)} x "
+             f"{len(cfg.targets)} transfer matrix ({cfg.target_steps} steps each)")
+    train_study(cfg, spec, study_dir, "baselines", console)
+    train_study(cfg, spec, study_dir, "transfers", console)
+    untrained = untrained_scores(cfg, checkpoint, study_dir)
+    stage(4, f"Embedding the targets and ranking the sources ({len(cfg.ranking_methods)} "
+             "methods)")
+    library = PromptLibrary(runner.library_path(spec, study_dir))
+    queries = target_keys(cfg, library, study_dir)
+    results_csv = os.path.join(study_dir, runner.RESULTS_CSV)
+    rankings = rank_stage(cfg, library, queries, results_csv, os.path.join(out, "predictions"))
+    similarity_csv = os.path.join(out, "task_similarity.csv")
+    similarity_stage(cfg, library, queries, similarity_csv)
+    stage(5, f"Transfer strategies with the top-{cfg.top_k} sources "
+             f"({', '.join(cfg.strategies)})")
+    strategies = strategy_stage(cfg, checkpoint, library, queries,
+                                os.path.join(out, "strategies"), console)
+    stage(6, "Analysis and report")
+    analysis_dir = os.path.join(out, "analysis")
+    from spot_jax import pipeline
+    summary = pipeline.analyse(results_csv, analysis_dir, similarity_csv_path=similarity_csv)
+    data = demo_report.collect(cfg, checkpoint=checkpoint, study_dir=study_dir,
+                               untrained=untrained, rankings=rankings, strategies=strategies,
+                               analysis=summary, analysis_dir=analysis_dir,
+                               families={t: family(t) for t in (*cfg.sources, *cfg.targets)})
+    data["seconds"] = round(time.perf_counter() - start, 1)
+    paths = demo_report.write(data, out)
+  for line in demo_report.headline(data, paths):
+    console.say(line)
+  return data

@@ -118,9 +118,9 @@ def test_retrieval_mixture_has_top_k_tasks_and_capped_rates(library, tmp_path):
   assert rates == {"synthetic_copy": 5000.0, "synthetic_reverse": 2000.0,
                    "synthetic_sentiment_b": 500.0}
   source, target = plan.runs
-  assert source.overrides["task"] == name and source.overrides["train_steps"] == 3
-  assert target.overrides["prompt_file"] == run_dir.prompt_path(source.model_dir, 3)
-  assert target.overrides["task"] == TARGET and target.after == "mixture_source"
+  assert source.gin_bindings["TrainConfig.task"] == f'"{name}"' and source.train_steps == 3
+  assert plan.prompt_files[target.name] == run_dir.prompt_path(source.model_dir, 3)
+  assert target.target == TARGET and target.depends_on == (source.model_dir,)
   # A fresh lookup by name alone rebuilds the same mixture.
   seqio.MixtureRegistry.remove(name)
   rebuilt = get_task_or_mixture(name)
@@ -197,13 +197,13 @@ def test_launcher_dry_run_prints_exact_commands(library, tmp_path, capsys, launc
   ranked = retrieve(lib, query, model=MODEL, metric="cosine", k=2, exclude_task=TARGET)
   out = str(tmp_path / "out")
   plan = transfer.plan_transfer("mixture", ranked, lib, target=TARGET, out_dir=out, k=2,
-                                base_config=BASE, source_steps=3, gin_files=GIN_FILES,
+                                prompt_length=4, source_steps=3, gin_files=GIN_FILES,
                                 gin_bindings=["TRAIN_STEPS = 4"])
   result = transfer.run_transfer(plan, launcher=launcher, dry_run=True)
   script = str(launchers.PROJECT_ROOT / launchers.LAUNCH_SCRIPTS[launcher])
   mix = plan.mixture
   source_dir, target_dir = f"{out}/runs/mixture_source", f"{out}/runs/mixture_target"
-  source = [f"--gin_file={GIN_FILES[0]}", f"--gin_file={GIN_FILES[1]}", "--gin.TRAIN_STEPS=4",
+  source = [f"--gin_file={GIN_FILES[0]}", f"--gin_file={GIN_FILES[1]}",
             f'--gin.MODEL_DIR="{source_dir}"', f'--gin.MIXTURE_OR_TASK_NAME="{mix}"',
             "--gin.TRAIN_STEPS=3", '--gin.PROMPT_INIT="sampled_vocab"']
   target = [f"--gin_file={GIN_FILES[0]}", f"--gin_file={GIN_FILES[1]}",
@@ -273,7 +273,7 @@ def test_launch_arguments_configure_the_planned_runs(library, tmp_path):
     gin_utils.parse_gin(files, bindings)
     cfg = TrainConfig()
     assert (cfg.model_dir, cfg.task) == (run.model_dir, TARGET)
-    assert (cfg.prompt_init, cfg.prompt_file) == ("file", run.overrides["prompt_file"])
+    assert (cfg.prompt_init, cfg.prompt_file) == ("file", plan.prompt_files[run.name])
     assert (cfg.train_steps, cfg.prompt_length, cfg.batch_size) == (2, 4, 8)
 
 

@@ -1,4 +1,7 @@
-"""`spot-jax demo`: the embedded default (see spot_jax/demo.py)."""
+"""`spot-jax demo`: the whole SPoT pipeline on the synthetic world (spot_jax/demo.py).
+
+  spot-jax demo [--quick] [--output_dir DIR] [--gin_file=F] [--gin.DemoConfig.x=V]
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,30 @@ import argparse
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-  from spot_jax.demo import DemoConfig
-  defaults = DemoConfig()
-  parser = subparsers.add_parser("demo", help="run the embedded default end to end (no downloads)")
-  parser.add_argument("--output_dir", default=defaults.output_dir)
-  parser.add_argument("--task", default=defaults.task)
-  parser.add_argument("--pretrain_steps", type=int, default=defaults.pretrain_steps)
-  parser.add_argument("--train_steps", type=int, default=defaults.train_steps)
-  parser.add_argument("--seed", type=int, default=defaults.seed)
-  parser.set_defaults(func=run)
+  parser = subparsers.add_parser(
+      "demo", help="run the whole pipeline on the synthetic world (no downloads)",
+      description="Pretrains a tiny frozen model, tunes source prompts into a library, measures "
+                  "the transfer matrix on held-out targets, ranks sources from task embeddings, "
+                  "runs the transfer strategies and writes report.html/report.md/results.json. "
+                  "Knobs: gin_configs/demo.gin (--gin.DemoConfig.x=V). Rerunning resumes.")
+  parser.add_argument("--quick", action="store_true",
+                      help="the CI-sized world (gin_configs/demo_quick.gin)")
+  parser.add_argument("--output_dir", default=None, help="default: DemoConfig.output_dir")
+  parser.set_defaults(func=run, accepts_gin=True)
 
 
 def run(args: argparse.Namespace) -> int:
-  from spot_jax.demo import DemoConfig, run_demo
-  run_demo(DemoConfig(output_dir=args.output_dir, task=args.task,
-                      pretrain_steps=args.pretrain_steps, train_steps=args.train_steps,
-                      seed=args.seed))
+  import dataclasses
+  import sys
+
+  from spot_jax import demo
+  cfg = demo.load_config(args.quick, tuple(args.gin_files), tuple(args.gin_bindings))
+  if args.output_dir:
+    cfg = dataclasses.replace(cfg, output_dir=args.output_dir)
+  try:
+    demo.run_demo(cfg)
+  except KeyboardInterrupt:
+    print("\ninterrupted; run the same command to resume (finished runs are kept)",
+          file=sys.stderr)
+    return 130
   return 0

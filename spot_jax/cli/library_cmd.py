@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 
@@ -148,30 +146,14 @@ def run_export(args: argparse.Namespace) -> int:
   return 0
 
 
-def similarity_csv(tasks: list[str], matrix) -> str:
-  """The matrix as CSV: header `task,<t1>,...`, one row per task (values as repr floats)."""
-  buffer = io.StringIO()
-  writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(["task"] + list(tasks))
-  for task, row in zip(tasks, matrix):
-    writer.writerow([task] + [repr(float(v)) for v in row])
-  return buffer.getvalue()
-
-
 def run_similarity(args: argparse.Namespace) -> int:
-  from spot_jax.library import similarity
-  from spot_jax.fileio import atomic_write_bytes
+  from spot_jax import pipeline
   library = _open(args)
-  compute = similarity.run_similarity if args.per_run else similarity.task_similarity
-  tasks, matrix = compute(library, args.metric, center_keys=args.center,
-                          model=_model(library, args.model))
-  atomic_write_bytes(os.path.abspath(args.out), similarity_csv(tasks, matrix).encode())
+  tasks, _ = pipeline.task_similarity(library, args.metric, args.out, center_keys=args.center,
+                                      model=_model(library, args.model), plot=args.plot,
+                                      per_run=args.per_run)
   print(f"Wrote the {len(tasks)}x{len(tasks)} {args.metric} "
         f"{'run' if args.per_run else 'task'} similarity to {args.out}")
   if args.plot:
-    from spot_jax.library.plots import similarity_heatmap
-    os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
-    title = f"Task similarity ({args.metric}{', centred' if args.center else ''})"
-    similarity_heatmap(tasks, matrix, args.plot, title)
     print(f"Wrote the clustered heatmap to {args.plot}")
   return 0

@@ -10,9 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
-import io
 import os
 
 from spot_jax import launchers
@@ -77,28 +74,9 @@ def _add_query_args(parser: argparse.ArgumentParser) -> None:
                       help="subtract the library's mean key from keys and query")
 
 
-def load_query(args: argparse.Namespace, library):
-  """(key [L, E], model identity, query description, the run's task or None)."""
-  from spot_jax.library.store import LibraryError, ModelIdentity, check_prompt, load_npy
-  from spot_jax.train import run_dir
-  model = library.find_model(args.model) if args.model else None
-  if args.key:
-    if model is None:
-      raise LibraryError(f"--key needs --model (one of {[str(m) for m in library.models()]})")
-    key = check_prompt(load_npy(args.key), f"key {args.key}", model.emb_dim)
-    return key, model, {"key": os.path.abspath(args.key)}, None
-  summary = run_dir.read_summary(args.run)
-  run_model = ModelIdentity.from_run_summary(summary)
-  if model is not None and model != run_model:
-    raise LibraryError(f"--model {model} differs from the model of run {args.run} ({run_model})")
-  path = run_dir.prompt_path(args.run, summary.key_step)
-  if not os.path.exists(path):
-    raise LibraryError(f"Run {args.run} has no prompt at its key_step {summary.key_step} "
-                       f"({path}); available steps: {run_dir.prompt_steps(args.run)}. Train it "
-                       "further or use `spot-jax embed`")
-  key = check_prompt(load_npy(path), f"key {path}", run_model.emb_dim)
-  query = {"run": os.path.abspath(args.run), "key_step": summary.key_step}
-  return key, run_model, query, summary.task
+def _query(args: argparse.Namespace, library):
+  from spot_jax import pipeline
+  return pipeline.target_query(library, key_path=args.key, run=args.run, model=args.model)
 
 
 def _print_ranked(ranked) -> None:
@@ -110,103 +88,52 @@ def _print_ranked(ranked) -> None:
     print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-def predictions_csv(target: str, ranked) -> bytes:
-  """`target,source,score`, one row per source task (its first = best row in `ranked`); the
-  target's own task is no source of itself and is left out."""
-  buffer = io.StringIO()
-  writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(("target", "source", "score"))
-  seen = {target}
-  for r in ranked:
-    if r.entry.task not in seen:
-      seen.add(r.entry.task)
-      writer.writerow((target, r.entry.task, repr(r.score)))
-  return buffer.getvalue().encode()
-
-
 def run_retrieve(args: argparse.Namespace) -> int:
-  from spot_jax.library.retrieval import retrieve
+  from spot_jax import pipeline
   from spot_jax.library.store import PromptLibrary
-  from spot_jax.fileio import atomic_write_bytes
   library = PromptLibrary(args.library)
-  key, model, _, run_task = load_query(args, library)
-  options = dict(model=model, metric=args.metric, exclude_task=args.exclude_task,
-                 center_keys=args.center, by_task=args.by_task)
-  _print_ranked(retrieve(library, key, k=args.k, **options))
+  query = _query(args, library)
+  options = dict(scorer=args.metric, exclude_task=args.exclude_task, center_keys=args.center,
+                 by_task=args.by_task)
+  _print_ranked(pipeline.rank_sources(library, query, k=args.k, **options))
   if args.out:
-    target = args.target or run_task
+    target = args.target or query.task
     if not target:
       raise ValueError("--out needs --target (the target task's name) with --key")
-    every = retrieve(library, key, k=None, **options)  # every source task, best first.
-    atomic_write_bytes(args.out, predictions_csv(target, every))
-    print(f"Wrote the predictions of {target} ({len({r.entry.task for r in every} - {target})} "
-          f"source tasks) to {args.out}")
+    every = pipeline.rank_sources(library, query, k=None, **options)  # every source, best first.
+    count = pipeline.write_predictions(args.out, target, every)
+    print(f"Wrote the predictions of {target} ({count} source tasks) to {args.out}")
   return 0
 
 
-def _train_config(args: argparse.Namespace, extra_bindings: tuple[str, ...] = ()):
-  """The gin-configured TrainConfig (train_cmd's gin parsing, plus `extra_bindings`)."""
-  from spot_jax.cli import train_cmd
-  from spot_jax.train.loop import TrainConfig
-  train_cmd._configure(argparse.Namespace(gin_files=args.gin_files,
-                                          gin_bindings=[*args.gin_bindings, *extra_bindings]))
-  try:
-    return TrainConfig()
-  except TypeError as e:
-    raise ValueError(f"Incomplete train config ({e}); include a models/*.gin file and "
-                     "runs/prompt_train.gin, and set MODEL_DIR and MIXTURE_OR_TASK_NAME") from None
-
-
 def run_embed(args: argparse.Namespace) -> int:
-  import gin
-
-  from spot_jax.fileio import atomic_write_bytes
-  from spot_jax.train import run_dir
-  from spot_jax.train.loop import train
-  cfg = _train_config(args)
-  key_step = cfg.key_step if args.key_step is None else args.key_step
-  if key_step <= 0:
-    raise ValueError(f"--key_step must be positive, got {key_step}")
-  path = run_dir.prompt_path(cfg.model_dir, key_step)
-  if not os.path.exists(path):
-    done = run_dir.prompt_steps(cfg.model_dir)
-    if done and done[-1] > key_step:
-      raise ValueError(f"{cfg.model_dir} is past step {key_step} ({done[-1]}) without a prompt "
-                       f"at {key_step}; use another MODEL_DIR or --key_step in {done}")
-    cfg = dataclasses.replace(cfg, train_steps=key_step, key_step=key_step, eval_period=0)
-    train(cfg, gin_config=gin.config_str())
-  with open(path, "rb") as f:
-    atomic_write_bytes(args.out, f.read())
-  print(f"Wrote the key of {cfg.task} (the step-{key_step} prompt of {cfg.model_dir}) to "
-        f"{args.out}")
+  from spot_jax import pipeline
+  path, task = pipeline.embed_target(args.gin_files, args.gin_bindings, args.out, args.key_step)
+  print(f"Wrote the key of {task} to {path}")
   return 0
 
 
 def run_transfer(args: argparse.Namespace) -> int:
+  from spot_jax import executor, pipeline
   from spot_jax.library import transfer
-  from spot_jax.library.retrieval import retrieve
   from spot_jax.library.store import PromptLibrary
   library = PromptLibrary(args.library)
-  key, model, query, _ = load_query(args, library)
+  query = _query(args, library)
   if not args.gin_files:
     raise ValueError("transfer needs the target runs' gin config: --gin_file=models/<model>.gin "
                      "--gin_file=runs/prompt_train.gin [--gin.TRAIN_STEPS=...]")
-  base = _train_config(args, ["MODEL_DIR = 'unused'",
-                              f"MIXTURE_OR_TASK_NAME = {args.target!r}"])
-  ranked = retrieve(library, key, model=model, metric=args.metric, k=args.k,
-                    exclude_task=args.target, center_keys=args.center)
-  _print_ranked(ranked)
-  plan = transfer.plan_transfer(
-      args.strategy, ranked, library, target=args.target, out_dir=args.out_dir, k=args.k,
-      base_config=dataclasses.asdict(base), source_steps=args.source_steps, metric=args.metric,
-      query=query, gin_files=args.gin_files, gin_bindings=args.gin_bindings)
-  result = transfer.run_transfer(plan, launcher=args.launcher, dry_run=args.dry_run)
+  base, _ = executor.train_config(args.gin_files, [
+      *args.gin_bindings, "MODEL_DIR = 'unused'", f"MIXTURE_OR_TASK_NAME = {args.target!r}"])
+  ranked, result = pipeline.transfer(
+      args.strategy, library, query, target=args.target, out_dir=args.out_dir, k=args.k,
+      gin_files=args.gin_files, gin_bindings=args.gin_bindings, scorer=args.metric,
+      center_keys=args.center, source_steps=args.source_steps or base.train_steps,
+      prompt_length=base.prompt_length, launcher=args.launcher, dry_run=args.dry_run)
   for row in result.runs:
     score = "" if row["best_score"] is None else f" {row['eval_metric']} {row['best_score']:.4f}"
     print(f"{row['name']}: {row['status']}{score} ({row['model_dir']})")
   if result.best:
     print(f"Best: {result.best['name']} ({result.best['eval_metric']} "
           f"{result.best['best_score']:.4f}) in {result.best['model_dir']}")
-  print(f"Recorded in {os.path.join(plan.out_dir, transfer.TRANSFER_JSON)}")
+  print(f"Recorded in {os.path.join(result.plan.out_dir, transfer.TRANSFER_JSON)}")
   return 0
-

@@ -61,40 +61,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
+  from spot_jax import pipeline
   from spot_jax.study import analysis
-  summary = analysis.run_analysis(args.results, args.out, args.similarity, args.threshold,
-                                  args.metric_name)
+  summary = pipeline.analyse(args.results, args.out, similarity_csv_path=args.similarity,
+                             threshold=args.threshold, metric_name=args.metric_name)
   print(analysis.format_summary(summary))
   print(f"wrote {args.out}")
   return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-  import os
-
-  from spot_jax.study import ranking, results
-  if args.sizes and args.baseline != "data_size":
-    raise ValueError("--sizes only applies to --baseline data_size")
-  table = results.aggregate(results.read_results(args.results))
-  if args.predictions:
-    predicted = ranking.predictions_by_target(results.read_predictions(args.predictions))
-    method, where = f"predictions {args.predictions}", args.predictions
-  elif args.baseline == "data_size":
-    sizes = results.read_sizes(args.sizes) if args.sizes else None
-    def size_of(task: str) -> float:
-      if sizes is None:
-        return ranking.registry_train_size(task)
-      if task not in sizes:
-        raise ValueError(f"{args.sizes}: no size for source {task!r}; add a row {task},SIZE")
-      return sizes[task]
-    predicted = ranking.data_size_predictions(table, size_of)
-    method, where = "data_size", args.sizes or "data_size"
-  else:
-    predicted, method, where = None, "random (expected value)", "random"
-  report = ranking.evaluate(table, method, predicted, args.k_max, where)
-  report["results"] = os.path.abspath(args.results)
+  from spot_jax import pipeline
+  from spot_jax.study import ranking
+  report = pipeline.evaluate_rankings(args.results, predictions=args.predictions,
+                                      baseline=args.baseline, sizes=args.sizes,
+                                      k_max=args.k_max, out=args.out)
   print(ranking.format_report(report))
   if args.out:
-    results.write_json(args.out, report)
     print(f"wrote {args.out}")
   return 0

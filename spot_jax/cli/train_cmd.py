@@ -24,36 +24,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   evaluate.set_defaults(func=run_eval, accepts_gin=True)
 
 
-def _configure(args: argparse.Namespace) -> None:
-  from spot_jax import gin_utils
-  from spot_jax.tasks_util import register_all_tasks
-  register_all_tasks()
-  gin_utils.parse_gin(args.gin_files, args.gin_bindings)
-
-
 def run_train(args: argparse.Namespace) -> int:
   import dataclasses
 
-  import gin
-
-  from spot_jax.train.loop import TrainConfig, train
-  _configure(args)
-  try:
-    cfg = TrainConfig()
-  except TypeError as e:
-    raise ValueError(f"Incomplete train config ({e}); set MODEL_DIR and MIXTURE_OR_TASK_NAME "
-                     "and include runs/prompt_train.gin") from None
+  from spot_jax import executor
+  from spot_jax.train.loop import train
+  cfg, gin_text = executor.train_config(args.gin_files, args.gin_bindings)
   if args.overwrite:
     cfg = dataclasses.replace(cfg, overwrite=True)
-  summary = train(cfg, gin_config=gin.config_str())
+  summary = train(cfg, gin_config=gin_text)
   print(f"Finished {summary.task} in {cfg.model_dir}: {summary.steps_done} steps, best step "
         f"{summary.best_step} ({summary.eval_metric} {summary.best_score}).")
   return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
+  from spot_jax import gin_utils
+  from spot_jax.tasks_util import register_all_tasks
   from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
-  _configure(args)
+  register_all_tasks()
+  gin_utils.parse_gin(args.gin_files, args.gin_bindings)
   try:
     cfg = EvalConfig()
   except TypeError as e:

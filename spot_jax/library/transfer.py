@@ -9,10 +9,10 @@ Three strategies turn the top-k retrieved entries into target runs of the normal
   mixture           a source run on the retrieval mixture (the top-k tasks + the target,
                     examples-proportional), then a target run initialised from its final prompt.
 
-`plan_transfer` only decides (runs, initial prompts, files); `run_transfer` writes the initial
-prompts and OUT_DIR/transfer.json, then trains in-process (`spot_jax.train.loop.train`) or
-through a launch script (`launch/*.sh`), skipping runs already finished, so an interrupted
-transfer resumes. Layout:
+`plan_transfer` only decides (runs as `spot_jax.executor.RunSpec`s, initial prompts, files);
+`run_transfer` writes the initial prompts and OUT_DIR/transfer.json, then trains the runs with
+the one run executor (`spot_jax.executor.execute`: in-process exactly as `spot-jax train`, or
+through a launch script), skipping finished runs, so an interrupted transfer resumes. Layout:
 
   OUT_DIR/transfer.json         strategy, query, metric, retrieved entries and similarities,
                                 alphas, runs with their status and scores, the best run
@@ -26,27 +26,28 @@ import dataclasses
 import json
 import os
 import shlex
-import subprocess
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import seqio
 
+from spot_jax import executor
+from spot_jax.executor import RunSpec
 from spot_jax.fileio import atomic_write_bytes
-from spot_jax import launchers
-from spot_jax.library.retrieval import Ranked
 from spot_jax.gin_utils import gin_literal
+from spot_jax.library.retrieval import Ranked
 from spot_jax.library.store import LibraryError, PromptLibrary, npy_bytes
-from spot_jax.tasks_util import register_transfer_mixture
 from spot_jax.train import run_dir
 
 STRATEGIES = ("best_of_top_k", "weighted_average", "mixture")
 TRANSFER_JSON = "transfer.json"
 FROM_FILE_GIN = "prompts/from_file.gin"
+TRAIN_GIN = "runs/prompt_train.gin"
 # TrainConfig field -> the gin macro of runs/prompt_train.gin that sets it.
 GIN_MACROS = {"model_dir": "MODEL_DIR", "task": "MIXTURE_OR_TASK_NAME",
               "train_steps": "TRAIN_STEPS", "prompt_init": "PROMPT_INIT",
               "prompt_file": "PROMPT_FILE"}
+# Set per run by the plan, never by base_config.
+PER_RUN_FIELDS = ("model_dir", "task", "prompt_init", "prompt_file")
 
 
 class TransferError(LibraryError):
@@ -80,25 +81,9 @@ def alphas(similarities: Sequence[float]) -> list[float]:
 
 
 @dataclasses.dataclass
-class PlannedRun:
-  """One trainer run: TrainConfig overrides (on top of the plan's base config) and the same as
-  gin bindings (`MACRO = value`) for the launch scripts."""
-
-  name: str
-  role: str  # "target" or "source".
-  overrides: dict[str, Any]
-  gin_bindings: list[str]
-  entries: list[str] = dataclasses.field(default_factory=list)  # library ids it starts from.
-  after: str | None = None  # the run whose final prompt this one starts from.
-
-  @property
-  def model_dir(self) -> str:
-    return self.overrides["model_dir"]
-
-
-@dataclasses.dataclass
 class TransferPlan:
-  """What a transfer will do: its runs in order and the initial prompts it writes."""
+  """What a transfer will do: its runs in order (`RunSpec`s: gin files and bindings, kind
+  "target" or "source") and the initial prompts it writes first."""
 
   strategy: str
   target: str
@@ -107,27 +92,16 @@ class TransferPlan:
   metric: str
   query: dict[str, Any]
   retrieved: list[dict[str, Any]]
-  runs: list[PlannedRun]
+  runs: list[RunSpec]
   files: dict[str, np.ndarray]  # path -> prompt [L, E] written before the runs.
-  base_config: dict[str, Any]
-  gin_files: list[str] = dataclasses.field(default_factory=list)
-  gin_bindings: list[str] = dataclasses.field(default_factory=list)  # "MACRO = value".
+  entries: dict[str, list[str]]  # run name -> library ids it starts from.
+  prompt_files: dict[str, str]  # run name -> its PROMPT_FILE (runs initialised from a file).
   alphas: list[float] | None = None
   mixture: str | None = None
 
   @property
-  def runs_by_name(self) -> dict[str, PlannedRun]:
+  def runs_by_name(self) -> dict[str, RunSpec]:
     return {run.name: run for run in self.runs}
-
-  def config(self, run: PlannedRun) -> dict[str, Any]:
-    """The TrainConfig fields of a run: base config, then the run's overrides."""
-    return {**self.base_config, **run.overrides}
-
-
-def _run(name: str, role: str, overrides: dict[str, Any], entries: list[str],
-         after: str | None = None) -> PlannedRun:
-  bindings = [f"{GIN_MACROS[k]} = {gin_literal(v)}" for k, v in overrides.items()]
-  return PlannedRun(name, role, overrides, bindings, entries, after)
 
 
 def _values(library: PromptLibrary, ranked: Sequence[Ranked], prompt_length: int | None
@@ -141,14 +115,19 @@ def _values(library: PromptLibrary, ranked: Sequence[Ranked], prompt_length: int
 
 
 def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrary, *,
-                  target: str, out_dir: str, k: int, base_config: Mapping[str, Any],
-                  source_steps: int | None = None, metric: str = "",
-                  query: Mapping[str, Any] | None = None, gin_files: Sequence[str] = (),
-                  gin_bindings: Sequence[str] = ()) -> TransferPlan:
+                  target: str, out_dir: str, k: int,
+                  base_config: Mapping[str, Any] | None = None, source_steps: int | None = None,
+                  metric: str = "", query: Mapping[str, Any] | None = None,
+                  gin_files: Sequence[str] = (), gin_bindings: Sequence[str] = (),
+                  prompt_length: int | None = None) -> TransferPlan:
   """Plans a transfer from the top `k` of `ranked` (best first) to the task `target`.
 
-  base_config: TrainConfig fields shared by all runs (model, feature_lengths, train_steps...;
-  model_dir, task and the prompt initialisation are set per run). source_steps: the length of
+  Every run is `spot-jax train` with `gin_files`, then `gin_bindings` ("MACRO = value"), then
+  base_config (TrainConfig fields such as model, feature_lengths, train_steps, as
+  `TrainConfig.<field> = value` bindings), then its own settings: the macros MODEL_DIR,
+  MIXTURE_OR_TASK_NAME, PROMPT_INIT, PROMPT_FILE, TRAIN_STEPS of runs/prompt_train.gin, or,
+  without gin files, the same TrainConfig fields directly. prompt_length
+  (default base_config's) is checked against the retrieved prompts. source_steps: the length of
   the mixture strategy's source run (default: base_config's train_steps).
   """
   if strategy not in STRATEGIES:
@@ -159,41 +138,67 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
   if not top:
     raise TransferError("Nothing retrieved: the library holds no entries to transfer from")
   out_dir = os.path.abspath(out_dir)
-  base = {key: v for key, v in base_config.items() if key not in ("model_dir", "task")}
+  base = {key: v for key, v in (base_config or {}).items() if key not in PER_RUN_FIELDS}
+  prompt_length = base.get("prompt_length") if prompt_length is None else prompt_length
+  files = tuple(gin_files)
+  shared = [*gin_bindings, *(f"TrainConfig.{key} = {gin_literal(v)}" for key, v in base.items())]
   retrieved = [{"rank": r.rank, "id": r.entry.id, "task": r.entry.task, "seed": r.entry.seed,
                 "similarity": r.score} for r in top]
   plan = TransferPlan(strategy, target, out_dir, k, metric, dict(query or {}), retrieved, [],
-                      {}, base, list(gin_files), list(gin_bindings))
+                      {}, {}, {})
   runs_dir, init_dir = os.path.join(out_dir, "runs"), os.path.join(out_dir, "init")
 
+  def add_run(name: str, kind: str, overrides: dict[str, Any], entries: list[str],
+              after: str | None = None) -> None:
+    model_dir = os.path.join(runs_dir, name)
+    macros = {"model_dir": model_dir, **overrides}
+    from_file = files and macros.get("prompt_init") == "file"
+    run_files = files + ((FROM_FILE_GIN,) if from_file else ())
+    # Shared bindings first (their order kept), then the run's own settings.
+    bindings = {}
+    for binding in shared:
+      macro, _, value = binding.partition("=")
+      bindings[macro.strip()] = value.strip()
+    for key, value in macros.items():  # the run's own setting wins over a shared one.
+      bindings.pop(GIN_MACROS[key], None)
+      bindings.pop(f"TrainConfig.{key}", None)
+    for key, value in macros.items():
+      bindings[GIN_MACROS[key] if files else f"TrainConfig.{key}"] = gin_literal(value)
+    depends = (plan.runs_by_name[after].model_dir,) if after else ()
+    plan.runs.append(RunSpec(name, model_dir, run_files, bindings, depends, kind=kind,
+                             target=overrides["task"] if kind == "target" else None))
+    plan.entries[name] = entries
+    if "prompt_file" in overrides:
+      plan.prompt_files[name] = overrides["prompt_file"]
+
   def target_run(name: str, prompt_file: str, entries: list[str], after: str | None = None
-                 ) -> PlannedRun:
-    return _run(name, "target", {"model_dir": os.path.join(runs_dir, name), "task": target,
-                                 "prompt_init": "file", "prompt_file": prompt_file}, entries,
-                after)
+                 ) -> None:
+    add_run(name, "target", {"task": target, "prompt_init": "file",
+                             "prompt_file": prompt_file}, entries, after)
 
   if strategy == "best_of_top_k":
-    for r, value in zip(top, _values(library, top, base.get("prompt_length"))):
+    for r, value in zip(top, _values(library, top, prompt_length)):
       path = os.path.join(init_dir, f"{r.entry.id}.npy")
       plan.files[path] = value
-      plan.runs.append(target_run(r.entry.id, path, [r.entry.id]))
+      target_run(r.entry.id, path, [r.entry.id])
   elif strategy == "weighted_average":
-    values = _values(library, top, base.get("prompt_length"))
+    values = _values(library, top, prompt_length)
     path = os.path.join(init_dir, "weighted_average.npy")
     plan.files[path] = weighted_average_prompt(values, [r.score for r in top])
     plan.alphas = alphas([r.score for r in top])
-    plan.runs.append(target_run("weighted_average", path, [r.entry.id for r in top]))
+    target_run("weighted_average", path, [r.entry.id for r in top])
   else:
+    from spot_jax.tasks_util import register_transfer_mixture
     plan.mixture = register_transfer_mixture([r.entry.task for r in top] + [target]).name
     steps = int(source_steps or base.get("train_steps") or 0)
     if steps <= 0:
       raise TransferError("The mixture strategy needs source_steps (--source_steps)")
-    source_dir = os.path.join(runs_dir, "mixture_source")
-    plan.runs.append(_run("mixture_source", "source", {  # SPoT's source initialisation.
-        "model_dir": source_dir, "task": plan.mixture, "train_steps": steps,
-        "prompt_init": "sampled_vocab"}, [r.entry.id for r in top]))
-    plan.runs.append(target_run("mixture_target", run_dir.prompt_path(source_dir, steps), [],
-                                after="mixture_source"))
+    add_run("mixture_source", "source", {  # SPoT's source initialisation.
+        "task": plan.mixture, "train_steps": steps, "prompt_init": "sampled_vocab"},
+        [r.entry.id for r in top])
+    source_dir = plan.runs_by_name["mixture_source"].model_dir
+    target_run("mixture_target", run_dir.prompt_path(source_dir, steps), [],
+               after="mixture_source")
   return plan
 
 
@@ -202,8 +207,9 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
 
 @dataclasses.dataclass
 class TransferResult:
-  """Runs with their status ("finished", "skipped": finished before, "dry_run", "submitted")
-  and scores; `best` is the target run with the highest validation best_score."""
+  """Runs with their status ("finished", "skipped": finished before, "dry_run", "submitted",
+  "failed", "blocked") and scores; `best` is the target run with the highest validation
+  best_score."""
 
   plan: TransferPlan
   runs: list[dict[str, Any]]
@@ -211,39 +217,10 @@ class TransferResult:
   commands: list[list[str]]
 
 
-def _is_finished(model_dir: str) -> bool:
-  try:
-    return run_dir.read_summary(model_dir).finished
-  except run_dir.RunDirError:
-    return False
-
-
-def _flag(binding: str) -> str:
-  name, _, value = binding.partition("=")
-  return f"--gin.{name.strip()}={value.strip()}"
-
-
-def train_args(plan: TransferPlan, run: PlannedRun) -> list[str]:
-  """`spot-jax train` arguments of a run: the plan's gin files and bindings, then the run's."""
-  files = list(plan.gin_files)
-  if run.overrides.get("prompt_init") == "file":
-    files.append(FROM_FILE_GIN)
-  return ([f"--gin_file={f}" for f in files] + [_flag(b) for b in plan.gin_bindings]
-          + [_flag(b) for b in run.gin_bindings])
-
-
-def launch_command(plan: TransferPlan, run: PlannedRun, launcher: str | None,
-                   dependency: str | None = None) -> list[str]:
-  """The command line that trains `run`: `spot-jax train ...` (launcher None), a launch script,
-  or `sbatch --parsable [--dependency=afterok:JOB] launch/slurm_gpu.sbatch ...`."""
-  if launcher is None:
-    return ["spot-jax", "train"] + train_args(plan, run)
-  options = ("--parsable",) + ((f"--dependency=afterok:{dependency}",) if dependency else ())
-  try:
-    prefix = launchers.launch_prefix(launcher, absolute=True, sbatch_options=options)
-  except ValueError as e:
-    raise TransferError(str(e)) from None
-  return prefix + train_args(plan, run)
+def train_args(plan: TransferPlan, run: RunSpec) -> list[str]:
+  """`spot-jax train` arguments of a run."""
+  del plan
+  return run.flags()
 
 
 def _write_files(plan: TransferPlan) -> None:
@@ -290,55 +267,50 @@ def _write_record(plan: TransferPlan, runs: list[dict[str, Any]],
   atomic_write_bytes(os.path.join(plan.out_dir, TRANSFER_JSON), data.encode())
 
 
-def _run_status(run: PlannedRun, status: str, command: list[str]) -> dict[str, Any]:
-  row = {"name": run.name, "role": run.role, "model_dir": run.model_dir,
-         "task": run.overrides["task"], "prompt_file": run.overrides.get("prompt_file"),
-         "entries": run.entries, "status": status, "command": shlex.join(command),
+def _run_status(plan: TransferPlan, run: RunSpec, status: str, command: list[str]
+                ) -> dict[str, Any]:
+  row = {"name": run.name, "role": run.kind, "model_dir": run.model_dir,
+         "task": run.target or plan.mixture,
+         "prompt_file": plan.prompt_files.get(run.name), "entries": plan.entries[run.name],
+         "status": status, "command": shlex.join(command),
          "best_step": None, "best_score": None, "eval_metric": None}
-  if status in ("finished", "skipped"):
-    summary = run_dir.read_summary(run.model_dir)
+  summary = executor.read_finished(run.model_dir, run.train_steps)
+  if status in ("finished", "skipped") and summary is not None:
     row.update(best_step=summary.best_step, best_score=summary.best_score,
                eval_metric=summary.eval_metric)
   return row
 
 
 def run_transfer(plan: TransferPlan, *, launcher: str | None = None, dry_run: bool = False,
-                 echo: Callable[[str], None] = print) -> TransferResult:
-  """Writes the initial prompts and transfer.json, then trains the plan's runs in order.
+                 echo: Callable[[str], None] = print,
+                 run_one: Callable[[RunSpec], Any] | None = None) -> TransferResult:
+  """Writes the initial prompts and transfer.json, then trains the plan's runs in order with
+  the run executor (`spot_jax.executor.execute`).
 
   launcher None trains in-process; otherwise each run is the launch script's command (slurm:
   submitted with sbatch; the mixture target waits for its source job). Finished runs are skipped.
   dry_run echoes the commands instead of training (the prompts and transfer.json are still
-  written, so the printed commands can be run as they are).
+  written, so the printed commands can be run as they are). run_one: how a run trains in this
+  process (default `spot_jax.executor.train_spec`).
   """
   _check_resumable(plan)
   _write_files(plan)
-  rows, commands, jobs = [], [], {}
-  _write_record(plan, rows, None)
+  _write_record(plan, [], None)
   for run in plan.runs:
-    dependency = None
-    if run.after is not None and not _is_finished(plan.runs_by_name[run.after].model_dir):
-      dependency = jobs.get(run.after, f"<job id of {run.after}>")
-    command = launch_command(plan, run, launcher, dependency)
-    commands.append(command)
-    if _is_finished(run.model_dir):
-      rows.append(_run_status(run, "skipped", command))
+    if executor.is_finished(run):
       echo(f"skip {run.name}: {run.model_dir} is finished")
-      continue
-    if dry_run:
-      echo(shlex.join(command))
-      rows.append(_run_status(run, "dry_run", command))
-      continue
-    if launcher is None:
-      from spot_jax.train.loop import TrainConfig, train
-      train(TrainConfig(**plan.config(run)))
-    else:
-      process = subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE)
-      if launcher == "slurm_gpu":  # sbatch --parsable prints "JOB_ID[;CLUSTER]".
-        jobs[run.name] = process.stdout.strip().split(";")[0]
-    status = "finished" if _is_finished(run.model_dir) else "submitted"
-    rows.append(_run_status(run, status, command))
-    _write_record(plan, rows, None)
+  try:
+    execution = executor.execute(plan.runs, launcher=launcher, dry_run=dry_run, log=echo,
+                                 run_one=run_one)
+  except ValueError as e:
+    raise TransferError(str(e)) from None
+  rows, commands = [], []
+  for run in plan.runs:
+    command = execution.commands.get(run.name) or executor.launch_command(run, launcher)
+    commands.append(command)
+    rows.append(_run_status(plan, run, execution.status(run), command))
+  for run, why in execution.failed + execution.blocked:
+    echo(f"{execution.status(run).upper()} {run.name}: {why}")
   best = best_run(rows)
   _write_record(plan, rows, best)
   return TransferResult(plan, rows, best, commands)

@@ -9,8 +9,9 @@
     library/                                  the prompt library of the source runs (default)
     results.csv                               source,target,seed,score,metric,step
 
-Every job is one `spot-jax train` invocation, fully described by gin flags (`Job.flags()`), so
-running it in this process, in a worker process or on a cluster node is the same run. A transfer
+Every job is one `spot-jax train` invocation, fully described by gin flags (a
+`spot_jax.executor.RunSpec`), so running it in this process, in a worker process or on a cluster
+node is the same run; the run executor (`spot_jax.executor.execute`) trains them. A transfer
 reads its source's best prompt when it starts: `study/transfer.gin` binds PROMPT_FILE to
 `best_prompt_file(SOURCE_MODEL_DIR)`, evaluated by gin in the training process. Targets that are
 also sources get no self-transfer (the baseline already trains them from scratch).
@@ -24,20 +25,15 @@ Scores are the runs' best validation scores, on a 0-100 scale as every metric of
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import re
-import shlex
-import subprocess
-import sys
-import time
 from typing import Any, Callable, Sequence
 
 import gin
 
-from spot_jax.fileio import atomic_write_bytes
-from spot_jax import launchers
+from spot_jax import executor, launchers
+from spot_jax.executor import RunSpec, is_finished, read_finished  # noqa: F401  (re-exported)
 from spot_jax.gin_utils import gin_literal
 from spot_jax.study.spec import StudySpec
 from spot_jax.train import run_dir
@@ -57,36 +53,7 @@ class StudyError(ValueError):
   """A study that cannot run as asked (unknown phase or launcher, unfinished sources...)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Job:
-  """One prompt-tuning run of the study: a `spot-jax train` with these gin flags."""
-
-  kind: str  # "source" | "baseline" | "transfer"
-  source: str | None  # None for a baseline.
-  target: str | None  # None for a source run.
-  seed: int
-  model_dir: str
-  depends_on: tuple[str, ...]  # model dirs that must be finished first.
-  gin_files: tuple[str, ...]
-  gin_bindings: dict[str, str]  # macro -> gin literal text.
-
-  @property
-  def name(self) -> str:
-    """A file-name-safe id: `transfer.<source>.<target>.seed_<s>`."""
-    parts = [self.kind] + [p for p in (self.source, self.target) if p] + [f"seed_{self.seed}"]
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", ".".join(parts))
-
-  @property
-  def train_steps(self) -> int:
-    return int(self.gin_bindings["TRAIN_STEPS"])
-
-  def flags(self) -> list[str]:
-    """The `spot-jax train` arguments."""
-    return ([f"--gin_file={f}" for f in self.gin_files]
-            + [f"--gin.{name}={value}" for name, value in self.gin_bindings.items()])
-
-  def command(self, prefix: Sequence[str] = ("spot-jax", "train")) -> str:
-    return shlex.join([*prefix, *self.flags()])
+Job = RunSpec  # One run of the study (kind source | baseline | transfer).
 
 
 @dataclasses.dataclass
@@ -137,7 +104,9 @@ def plan(spec: StudySpec, study_dir: str) -> list[Job]:
       source_dir = run_dir_of(study_dir, "source", source, None, seed)
       bindings["SOURCE_MODEL_DIR"] = gin_literal(source_dir)
       files, depends = (*train_files, TRANSFER_GIN), (source_dir,)
-    return Job(kind, source, target, seed, model_dir, depends, files, bindings)
+    name = executor.safe_name(kind, source or "", target or "", f"seed_{seed}")
+    return RunSpec(name, model_dir, files, bindings, depends, kind=kind, source=source,
+                   target=target, seed=seed)
 
   jobs = [job("source", s, None, seed) for s in spec.sources for seed in spec.seeds]
   jobs += [job("baseline", None, t, seed) for t in spec.targets for seed in spec.seeds]
@@ -193,21 +162,6 @@ def best_prompt_file(model_dir: str = gin.REQUIRED) -> str:
     raise StudyError(f"Source run {model_dir}: best step {summary.best_step} has no prompt "
                      f"({path} missing); rerun that source")
   return path
-
-
-def read_finished(model_dir: str, train_steps: int | None = None) -> run_dir.RunSummary | None:
-  """The run's summary when it finished (all `train_steps` done), else None."""
-  try:
-    summary = run_dir.read_summary(model_dir)
-  except run_dir.RunDirError:
-    return None
-  if not summary.finished or (train_steps is not None and summary.steps_done < train_steps):
-    return None
-  return summary
-
-
-def is_finished(job: Job) -> bool:
-  return read_finished(job.model_dir, job.train_steps) is not None
 
 
 # ----------------------------------------------------------------------------- collecting
@@ -270,31 +224,20 @@ def collect(spec: StudySpec, study_dir: str, jobs: Sequence[Job] | None = None,
 # ----------------------------------------------------------------------------- executing
 
 
-def train_in_process(job: Job) -> None:
-  """Runs the job exactly as `spot-jax train FLAGS` does (same parsing, same code path)."""
-  from spot_jax.cli import train_cmd
-  from spot_jax.gin_utils import split_gin_args
-  files, bindings, rest = split_gin_args(job.flags())
-  assert not rest, rest
-  train_cmd.run_train(argparse.Namespace(gin_files=files, gin_bindings=bindings,
-                                         overwrite=False))
-
-
-def worker_command(job: Job) -> list[str]:
-  return [sys.executable, "-m", "spot_jax.cli.main", "train", *job.flags()]
-
-
 def log_path(study_dir: str, job: Job) -> str:
-  return os.path.join(os.path.abspath(study_dir), "logs", f"{job.name}.log")
+  return executor.log_path(os.path.join(os.path.abspath(study_dir), "logs"), job)
 
 
 def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: bool = False,
               phase: str = "all", collect_only: bool = False,
-              log: Callable[[str], None] = print) -> StudyReport:
-  """Trains every unfinished job of `phase` (in this process, or in `processes` workers),
+              log: Callable[[str], None] = print,
+              run_one: Callable[[Job], Any] | None = None) -> StudyReport:
+  """Trains every unfinished job of `phase` with the run executor (in this process, or in
+  `processes` workers), then collects library entries and results.
 
-  then collects library entries and results. A transfer starts only after its source finished;
-  a failed job is reported with its run dir (and log) and blocks only its dependants.
+  A transfer starts only after its source finished; a failed job is reported with its run dir
+  (and log) and blocks only its dependants. run_one: how one job trains in this process
+  (default `spot_jax.executor.train_spec`; the demo passes its quiet runner).
   """
   if processes < 1:
     raise StudyError(f"processes must be >= 1, got {processes}")
@@ -306,15 +249,24 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
       log(line)
     return report
   if not collect_only:
-    report.skipped = [j for j in jobs if is_finished(j)]
-    todo = [j for j in jobs if j not in report.skipped]
-    log(f"Study {spec.name!r} ({phase}): {len(todo)} runs to train, "
-        f"{len(report.skipped)} already finished")
-    on_done = _source_hook(spec, study_dir, report, log)
-    if processes == 1:
-      _run_sequential(todo, report, log, on_done)
-    else:
-      _run_workers(todo, study_dir, processes, report, log, on_done)
+    todo = sum(not is_finished(j) for j in jobs)
+    log(f"Study {spec.name!r} ({phase}): {todo} runs to train, {len(jobs) - todo} already "
+        "finished")
+
+    def on_done(job: Job, summary) -> None:
+      log(f"finished {job.name}")
+      if job.kind == "source":
+        added = add_to_library(spec, study_dir, job)
+        if added:
+          report.library_added.append(added)
+
+    execution = executor.execute(jobs, processes=processes,
+                                 log_dir=os.path.join(os.path.abspath(study_dir), "logs"),
+                                 log=log, on_done=on_done, run_one=run_one)
+    report.skipped, report.ran = execution.skipped, execution.ran
+    report.failed = execution.failed
+    report.blocked = [(job, f"{why}; run --phase sources first" if job.kind == "transfer"
+                       else why) for job, why in execution.blocked]
   collect(spec, study_dir, all_jobs, report)
   log(f"results: {report.results_rows} rows in {report.results_path} "
       f"({report.missing_results} baseline/transfer runs not finished)")
@@ -325,86 +277,6 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
   for job, why in report.blocked:
     log(f"BLOCKED {job.name}: {why}")
   return report
-
-
-def _source_hook(spec: StudySpec, study_dir: str, report: StudyReport,
-                 log: Callable[[str], None]) -> Callable[[Job], None]:
-  def on_done(job: Job) -> None:
-    report.ran.append(job)
-    log(f"finished {job.name}")
-    if job.kind == "source":
-      added = add_to_library(spec, study_dir, job)
-      if added:
-        report.library_added.append(added)
-  return on_done
-
-
-def _blocker(job: Job, pending_dirs: set[str]) -> str | None:
-  """Why the job cannot start now: 'wait' while a dependency is still queued, else a reason."""
-  for dep in job.depends_on:
-    if read_finished(dep) is not None:
-      continue
-    if dep in pending_dirs:
-      return "wait"
-    return (f"its source run {dep} is not finished (failed, or not part of this phase: run "
-            "--phase sources first)")
-  return None
-
-
-def _run_sequential(todo: list[Job], report: StudyReport, log: Callable[[str], None],
-                    on_done: Callable[[Job], None]) -> None:
-  for index, job in enumerate(todo):
-    why = _blocker(job, set())
-    if why:
-      report.blocked.append((job, why))
-      continue
-    log(f"[{index + 1}/{len(todo)}] {job.name}: {job.model_dir}")
-    try:
-      train_in_process(job)
-    except Exception as e:  # one failed run must not stop the others.
-      report.failed.append((job, f"{type(e).__name__}: {e} (run dir {job.model_dir})"))
-      continue
-    if is_finished(job):
-      on_done(job)
-    else:
-      report.failed.append((job, f"run.json in {job.model_dir} does not say finished"))
-
-
-def _run_workers(todo: list[Job], study_dir: str, processes: int, report: StudyReport,
-                 log: Callable[[str], None], on_done: Callable[[Job], None]) -> None:
-  """Up to `processes` `python -m spot_jax.cli.main train` workers, respecting dependencies."""
-  pending = list(todo)
-  running: dict[subprocess.Popen, tuple[Job, Any]] = {}
-  while pending or running:
-    pending_dirs = {j.model_dir for j in pending} | {j.model_dir for j, _ in running.values()}
-    for job in list(pending):
-      if len(running) >= processes:
-        break
-      why = _blocker(job, pending_dirs)
-      if why == "wait":
-        continue
-      pending.remove(job)
-      if why:
-        report.blocked.append((job, why))
-        continue
-      path = log_path(study_dir, job)
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      log_file = open(path, "ab")
-      log(f"start {job.name} (log {path})")
-      running[subprocess.Popen(worker_command(job), stdout=log_file,
-                               stderr=subprocess.STDOUT)] = (job, log_file)
-    if not running:  # everything left waits on a job that can never start.
-      report.blocked += [(job, "its dependency never started") for job in pending]
-      return
-    time.sleep(0.2)
-    for process in [p for p in running if p.poll() is not None]:
-      job, log_file = running.pop(process)
-      log_file.close()
-      if process.returncode == 0 and is_finished(job):
-        on_done(job)
-      else:
-        report.failed.append((job, f"exit code {process.returncode}; run dir {job.model_dir}, "
-                                   f"log {log_path(study_dir, job)}"))
 
 
 # ----------------------------------------------------------------------------- cluster jobs
@@ -423,18 +295,11 @@ def emit_jobs(spec: StudySpec, study_dir: str, launcher: str, out_dir: str) -> l
   phases = ([j for j in jobs if j.kind != "transfer"], [j for j in jobs if j.kind == "transfer"])
   if launcher == "slurm_gpu":  # sbatch cannot create the directory of --output itself.
     os.makedirs(os.path.join(os.path.abspath(study_dir), "logs"), exist_ok=True)
-  paths = []
-  for name, phase_jobs in zip(PHASE_FILES, phases):
-    lines = [shlex.join([*launcher_prefix(launcher, study_dir, job), *job.flags()])
-             for job in phase_jobs]
-    path = os.path.join(out_dir, name)
-    atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode())
-    paths.append(path)
-  return paths
 
+  def sbatch_options(job: Job) -> tuple[str, ...]:  # a job name and a log file per job.
+    log = os.path.join(os.path.abspath(study_dir), "logs", f"{job.name}-%j.log")
+    return (f"--job-name={job.name}", f"--output={log}")
 
-def launcher_prefix(launcher: str, study_dir: str, job: Job) -> list[str]:
-  """The launcher words before the train flags; sbatch gets a job name and a log file."""
-  log = os.path.join(os.path.abspath(study_dir), "logs", f"{job.name}-%j.log")
-  return launchers.launch_prefix(launcher,
-                                 sbatch_options=(f"--job-name={job.name}", f"--output={log}"))
+  return [executor.emit_commands(phase_jobs, launcher, os.path.join(out_dir, name),
+                                 sbatch_options)
+          for name, phase_jobs in zip(PHASE_FILES, phases)]

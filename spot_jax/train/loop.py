@@ -176,6 +176,8 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state)
     summary = run_dir.read_summary(cfg.model_dir)
+    if cfg.train_steps > summary.steps_done:  # extended: not finished until the new last step.
+      summary.finished = False
     summary.train_steps = cfg.train_steps
     summary.step_offset, summary.step_offset_source = offset
   elif is_chief:

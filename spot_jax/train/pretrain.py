@@ -4,13 +4,21 @@ Released T5 1.1 checkpoints cannot be downloaded here, so the embedded default p
 `tiny_byte` model on the synthetic corpus (prefix LM) and writes it as a T5X checkpoint; prompt
 tuning then loads it exactly as it would load `t5_1_1_lm100k_base/checkpoint_1100000`.
 All parameters train here (AdamW with warmup and cosine decay), unlike prompt tuning.
+
+The model lives in a directory named by everything that determines it (model, task, steps,
+seed and the other settings: `cache_dir`), so a cached model is never reused for another
+configuration. Pretraining saves its full state (parameters, optimizer, step) every
+`checkpoint_period` steps with orbax and resumes from the last one after an interruption;
+the data order is a function of (task, seed, step), so a resumed run ends with the same model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -37,14 +45,43 @@ class PretrainConfig:
   dropout_rate: float = 0.0
   seed: int = 0
   log_period: int = 100
+  checkpoint_period: int = 250
+
+  def identity(self) -> dict[str, Any]:
+    """Everything that determines the pretrained parameters."""
+    fields = dataclasses.asdict(self)
+    for name in ("output_dir", "log_period", "checkpoint_period"):
+      fields.pop(name)
+    fields["feature_lengths"] = dict(fields["feature_lengths"])
+    return fields
+
+
+def cache_dir(cfg: PretrainConfig) -> str:
+  """output_dir/<model>-<task>-<steps>steps-seed<seed>-<hash of every other setting>."""
+  identity = cfg.identity()
+  digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+  name = f"{cfg.model}-{cfg.task}-{cfg.train_steps}steps-seed{cfg.seed}-{digest}"
+  return os.path.join(cfg.output_dir, name)
+
+
+def checkpoint_path(cfg: PretrainConfig) -> str:
+  """The T5X checkpoint `pretrain(cfg)` writes."""
+  return os.path.join(cache_dir(cfg), f"checkpoint_{cfg.train_steps}")
 
 
 def pretrain(cfg: PretrainConfig, log=print) -> str:
-  """Trains all parameters; returns the path of the T5X checkpoint written."""
-  path = os.path.join(cfg.output_dir, f"checkpoint_{cfg.train_steps}")
+  """Trains all parameters (resuming from the last saved state); returns the path of the T5X
+  checkpoint written."""
+  import orbax.checkpoint as ocp
+
+  from spot_jax.fileio import atomic_write_bytes
+  path = checkpoint_path(cfg)
   if os.path.exists(os.path.join(path, t5x.CHECKPOINT_FILE)):
     log(f"Reusing pretrained model {path}")
     return path
+  os.makedirs(cache_dir(cfg), exist_ok=True)
+  atomic_write_bytes(os.path.join(cache_dir(cfg), "pretrain.json"),
+                     json.dumps(cfg.identity(), indent=2, sort_keys=True).encode())
   model = T5(get_config(cfg.model, dropout_rate=cfg.dropout_rate))
   tokens = jnp.ones((1, 4), jnp.int32)
   params = jax.jit(model.init)(jax.random.PRNGKey(cfg.seed), tokens, tokens)["params"]
@@ -65,13 +102,32 @@ def pretrain(cfg: PretrainConfig, log=print) -> str:
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, metrics["token_accuracy"]
 
-  batches = train_batches(cfg.task, cfg.feature_lengths, cfg.batch_size, seed=cfg.seed)
+  manager = ocp.CheckpointManager(
+      os.path.abspath(os.path.join(cache_dir(cfg), "train_state")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                           enable_async_checkpointing=False))
+  start = 0
+  if manager.latest_step() is not None:
+    start = int(manager.latest_step())
+    state = manager.restore(start, args=ocp.args.StandardRestore(
+        {"params": params, "opt_state": opt_state}))
+    params, opt_state = state["params"], state["opt_state"]
+    log(f"Resuming pretraining at step {start}/{cfg.train_steps}")
+  batches = train_batches(cfg.task, cfg.feature_lengths, cfg.batch_size, seed=cfg.seed,
+                          start_step=start)
   key = jax.random.PRNGKey(cfg.seed + 1)
-  for i in range(1, cfg.train_steps + 1):
-    params, opt_state, loss, accuracy = step(params, opt_state, next(batches),
-                                             jax.random.fold_in(key, i))
-    if i % cfg.log_period == 0 or i == cfg.train_steps:
-      log(f"pretrain step {i}/{cfg.train_steps}: loss/token {float(loss):.3f}, "
-          f"token accuracy {100 * float(accuracy):.1f}%")
+  try:
+    for i in range(start + 1, cfg.train_steps + 1):
+      params, opt_state, loss, accuracy = step(params, opt_state, next(batches),
+                                               jax.random.fold_in(key, i))
+      if i % cfg.log_period == 0 or i == cfg.train_steps:
+        log(f"pretrain step {i}/{cfg.train_steps}: loss/token {float(loss):.3f}, "
+            f"token accuracy {100 * float(accuracy):.1f}%")
+      if i % cfg.checkpoint_period == 0 and i < cfg.train_steps:
+        manager.save(i, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
+                     force=True)
+        manager.wait_until_finished()
+  finally:
+    manager.close()
   t5x.write_checkpoint(path, jax.device_get(params), step=cfg.train_steps)
   return path

@@ -1,0 +1,289 @@
+"""The SPoT pipeline as Python calls: each stage takes typed inputs and writes files.
+
+  train_runs            train a set of runs (RunSpecs) with the one run executor
+  add_to_library        finished runs -> library entries (value: best step, key: key step)
+  embed_target          tune a target prompt for KEY_STEP steps; its prompt is the task key
+  target_query          the key, model and description of a target (a run or a key file)
+  rank_sources          rank library sources for a key with any scorer (similarity metric or a
+                        learned scorer of spot_jax.library.scorers)
+  write_predictions     a ranking as the predictions table target,source,score
+  task_similarity       the task x task similarity CSV (+ clustered heatmap)
+  transfer              retrieve, plan and train a transfer strategy
+  run_study             a study spec -> run dirs, library, results.csv
+  analyse               results.csv -> matrices, summary.json, figures
+  evaluate_rankings     results.csv + predictions (or a baseline) -> ranking metrics
+
+The `spot-jax` subcommands only parse their flags, call these and print; the demo
+(`spot_jax.demo`) chains them. Nothing here takes an argparse Namespace.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from spot_jax import executor
+from spot_jax.executor import Execution, RunSpec
+from spot_jax.fileio import atomic_write_bytes
+from spot_jax.train import run_dir
+
+Log = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_runs(specs: Sequence[RunSpec], *, processes: int = 1, launcher: str | None = None,
+               dry_run: bool = False, log_dir: str | None = None, log: Log = print,
+               run_one: Callable[[RunSpec], Any] | None = None) -> Execution:
+  """Trains every unfinished run of `specs` (see `spot_jax.executor.execute`)."""
+  return executor.execute(specs, processes=processes, launcher=launcher, dry_run=dry_run,
+                          log_dir=log_dir, log=log, run_one=run_one)
+
+
+def add_to_library(library_path: str, model_dirs: Sequence[str], *,
+                   entry_ids: Sequence[str] | None = None, key_step: int | None = None,
+                   create: bool = True) -> list[str]:
+  """Adds finished runs to the library (entries that exist are kept); returns the new ids."""
+  from spot_jax.library.store import PromptLibrary
+  library = PromptLibrary(library_path, create=create)
+  existing, added = set(library.ids()), []
+  for i, model_dir in enumerate(model_dirs):
+    entry_id = None if entry_ids is None else entry_ids[i]
+    if entry_id is not None and entry_id in existing:
+      continue
+    if executor.read_finished(model_dir) is None:
+      raise ValueError(f"{model_dir} is not a finished run; train it first")
+    added.append(library.add_run_dir(model_dir, key_step=key_step, entry_id=entry_id).id)
+  return added
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def embed_target(gin_files: Sequence[str], gin_bindings: Sequence[str], out: str | None = None,
+                 key_step: int | None = None) -> tuple[str, str]:
+  """Tunes the configured target run for exactly `key_step` steps (default its KEY_STEP) with
+  the normal trainer, unless that prompt exists; copies it to `out` when given.
+
+  Returns (the key prompt's path, the task). MODEL_DIR can later be trained further.
+  """
+  from spot_jax.train.loop import train
+  cfg, gin_text = executor.train_config(gin_files, gin_bindings)
+  key_step = cfg.key_step if key_step is None else key_step
+  if key_step <= 0:
+    raise ValueError(f"key_step must be positive, got {key_step}")
+  path = run_dir.prompt_path(cfg.model_dir, key_step)
+  if not os.path.exists(path):
+    done = run_dir.prompt_steps(cfg.model_dir)
+    if done and done[-1] > key_step:
+      raise ValueError(f"{cfg.model_dir} is past step {key_step} ({done[-1]}) without a prompt "
+                       f"at {key_step}; use another MODEL_DIR or a key step in {done}")
+    cfg = dataclasses.replace(cfg, train_steps=key_step, key_step=key_step, eval_period=0)
+    train(cfg, gin_config=gin_text)
+  if out:
+    with open(path, "rb") as f:
+      atomic_write_bytes(out, f.read())
+  return (out or path), cfg.task
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+  """A target's key [L, embed], the frozen model it belongs to, a description for records,
+  and the target task when known."""
+
+  key: np.ndarray
+  model: Any  # spot_jax.library.store.ModelIdentity
+  description: dict[str, Any]
+  task: str | None
+
+
+def target_query(library, *, key_path: str | None = None, run: str | None = None,
+                 model: str | None = None) -> Query:
+  """The query of a key file (`key_path`, needs `model`: fingerprint, prefix or name) or of a
+  target run (its KEY_STEP prompt; `model`, when given, must match the run's)."""
+  from spot_jax.library.store import LibraryError, ModelIdentity, as_prompt, load_npy
+  if (key_path is None) == (run is None):
+    raise ValueError("give exactly one of a key file or a target run")
+  identity = library.resolve_model(model) if model else None
+  if key_path:
+    if identity is None:
+      raise LibraryError(f"--key needs --model (one of {[str(m) for m in library.models()]})")
+    key = as_prompt(load_npy(key_path), f"key {key_path}", identity.emb_dim)
+    return Query(key, identity, {"key": os.path.abspath(key_path)}, None)
+  summary = run_dir.read_summary(run)
+  run_model = ModelIdentity.from_run_summary(summary)
+  if identity is not None and identity != run_model:
+    raise LibraryError(f"--model {identity} differs from the model of run {run} ({run_model})")
+  path = run_dir.prompt_path(run, summary.key_step)
+  if not os.path.exists(path):
+    raise LibraryError(f"Run {run} has no prompt at its key_step {summary.key_step} "
+                       f"({path}); available steps: {run_dir.prompt_steps(run)}. Train it "
+                       "further or use `spot-jax embed`")
+  key = as_prompt(load_npy(path), f"key {path}", run_model.emb_dim)
+  return Query(key, run_model, {"run": os.path.abspath(run), "key_step": summary.key_step},
+               summary.task)
+
+
+# ----------------------------------------------------------------------------- ranking
+
+
+def scorer_names() -> list[str]:
+  """Every ranking method `rank_sources` accepts: the similarity metrics, then the learned
+  scorers of `spot_jax.library.scorers` when that module is installed."""
+  from spot_jax.library import similarity
+  names = list(similarity.METRICS)
+  try:
+    from spot_jax.library import scorers
+  except ImportError:
+    return names
+  return names + [n for n in scorers.names() if n not in names]
+
+
+def rank_sources(library, query: Query, *, scorer: str = "cosine", k: int | None = None,
+                 exclude_task: str | None = None, center_keys: bool = False,
+                 by_task: bool = False) -> list:
+  """Library entries (tasks with by_task) best first for the query, by `scorer`: a similarity
+  metric (spot_jax.library.similarity.METRICS) or a scorer of spot_jax.library.scorers."""
+  from spot_jax.library import similarity
+  from spot_jax.library.retrieval import retrieve
+  if scorer in similarity.METRICS:
+    return retrieve(library, query.key, model=query.model, metric=scorer, k=k,
+                    exclude_task=exclude_task, center_keys=center_keys, by_task=by_task)
+  try:
+    from spot_jax.library import scorers
+  except ImportError:
+    raise ValueError(f"Unknown scorer {scorer!r}; choose one of {scorer_names()}") from None
+  return scorers.rank(scorer, library, query.key, model=query.model, k=k,
+                      exclude_task=exclude_task, by_task=by_task)
+
+
+def predictions_csv(target: str, ranked) -> bytes:
+  """`target,source,score`, one row per source task (its first = best row in `ranked`); the
+  target's own task is no source of itself and is left out."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(("target", "source", "score"))
+  seen = {target}
+  for r in ranked:
+    if r.entry.task not in seen:
+      seen.add(r.entry.task)
+      writer.writerow((target, r.entry.task, repr(r.score)))
+  return buffer.getvalue().encode()
+
+
+def write_predictions(path: str, target: str, ranked) -> int:
+  """Writes the predictions table of one target; returns its number of source tasks."""
+  atomic_write_bytes(path, predictions_csv(target, ranked))
+  return len({r.entry.task for r in ranked} - {target})
+
+
+def similarity_csv(tasks: Sequence[str], matrix) -> str:
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(["task"] + list(tasks))
+  for task, row in zip(tasks, matrix):
+    writer.writerow([task] + [repr(float(v)) for v in row])
+  return buffer.getvalue()
+
+
+def task_similarity(library, metric: str, out: str, *, center_keys: bool = False,
+                    model=None, plot: str | None = None, per_run: bool = False
+                    ) -> tuple[list[str], np.ndarray]:
+  """Writes the task x task similarity of the library's keys (entry x entry, labelled
+  <task>@<seed>, with per_run) to `out` (CSV) and, with `plot`, a clustered heatmap PNG;
+  returns (labels, matrix [T, T])."""
+  from spot_jax.library import similarity
+  compute = similarity.run_similarity if per_run else similarity.task_similarity
+  tasks, matrix = compute(library, metric, center_keys=center_keys, model=model)
+  atomic_write_bytes(os.path.abspath(out), similarity_csv(tasks, matrix).encode())
+  if plot:
+    from spot_jax.library.plots import similarity_heatmap
+    os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
+    title = f"Task similarity ({metric}{', centred' if center_keys else ''})"
+    similarity_heatmap(tasks, matrix, plot, title)
+  return tasks, matrix
+
+
+# ----------------------------------------------------------------------------- transfer
+
+
+def transfer(strategy: str, library, query: Query, *, target: str, out_dir: str, k: int,
+             gin_files: Sequence[str] = (), gin_bindings: Sequence[str] = (),
+             base_config: Mapping[str, Any] | None = None, scorer: str = "cosine",
+             center_keys: bool = False, source_steps: int | None = None,
+             prompt_length: int | None = None, launcher: str | None = None,
+             dry_run: bool = False, log: Log = print):
+  """Ranks the library for the query (the target's own task excluded), then plans and trains
+  the strategy's runs (spot_jax.library.transfer); returns (ranked, TransferResult)."""
+  from spot_jax.library import transfer as transfer_lib
+  ranked = rank_sources(library, query, scorer=scorer, k=k, exclude_task=target,
+                        center_keys=center_keys)
+  plan = transfer_lib.plan_transfer(
+      strategy, ranked, library, target=target, out_dir=out_dir, k=k, base_config=base_config,
+      source_steps=source_steps, metric=scorer, query=query.description, gin_files=gin_files,
+      gin_bindings=gin_bindings, prompt_length=prompt_length)
+  return ranked, transfer_lib.run_transfer(plan, launcher=launcher, dry_run=dry_run, echo=log)
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+def run_study(spec, study_dir: str, **options):
+  """A study spec (a StudySpec or a YAML path) -> its runs, library and results.csv
+  (spot_jax.study.runner.run_study; options: processes, dry_run, phase, collect_only, log,
+  run_one)."""
+  from spot_jax.study import runner
+  from spot_jax.study.spec import load_spec
+  if isinstance(spec, str):
+    spec = load_spec(spec)
+  return runner.run_study(spec, study_dir, **options)
+
+
+def analyse(results_csv: str, out_dir: str, *, similarity_csv_path: str | None = None,
+            threshold: float = 0.0, metric_name: str | None = None) -> dict[str, Any]:
+  """results.csv -> transfer matrices, relative error reduction, summary.json and figures."""
+  from spot_jax.study import analysis
+  return analysis.run_analysis(results_csv, out_dir, similarity_csv_path, threshold,
+                               metric_name)
+
+
+def evaluate_rankings(results_csv: str, *, predictions: str | None = None,
+                      baseline: str | None = None, sizes: str | None = None,
+                      k_max: int | None = None, out: str | None = None) -> dict[str, Any]:
+  """Ranking metrics of a predictions table, or of a baseline ranking (`random`: the exact
+  expectation, `data_size`: by training-set size, from `sizes` or the task registry)."""
+  from spot_jax.study import ranking, results
+  if (predictions is None) == (baseline is None):
+    raise ValueError("give exactly one of predictions or a baseline")
+  if sizes and baseline != "data_size":
+    raise ValueError("--sizes only applies to --baseline data_size")
+  table = results.aggregate(results.read_results(results_csv))
+  if predictions:
+    predicted = ranking.predictions_by_target(results.read_predictions(predictions))
+    method, where = f"predictions {predictions}", predictions
+  elif baseline == "data_size":
+    known = results.read_sizes(sizes) if sizes else None
+
+    def size_of(task: str) -> float:
+      if known is None:
+        return ranking.registry_train_size(task)
+      if task not in known:
+        raise ValueError(f"{sizes}: no size for source {task!r}; add a row {task},SIZE")
+      return known[task]
+    predicted, method, where = ranking.data_size_predictions(table, size_of), "data_size", \
+        sizes or "data_size"
+  elif baseline == "random":
+    predicted, method, where = None, "random (expected value)", "random"
+  else:
+    raise ValueError(f"Unknown baseline {baseline!r}; choose random or data_size")
+  report = ranking.evaluate(table, method, predicted, k_max, where)
+  report["results"] = os.path.abspath(results_csv)
+  if out:
+    results.write_json(out, report)
+  return report
