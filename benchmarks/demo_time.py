@@ -1,10 +1,12 @@
-"""Wall time of the embedded default (`spot-jax demo`) from nothing, and of a rerun.
+"""Wall time of `spot-jax demo` (full and --quick) from nothing and on a rerun.
 
-  python benchmarks/demo_time.py
+  python benchmarks/demo_time.py [--variants quick,full] [--taskset 0,1]
 
-Runs `spot-jax demo` in a fresh output directory (pretraining the tiny model, then prompt
-tuning the held-out synthetic task), then again in the same directory (everything reused), and
-writes both wall times and the demo's own report to benchmarks/RESULTS.md (section `demo`).
+Each variant runs `spot-jax demo` (through `python -m spot_jax.cli.main`, the console entry
+point's code) in a fresh output directory, then again in the same directory (every run
+finished: only the analysis is redone). Writes the wall times, the load average at the start
+(other processes sharing the cores slow the numbers down) and the demo's summary lines to
+benchmarks/RESULTS.md (section `demo`). Targets: full <= 10 min, quick <= 3 min on 2 cores.
 """
 
 from __future__ import annotations
@@ -18,38 +20,53 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+TARGETS = {"quick": 180, "full": 600}
 
 
-def timed_demo(output_dir: str) -> tuple[float, str]:
-  """Seconds of one `spot-jax demo` run (through the console entry point) and its output."""
+def timed_demo(output_dir: str, quick: bool, taskset: str | None) -> tuple[float, str]:
+  """Seconds of one demo run and its stdout."""
+  command = [sys.executable, "-m", "spot_jax.cli.main", "demo", "--output_dir", output_dir]
+  if quick:
+    command.append("--quick")
+  if taskset:
+    command = ["taskset", "-c", taskset, *command]
   start = time.perf_counter()
-  completed = subprocess.run(
-      [sys.executable, "-m", "spot_jax.cli.main", "demo", "--output_dir", output_dir],
-      capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                             env=dict(os.environ, PYTHONPATH=ROOT))
   seconds = time.perf_counter() - start
   if completed.returncode != 0:
-    raise RuntimeError(f"spot-jax demo failed:\n{completed.stderr[-3000:]}")
+    raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
   return seconds, completed.stdout
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--variants", default="quick,full")
+  parser.add_argument("--taskset", default=None, help="pin the demo to these CPUs, e.g. 0,1")
   parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
   args = parser.parse_args()
-  output_dir = tempfile.mkdtemp(prefix="spot_jax_demo_")
-  try:
-    fresh, report = timed_demo(output_dir)
-    rerun, _ = timed_demo(output_dir)
-  finally:
-    shutil.rmtree(output_dir, ignore_errors=True)
-  summary = [line for line in report.splitlines() if line.strip()][-6:]
-  body = ("## The embedded default (`spot-jax demo`)\n\n"
-          "Command: `python benchmarks/demo_time.py` (the demo in a fresh directory, then a "
-          f"rerun), {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}.\n\n"
-          f"| run | wall time |\n| --- | --- |\n| from nothing | {fresh:.0f} s |\n"
-          f"| rerun (reuses everything) | {rerun:.0f} s |\n\nThe demo's last lines:\n\n```\n"
-          + "\n".join(summary) + "\n```\n")
+  rows, summaries = [], {}
+  load = os.getloadavg()[0]
+  for variant in args.variants.split(","):
+    output_dir = tempfile.mkdtemp(prefix=f"spot_jax_demo_{variant}_")
+    try:
+      fresh, stdout = timed_demo(output_dir, variant == "quick", args.taskset)
+      rerun, _ = timed_demo(output_dir, variant == "quick", args.taskset)
+    finally:
+      shutil.rmtree(output_dir, ignore_errors=True)
+    rows.append(f"| {variant} | {fresh:.0f} s | {rerun:.0f} s | <= {TARGETS[variant]} s |")
+    summaries[variant] = [line for line in stdout.splitlines() if line.strip()][-6:]
+  cores = args.taskset or f"all {os.cpu_count()}"
+  body = ("## The demo (`spot-jax demo`)\n\n"
+          f"Command: `python benchmarks/demo_time.py --variants {args.variants}"
+          f"{' --taskset ' + args.taskset if args.taskset else ''}` ({cores} cores, load "
+          f"average {load:.1f} at the start, {time.strftime('%Y-%m-%d')}).\n\n"
+          "| variant | from nothing | rerun (all runs finished) | target |\n"
+          "| --- | --- | --- | --- |\n" + "\n".join(rows) + "\n")
+  for variant, lines in summaries.items():
+    body += f"\nThe {variant} demo's summary:\n\n```\n" + "\n".join(lines) + "\n```\n"
   print(body)
   from results_md import update_section
   update_section(args.results, "demo", body)

@@ -68,6 +68,7 @@ class DemoConfig:
   top_k: int = 2
   strategies: tuple[str, ...] = ("best_of_top_k", "weighted_average", "mixture")
   strategy_method: str = "euclidean"  # ranks for the strategies; weights must be positive.
+  mixture_source_steps: int | None = None  # the mixture's source run (default source_steps).
   tuning_margin: float = 5.0  # check (a): tuned >= untrained + margin (points).
 
 
@@ -161,15 +162,10 @@ def pretrain_stage(cfg: DemoConfig, console: Console) -> str:
     console.say(f"      reusing {path}")
     return pretrain(pcfg, log=print)
   start = time.perf_counter()
-  last = {}
 
   def log(line: str) -> None:
     print(line)  # the demo log.
-    if line.startswith("pretrain step"):
-      last["line"] = line
-      if not console.interactive:
-        console.say(f"      {line}")
-    elif line.startswith("Resuming"):
+    if line.startswith(("pretrain step", "Resuming")):
       console.say(f"      {line}")
   path = pretrain(pcfg, log=log)
   console.say(f"      wrote {path} ({time.perf_counter() - start:.0f} s)")
@@ -333,7 +329,8 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
       plans.append((target, strategy, transfer.plan_transfer(
           strategy, ranked, library, target=target, k=min(cfg.top_k, len(ranked)),
           out_dir=os.path.join(out_dir, _task_name(target), strategy),
-          source_steps=cfg.source_steps, metric=cfg.strategy_method,
+          source_steps=cfg.mixture_source_steps or cfg.source_steps,
+          metric=cfg.strategy_method,
           query=query.description, gin_files=gin_files, gin_bindings=bindings)))
   todo = sum(not executor.is_finished(r) for _, _, p in plans for r in p.runs)
   printer = RunPrinter(console, todo)

@@ -57,22 +57,18 @@ Job = RunSpec  # One run of the study (kind source | baseline | transfer).
 
 
 @dataclasses.dataclass
-class StudyReport:
-  """What `run_study` did; `ok` when nothing failed or was blocked."""
+class StudyReport(executor.Execution):
+  """What `run_study` did (the executor's record of its jobs, plus what was collected); `ok`
+  when nothing failed or was blocked."""
 
-  jobs: list[Job]
-  skipped: list[Job] = dataclasses.field(default_factory=list)  # finished before.
-  ran: list[Job] = dataclasses.field(default_factory=list)
-  failed: list[tuple[Job, str]] = dataclasses.field(default_factory=list)  # (job, why)
-  blocked: list[tuple[Job, str]] = dataclasses.field(default_factory=list)
   library_added: list[str] = dataclasses.field(default_factory=list)
   results_path: str | None = None
   results_rows: int = 0
   missing_results: int = 0
 
   @property
-  def ok(self) -> bool:
-    return not self.failed and not self.blocked
+  def jobs(self) -> list[Job]:
+    return self.specs
 
 
 # ----------------------------------------------------------------------------- planning
@@ -208,7 +204,7 @@ def collect(spec: StudySpec, study_dir: str, jobs: Sequence[Job] | None = None,
   """Adds finished sources to the library and rebuilds STUDY_DIR/results.csv."""
   from spot_jax.study.results import write_results
   jobs = plan(spec, study_dir) if jobs is None else list(jobs)
-  report = report or StudyReport(jobs=jobs)
+  report = report or StudyReport(specs=jobs)
   for job in jobs:
     if job.kind == "source" and is_finished(job):
       added = add_to_library(spec, study_dir, job)
@@ -243,7 +239,7 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
     raise StudyError(f"processes must be >= 1, got {processes}")
   all_jobs = plan(spec, study_dir)
   jobs = select_phase(all_jobs, phase)
-  report = StudyReport(jobs=jobs)
+  report = StudyReport(specs=jobs)
   if dry_run:
     for line in describe_plan(spec, jobs):
       log(line)
