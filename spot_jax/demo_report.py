@@ -178,6 +178,8 @@ def best_of_top_k_plot(rankings: Mapping[str, Any], methods: Sequence[str],
   from spot_jax.study.plots import save_figure
   figure = Figure(figsize=(6.5, 4.2))
   ax = figure.add_subplot()
+  k_max = max(len(rankings[m]["best_of_top_k"]) for m in methods)
+  ax.set_xticks(range(1, k_max + 1))
   for method in methods:
     values = rankings[method]["best_of_top_k"]
     ks = range(1, len(values) + 1)
