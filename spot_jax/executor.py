@@ -248,6 +248,31 @@ def _run_sequential(todo: list[RunSpec], result: Execution, log: Log, on_done,
     _finish(spec, result, on_done)
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+  """A Popen preexec_fn: the worker gets SIGTERM when this process dies (Linux
+  PR_SET_PDEATHSIG, kept across exec), and exits at once if it already has."""
+  def preexec() -> None:
+    import ctypes
+    import signal
+    try:
+      libc = ctypes.CDLL(None, use_errno=True)
+      libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's `finally` still stops workers.
+      pass
+    if os.getppid() != parent:
+      os._exit(1)
+  return preexec
+
+
+def start_worker(command: Sequence[str], log_file: Any) -> subprocess.Popen:
+  """A worker process that dies with this process (see `_die_with_parent`)."""
+  return subprocess.Popen(list(command), stdout=log_file, stderr=subprocess.STDOUT,
+                          preexec_fn=_die_with_parent(os.getpid()))
+
+
 def log_path(log_dir: str, spec: RunSpec) -> str:
   return os.path.join(os.path.abspath(log_dir), f"{spec.name}.log")
 
@@ -276,8 +301,7 @@ def _run_workers(todo: list[RunSpec], result: Execution, processes: int, log_dir
         os.makedirs(os.path.dirname(path), exist_ok=True)
         log_file = open(path, "ab")
         log(f"start {spec.name} (log {path})")
-        running[subprocess.Popen(worker_command(spec), stdout=log_file,
-                                 stderr=subprocess.STDOUT)] = (spec, log_file)
+        running[start_worker(worker_command(spec), log_file)] = (spec, log_file)
       if not running:  # everything left waits on a run that can never start.
         result.blocked += [(spec, "its dependency never started") for spec in pending]
         return
@@ -290,10 +314,15 @@ def _run_workers(todo: list[RunSpec], result: Execution, processes: int, log_dir
         else:
           result.failed.append((spec, f"exit code {process.returncode}; run dir "
                                       f"{spec.model_dir}, log {log_path(log_dir, spec)}"))
-  finally:
-    for process, (_, log_file) in running.items():  # interrupted: no orphans left training.
-      process.terminate()
-      process.wait()
+  finally:  # an exception or Ctrl-C here stops the workers too (no orphans left training).
+    for process in running:
+      if process.poll() is None:
+        process.terminate()
+    for process, (_, log_file) in running.items():
+      try:
+        process.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        process.kill()
       log_file.close()
 
 
