@@ -74,9 +74,10 @@ class DemoConfig:
 
 def load_config(quick: bool = False, gin_files: tuple[str, ...] = (),
                 gin_bindings: tuple[str, ...] = ()) -> DemoConfig:
-  """DemoConfig from gin_configs/demo.gin (demo_quick.gin with quick), then extra gin."""
+  """DemoConfig from gin_configs/demo.gin (then demo_quick.gin with quick), then extra gin."""
   from spot_jax import gin_utils
-  gin_utils.parse_gin([QUICK_GIN if quick else DEMO_GIN, *gin_files], list(gin_bindings))
+  files = [DEMO_GIN, *([QUICK_GIN] if quick else []), *gin_files]
+  gin_utils.parse_gin(files, list(gin_bindings))
   return DemoConfig()
 
 

@@ -27,7 +27,7 @@ def demo(output_dir) -> subprocess.CompletedProcess:
   completed = subprocess.run(
       [sys.executable, "-m", "spot_jax.cli.main", "demo", "--quick", "--output_dir",
        str(output_dir)], capture_output=True, text=True, cwd=PROJECT_ROOT, env=env,
-      timeout=1800)
+      timeout=3600)
   assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
   return completed
 
