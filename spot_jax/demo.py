@@ -182,7 +182,10 @@ def study_spec(cfg: DemoConfig, checkpoint: str):
       feature_lengths=dict(cfg.feature_lengths), batch_size=cfg.batch_size,
       prompt_length=cfg.prompt_length, checkpoint_period=cfg.checkpoint_period,
       eval_period=cfg.checkpoint_period, max_eval_examples=cfg.eval_num_examples,
-      eval_metric="accuracy"))
+      eval_metric="accuracy",
+      # Targets start like sources (sampled vocabulary), so their KEY_STEP prompts (the task
+      # keys) are comparable with the library's keys.
+      source_prompt_init="sampled_vocab", baseline_prompt_init="sampled_vocab"))
 
 
 def describe_run(spec) -> str:
