@@ -1,0 +1,102 @@
+"""A trained affinity head as a scorer: `affinity:PATH` in `spot_jax.library.scorers`.
+
+PATH is a head directory (head.json + best_params.npz) or a directory of them (`seed_*/`, as
+`spot-jax affinity train --seeds` writes): the scorer then averages the heads' predicted gains.
+Scores are predicted gains (the target's score points over its baseline), higher = better.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from spot_jax.affinity import train as train_lib
+from spot_jax.library.similarity import LibraryError
+from spot_jax.library.scorers import check_keys
+
+SCORE_BATCH = 256  # pairs per forward pass (one compiled shape).
+
+
+@dataclasses.dataclass
+class AffinityHead:
+  """One trained head: record (head.json), trainable and frozen params, the jitted forward."""
+
+  path: str
+  record: dict[str, Any]
+  trainable: Any
+  frozen: Any
+  predict: Any
+
+  @classmethod
+  def load(cls, path: str) -> AffinityHead:
+    record_path = os.path.join(path, train_lib.HEAD_JSON)
+    try:
+      with open(record_path) as f:
+        record = json.load(f)
+    except FileNotFoundError:
+      raise LibraryError(f"{path} is no affinity head (no {train_lib.HEAD_JSON}); train one "
+                         "with `spot-jax affinity train`") from None
+    if record.get("format") != train_lib.FORMAT_NAME:
+      raise LibraryError(f"{record_path} is not a {train_lib.FORMAT_NAME!r} record")
+    cfg = train_lib.AffinityConfig(**record["config"])
+    backbone = train_lib.load_backbone(cfg)
+    length, emb = int(record["prompt_length"]), int(record["emb_dim"])
+    head, _, frozen = train_lib.initial_params(cfg, backbone, (length, length), emb)
+    with np.load(os.path.join(path, train_lib.BEST_PARAMS), allow_pickle=False) as data:
+      trainable = train_lib.unflatten({k: data[k] for k in data.files})
+    return cls(path, record, trainable, frozen, train_lib.make_predict(head))
+
+  @property
+  def key_shape(self) -> tuple[int, int]:
+    return int(self.record["prompt_length"]), int(self.record["emb_dim"])
+
+  def gains(self, target_keys: np.ndarray, source_keys: np.ndarray) -> np.ndarray:
+    """Predicted gains [n] of pairs (target_keys[i] [L, E], source_keys[i] [L, E])."""
+    target_keys, source_keys = np.asarray(target_keys, np.float32), np.asarray(source_keys,
+                                                                                 np.float32)
+    for keys in (target_keys, source_keys):
+      if keys.shape[1:] != self.key_shape:
+        raise LibraryError(f"The affinity head {self.path} takes keys [L, E] = "
+                           f"{list(self.key_shape)}; got {list(keys.shape[1:])}")
+    n = len(target_keys)
+    bank = np.concatenate([target_keys, source_keys])
+    rows = np.arange(n)
+    scale = float(self.record["input_scale"])
+    pred = train_lib.predict_examples(self.predict, self.trainable, self.frozen, bank, rows,
+                                      rows + n, scale, SCORE_BATCH)
+    return pred * float(self.record["label_std"]) + float(self.record["label_mean"])
+
+
+@dataclasses.dataclass
+class HeadScorer:
+  """Scores pool entries by the mean predicted gain of one or more heads."""
+
+  heads: Sequence[AffinityHead]
+  name: str
+
+  def score(self, target_key, pool_keys, *, target=None, pool_tasks=None) -> np.ndarray:
+    target_key, pool_keys = check_keys(target_key, pool_keys, self.name)
+    targets = np.broadcast_to(target_key, pool_keys.shape[:1] + target_key.shape)
+    return np.mean([h.gains(targets, pool_keys) for h in self.heads], axis=0).astype(np.float64)
+
+
+def head_dirs(path: str) -> list[str]:
+  """[path] when it is a head, else its `seed_*` heads (sorted)."""
+  if os.path.exists(os.path.join(path, train_lib.HEAD_JSON)):
+    return [path]
+  found = sorted(os.path.dirname(p) for p in
+                 glob.glob(os.path.join(path, "*", train_lib.HEAD_JSON)))
+  if not found:
+    raise LibraryError(f"No affinity head in {path} (no {train_lib.HEAD_JSON} in it or in its "
+                       "subdirectories); train one with `spot-jax affinity train`")
+  return found
+
+
+def load_scorer(path: str) -> HeadScorer:
+  """The `affinity:PATH` scorer."""
+  return HeadScorer([AffinityHead.load(p) for p in head_dirs(path)], f"affinity:{path}")
