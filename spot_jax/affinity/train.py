@@ -22,7 +22,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.struct
 import gin
@@ -305,3 +305,45 @@ def train_head(cfg: AffinityConfig, bank: KeyBank, train: Examples, val: Example
   atomic_write_bytes(os.path.join(out_dir, HEAD_JSON),
                      (json.dumps(record, indent=2) + "\n").encode())
   return record
+
+
+def train_seeds(cfg: AffinityConfig, gains: dict, task_keys: dict[str, np.ndarray], out_dir: str,
+                seeds: Sequence[int], *, val_targets: Sequence[str] | None = None,
+                exclude: Sequence[str] = (), log: bool = True) -> dict[str, Any]:
+  """One head per seed in OUT_DIR/seed_<s>/ on the same split; writes OUT_DIR/summary.json
+  with each seed's best validation Spearman and their mean and std (ddof=1 with >= 2 seeds).
+
+  gains: {(source, target): gain}; task_keys: {task: keys [K, L, E]}. The held-out targets are
+  `val_targets`, else a `cfg.val_fraction` share drawn with `cfg.split_seed`; `exclude` tasks
+  (leave-family-out) never enter training pairs.
+  """
+  from spot_jax.affinity import data as data_lib
+  if not seeds:
+    raise ValueError("train_seeds needs at least one seed")
+  targets = sorted({t for _, t in gains})
+  held = list(val_targets) if val_targets is not None else data_lib.split_targets(
+      targets, cfg.val_fraction, cfg.split_seed)
+  bank = data_lib.KeyBank.build(task_keys)
+  backbone = load_backbone(cfg)
+  records = {}
+  for seed in seeds:
+    seed_cfg = dataclasses.replace(cfg, seed=int(seed))
+    split = data_lib.make_split(gains, held, cfg.num_pairs, int(seed), exclude)
+    info = {"val_targets": split.val_targets, "excluded": sorted(exclude),
+            "available_pairs": split.available}
+    records[int(seed)] = train_head(
+        seed_cfg, bank, bank.examples(split.train, gains), bank.examples(split.val, gains),
+        os.path.join(out_dir, f"seed_{seed}"), backbone=backbone, split_info=info, log=log)
+  scores = np.array([r["best_val_spearman"] if r["best_val_spearman"] is not None else np.nan
+                     for r in records.values()])
+  summary = {"seeds": list(records), "val_targets": held, "excluded": sorted(exclude),
+             "best_val_spearman": dict(zip(map(str, records), scores.tolist())),
+             "mean_val_spearman": float(np.nanmean(scores)) if np.isfinite(scores).any()
+             else None,
+             "std_val_spearman": float(np.nanstd(scores, ddof=1))
+             if np.isfinite(scores).sum() >= 2 else 0.0}
+  summary["best_val_spearman"] = {k: (v if np.isfinite(v) else None)
+                                  for k, v in summary["best_val_spearman"].items()}
+  atomic_write_bytes(os.path.join(out_dir, "summary.json"),
+                     (json.dumps(summary, indent=2) + "\n").encode())
+  return summary

@@ -73,6 +73,10 @@ def _add_query_args(parser: argparse.ArgumentParser) -> None:
                       help="frozen model (fingerprint, its prefix, or name); default with --run: "
                            "the run's model")
   parser.add_argument("--metric", default="cosine", help="similarity metric (default cosine)")
+  parser.add_argument("--scorer", default=None,
+                      help="rank with a scorer instead of --metric: a similarity, "
+                           "max_pairwise, data_size, random[:SEED] or affinity:HEAD_DIR "
+                           "(spot_jax/library/scorers.py)")
   parser.add_argument("--center", action="store_true",
                       help="subtract the library's mean key from keys and query")
 
@@ -99,6 +103,15 @@ def load_query(args: argparse.Namespace, library):
   key = check_prompt(load_npy(path), f"key {path}", run_model.emb_dim)
   query = {"run": os.path.abspath(args.run), "key_step": summary.key_step}
   return key, run_model, query, summary.task
+
+
+def load_scorer(args: argparse.Namespace):
+  """The --scorer (None without it); data_size reads the task registry's sizes."""
+  if not args.scorer:
+    return None
+  from spot_jax.library.scorers import get_scorer
+  from spot_jax.study.ranking import registry_train_size
+  return get_scorer(args.scorer, size_of=registry_train_size)
 
 
 def _print_ranked(ranked) -> None:
@@ -131,7 +144,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
   library = PromptLibrary(args.library)
   key, model, _, run_task = load_query(args, library)
   options = dict(model=model, metric=args.metric, exclude_task=args.exclude_task,
-                 center_keys=args.center, by_task=args.by_task)
+                 center_keys=args.center, by_task=args.by_task, scorer=load_scorer(args),
+                 target=args.target or run_task)
   _print_ranked(retrieve(library, key, k=args.k, **options))
   if args.out:
     target = args.target or run_task
@@ -194,11 +208,13 @@ def run_transfer(args: argparse.Namespace) -> int:
   base = _train_config(args, ["MODEL_DIR = 'unused'",
                               f"MIXTURE_OR_TASK_NAME = {args.target!r}"])
   ranked = retrieve(library, key, model=model, metric=args.metric, k=args.k,
-                    exclude_task=args.target, center_keys=args.center)
+                    exclude_task=args.target, center_keys=args.center,
+                    scorer=load_scorer(args), target=args.target)
   _print_ranked(ranked)
   plan = transfer.plan_transfer(
       args.strategy, ranked, library, target=args.target, out_dir=args.out_dir, k=args.k,
-      base_config=dataclasses.asdict(base), source_steps=args.source_steps, metric=args.metric,
+      base_config=dataclasses.asdict(base), source_steps=args.source_steps,
+      metric=args.scorer or args.metric,
       query=query, gin_files=args.gin_files, gin_bindings=args.gin_bindings)
   result = transfer.run_transfer(plan, launcher=args.launcher, dry_run=args.dry_run)
   for row in result.runs:
