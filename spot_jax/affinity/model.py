@@ -19,6 +19,7 @@ scalar for all keys keeps the relative norms of prompts.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -136,11 +137,17 @@ def make_head(variant: str, hidden_dim: int, config: T5Config | None = None) -> 
   raise ValueError(f"Unknown affinity head variant {variant!r}; choose one of {VARIANTS}")
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_init(head: nn.Module):
+  """One compiled init per head module (modules are frozen dataclasses, hence hashable)."""
+  return jax.jit(head.init)
+
+
 def init_params(head: nn.Module, seed: int, target_length: int, source_length: int,
                 emb_dim: int, backbone: Any = None) -> dict[str, Any]:
   """Initial params; an encoder head's `encoder` subtree is replaced by `backbone` (the frozen
   T5's params["encoder"], prompt dropped) when given."""
-  params = jax.jit(head.init)(jax.random.PRNGKey(seed), jnp.zeros((1, target_length, emb_dim)),
+  params = _jitted_init(head)(jax.random.PRNGKey(seed), jnp.zeros((1, target_length, emb_dim)),
                               jnp.zeros((1, source_length, emb_dim)))["params"]
   params = jax.device_get(params)
   if backbone is not None:

@@ -44,9 +44,15 @@ class AffinityHead:
     if record.get("format") != train_lib.FORMAT_NAME:
       raise LibraryError(f"{record_path} is not a {train_lib.FORMAT_NAME!r} record")
     cfg = train_lib.AffinityConfig(**record["config"])
-    backbone = train_lib.load_backbone(cfg)
     length, emb = int(record["prompt_length"]), int(record["emb_dim"])
-    head, _, frozen = train_lib.initial_params(cfg, backbone, (length, length), emb)
+    if cfg.variant == "encoder" and cfg.freeze_backbone:  # the backbone is rebuilt, not stored.
+      head, _, frozen = train_lib.initial_params(cfg, train_lib.load_backbone(cfg),
+                                                 (length, length), emb)
+    else:
+      from spot_jax.affinity.model import make_head
+      from spot_jax.models.config import get_config
+      config = get_config(cfg.model) if cfg.variant == "encoder" else None
+      head, frozen = make_head(cfg.variant, cfg.hidden_dim, config), {}
     with np.load(os.path.join(path, train_lib.BEST_PARAMS), allow_pickle=False) as data:
       trainable = train_lib.unflatten({k: data[k] for k in data.files})
     return cls(path, record, trainable, frozen, train_lib.make_predict(head))

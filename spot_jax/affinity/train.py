@@ -19,6 +19,7 @@ Batches are a pure function of (seed, step), so a resumed run equals an uninterr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -149,12 +150,23 @@ def initial_params(cfg: AffinityConfig, backbone: Backbone, lengths: tuple[int, 
   return head, trainable, frozen
 
 
+@functools.lru_cache(maxsize=16)
 def make_predict(head: Any) -> Callable:
-  """jitted (trainable, frozen, target [b, Lt, E], source [b, Ls, E]) -> [b] (standardised)."""
+  """jitted (trainable, frozen, target [b, Lt, E], source [b, Ls, E]) -> [b] (standardised);
+  one per head module, so heads of the same shape share compiled code."""
   return jax.jit(lambda p, f, t, s: head.apply({"params": {**p, **f}}, t, s))
 
 
+@functools.lru_cache(maxsize=16)
+def _cached_step(head: Any, learning_rate: float, warmup_steps: int, weight_decay: float,
+                 beta: float) -> Callable:
+  cfg = AffinityConfig(learning_rate=learning_rate, warmup_steps=warmup_steps,
+                       weight_decay=weight_decay)
+  return make_step(head, make_optimizer(cfg), beta)
+
+
 def make_step(head: Any, optimizer: optax.GradientTransformation, beta: float) -> Callable:
+  """jitted step(state, frozen, target [b, Lt, E], source [b, Ls, E], labels [b])."""
   def loss_fn(params, frozen, t, s, y):
     return jnp.mean(smooth_l1(head.apply({"params": {**params, **frozen}}, t, s), y, beta))
 
@@ -246,7 +258,7 @@ def train_head(cfg: AffinityConfig, bank: KeyBank, train: Examples, val: Example
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state)
   start = int(state.step)
-  step_fn = make_step(head, optimizer, cfg.beta)
+  step_fn = _cached_step(head, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay, cfg.beta)
   predict = make_predict(head)
   val_gains = pair_means(val, val.y)
   logger = MetricsLogger(out_dir, cfg.train_steps, start, cfg.batch_size, enabled=log)
