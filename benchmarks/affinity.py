@@ -8,7 +8,7 @@ Keys are synthetic prompts (N(0, 1) * 50, the scale of trained prompts), 44 task
 each as in the paper, M = 400 sampled pairs. Per configuration: the compile time of the train
 step, the median time of a step after it, and the training time of the configured number of
 steps = compile + steps x median step (projected from the timed steps: the base encoder is
-timed for a couple of steps only; its backbone is randomly initialised, same cost). Scoring:
+timed for one step only; its backbone is randomly initialised, same cost). Scoring:
 entries per second of `scorer.score(target, pool)`; the base encoder head is timed on fewer
 entries (given) and its rate is per entry, the same at 10K.
 """
@@ -39,7 +39,7 @@ CONFIGS = {  # name -> (variant, shape, model, train_steps, timed steps, scored 
     "light, tiny shapes": ("light", "tiny", None, 1500, 50, 10_000),
     "light, base shapes": ("light", "base", None, 1500, 20, 10_000),
     "encoder, tiny model": ("encoder", "tiny", "tiny", 2000, 20, 10_000),
-    "encoder, base model": ("encoder", "base", "base", 2000, 2, 64),
+    "encoder, base model": ("encoder", "base", "base", 2000, 1, 64),
 }
 
 
@@ -83,7 +83,7 @@ def time_training(name: str, timed_steps: int) -> dict:
                  "emb_dim": bank.keys.shape[2], "input_scale": 0.02, "label_mean": 0.0,
                  "label_std": 1.0}
   scorer = HeadScorer([AffinityHead("bench", head_record, state.params, frozen,
-                                    train.make_predict(head))], "affinity")
+                                    train.make_score(head))], "affinity")
   return {"compile_s": times[0], "step_s": median, "steps": steps,
           "train_s": times[0] + steps * median, "scorer": scorer, "keys": keys}
 
@@ -130,7 +130,7 @@ def main() -> None:
           f"with other work), jax {jax.__version__}. M = 400 pairs of 44 synthetic tasks; "
           "light = MLP over pooled features, encoder = T5 encoder over [P_t; sep; P_s] + MLP "
           "(base: random-initialised base encoder, batch 16, prompt length 100; its training "
-          "time is projected from 2 timed steps). Scoring: `score(target, pool)` over the "
+          "time is projected from 1 timed step). Scoring: `score(target, pool)` over the "
           "pool entries timed.\n\n" + body + "\n")
   if not args.quick:
     update_section(args.results, "affinity", text)

@@ -55,26 +55,30 @@ class AffinityHead:
       head, frozen = make_head(cfg.variant, cfg.hidden_dim, config), {}
     with np.load(os.path.join(path, train_lib.BEST_PARAMS), allow_pickle=False) as data:
       trainable = train_lib.unflatten({k: data[k] for k in data.files})
-    return cls(path, record, trainable, frozen, train_lib.make_predict(head))
+    return cls(path, record, trainable, frozen, train_lib.make_score(head))
 
   @property
   def key_shape(self) -> tuple[int, int]:
     return int(self.record["prompt_length"]), int(self.record["emb_dim"])
 
-  def gains(self, target_keys: np.ndarray, source_keys: np.ndarray) -> np.ndarray:
-    """Predicted gains [n] of pairs (target_keys[i] [L, E], source_keys[i] [L, E])."""
-    target_keys, source_keys = np.asarray(target_keys, np.float32), np.asarray(source_keys,
-                                                                                 np.float32)
-    for keys in (target_keys, source_keys):
-      if keys.shape[1:] != self.key_shape:
+  def gains(self, target_key: np.ndarray, source_keys: np.ndarray) -> np.ndarray:
+    """Predicted gains [N] of one target key [L, E] with each of source_keys [N, L, E], in
+    batches of SCORE_BATCH, a smaller last one padded to a power of two (few compiled shapes)."""
+    target_key, source_keys = np.asarray(target_key, np.float32), np.asarray(source_keys,
+                                                                               np.float32)
+    for shape in (target_key.shape, source_keys.shape[1:]):
+      if shape != self.key_shape:
         raise LibraryError(f"The affinity head {self.path} takes keys [L, E] = "
-                           f"{list(self.key_shape)}; got {list(keys.shape[1:])}")
-    n = len(target_keys)
-    bank = np.concatenate([target_keys, source_keys])
-    rows = np.arange(n)
-    scale = float(self.record["input_scale"])
-    pred = train_lib.predict_examples(self.predict, self.trainable, self.frozen, bank, rows,
-                                      rows + n, scale, SCORE_BATCH)
+                           f"{list(self.key_shape)}; got {list(shape)}")
+    scale = np.float32(self.record["input_scale"])
+    out = []
+    for start in range(0, len(source_keys), SCORE_BATCH):
+      chunk = source_keys[start:start + SCORE_BATCH]
+      pad = min(SCORE_BATCH, 1 << (len(chunk) - 1).bit_length()) - len(chunk)
+      chunk = np.pad(chunk, ((0, pad), (0, 0), (0, 0))) if pad else chunk
+      pred = self.predict(self.trainable, self.frozen, target_key, chunk, scale)
+      out.append(np.asarray(pred)[:len(chunk) - pad])
+    pred = np.concatenate(out) if out else np.zeros(0, np.float32)
     return pred * float(self.record["label_std"]) + float(self.record["label_mean"])
 
 
@@ -87,8 +91,8 @@ class HeadScorer:
 
   def score(self, target_key, pool_keys, *, target=None, pool_tasks=None) -> np.ndarray:
     target_key, pool_keys = check_keys(target_key, pool_keys, self.name)
-    targets = np.broadcast_to(target_key, pool_keys.shape[:1] + target_key.shape)
-    return np.mean([h.gains(targets, pool_keys) for h in self.heads], axis=0).astype(np.float64)
+    return np.mean([h.gains(target_key, pool_keys) for h in self.heads],
+                   axis=0).astype(np.float64)
 
 
 def head_dirs(path: str) -> list[str]:

@@ -158,6 +158,16 @@ def make_predict(head: Any) -> Callable:
 
 
 @functools.lru_cache(maxsize=16)
+def make_score(head: Any) -> Callable:
+  """jitted (trainable, frozen, target [Lt, E], sources [b, Ls, E], scale) -> [b]
+  (standardised): one target against a batch of sources, broadcast inside the computation."""
+  def score(p, f, target, sources, scale):
+    targets = jnp.broadcast_to(target * scale, sources.shape[:1] + target.shape)
+    return head.apply({"params": {**p, **f}}, targets, sources * scale)
+  return jax.jit(score)
+
+
+@functools.lru_cache(maxsize=16)
 def _cached_step(head: Any, learning_rate: float, warmup_steps: int, weight_decay: float,
                  beta: float) -> Callable:
   cfg = AffinityConfig(learning_rate=learning_rate, warmup_steps=warmup_steps,
