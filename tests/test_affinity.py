@@ -145,6 +145,7 @@ def test_kill_and_resume_of_head_training_is_bit_equal(tmp_path):
       np.testing.assert_array_equal(a[name], b[name])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("freeze", [False, True])
 def test_encoder_head_trains_on_a_tiny_backbone(tmp_path, freeze):
   tasks, keys, gains = planted_pool("cosine", n_tasks=6, emb=64, length=3)
@@ -197,3 +198,28 @@ def test_train_predict_evaluate_from_the_cli(tmp_path, capsys):
     assert method in printed
   assert "data_size left out" in printed  # the planted tasks have no known sizes.
   assert open(out).readline().startswith("method,spearman,pearson,regret_at_1")
+
+
+@pytest.mark.slow
+def test_textemb_pools_non_padding_states_and_scores_tasks(tmp_path):
+  from flax import traverse_util
+
+  from conftest import PROJECT_ROOT
+  from spot_jax.affinity import textemb
+  from spot_jax.checkpoints import t5x
+  from spot_jax.library.similarity import LibraryError
+  encoded = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 6.0], [0.0, 0.0],
+                                                                   [0.0, 0.0]]])
+  mask = np.array([[1, 1, 0], [1, 0, 0]])
+  np.testing.assert_allclose(textemb.mean_pooled(encoded, mask), [3.5, 4.5])  # (2,3), (5,6).
+  frozen = PROJECT_ROOT / "tests" / "golden" / "tiny_byte_frozen.npz"
+  params = traverse_util.unflatten_dict(dict(np.load(frozen)), sep="/")
+  t5x.write_checkpoint(tmp_path / "checkpoint_1500", params, step=1500)
+  scorer = scorers.get_scorer(f"textemb:{tmp_path / 'checkpoint_1500'}")
+  scorer.num_examples = 8
+  tasks = ["synthetic_sentiment_a", "synthetic_sentiment_b", "synthetic_topic_4way"]
+  out = scorer.score(np.zeros((2, 64)), np.zeros((3, 2, 64)), target=tasks[0], pool_tasks=tasks)
+  assert out.shape == (3,) and out[0] == pytest.approx(1.0)
+  assert np.all(np.abs(out) <= 1 + 1e-9) and len(set(np.round(out, 6))) == 3
+  with pytest.raises(LibraryError, match="target task"):
+    scorer.score(np.zeros((2, 64)), np.zeros((3, 2, 64)))

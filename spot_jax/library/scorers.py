@@ -13,8 +13,10 @@ may also read the tasks of the pool entries (`pool_tasks`, data size) or the tar
   data_size              the training-set size of each entry's task (needs pool_tasks)
   random[:SEED]          uniform noise, reproducible per (seed, target)
   affinity:PATH          the learned affinity head trained by `spot-jax affinity train`
+  textemb:CHECKPOINT     TextEmb: cosine of the tasks' mean-pooled frozen-encoder states over
+                         their inputs (Vu et al. 2020; needs target and pool_tasks)
 
-Model-based scorers (`affinity:`) live in `spot_jax.affinity` and are imported only when named,
+Model-based scorers (`affinity:`, `textemb:`) live in `spot_jax.affinity` and are imported only when named,
 so this module imports with numpy alone.
 """
 
@@ -33,7 +35,8 @@ from spot_jax.library.similarity import LibraryError
 SIMILARITY_SCORERS = tuple(similarity.METRICS)
 BASELINE_SCORERS = ("max_pairwise", "data_size", "random")
 # Prefix -> module with `load_scorer(argument) -> Scorer` (imported on use: model-based scorers).
-MODEL_SCORER_MODULES = {"affinity": "spot_jax.affinity.predict"}
+MODEL_SCORER_MODULES = {"affinity": "spot_jax.affinity.predict",
+                        "textemb": "spot_jax.affinity.textemb"}
 _CHUNK_ELEMENTS = 1 << 22  # float64 elements of the [chunk, Ls, Lt] cosine block (32 MiB).
 
 
