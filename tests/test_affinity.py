@@ -201,7 +201,7 @@ def test_train_predict_evaluate_from_the_cli(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_textemb_pools_non_padding_states_and_scores_tasks(tmp_path):
+def test_textemb_and_fisher_scorers_embed_task_data(tmp_path):
   from flax import traverse_util
 
   from conftest import PROJECT_ROOT
@@ -223,3 +223,10 @@ def test_textemb_pools_non_padding_states_and_scores_tasks(tmp_path):
   assert np.all(np.abs(out) <= 1 + 1e-9) and len(set(np.round(out, 6))) == 3
   with pytest.raises(LibraryError, match="target task"):
     scorer.score(np.zeros((2, 64)), np.zeros((3, 2, 64)))
+  fisher = scorers.get_scorer(f"fisher:{tmp_path / 'checkpoint_1500'}")
+  fisher.num_examples = 4
+  keys = np.random.default_rng(0).normal(size=(3, 2, 64)).astype(np.float32)
+  embedding = fisher.embed(tasks[0], keys[0])
+  assert embedding.shape == (2 * 64,) and np.all(embedding >= 0) and embedding.max() > 0
+  out = fisher.score(keys[0], keys, target=tasks[0], pool_tasks=tasks)
+  assert out[0] == pytest.approx(1.0) and np.all(out[1:] < 1.0) and np.all(out >= 0)

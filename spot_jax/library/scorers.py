@@ -15,8 +15,10 @@ may also read the tasks of the pool entries (`pool_tasks`, data size) or the tar
   affinity:PATH          the learned affinity head trained by `spot-jax affinity train`
   textemb:CHECKPOINT     TextEmb: cosine of the tasks' mean-pooled frozen-encoder states over
                          their inputs (Vu et al. 2020; needs target and pool_tasks)
+  fisher:CHECKPOINT      prompt-Fisher TaskEmb: cosine of the diagonal Fisher of each task's
+                         loss with respect to its key prompt (needs target and pool_tasks)
 
-Model-based scorers (`affinity:`, `textemb:`) live in `spot_jax.affinity` and are imported only when named,
+Model-based scorers (`affinity:`, `textemb:`, `fisher:`) live in `spot_jax.affinity` and are imported only when named,
 so this module imports with numpy alone.
 """
 
@@ -36,7 +38,8 @@ SIMILARITY_SCORERS = tuple(similarity.METRICS)
 BASELINE_SCORERS = ("max_pairwise", "data_size", "random")
 # Prefix -> module with `load_scorer(argument) -> Scorer` (imported on use: model-based scorers).
 MODEL_SCORER_MODULES = {"affinity": "spot_jax.affinity.predict",
-                        "textemb": "spot_jax.affinity.textemb"}
+                        "textemb": "spot_jax.affinity.textemb",
+                        "fisher": "spot_jax.affinity.fisher"}
 _CHUNK_ELEMENTS = 1 << 22  # float64 elements of the [chunk, Ls, Lt] cosine block (32 MiB).
 
 
