@@ -69,9 +69,8 @@ def summarize(report: Mapping[str, Any]) -> dict[str, float]:
   """The Table 1/2 columns of one `ranking.evaluate` report."""
   avg = report["average"]
   per = report["targets"].values()
-  def gain(k: int) -> float:
-    values = [m["curve"]["best_of_top_k"][min(k, m["num_candidates"]) - 1] - m["baseline"]
-              for m in per]
+  def gain(k: int) -> float:  # ranking's gain_of_top_k: M_k - b.
+    values = [m["curve"]["gain_of_top_k"][min(k, len(m["curve"]["k"])) - 1] for m in per]
     return float(np.mean(values)) if values else math.nan
   return {"spearman": avg["spearman"], "pearson": avg["pearson"],
           "regret_at_1": avg["regret_at_1"], "regret_at_3": avg["regret_at_3"],
