@@ -3,6 +3,7 @@
 
   python benchmarks/affinity.py                 # writes its section of benchmarks/RESULTS.md
   python benchmarks/affinity.py --quick         # fewer timed steps (a smoke run)
+  python benchmarks/affinity.py --configs "light, tiny shapes" "encoder, tiny model"
 
 Keys are synthetic prompts (N(0, 1) * 50, the scale of trained prompts), 44 tasks with one key
 each as in the paper, M = 400 sampled pairs. Per configuration: the compile time of the train
@@ -103,10 +104,13 @@ def time_scoring(scorer, keys: dict, entries: int) -> float:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
+                      help="head configurations to time (default all)")
   parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
   args = parser.parse_args()
   rows = []
-  for name, (variant, shape, _, _, timed, entries) in CONFIGS.items():
+  for name in args.configs:
+    _, _, _, _, timed, entries = CONFIGS[name]
     result = time_training(name, 2 if args.quick else timed)
     rate = time_scoring(result["scorer"], result["keys"], min(entries, 1000) if args.quick
                         else entries)
