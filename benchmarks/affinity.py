@@ -115,7 +115,7 @@ def main() -> None:
     rate = time_scoring(result["scorer"], result["keys"], min(entries, 1000) if args.quick
                         else entries)
     rows.append((name, f"{result['compile_s']:.2f}", f"{result['step_s'] * 1e3:.1f}",
-                 f"{result['steps']}", f"{result['train_s']:.0f}", f"{rate:,.0f}",
+                 f"{result['steps']}", f"{result['train_s']:.0f}", f"{rate:,.0f}" if rate >= 10 else f"{rate:.3g}",
                  f"{min(entries, 1000) if args.quick else entries}"))
     print(rows[-1], flush=True)
   for shape in SHAPES:
