@@ -134,33 +134,28 @@ def target_query(library, *, key_path: str | None = None, run: str | None = None
 
 
 def scorer_names() -> list[str]:
-  """Every ranking method `rank_sources` accepts: the similarity metrics, then the learned
-  scorers of `spot_jax.library.scorers` when that module is installed."""
-  from spot_jax.library import similarity
-  names = list(similarity.METRICS)
-  try:
-    from spot_jax.library import scorers
-  except ImportError:
-    return names
-  return names + [n for n in scorers.names() if n not in names]
+  """Every ranking method `rank_sources` accepts (spot_jax.library.scorers): the similarity
+  metrics, max_pairwise, data_size, random[:SEED], affinity:PATH, textemb:..., fisher:..."""
+  from spot_jax.library import scorers
+  return scorers.scorer_names()
 
 
 def rank_sources(library, query: Query, *, scorer: str = "cosine", k: int | None = None,
                  exclude_task: str | None = None, center_keys: bool = False,
-                 by_task: bool = False) -> list:
+                 by_task: bool = False, target: str | None = None) -> list:
   """Library entries (tasks with by_task) best first for the query, by `scorer`: a similarity
-  metric (spot_jax.library.similarity.METRICS) or a scorer of spot_jax.library.scorers."""
-  from spot_jax.library import similarity
+  metric (spot_jax.library.similarity.METRICS, exact top-k) or any scorer spec of
+  spot_jax.library.scorers (`affinity:PATH`, `max_pairwise`, `data_size`, `random:SEED`...).
+  `target` (default: the query run's task) names the target for scorers that need it."""
+  from spot_jax.library import scorers, similarity
   from spot_jax.library.retrieval import retrieve
+  options = dict(model=query.model, k=k, exclude_task=exclude_task, center_keys=center_keys,
+                 by_task=by_task)
   if scorer in similarity.METRICS:
-    return retrieve(library, query.key, model=query.model, metric=scorer, k=k,
-                    exclude_task=exclude_task, center_keys=center_keys, by_task=by_task)
-  try:
-    from spot_jax.library import scorers
-  except ImportError:
-    raise ValueError(f"Unknown scorer {scorer!r}; choose one of {scorer_names()}") from None
-  return scorers.rank(scorer, library, query.key, model=query.model, k=k,
-                      exclude_task=exclude_task, by_task=by_task)
+    return retrieve(library, query.key, metric=scorer, **options)
+  from spot_jax.study.ranking import registry_train_size
+  return retrieve(library, query.key, scorer=scorers.get_scorer(scorer, size_of=registry_train_size),
+                  target=target or query.task, **options)
 
 
 def predictions_csv(target: str, ranked) -> bytes:
@@ -223,7 +218,7 @@ def transfer(strategy: str, library, query: Query, *, target: str, out_dir: str,
   the strategy's runs (spot_jax.library.transfer); returns (ranked, TransferResult)."""
   from spot_jax.library import transfer as transfer_lib
   ranked = rank_sources(library, query, scorer=scorer, k=k, exclude_task=target,
-                        center_keys=center_keys)
+                        center_keys=center_keys, target=target)
   plan = transfer_lib.plan_transfer(
       strategy, ranked, library, target=target, out_dir=out_dir, k=k, base_config=base_config,
       source_steps=source_steps, metric=scorer, query=query.description, gin_files=gin_files,
@@ -255,9 +250,11 @@ def analyse(results_csv: str, out_dir: str, *, similarity_csv_path: str | None =
 
 def evaluate_rankings(results_csv: str, *, predictions: str | None = None,
                       baseline: str | None = None, sizes: str | None = None,
-                      k_max: int | None = None, out: str | None = None) -> dict[str, Any]:
+                      k_max: int | None = None, out: str | None = None,
+                      ndcg_relevance: str = "rank") -> dict[str, Any]:
   """Ranking metrics of a predictions table, or of a baseline ranking (`random`: the exact
-  expectation, `data_size`: by training-set size, from `sizes` or the task registry)."""
+  expectation, `data_size`: by training-set size, from `sizes` or the task registry);
+  `ndcg_relevance` as spot_jax.study.ranking.NDCG_RELEVANCE."""
   from spot_jax.study import ranking, results
   if (predictions is None) == (baseline is None):
     raise ValueError("give exactly one of predictions or a baseline")
@@ -282,7 +279,7 @@ def evaluate_rankings(results_csv: str, *, predictions: str | None = None,
     predicted, method, where = None, "random (expected value)", "random"
   else:
     raise ValueError(f"Unknown baseline {baseline!r}; choose random or data_size")
-  report = ranking.evaluate(table, method, predicted, k_max, where)
+  report = ranking.evaluate(table, method, predicted, k_max, where, ndcg_relevance)
   report["results"] = os.path.abspath(results_csv)
   if out:
     results.write_json(out, report)

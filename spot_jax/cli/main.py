@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "spot_jax.cli.library_cmd",
     "spot_jax.cli.retrieve_cmd",
     "spot_jax.cli.study_cmd",
+    "spot_jax.cli.affinity_cmd",
 )
 
 

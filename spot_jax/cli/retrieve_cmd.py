@@ -70,6 +70,10 @@ def _add_query_args(parser: argparse.ArgumentParser) -> None:
                       help="frozen model (fingerprint, its prefix, or name); default with --run: "
                            "the run's model")
   parser.add_argument("--metric", default="cosine", help="similarity metric (default cosine)")
+  parser.add_argument("--scorer", default=None,
+                      help="rank with a scorer instead of --metric: a similarity, "
+                           "max_pairwise, data_size, random[:SEED] or affinity:HEAD_DIR "
+                           "(spot_jax/library/scorers.py)")
   parser.add_argument("--center", action="store_true",
                       help="subtract the library's mean key from keys and query")
 
@@ -93,8 +97,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
   from spot_jax.library.store import PromptLibrary
   library = PromptLibrary(args.library)
   query = _query(args, library)
-  options = dict(scorer=args.metric, exclude_task=args.exclude_task, center_keys=args.center,
-                 by_task=args.by_task)
+  options = dict(scorer=args.scorer or args.metric, exclude_task=args.exclude_task,
+                 center_keys=args.center, by_task=args.by_task, target=args.target)
   _print_ranked(pipeline.rank_sources(library, query, k=args.k, **options))
   if args.out:
     target = args.target or query.task
@@ -126,7 +130,8 @@ def run_transfer(args: argparse.Namespace) -> int:
       *args.gin_bindings, "MODEL_DIR = 'unused'", f"MIXTURE_OR_TASK_NAME = {args.target!r}"])
   ranked, result = pipeline.transfer(
       args.strategy, library, query, target=args.target, out_dir=args.out_dir, k=args.k,
-      gin_files=args.gin_files, gin_bindings=args.gin_bindings, scorer=args.metric,
+      gin_files=args.gin_files, gin_bindings=args.gin_bindings,
+      scorer=args.scorer or args.metric,
       center_keys=args.center, source_steps=args.source_steps or base.train_steps,
       prompt_length=base.prompt_length, launcher=args.launcher, dry_run=args.dry_run)
   for row in result.runs:

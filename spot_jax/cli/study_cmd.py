@@ -48,7 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   evaluate.add_argument("results", help="results CSV (as for analyze)")
   method = evaluate.add_mutually_exclusive_group(required=True)
   method.add_argument("--predictions", default=None,
-                      help="CSV target,source,score (higher = more transferable)")
+                      help="CSV target,source,score (higher = more transferable), from any "
+                           "scorer: `spot-jax affinity predict --scorer NAME` writes one")
   method.add_argument("--baseline", choices=("random", "data_size"), default=None,
                       help="random: expected metrics of a uniformly random ranking; data_size: "
                            "rank sources by training-set size")
@@ -56,6 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="CSV task,size for --baseline data_size (default: the registry)")
   evaluate.add_argument("--k_max", type=int, default=None,
                         help="longest top-k curve (default: the most candidates of a target)")
+  evaluate.add_argument("--ndcg_relevance", default="rank", choices=("rank", "score", "gain"),
+                        help="NDCG relevance: rank of the true score (default), raw score, or "
+                             "normalised gain (docs/studies.md)")
   evaluate.add_argument("--out", default=None, help="write the full report to this JSON file")
   evaluate.set_defaults(func=run_evaluate)
 
@@ -75,7 +79,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
   from spot_jax.study import ranking
   report = pipeline.evaluate_rankings(args.results, predictions=args.predictions,
                                       baseline=args.baseline, sizes=args.sizes,
-                                      k_max=args.k_max, out=args.out)
+                                      k_max=args.k_max, out=args.out,
+                                      ndcg_relevance=args.ndcg_relevance)
   print(ranking.format_report(report))
   if args.out:
     print(f"wrote {args.out}")

@@ -207,17 +207,23 @@ def _library_keys(library: PromptLibrary, metric: similarity.Metric, query: np.n
 
 def retrieve(library: PromptLibrary, query_key: np.ndarray, *, model: ModelIdentity,
              metric: str = "cosine", k: int | None = None, exclude_task: str | None = None,
-             center_keys: bool = False, by_task: bool = False) -> list[Ranked]:
+             center_keys: bool = False, by_task: bool = False, scorer: Any = None,
+             target: str | None = None) -> list[Ranked]:
   """The k library entries (or, with `by_task`, tasks) most similar to the query key [L, E].
 
   Only entries of `model` are searched. `center_keys` subtracts the mean key of the model's
-  entries (all of them, before `exclude_task`) from keys and query alike.
+  entries (all of them, before `exclude_task`) from keys and query alike. A `scorer`
+  (`spot_jax.library.scorers`, e.g. the affinity head) replaces `metric`: it rates the full
+  keys [N, L, E] of the entries (told the entries' tasks and the `target` name).
   """
-  spec = similarity.get_metric(metric)
   query = np.asarray(query_key, np.float32)
   if query.ndim != 2 or query.shape[1] != model.emb_dim:
     raise LibraryError(f"Query key has shape {query.shape}; model {model.name} needs a prompt "
                        f"[L, {model.emb_dim}]: compute the key with the same frozen model")
+  if scorer is not None:
+    return _retrieve_scored(library, query, scorer, model, k, exclude_task, center_keys,
+                            by_task, target)
+  spec = similarity.get_metric(metric)
   entries, keys, query = _library_keys(library, spec, query, model, center_keys)
   keep = np.asarray([e.task != exclude_task for e in entries])
   entries = [e for e, kept in zip(entries, keep) if kept]
@@ -229,6 +235,24 @@ def retrieve(library: PromptLibrary, query_key: np.ndarray, *, model: ModelIdent
     order, best = KeyIndex.build(keys, spec.name).search(query, k)
     return [Ranked(entries[i], float(s), rank) for rank, (i, s) in enumerate(zip(order, best), 1)]
   scores = similarity.scores(spec.name, query, keys)  # every score is needed: no index.
+  if by_task:
+    return rank_tasks(entries, scores, k)
+  return [Ranked(entries[i], float(scores[i]), rank) for rank, i in enumerate(top_k(scores, k), 1)]
+
+
+def _retrieve_scored(library: PromptLibrary, query: np.ndarray, scorer: Any,
+                     model: ModelIdentity, k: int | None, exclude_task: str | None,
+                     center_keys: bool, by_task: bool, target: str | None) -> list[Ranked]:
+  """`retrieve` with a scorer over the full keys of the model's entries."""
+  full = similarity.Metric(scorer.name, "full", "")
+  entries, keys, query = _library_keys(library, full, query, model, center_keys)
+  keep = [i for i, e in enumerate(entries) if e.task != exclude_task]
+  if not keep:
+    raise LibraryError(f"No library entries of model {model.name} left after excluding task "
+                       f"{exclude_task!r}")
+  entries, keys = [entries[i] for i in keep], keys[keep]
+  scores = np.asarray(scorer.score(query, keys, target=target,
+                                   pool_tasks=[e.task for e in entries]), np.float64)
   if by_task:
     return rank_tasks(entries, scores, k)
   return [Ranked(entries[i], float(scores[i]), rank) for rank, i in enumerate(top_k(scores, k), 1)]

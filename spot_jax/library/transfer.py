@@ -65,10 +65,11 @@ def weighted_average_prompt(prompts: np.ndarray, similarities: np.ndarray) -> np
     raise TransferError(f"weighted_average_prompt needs prompts [k, L, E] and similarities [k]; "
                         f"got {prompts.shape} and {sims.shape}")
   if not np.all(np.isfinite(sims)) or np.any(sims < 0) or sims.sum() <= 0:
-    raise TransferError(f"Similarities {sims.tolist()} cannot weight an average: they must be "
-                        "non-negative with a positive sum. Cosine similarities can be negative "
-                        "(more so with centred keys): use a distance-based metric (euclidean, "
-                        "manhattan: 1/(1+d) > 0) or turn centring off")
+    raise TransferError(f"Scores {sims.tolist()} cannot weight an average: they must be "
+                        "non-negative with a positive sum. Cosine similarities (more so with "
+                        "centred keys) and predicted gains (affinity:PATH) can be negative: use "
+                        "a distance-based metric (euclidean, manhattan: 1/(1+d) > 0), turn "
+                        "centring off, or use best_of_top_k")
   return np.einsum("k,kle->le", sims / sims.sum(), prompts).astype(np.float32)
 
 

@@ -6,8 +6,17 @@ with true transfer v (mean score over seeds), a method's predicted scores rank t
 O = max v:
   spearman, pearson   scipy.stats correlations of predicted scores with v (NaN when constant)
   regret_at_k         (O - M_k) / O * 100                              (Feng et al. 2023)
-  ndcg                sklearn ndcg_score over all candidates, relevance = rank of v from the
-                      bottom (worst 0, best n - 1, ties averaged), linear gain, 1/log2(i+1)
+  ndcg                DCG / ideal DCG with DCG = sum_i rel(pi_i) / log2(i + 1) over all n
+                      candidates in predicted order (sklearn ndcg_score), linear gain. The
+                      relevance rel is one of NDCG_RELEVANCE:
+                        rank   the rank of v from the bottom (worst 0, best n - 1, ties
+                               averaged): the default, scale-free
+                        score  the raw post-transfer score max(v, 0) (0-100; NDCG needs
+                               rel >= 0, so negative MCC scores count as 0)
+                        gain   the normalised gain max(v - b, 0) / (O - b) in [0, 1] (NaN when
+                               O <= b: no positive transfer)
+                      The exponential-gain form 2^rel - 1 is not used: on a 0-100 scale it
+                      reaches 2^100 and one candidate outweighs all others.
   rho                 1-based position of the best true source in the predicted ranking
                       (TaskEmb, Vu et al. 2020)
   best_of_top_k       M_k, k = 1..K (k > n counts as n); mean_of_top_k the mean of the top k
@@ -37,6 +46,7 @@ from spot_jax.study.results import (BASELINE, Aggregate, Predictions, format_tab
 REGRET_KS = (1, 3)
 GAIN_SHARE_TARGET = 0.9
 SCALAR_METRICS = ("spearman", "pearson", "regret_at_1", "regret_at_3", "ndcg", "rho")
+NDCG_RELEVANCE = ("rank", "score", "gain")
 ORACLE_METRICS = ("oracle_gain", "oracle_relative_error_reduction")
 CURVE_METRICS = ("best_of_top_k", "mean_of_top_k", "oracle_gain_share", "search_space_removed",
                  "gain_of_top_k", "relative_error_reduction_of_top_k")
@@ -104,9 +114,22 @@ def predictions_by_target(predictions: Predictions) -> dict[str, dict[str, float
 # ----------------------------------------------------------------------------- metrics
 
 
-def relevance(true: np.ndarray) -> np.ndarray:
-  """NDCG relevance [n]: the rank of the true transfer from the bottom (0 = worst)."""
-  return stats.rankdata(true, method="average") - 1.0
+def relevance(true: np.ndarray, kind: str = "rank", baseline: float | None = None
+              ) -> np.ndarray:
+  """NDCG relevance [n] of the true transfer [n] (see the module docstring for `kind`)."""
+  true = np.asarray(true, np.float64)
+  if kind == "rank":
+    return stats.rankdata(true, method="average") - 1.0
+  if kind == "score":
+    return np.maximum(true, 0.0)
+  if kind == "gain":
+    if baseline is None:
+      raise RankingError("NDCG relevance 'gain' needs the target's baseline score")
+    oracle = float(true.max(initial=-np.inf))
+    if not oracle > baseline:
+      return np.full(true.shape, np.nan)
+    return np.maximum(true - baseline, 0.0) / (oracle - baseline)
+  raise RankingError(f"Unknown NDCG relevance {kind!r}; choose one of {NDCG_RELEVANCE}")
 
 
 def _correlation(fn: Callable, x: np.ndarray, y: np.ndarray) -> float:
@@ -134,7 +157,7 @@ def regret(oracle: float, best: float) -> float:
 
 
 def ranking_metrics(true: np.ndarray, predicted: np.ndarray, baseline: float,
-                    k_max: int) -> dict[str, Any]:
+                    k_max: int, ndcg_relevance: str = "rank") -> dict[str, Any]:
   """Every metric of one target; true, predicted [n] in the same (name-sorted) order."""
   true, predicted = np.asarray(true, np.float64), np.asarray(predicted, np.float64)
   n = true.size
@@ -142,8 +165,8 @@ def ranking_metrics(true: np.ndarray, predicted: np.ndarray, baseline: float,
   ranked = true[order]
   best_of_top = np.maximum.accumulate(ranked)
   oracle = float(true.max())
-  rel = relevance(true)
-  if n >= 2 and rel.max() > 0:
+  rel = relevance(true, ndcg_relevance, baseline)
+  if n >= 2 and np.all(np.isfinite(rel)) and rel.max() > 0:
     # Scores n - position make the ranking strict, so sklearn sees the same tie-break.
     ndcg = float(ndcg_score(rel[None], (n - np.argsort(order))[None].astype(float),
                             ignore_ties=True))
@@ -173,7 +196,8 @@ def expected_best_of_top(true: np.ndarray) -> np.ndarray:
                    for k in range(1, n + 1)])
 
 
-def expected_random_metrics(true: np.ndarray, baseline: float, k_max: int) -> dict[str, Any]:
+def expected_random_metrics(true: np.ndarray, baseline: float, k_max: int,
+                            ndcg_relevance: str = "rank") -> dict[str, Any]:
   """The expectation of every metric of `ranking_metrics` over uniformly random rankings.
 
   Correlations average to 0 (NaN when the truth is constant). Regret, the gain share and NDCG
@@ -184,7 +208,7 @@ def expected_random_metrics(true: np.ndarray, baseline: float, k_max: int) -> di
   n = true.size
   oracle = float(true.max())
   best_of_top = expected_best_of_top(true)
-  rel = relevance(true)
+  rel = relevance(true, ndcg_relevance, baseline)
   discount = 1.0 / np.log2(np.arange(2, n + 2))
   ideal = float(np.sum(np.sort(rel)[::-1] * discount))
   constant = n < 2 or np.ptp(true) == 0
@@ -193,7 +217,8 @@ def expected_random_metrics(true: np.ndarray, baseline: float, k_max: int) -> di
       "spearman": math.nan if constant else 0.0,
       "pearson": math.nan if constant else 0.0,
       **{f"regret_at_{k}": regret(oracle, float(best_of_top[min(k, n) - 1])) for k in REGRET_KS},
-      "ndcg": float(rel.mean() * discount.sum() / ideal) if n >= 2 and ideal > 0 else math.nan,
+      "ndcg": (float(rel.mean() * discount.sum() / ideal) if n >= 2 and ideal > 0
+               else math.nan),
       "rho": (n + 1) / (int(np.sum(true == oracle)) + 1),
       "curve": curve(best_of_top, np.full(n, true.mean()), true, baseline, k_max)}
 
@@ -223,8 +248,12 @@ def average(per_target: Mapping[str, Mapping[str, Any]], k_max: int) -> dict[str
 
 
 def evaluate(table: Aggregate, method: str, predicted: Mapping[str, Mapping[str, float]] | None,
-             k_max: int | None = None, where: str = "predictions") -> dict[str, Any]:
+             k_max: int | None = None, where: str = "predictions",
+             ndcg_relevance: str = "rank") -> dict[str, Any]:
   """Metrics per target and averaged; `predicted` None means the expected random ranking."""
+  if ndcg_relevance not in NDCG_RELEVANCE:
+    raise RankingError(f"Unknown NDCG relevance {ndcg_relevance!r}; choose one of "
+                       f"{NDCG_RELEVANCE}")
   if predicted is None:
     truth = true_transfer(table)
     uniform = {t: {s: 0.0 for s in required_sources(t, v)} for t, v in truth.items()}
@@ -239,8 +268,9 @@ def evaluate(table: Aggregate, method: str, predicted: Mapping[str, Mapping[str,
     raise RankingError(f"--k_max must be >= 1, got {k_max}")
   per_target = {}
   for cands, scores in pairs:
-    metrics = (expected_random_metrics(cands.true, cands.baseline, k_max) if predicted is None
-               else ranking_metrics(cands.true, scores, cands.baseline, k_max))
+    metrics = (expected_random_metrics(cands.true, cands.baseline, k_max, ndcg_relevance)
+               if predicted is None
+               else ranking_metrics(cands.true, scores, cands.baseline, k_max, ndcg_relevance))
     order = np.argsort(-scores, kind="stable")
     oracle = int(np.argmax(cands.true))
     per_target[cands.target] = {
@@ -254,7 +284,8 @@ def evaluate(table: Aggregate, method: str, predicted: Mapping[str, Mapping[str,
       notes.append(f"{cands.target}: constant predicted or true scores, correlations NaN")
     if cands.true.max() <= cands.baseline:
       notes.append(f"{cands.target}: no source beats the baseline, oracle gain share NaN")
-  return {"method": method, "k_max": k_max, "targets": per_target,
+  return {"method": method, "k_max": k_max, "ndcg_relevance": ndcg_relevance,
+          "targets": per_target,
           "average": average(per_target, k_max), "notes": notes}
 
 

@@ -1,0 +1,112 @@
+"""A trained affinity head as a scorer: `affinity:PATH` in `spot_jax.library.scorers`.
+
+PATH is a head directory (head.json + best_params.npz) or a directory of them (`seed_*/`, as
+`spot-jax affinity train --seeds` writes): the scorer then averages the heads' predicted gains.
+Scores are predicted gains (the target's score points over its baseline), higher = better.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from spot_jax.affinity import train as train_lib
+from spot_jax.library.similarity import LibraryError
+from spot_jax.library.scorers import check_keys
+
+SCORE_BATCH = 256  # pairs per forward pass (one compiled shape).
+
+
+@dataclasses.dataclass
+class AffinityHead:
+  """One trained head: record (head.json), trainable and frozen params, the jitted forward."""
+
+  path: str
+  record: dict[str, Any]
+  trainable: Any
+  frozen: Any
+  predict: Any
+
+  @classmethod
+  def load(cls, path: str) -> AffinityHead:
+    record_path = os.path.join(path, train_lib.HEAD_JSON)
+    try:
+      with open(record_path) as f:
+        record = json.load(f)
+    except FileNotFoundError:
+      raise LibraryError(f"{path} is no affinity head (no {train_lib.HEAD_JSON}); train one "
+                         "with `spot-jax affinity train`") from None
+    if record.get("format") != train_lib.FORMAT_NAME:
+      raise LibraryError(f"{record_path} is not a {train_lib.FORMAT_NAME!r} record")
+    cfg = train_lib.AffinityConfig(**record["config"])
+    length, emb = int(record["prompt_length"]), int(record["emb_dim"])
+    if cfg.variant == "encoder" and cfg.freeze_backbone:  # the backbone is rebuilt, not stored.
+      head, _, frozen = train_lib.initial_params(cfg, train_lib.load_backbone(cfg),
+                                                 (length, length), emb)
+    else:
+      from spot_jax.affinity.model import make_head
+      from spot_jax.models.config import get_config
+      config = get_config(cfg.model) if cfg.variant == "encoder" else None
+      head, frozen = make_head(cfg.variant, cfg.hidden_dim, config), {}
+    with np.load(os.path.join(path, train_lib.BEST_PARAMS), allow_pickle=False) as data:
+      trainable = train_lib.unflatten({k: data[k] for k in data.files})
+    return cls(path, record, trainable, frozen, train_lib.make_score(head))
+
+  @property
+  def key_shape(self) -> tuple[int, int]:
+    return int(self.record["prompt_length"]), int(self.record["emb_dim"])
+
+  def gains(self, target_key: np.ndarray, source_keys: np.ndarray) -> np.ndarray:
+    """Predicted gains [N] of one target key [L, E] with each of source_keys [N, L, E], in
+    batches of SCORE_BATCH, a smaller last one padded to a power of two (few compiled shapes)."""
+    target_key, source_keys = np.asarray(target_key, np.float32), np.asarray(source_keys,
+                                                                               np.float32)
+    for shape in (target_key.shape, source_keys.shape[1:]):
+      if shape != self.key_shape:
+        raise LibraryError(f"The affinity head {self.path} takes keys [L, E] = "
+                           f"{list(self.key_shape)}; got {list(shape)}")
+    scale = np.float32(self.record["input_scale"])
+    out = []
+    for start in range(0, len(source_keys), SCORE_BATCH):
+      chunk = source_keys[start:start + SCORE_BATCH]
+      pad = min(SCORE_BATCH, 1 << (len(chunk) - 1).bit_length()) - len(chunk)
+      chunk = np.pad(chunk, ((0, pad), (0, 0), (0, 0))) if pad else chunk
+      pred = self.predict(self.trainable, self.frozen, target_key, chunk, scale)
+      out.append(np.asarray(pred)[:len(chunk) - pad])
+    pred = np.concatenate(out) if out else np.zeros(0, np.float32)
+    return pred * float(self.record["label_std"]) + float(self.record["label_mean"])
+
+
+@dataclasses.dataclass
+class HeadScorer:
+  """Scores pool entries by the mean predicted gain of one or more heads."""
+
+  heads: Sequence[AffinityHead]
+  name: str
+
+  def score(self, target_key, pool_keys, *, target=None, pool_tasks=None) -> np.ndarray:
+    target_key, pool_keys = check_keys(target_key, pool_keys, self.name)
+    return np.mean([h.gains(target_key, pool_keys) for h in self.heads],
+                   axis=0).astype(np.float64)
+
+
+def head_dirs(path: str) -> list[str]:
+  """[path] when it is a head, else its `seed_*` heads (sorted)."""
+  if os.path.exists(os.path.join(path, train_lib.HEAD_JSON)):
+    return [path]
+  found = sorted(os.path.dirname(p) for p in
+                 glob.glob(os.path.join(path, "*", train_lib.HEAD_JSON)))
+  if not found:
+    raise LibraryError(f"No affinity head in {path} (no {train_lib.HEAD_JSON} in it or in its "
+                       "subdirectories); train one with `spot-jax affinity train`")
+  return found
+
+
+def load_scorer(path: str) -> HeadScorer:
+  """The `affinity:PATH` scorer."""
+  return HeadScorer([AffinityHead.load(p) for p in head_dirs(path)], f"affinity:{path}")

@@ -1,0 +1,279 @@
+"""`spot-jax affinity train|predict|evaluate|ablate`: the learned affinity scoring function.
+
+  spot-jax affinity train results.csv --study_dir STUDY --out heads/ --seeds 0 1 2 \
+      --gin_file=affinity/light.gin
+  spot-jax affinity predict --scorer affinity:heads/ --study_dir STUDY --results results.csv \
+      --out predictions.csv
+  spot-jax affinity evaluate results.csv --head heads/ --study_dir STUDY --out table.csv
+  spot-jax affinity ablate results.csv --study_dir STUDY --out ablation/ --gin_file=affinity/light.gin
+
+Keys come from a prompt library (--library, every task of the results must have entries) or
+from a study directory (--study_dir: the key_step prompts of its source and baseline runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from spot_jax.cli.train_cmd import GIN_HELP
+
+
+def _keys_args(parser: argparse.ArgumentParser) -> None:
+  origin = parser.add_mutually_exclusive_group(required=True)
+  origin.add_argument("--library", help="prompt library holding keys of every task")
+  origin.add_argument("--study_dir", help="study directory (runs/source, runs/baseline)")
+  parser.add_argument("--model", default=None, help="frozen model of the library's entries "
+                                                    "(fingerprint or name)")
+
+
+def _family_args(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--families", default=None,
+                      help="CSV task,family (default: the synthetic world's and the registry's)")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+  parser = subparsers.add_parser("affinity", help="train and use the learned affinity head")
+  sub = parser.add_subparsers(dest="affinity_command", metavar="ACTION", required=True)
+
+  train = sub.add_parser("train", help="train heads (one per seed) on a study's gains",
+                         description="Trains the affinity head on gains from RESULTS joined "
+                                     "with the tasks' keys. " + GIN_HELP)
+  train.add_argument("results", help="results CSV source,target,seed,score")
+  _keys_args(train)
+  train.add_argument("--out", required=True, help="head directory (seed_<s>/ per seed)")
+  train.add_argument("--seeds", type=int, nargs="+", default=[0])
+  train.add_argument("--val_targets", nargs="+", default=None,
+                     help="held-out targets (default: AffinityConfig.val_fraction of them)")
+  train.add_argument("--leave_family_out", default=None,
+                     help="hold out every target of this family and train without its tasks")
+  _family_args(train)
+  train.set_defaults(func=run_train, accepts_gin=True)
+
+  predict = sub.add_parser("predict", help="write target,source,score for any scorer")
+  predict.add_argument("--scorer", required=True,
+                       help="affinity:HEAD_DIR, a similarity, max_pairwise, data_size, random")
+  _keys_args(predict)
+  predict.add_argument("--results", default=None,
+                       help="results CSV whose targets and sources to score (default: every "
+                            "task with keys, each as target and source)")
+  predict.add_argument("--targets", nargs="+", default=None, help="restrict the targets")
+  predict.add_argument("--sizes", default=None, help="CSV task,size for data_size")
+  predict.add_argument("--out", required=True, help="predictions CSV to write")
+  predict.set_defaults(func=run_predict)
+
+  evaluate = sub.add_parser("evaluate", help="every scorer side by side (paper Table 1/2)")
+  evaluate.add_argument("results", help="results CSV")
+  evaluate.add_argument("--head", required=True, help="head directory (one head or seed_*/)")
+  _keys_args(evaluate)
+  evaluate.add_argument("--targets", nargs="+", default=None,
+                        help="evaluated targets (default: the head's held-out targets)")
+  evaluate.add_argument("--sizes", default=None, help="CSV task,size for data_size")
+  evaluate.add_argument("--ndcg_relevance", default="rank", choices=("rank", "score", "gain"))
+  evaluate.add_argument("--out", default=None, help="write the table as CSV")
+  evaluate.set_defaults(func=run_evaluate)
+
+  ablate = sub.add_parser("ablate", help="beta and M curves (and leave-family-out) as CSV+PNG",
+                          description="Trains heads per setting and seed. " + GIN_HELP)
+  ablate.add_argument("results", help="results CSV")
+  _keys_args(ablate)
+  ablate.add_argument("--out", required=True, help="output directory")
+  ablate.add_argument("--betas", type=float, nargs="*", default=[0.5, 1.0, 1.5, 2.0, 2.5])
+  ablate.add_argument("--num_pairs", type=int, nargs="*", default=[100, 200, 300, 400])
+  ablate.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  ablate.add_argument("--leave_family_out", action="store_true",
+                      help="also train without each family and test on its targets")
+  _family_args(ablate)
+  ablate.set_defaults(func=run_ablate, accepts_gin=True)
+
+
+def _config(args: argparse.Namespace):
+  from spot_jax import gin_utils
+  from spot_jax.affinity.train import AffinityConfig
+  gin_utils.parse_gin(args.gin_files or ["affinity/light.gin"], args.gin_bindings)
+  return AffinityConfig()
+
+
+def _inputs(args: argparse.Namespace, results_path: str):
+  from spot_jax.study import affinity_eval
+  return affinity_eval.load_inputs(results_path, library=args.library,
+                                   study_dir=args.study_dir, model=args.model)
+
+
+def _family_of(args: argparse.Namespace):
+  from spot_jax.affinity import data
+  if not args.families:
+    return data.task_family
+  from spot_jax.study import results
+  _, rows = results.read_csv_rows(args.families, ("task", "family"), "a families table")
+  table = {row["task"]: row["family"] for _, row in rows}
+  def family_of(task: str) -> str:
+    if task not in table:
+      raise ValueError(f"{args.families}: no family for task {task!r}; add a row {task},FAMILY")
+    return table[task]
+  return family_of
+
+
+def _size_of(sizes_path: str | None):
+  from spot_jax.study import ranking, results
+  if sizes_path is None:
+    return ranking.registry_train_size
+  sizes = results.read_sizes(sizes_path)
+  def size_of(task: str) -> float:
+    if task not in sizes:
+      raise ValueError(f"{sizes_path}: no size for source {task!r}; add a row {task},SIZE")
+    return sizes[task]
+  return size_of
+
+
+def _family_split(inputs, family: str, family_of):
+  from spot_jax.affinity import data
+  targets = sorted({t for _, t in inputs.gains})
+  held = data.family_targets(targets, family, family_of)
+  tasks = sorted(inputs.task_keys)
+  return held, [t for t in tasks if family_of(t) == family]
+
+
+def _print_summary(summary: dict, out: str) -> None:
+  for seed, score in summary["best_val_spearman"].items():
+    print(f"seed {seed}: best validation Spearman {score}")
+  mean, std = summary["mean_val_spearman"], summary["std_val_spearman"]
+  if mean is not None:
+    print(f"mean ± std over {len(summary['seeds'])} seeds: {mean:.3f} ± {std:.3f}")
+  print(f"held-out targets: {', '.join(summary['val_targets'])}; heads in {out}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+  from spot_jax.affinity.train import train_seeds
+  cfg = _config(args)
+  inputs = _inputs(args, args.results)
+  val_targets, exclude = args.val_targets, ()
+  if args.leave_family_out:
+    if val_targets:
+      raise ValueError("--val_targets and --leave_family_out exclude each other")
+    val_targets, exclude = _family_split(inputs, args.leave_family_out, _family_of(args))
+  summary = train_seeds(cfg, inputs.gains, inputs.task_keys, args.out, args.seeds,
+                        val_targets=val_targets, exclude=exclude)
+  _print_summary(summary, args.out)
+  return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+  from spot_jax.library import scorers
+  from spot_jax.study import results
+  scorer = scorers.get_scorer(args.scorer, size_of=_size_of(args.sizes))
+  if args.results:
+    inputs = _inputs(args, args.results)
+    keys, sources = inputs.task_keys, inputs.sources
+    targets = sorted({t for _, t in inputs.gains})
+  else:
+    from spot_jax.affinity import data
+    if args.library:
+      from spot_jax.library.store import PromptLibrary
+      library = PromptLibrary(args.library)
+      keys = data.keys_from_library(library, library.resolve_model(args.model)
+                                    if args.model else None)
+    else:
+      keys = data.keys_from_study(args.study_dir)
+    sources = targets = sorted(keys)
+  targets = args.targets or targets
+  predicted = scorers.predictions(scorer, keys, targets, sources)
+  rows = [(t, s, v) for t in sorted(predicted) for s, v in predicted[t].items()]
+  results.write_csv(args.out, results.PREDICTION_COLUMNS, rows)
+  print(f"Wrote {len(rows)} predictions of {scorer.name} for {len(predicted)} targets to "
+        f"{args.out}")
+  return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+  from spot_jax.affinity.predict import AffinityHead, HeadScorer, head_dirs
+  from spot_jax.library import scorers
+  from spot_jax.study import affinity_eval
+  inputs = _inputs(args, args.results)
+  heads = [AffinityHead.load(d) for d in head_dirs(args.head)]
+  targets = args.targets or heads[0].record.get("val_targets")
+  if not targets:
+    raise ValueError(f"{args.head} records no held-out targets; pass --targets")
+  if any(h.record.get("val_targets") != heads[0].record.get("val_targets") for h in heads):
+    print("note: the heads were validated on different targets")
+  named: dict = {}
+  if len(heads) > 1:
+    per_seed = [affinity_eval.compare(inputs, {"affinity": HeadScorer([h], "affinity")},
+                                      targets, args.ndcg_relevance) for h in heads]
+    seed_row = affinity_eval.seed_rows(per_seed, "affinity")
+  named["affinity (ensemble)" if len(heads) > 1 else "affinity"] = HeadScorer(heads, "affinity")
+  for name in (*scorers.SIMILARITY_SCORERS, "max_pairwise"):
+    named[name] = scorers.get_scorer(name)
+  notes = []
+  size_of = _size_of(args.sizes)
+  try:
+    for source in inputs.sources:
+      size_of(source)
+    named["data_size"] = scorers.get_scorer("data_size", size_of=size_of)
+  except ValueError as e:  # sizes unknown for a source: the table goes on without data_size.
+    notes.append(f"data_size left out ({e})")
+  named["random (expected)"] = None
+  rows = affinity_eval.compare(inputs, named, targets, args.ndcg_relevance)
+  if len(heads) > 1:
+    rows.insert(1, seed_row)
+  print(f"targets: {', '.join(sorted(targets))}")
+  print(affinity_eval.format_rows(rows))
+  for note in notes:
+    print(f"note: {note}")
+  if args.out:
+    affinity_eval.write_rows(args.out, rows)
+    print(f"wrote {args.out}")
+  return 0
+
+
+def run_ablate(args: argparse.Namespace) -> int:
+  import dataclasses
+
+  from spot_jax.affinity.predict import AffinityHead
+  from spot_jax.affinity.train import train_seeds
+  from spot_jax.study import affinity_eval
+  cfg = _config(args)
+  inputs = _inputs(args, args.results)
+  os.makedirs(args.out, exist_ok=True)
+
+  def trainer(val_targets=None, exclude=()):
+    def train(overrides: dict, head_dir: str) -> str:
+      settings = {k: v for k, v in overrides.items() if k != "family"}
+      train_seeds(dataclasses.replace(cfg, **settings), inputs.gains, inputs.task_keys,
+                  head_dir, args.seeds, val_targets=val_targets, exclude=exclude, log=False)
+      return head_dir
+    return train
+
+  def held_out(path: str) -> list[str]:
+    from spot_jax.affinity.predict import head_dirs
+    return AffinityHead.load(head_dirs(path)[0]).record["val_targets"]
+
+  curves = {"beta": [{"beta": b} for b in args.betas],
+            "num_pairs": [{"num_pairs": m} for m in args.num_pairs]}
+  for parameter, settings in curves.items():
+    if not settings:
+      continue
+    rows = affinity_eval.ablation_curve(inputs, trainer(), settings, args.out, held_out,
+                                        args.seeds, parameter)
+    _write_curve(args.out, parameter, rows)
+  if args.leave_family_out:
+    family_of = _family_of(args)
+    rows = []
+    for family in sorted({family_of(t) for _, t in inputs.gains}):
+      held, exclude = _family_split(inputs, family, family_of)
+      rows += affinity_eval.ablation_curve(inputs, trainer(held, exclude), [{"family": family}],
+                                           args.out, held_out, args.seeds, "family")
+    _write_curve(args.out, "family", rows, plot=False)
+  return 0
+
+
+def _write_curve(out: str, parameter: str, rows: list, plot: bool = True) -> None:
+  from spot_jax.study import affinity_eval, results
+  columns = ["value", *affinity_eval.COLUMNS, *(f"{c}_std" for c in affinity_eval.COLUMNS)]
+  path = os.path.join(out, f"{parameter}.csv")
+  results.write_csv(path, [parameter, *columns[1:]], [[r[c] for c in columns] for r in rows])
+  print(f"{parameter}:")
+  print(affinity_eval.format_rows([{**r, "method": f"{parameter}={r['value']}"} for r in rows]))
+  if plot:
+    affinity_eval.plot_curve(os.path.join(out, f"{parameter}.png"), rows, parameter)
+  print(f"wrote {path}" + (" and .png" if plot else ""))

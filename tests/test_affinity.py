@@ -1,0 +1,232 @@
+"""The learned affinity head: loss, splits, planted pools, resume, and the CLI end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from spot_jax.affinity import data, train
+from spot_jax.affinity.predict import load_scorer
+from spot_jax.library import scorers
+
+LIGHT = train.AffinityConfig(
+    variant="light", hidden_dim=64, learning_rate=1e-2, warmup_steps=20, weight_decay=1e-4,
+    train_steps=400, batch_size=32, eval_period=100, patience=0, checkpoint_period=10_000)
+
+
+def planted_pool(kind: str, n_tasks: int = 40, emb: int = 8, length: int = 4, seed: int = 0):
+  """(tasks, {task: keys [1, L, E]}, {(source, target): gain}).
+
+  Each task has a latent z [E]; its key is 50 (z + small token noise), the scale of trained
+  prompts. "nonlinear": gain = 10 tanh(1.5 z_t[0] z_s[1]) + 4 sin(2 z_s[2]), a function of the
+  two embeddings that no similarity expresses (every similarity is invariant to rotations of
+  both keys; this is not). "cosine": gain = 20 cos(z_s, z_t).
+  """
+  rng = np.random.default_rng(seed)
+  z = rng.normal(size=(n_tasks, emb))
+  tasks = [f"task_{i:02d}" for i in range(n_tasks)]
+  keys = {t: (50 * (z[i] + 0.05 * rng.normal(size=(1, length, emb)))).astype(np.float32)
+          for i, t in enumerate(tasks)}
+  gains = {}
+  for i, s in enumerate(tasks):
+    for j, t in enumerate(tasks):
+      if i != j:
+        if kind == "nonlinear":
+          gain = 10 * np.tanh(1.5 * z[j, 0] * z[i, 1]) + 4 * np.sin(2 * z[i, 2])
+        else:
+          gain = 20 * z[i] @ z[j] / np.linalg.norm(z[i]) / np.linalg.norm(z[j])
+        gains[(s, t)] = float(gain)
+  return tasks, keys, gains
+
+
+def held_out_spearman(scorer, keys, gains, targets, sources) -> float:
+  predicted = scorers.predictions(scorer, keys, targets, sources)
+  pairs = [(s, t) for t in targets for s in sources if s != t]
+  return train.mean_target_spearman(pairs, np.array([predicted[t][s] for s, t in pairs]),
+                                    np.array([gains[p] for p in pairs]))
+
+
+def train_planted(kind: str, out_dir: str):
+  tasks, keys, gains = planted_pool(kind)
+  summary = train.train_seeds(LIGHT, gains, keys, out_dir, [0], log=False)
+  scorer = load_scorer(out_dir)
+  held = summary["val_targets"]
+  measured = {name: held_out_spearman(scorers.get_scorer(name), keys, gains, held, tasks)
+              for name in scorers.SIMILARITY_SCORERS}
+  return held_out_spearman(scorer, keys, gains, held, tasks), measured, summary
+
+
+def test_smooth_l1_equals_the_papers_formula():
+  u = np.array([0.0, 0.3, -0.7, 1.0, 2.5, -4.0, 10.0])
+  v = np.array([0.0, 0.0, 0.2, -0.5, 0.0, 1.0, -3.0])
+  for beta in (0.5, 1.0, 1.5, 2.0, 2.5):
+    e = np.abs(u - v)
+    paper = np.where(e <= beta, 0.5 * e ** 2 / beta, e - 0.5 * beta)
+    np.testing.assert_allclose(train.smooth_l1(u, v, beta), paper, rtol=1e-6)
+  with pytest.raises(ValueError, match="beta > 0"):
+    train.smooth_l1(u, v, 0.0)
+
+
+def test_held_out_targets_never_enter_training_pairs():
+  tasks, _, gains = planted_pool("cosine", n_tasks=12)
+  held = data.split_targets(tasks, 0.25, seed=3)
+  assert len(held) == 3
+  split = data.make_split(gains, held, num_pairs=40, seed=1)
+  assert len(split.train) == 40 and split.available == 9 * 8
+  assert not {t for pair in split.train for t in pair} & set(held)
+  assert {t for _, t in split.val} == set(held)
+  assert len(split.val) == 3 * 11
+  again = data.make_split(gains, held, num_pairs=40, seed=1)
+  assert again.train == split.train  # M is sampled with a seed.
+  family = {t: "odd" if int(t[-1]) % 2 else "even" for t in tasks}
+  odd = data.family_targets(tasks, "odd", family.get)
+  loo = data.make_split(gains, odd, None, 0, exclude=odd)
+  assert all(family[s] == family[t] == "even" for s, t in loo.train)
+
+
+def test_gains_are_transfer_minus_baseline_means():
+  means = {"t": {"none": 50.0, "a": 60.0, "t": 55.0}, "u": {"none": 40.0, "a": 35.0}}
+  assert data.gains_from_means(means) == {("a", "t"): 10.0, ("a", "u"): -5.0}
+  with pytest.raises(data.AffinityDataError, match="no baseline"):
+    data.gains_from_means({"t": {"a": 1.0}})
+
+
+def test_head_recovers_a_planted_nonlinear_gain_that_no_similarity_sees(tmp_path):
+  """Bound: the held-out Spearman of the head >= 0.7 and every similarity's |Spearman| < 0.25.
+
+  The planted gain is a smooth function of two coordinates of each latent, which 400 pairs
+  from 32 training tasks sample densely enough for a 2-layer MLP (0.89 measured on CPU); 0.7
+  leaves room for platform differences. A similarity ignores the planted direction, so its
+  Spearman over the 39 sources of a held-out target has mean 0 and std ~1/sqrt(38); averaged
+  over 8 held-out targets std ~0.06, so 0.25 is a 4-sigma bound.
+  """
+  head, similarities, summary = train_planted("nonlinear", str(tmp_path / "heads"))
+  assert len(summary["val_targets"]) == 8
+  assert head >= 0.7, (head, similarities)
+  for name, value in similarities.items():
+    assert abs(value) < 0.25, (name, value)
+    assert head > value + 0.4
+
+
+def test_on_cosine_gains_cosine_is_near_perfect_and_the_head_comes_close(tmp_path):
+  head, similarities, _ = train_planted("cosine", str(tmp_path / "heads"))
+  assert similarities["cosine"] >= 0.98
+  assert head >= 0.93, (head, similarities)
+
+
+def test_kill_and_resume_of_head_training_is_bit_equal(tmp_path):
+  tasks, keys, gains = planted_pool("nonlinear", n_tasks=10)
+  bank = data.KeyBank.build(keys)
+  split = data.make_split(gains, data.split_targets(tasks, 0.2, 0), 60, 0)
+  examples = bank.examples(split.train, gains), bank.examples(split.val, gains)
+  cfg = dataclasses.replace(LIGHT, train_steps=30, eval_period=5, checkpoint_period=10,
+                            batch_size=8)
+  straight = train.train_head(cfg, bank, *examples, str(tmp_path / "straight"), log=False)
+
+  class Killed(Exception):
+    pass
+
+  def kill(step):
+    if step == 17:
+      raise Killed
+  with pytest.raises(Killed):
+    train.train_head(cfg, bank, *examples, str(tmp_path / "killed"), on_step=kill, log=False)
+  assert not os.path.exists(tmp_path / "killed" / train.HEAD_JSON)
+  resumed = train.train_head(cfg, bank, *examples, str(tmp_path / "killed"), log=False)
+  assert resumed == straight
+  with np.load(tmp_path / "straight" / train.BEST_PARAMS) as a, \
+      np.load(tmp_path / "killed" / train.BEST_PARAMS) as b:
+    assert sorted(a.files) == sorted(b.files)
+    for name in a.files:
+      np.testing.assert_array_equal(a[name], b[name])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("freeze", [False, True])
+def test_encoder_head_trains_on_a_tiny_backbone(tmp_path, freeze):
+  tasks, keys, gains = planted_pool("cosine", n_tasks=6, emb=64, length=3)
+  cfg = train.AffinityConfig(variant="encoder", model="tiny", freeze_backbone=freeze,
+                             hidden_dim=16, learning_rate=1e-3, warmup_steps=2, train_steps=4,
+                             batch_size=4, eval_period=2, patience=0, checkpoint_period=100)
+  train.train_seeds(cfg, gains, keys, str(tmp_path), [0], log=False)
+  with np.load(tmp_path / "seed_0" / train.BEST_PARAMS) as saved:
+    has_encoder = any(name.startswith("encoder/") for name in saved.files)
+  assert has_encoder != freeze  # a frozen backbone is rebuilt, not stored.
+  scorer = load_scorer(str(tmp_path))
+  out = scorer.score(keys["task_00"][0], np.concatenate([keys[t] for t in tasks[1:]]))
+  assert out.shape == (5,) and np.all(np.isfinite(out))
+
+
+def test_train_predict_evaluate_from_the_cli(tmp_path, capsys):
+  """A results CSV and a library -> affinity train -> predict -> study evaluate accepts it."""
+  from spot_jax.cli.main import main
+  from spot_jax.library.store import ModelIdentity, PromptLibrary
+  from spot_jax.study import results
+  tasks, keys, gains = planted_pool("cosine", n_tasks=8)
+  model = ModelIdentity("tiny", 8, "fp")
+  library = PromptLibrary(str(tmp_path / "lib"), create=True)
+  for task in tasks:
+    library.add(task=task, value=keys[task][0], key=keys[task][0], model=model, seed=0)
+  rows = [{"source": "none", "target": t, "seed": 0, "score": 50.0} for t in tasks]
+  rows += [{"source": s, "target": t, "seed": 0, "score": 50.0 + g}
+           for (s, t), g in gains.items()]
+  results.write_results(str(tmp_path / "results.csv"), rows)
+  heads, csv = str(tmp_path / "heads"), str(tmp_path / "results.csv")
+  steps = ["--gin.AffinityConfig.train_steps=40", "--gin.AffinityConfig.eval_period=20",
+           "--gin.AffinityConfig.val_fraction=0.25"]
+  assert main(["affinity", "train", csv, "--library", str(tmp_path / "lib"), "--out", heads,
+               "--seeds", "0", "1", "--gin_file=affinity/light.gin", *steps]) == 0
+  summary = json.loads(open(os.path.join(heads, "summary.json")).read())
+  assert summary["seeds"] == [0, 1] and len(summary["val_targets"]) == 2
+  predictions = str(tmp_path / "predictions.csv")
+  assert main(["affinity", "predict", "--scorer", f"affinity:{heads}", "--library",
+               str(tmp_path / "lib"), "--results", csv, "--out", predictions]) == 0
+  table = results.read_predictions(predictions)
+  assert len(table.score) == 8 * 7
+  assert main(["study", "evaluate", csv, "--predictions", predictions,
+               "--ndcg_relevance", "gain"]) == 0
+  out = str(tmp_path / "table.csv")
+  assert main(["affinity", "evaluate", csv, "--head", heads, "--library", str(tmp_path / "lib"),
+               "--out", out]) == 0
+  printed = capsys.readouterr().out
+  for method in ("affinity (mean over 2 seeds)", "cosine", "max_pairwise", "brute_force",
+                 "random (expected)"):
+    assert method in printed
+  assert "data_size left out" in printed  # the planted tasks have no known sizes.
+  assert open(out).readline().startswith("method,spearman,pearson,regret_at_1")
+
+
+@pytest.mark.slow
+def test_textemb_and_fisher_scorers_embed_task_data(tmp_path):
+  from flax import traverse_util
+
+  from conftest import PROJECT_ROOT
+  from spot_jax.affinity import textemb
+  from spot_jax.checkpoints import t5x
+  from spot_jax.library.similarity import LibraryError
+  encoded = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 6.0], [0.0, 0.0],
+                                                                   [0.0, 0.0]]])
+  mask = np.array([[1, 1, 0], [1, 0, 0]])
+  np.testing.assert_allclose(textemb.mean_pooled(encoded, mask), [3.5, 4.5])  # (2,3), (5,6).
+  frozen = PROJECT_ROOT / "tests" / "golden" / "tiny_byte_frozen.npz"
+  params = traverse_util.unflatten_dict(dict(np.load(frozen)), sep="/")
+  t5x.write_checkpoint(tmp_path / "checkpoint_1500", params, step=1500)
+  scorer = scorers.get_scorer(f"textemb:{tmp_path / 'checkpoint_1500'}")
+  scorer.num_examples = 8
+  tasks = ["synthetic_sentiment_a", "synthetic_sentiment_b", "synthetic_topic_4way"]
+  out = scorer.score(np.zeros((2, 64)), np.zeros((3, 2, 64)), target=tasks[0], pool_tasks=tasks)
+  assert out.shape == (3,) and out[0] == pytest.approx(1.0)
+  assert np.all(np.abs(out) <= 1 + 1e-9) and len(set(np.round(out, 6))) == 3
+  with pytest.raises(LibraryError, match="target task"):
+    scorer.score(np.zeros((2, 64)), np.zeros((3, 2, 64)))
+  fisher = scorers.get_scorer(f"fisher:{tmp_path / 'checkpoint_1500'}")
+  fisher.num_examples = 4
+  keys = np.random.default_rng(0).normal(size=(3, 2, 64)).astype(np.float32)
+  embedding = fisher.embed(tasks[0], keys[0])
+  assert embedding.shape == (2 * 64,) and np.all(embedding >= 0) and embedding.max() > 0
+  out = fisher.score(keys[0], keys, target=tasks[0], pool_tasks=tasks)
+  assert out[0] == pytest.approx(1.0) and np.all(out[1:] < 1.0) and np.all(out >= 0)
