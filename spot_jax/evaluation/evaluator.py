@@ -70,7 +70,6 @@ class PromptEvaluator:
     target_length = self.feature_lengths["targets"]
     labels = self.task_labels.get(task_name)
     vocabulary = seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
-    eos_id = vocabulary.eos_id
     candidates = candidate_rows = None
     if labels:
       candidate_rows = encode_labels(labels, vocabulary, target_length)
@@ -87,10 +86,12 @@ class PromptEvaluator:
           predicted = candidate_rows[np.asarray(best)]
         else:
           predicted = np.asarray(scoring.greedy_decode(self.model, params, tokens, target_length,
-                                                       eos_id))
-        for index, row in zip(indices[:size], predicted[:size]):
-          row = row.tolist()
-          outputs.append((int(index), row[: row.index(eos_id)] if eos_id in row else row))
+                                                       vocabulary.eos_id))
+        # Whole fixed-length rows, as T5X's infer_fn returns decodes [batch, max_decode_len]:
+        # seqio stacks the outputs with np.array (ragged lists crash) and its
+        # Vocabulary.decode stops at the first EOS (seqio/vocabularies.py, Vocabulary.decode).
+        outputs.extend((int(index), np.asarray(row, np.int32))
+                       for index, row in zip(indices[:size], predicted[:size]))
       return outputs
 
     return predict
