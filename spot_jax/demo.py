@@ -51,7 +51,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict[str, float]:
   log("[3/3] Evaluating the untrained prompt (step 0) against the best trained one")
   untrained = evaluate_prompt(EvalConfig(
       task=cfg.task, prompt_file=run_dir.prompt_path(model_dir, 0), model="tiny_byte",
-      initial_checkpoint=checkpoint, feature_lengths=lengths, prompt_length=cfg.prompt_length,
+      initial_checkpoint=checkpoint, prompt_length=cfg.prompt_length,
       num_examples=cfg.eval_examples))[cfg.task]["accuracy"]
   scores = {"untrained": untrained, "trained": summary.best_score}
   log(f"{cfg.task}: validation accuracy {untrained:.1f}% with the untrained prompt, "

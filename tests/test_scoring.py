@@ -109,3 +109,22 @@ def test_rank_classification_equals_per_candidate_likelihood():
   other = with_prompt(params, params["encoder"]["prompt"]["prompt"]["prompt"] + 1.0)
   assert float(jnp.abs(scoring.rank_classification_scores(model, other, enc, candidates)
                        - scores).max()) > 1e-4
+
+
+def test_checkpoint_score_is_the_mean_of_the_task_metrics():
+  """SPoT footnote 5: a task's score averages its metrics; a mixture's averages its tasks."""
+  from spot_jax.train.loop import MEAN_OF_METRICS, select_score
+  mrpc = {"glue_mrpc": {"accuracy": 80.0, "f1": 90.0}}
+  stsb = {"glue_stsb": {"pearson": 70.0, "spearman": 80.0}}
+  assert select_score(mrpc, None) == (MEAN_OF_METRICS, 85.0)
+  assert select_score(stsb, None) == (MEAN_OF_METRICS, 75.0)
+  # A mixture: tasks weigh equally, whatever their number of metrics.
+  mixture = {**mrpc, **stsb, "super_glue_rte": {"accuracy": 50.0}}
+  assert select_score(mixture, None) == pytest.approx((MEAN_OF_METRICS, (85 + 75 + 50) / 3))
+  # EVAL_METRIC picks one metric, averaged over the tasks reporting it.
+  assert select_score(mixture, "accuracy") == ("accuracy", 65.0)
+  with pytest.raises(ValueError, match="EVAL_METRIC 'f2' is not reported; available: "
+                                       r"\['accuracy', 'f1', 'pearson', 'spearman'\]"):
+    select_score(mixture, "f2")
+  with pytest.raises(ValueError, match="No metrics"):
+    select_score({"glue_mrpc": {}}, None)
