@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +24,9 @@ CONFIG = get_config("tiny_byte", emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32
 MOCK_TASK = "test_eval_mock_rte"
 MOCK_LABELS = ("entailment", "not_entailment")  # 10 and 14 bytes: predictions of two lengths.
 # Inputs starting with "a" are predicted `entailment` by the scripted scorer below.
-MOCK_EXAMPLES = [("a one", "entailment"), ("b two", "not_entailment"), ("a three", "entailment"),
-                 ("b four", "entailment"), ("a five", "not_entailment"), ("b six", "not_entailment")]
+MOCK_EXAMPLES = [("a one", "entailment"), ("b two", "not_entailment"),
+                 ("a three", "entailment"), ("b four", "entailment"),
+                 ("a five", "not_entailment"), ("b six", "not_entailment")]
 
 
 def register_mock_task(name, examples, postprocess_fn=synthetic.strip_text,
@@ -88,8 +90,9 @@ def test_predictions_of_different_token_lengths_are_scored(frozen, mode, monkeyp
   first_is_a = lambda tokens: np.asarray(tokens)[:, 0] != vocabulary.encode("a")[0]
   monkeypatch.setattr(evaluator_lib.scoring, "rank_classify",
                       lambda model, params, tokens, candidates: first_is_a(tokens).astype(int))
-  monkeypatch.setattr(evaluator_lib.scoring, "greedy_decode",
-                      lambda model, params, tokens, length, eos: rows[first_is_a(tokens).astype(int)])
+  monkeypatch.setattr(
+      evaluator_lib.scoring, "greedy_decode",
+      lambda model, params, tokens, length, eos: rows[first_is_a(tokens).astype(int)])
   results = make_evaluator(frozen, MOCK_TASK, mode).evaluate(frozen[2])
   # Correct: examples 1, 2, 3 and 6 of 6.
   np.testing.assert_allclose(results[MOCK_TASK]["accuracy"], 100 * 4 / 6)
@@ -171,3 +174,39 @@ def test_greedy_output_with_a_leading_space_is_wrong(frozen, monkeypatch):
   monkeypatch.setattr(evaluator_lib.scoring, "greedy_decode", decode)
   results = make_evaluator(frozen, task, "greedy").evaluate(frozen[2])
   assert results[task]["accuracy"] == 0.0
+
+
+def test_glue_and_superglue_submission_formats(tmp_path):
+  from spot_jax.evaluation import submission
+  ex = lambda i: {"idx": np.int32(i)}
+  nli2 = ("entailment", "not_entailment")
+  name, data, invalid = submission.format_predictions(
+      "glue_rte", [(ex(0), 1), (ex(1), 0), (ex(2), -1)], nli2)
+  assert name == "glue_rte.tsv" and invalid == 1
+  assert data.decode() == ("index\tprediction\n0\tnot_entailment\n1\tentailment\n"
+                           "2\tentailment\n")
+  _, data, _ = submission.format_predictions("glue_sst2", [({}, 1), ({}, 0)],
+                                             ("negative", "positive"))
+  assert data.decode() == "index\tprediction\n0\t1\n1\t0\n"  # no idx: the split position.
+  _, data, _ = submission.format_predictions("glue_stsb", [(ex(3), 4.25)], None)
+  assert data.decode() == "index\tprediction\n3\t4.250\n"
+  rows = lambda d: [json.loads(line) for line in d.decode().splitlines()]
+  _, data, _ = submission.format_predictions("super_glue_boolq", [(ex(7), 1)], ("False", "True"))
+  assert rows(data) == [{"idx": 7, "label": "true"}]
+  _, data, _ = submission.format_predictions("super_glue_copa", [(ex(0), 1)],
+                                             ("choice1", "choice2"))
+  assert rows(data) == [{"idx": 0, "label": 1}]
+  _, data, _ = submission.format_predictions("super_glue_cb", [(ex(0), 2)],
+                                             ("entailment", "contradiction", "neutral"))
+  assert rows(data) == [{"idx": 0, "label": "neutral"}]
+  with pytest.raises(ValueError, match="nested MultiRC/ReCoRD"):
+    submission.format_predictions("super_glue_record", [], None)
+  with pytest.raises(ValueError, match="GLUE/SuperGLUE"):
+    submission.format_predictions("synthetic_sentiment_a", [], ("negative", "positive"))
+  written = submission.write_predictions(
+      str(tmp_path / "mix"), {"glue_rte": [(ex(0), 0)], "super_glue_rte": [(ex(0), 1)]},
+      {"glue_rte": nli2, "super_glue_rte": nli2})
+  assert written == {"glue_rte": (str(tmp_path / "mix" / "glue_rte.tsv"), 0),
+                     "super_glue_rte": (str(tmp_path / "mix" / "super_glue_rte.jsonl"), 0)}
+  assert rows((tmp_path / "mix" / "super_glue_rte.jsonl").read_bytes()) == [
+      {"idx": 0, "label": "not_entailment"}]

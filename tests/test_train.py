@@ -221,10 +221,10 @@ def test_eval_command_reports_task_metrics(finished_run, tmp_path):
   process = spot_jax("eval", "--gin_file=models/tiny_byte.gin", "--gin_file=runs/prompt_eval.gin",
                      f"--gin.MIXTURE_OR_TASK_NAME={TASK}", "--gin.PROMPT_LENGTH=4",
                      f"--gin.PROMPT_FILE={run_dir.prompt_path(str(model_dir), 10)}",
-                     "--gin.MAX_EVAL_EXAMPLES=16", f"--gin.OUTPUT_FILE={out}",
-                     "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 12}")
+                     "--gin.MAX_EVAL_EXAMPLES=16", f"--gin.OUTPUT_FILE={out}")
   output = process.communicate(timeout=180)[0]
   assert process.returncode == 0, output
+  assert "EVAL_MODE=greedy: greedy decoding, then the task's postprocessor" in output
   expected = run_dir.read_summary(str(model_dir)).checkpoints["10"][TASK]
   reported = json.loads(out.read_text())[TASK]
   assert reported == pytest.approx(expected) and 25 <= reported["accuracy"] <= 75

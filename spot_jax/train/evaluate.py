@@ -9,8 +9,10 @@ from typing import Any
 import gin
 
 from spot_jax import prompts
+from spot_jax.evaluation import submission
 from spot_jax.evaluation.evaluator import GREEDY, PromptEvaluator
 from spot_jax.fileio import atomic_write_bytes
+from spot_jax.tasks_util import task_labels
 from spot_jax.train.loop import TrainConfig, build_frozen_model
 
 
@@ -51,3 +53,15 @@ def evaluate_prompt(cfg: EvalConfig) -> dict[str, dict[str, float]]:
   if cfg.output_file:
     atomic_write_bytes(cfg.output_file, json.dumps(results, indent=2).encode())
   return results
+
+
+def write_test_predictions(cfg: EvalConfig, path: str, split: str = "test"
+                           ) -> dict[str, tuple[str, int]]:
+  """Predicts `split` (unlabelled: no metrics) and writes GLUE/SuperGLUE submission files
+  (`evaluation.submission`); returns {task: (file, invalid predictions)}."""
+  evaluator, prompt = _evaluator(cfg, split)
+  for task in evaluator.tasks:  # refuse unsupported tasks before predicting.
+    submission.format_predictions(task, [], task_labels(task))
+  predictions = evaluator.predict(prompt)
+  return submission.write_predictions(path, predictions,
+                                      {task: task_labels(task) for task in predictions})
