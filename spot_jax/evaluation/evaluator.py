@@ -107,7 +107,7 @@ class PromptEvaluator:
     self.mode = check_eval_mode(mode)
     self.split = split
     self.tasks: dict[str, _TaskData] = {}
-    for task in subtasks_with_metrics(task_name):
+    for task in subtasks_with_metrics(task_name, split):
       labels = None
       if self.mode == RANK_CLASSIFICATION:
         labels = (task_labels or {}).get(task.name) or declared_labels(task.name)
