@@ -99,6 +99,10 @@ def main() -> None:
           f"({row['fraction']:.1%}; padded to the longest input {padded:.1f} s, "
           f"{row['padded_fraction']:.1%}); bucket compilation {compile_seconds:.1f} s once",
           flush=True)
+    write_section(args, rows)  # after each model: a run cut short keeps what it measured.
+
+
+def write_section(args: argparse.Namespace, rows: list[dict]) -> None:
   command = "python benchmarks/eval_fraction.py " + shlex.join(sys.argv[1:])
   lines = [f"Command: `{command}` on {platform.machine()} ({os.cpu_count()} CPUs, "
            f"{jax.devices()[0].device_kind}); {TRAIN_STEPS} steps of batch {BATCH} (inputs "
