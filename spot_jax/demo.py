@@ -250,7 +250,7 @@ def untrained_scores(cfg: DemoConfig, checkpoint: str, study_dir: str) -> dict[s
     if key not in cached:
       results = evaluate_prompt(EvalConfig(
           task=target, prompt_file=prompt, model=cfg.model, initial_checkpoint=checkpoint,
-          feature_lengths=dict(cfg.feature_lengths), batch_size=cfg.batch_size,
+          batch_size=cfg.batch_size,
           prompt_length=cfg.prompt_length, num_examples=cfg.eval_num_examples))
       cached[key] = results[target]["accuracy"]
       atomic_write_bytes(path, json.dumps(cached, indent=2).encode())

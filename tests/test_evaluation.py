@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,38 +15,41 @@ import tensorflow as tf
 from spot_jax.evaluation import evaluator as evaluator_lib
 from spot_jax.models import T5, get_config
 from spot_jax.tasks_util import register_all_tasks
-from tasks import synthetic
+from tasks import postprocessors, synthetic
 from tasks.vocabulary import get_byte_vocabulary
 
 register_all_tasks()
 
 CONFIG = get_config("tiny_byte", emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32)
-LENGTHS = {"inputs": 64, "targets": 16}
 MOCK_TASK = "test_eval_mock_rte"
 MOCK_LABELS = ("entailment", "not_entailment")  # 10 and 14 bytes: predictions of two lengths.
 # Inputs starting with "a" are predicted `entailment` by the scripted scorer below.
-MOCK_EXAMPLES = [("a one", "entailment"), ("b two", "not_entailment"), ("a three", "entailment"),
-                 ("b four", "entailment"), ("a five", "not_entailment"), ("b six", "not_entailment")]
+MOCK_EXAMPLES = [("a one", "entailment"), ("b two", "not_entailment"),
+                 ("a three", "entailment"), ("b four", "entailment"),
+                 ("a five", "not_entailment"), ("b six", "not_entailment")]
 
 
-def _register_mock_task() -> None:
-  if MOCK_TASK in seqio.TaskRegistry.names():
-    return
+def register_mock_task(name, examples, postprocess_fn=synthetic.strip_text,
+                       metric_fns=(synthetic.accuracy,)) -> str:
+  """A byte-vocabulary seqio task with (inputs, targets) string pairs in every split."""
+  if name in seqio.TaskRegistry.names():
+    return name
   vocabulary = get_byte_vocabulary()
 
   def dataset_fn(split, shuffle_files=False, seed=None):
     del split, shuffle_files, seed
-    inputs, targets = zip(*MOCK_EXAMPLES)
+    inputs, targets = zip(*examples)
     return tf.data.Dataset.from_tensor_slices({"inputs": list(inputs), "targets": list(targets)})
 
   seqio.TaskRegistry.add(
-      MOCK_TASK, seqio.FunctionDataSource(dataset_fn, splits=("validation",)),
+      name, seqio.FunctionDataSource(dataset_fn, splits=("validation", "test")),
       preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
       output_features={k: seqio.Feature(vocabulary, add_eos=True) for k in ("inputs", "targets")},
-      postprocess_fn=synthetic.strip_text, metric_fns=[synthetic.accuracy])
+      postprocess_fn=postprocess_fn, metric_fns=list(metric_fns))
+  return name
 
 
-_register_mock_task()
+register_mock_task(MOCK_TASK, MOCK_EXAMPLES)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +66,7 @@ def make_evaluator(frozen, task, mode, **kwargs):
   labels = {}
   if mode == "rank_classification":
     labels = {task: synthetic.task_labels(task) if task.startswith("synthetic_") else MOCK_LABELS}
-  return evaluator_lib.PromptEvaluator(model, params, task, LENGTHS, 8, num_examples=8,
+  return evaluator_lib.PromptEvaluator(model, params, task, 8, mode=mode, num_examples=8,
                                        task_labels=labels, **kwargs)
 
 
@@ -80,12 +86,127 @@ def test_predictions_of_different_token_lengths_are_scored(frozen, mode, monkeyp
   # The scorer is scripted so the predictions really have two token lengths (a random model
   # tends to predict one class); seqio then scores them against the targets.
   vocabulary = get_byte_vocabulary()
-  rows = evaluator_lib.encode_labels(MOCK_LABELS, vocabulary, LENGTHS["targets"])
+  rows = evaluator_lib.encode_labels(MOCK_LABELS, vocabulary, 15)
   first_is_a = lambda tokens: np.asarray(tokens)[:, 0] != vocabulary.encode("a")[0]
   monkeypatch.setattr(evaluator_lib.scoring, "rank_classify",
                       lambda model, params, tokens, candidates: first_is_a(tokens).astype(int))
-  monkeypatch.setattr(evaluator_lib.scoring, "greedy_decode",
-                      lambda model, params, tokens, length, eos: rows[first_is_a(tokens).astype(int)])
+  monkeypatch.setattr(
+      evaluator_lib.scoring, "greedy_decode",
+      lambda model, params, tokens, length, eos: rows[first_is_a(tokens).astype(int)])
   results = make_evaluator(frozen, MOCK_TASK, mode).evaluate(frozen[2])
   # Correct: examples 1, 2, 3 and 6 of 6.
   np.testing.assert_allclose(results[MOCK_TASK]["accuracy"], 100 * 4 / 6)
+
+
+def test_length_buckets():
+  assert [evaluator_lib.length_bucket(n, 100) for n in (0, 1, 8, 9, 16, 17, 64, 65, 99)] == [
+      8, 8, 8, 16, 16, 32, 64, 100, 100]
+  tokens = np.zeros((5, 40), np.int32)
+  for row, length in enumerate([3, 40, 12, 9, 30]):
+    tokens[row, :length] = 7
+  batches = evaluator_lib.bucketed_batches(np.arange(5) + 100, tokens, batch_size=2)
+  shapes = [(list(i), t.shape, n) for i, t, n in batches]
+  assert shapes == [([100], (2, 8), 1), ([103, 102], (2, 16), 2), ([104], (2, 32), 1),
+                    ([101], (2, 40), 1)]
+  assert not batches[0][1][1].any()  # the padding row of a partial batch.
+
+
+# Inputs of 3 to 130 bytes, targets of 1 to 20: none is truncated, five length buckets.
+LONG_TASK = register_mock_task("test_eval_long", [
+    ("x" * 3, "a"), ("y" * 20, "bb"), ("z" * 130, "c" * 20), ("w" * 40, "dd"), ("v" * 9, "e")],
+    metric_fns=[synthetic.exact_match])
+
+
+def test_no_truncation_and_one_compilation_per_bucket(frozen, caplog):
+  import collections, logging, re
+  evaluator = make_evaluator(frozen, LONG_TASK, "greedy")
+  shapes = evaluator.tasks[LONG_TASK].evaluator.model_feature_shapes
+  assert shapes["encoder_input_tokens"] == (131,) and shapes["decoder_target_tokens"] == (21,)
+  jax.clear_caches()
+  with jax.log_compiles(True), caplog.at_level(logging.WARNING,
+                                               logger="jax._src.interpreters.pxla"):
+    evaluator.evaluate(frozen[2], step=1)
+    evaluator.evaluate(frozen[2] + 1.0, step=2)
+  buckets = {t.shape for _, t, _ in evaluator.tasks[LONG_TASK].batches}
+  assert buckets == {(8, 8), (8, 16), (8, 32), (8, 64), (8, 131)}  # inputs + EOS
+  compiled = collections.Counter(re.findall(r"Compiling (jit\([^)]*\))", caplog.text))
+  assert compiled["jit(greedy_decode)"] == len(buckets), compiled
+
+
+def test_predictions_in_split_order_postprocessed(frozen, monkeypatch):
+  vocabulary = get_byte_vocabulary()
+  rows = evaluator_lib.encode_labels(MOCK_LABELS, vocabulary)
+  monkeypatch.setattr(
+      evaluator_lib.scoring, "greedy_decode",
+      lambda model, params, tokens, length, eos: np.pad(
+          rows[(np.asarray(tokens)[:, 0] != vocabulary.encode("a")[0]).astype(int)],
+          ((0, 0), (0, length - rows.shape[1]))))
+  evaluator = make_evaluator(frozen, MOCK_TASK, "greedy", split="test")
+  predicted = evaluator.predict(frozen[2])[MOCK_TASK]
+  assert [p for _, p in predicted] == ["entailment", "not_entailment"] * 3
+  assert [e["inputs_pretokenized"].decode() for e, _ in predicted] == [i for i, _ in MOCK_EXAMPLES]
+
+
+def _lenient(postprocess) -> bool:
+  return postprocess(" positive", label_names=("negative", "positive")) != -1
+
+
+@pytest.mark.skipif(_lenient(postprocessors.class_id),
+                    reason="tasks.postprocessors.class_id still strips text; T5's strict "
+                           "string_label_to_class_id comes with the task-fidelity change")
+def test_greedy_output_with_a_leading_space_is_wrong(frozen, monkeypatch):
+  """T5 scores the decoded string as is: ' positive' is no label (t5 postprocessors
+  string_label_to_class_id), so greedy evaluation counts it wrong."""
+  labels = ("negative", "positive")
+  task = register_mock_task(
+      "test_eval_strict_sentiment", [("good", "positive"), ("bad", "negative")],
+      postprocess_fn=functools.partial(postprocessors.class_id, label_names=labels),
+      metric_fns=[lambda targets, predictions: {"accuracy": 100.0 * float(np.mean(
+          np.asarray(targets) == np.asarray(predictions)))}])
+  vocabulary = get_byte_vocabulary()
+  spaced = evaluator_lib.encode_labels([" positive"], vocabulary)  # [1, 10]
+
+  def decode(model, params, tokens, length, eos):
+    row = np.zeros(length, np.int32)
+    row[:min(length, spaced.shape[1])] = spaced[0, :length]
+    return np.tile(row, (len(tokens), 1))
+
+  monkeypatch.setattr(evaluator_lib.scoring, "greedy_decode", decode)
+  results = make_evaluator(frozen, task, "greedy").evaluate(frozen[2])
+  assert results[task]["accuracy"] == 0.0
+
+
+def test_glue_and_superglue_submission_formats(tmp_path):
+  from spot_jax.evaluation import submission
+  ex = lambda i: {"idx": np.int32(i)}
+  nli2 = ("entailment", "not_entailment")
+  name, data, invalid = submission.format_predictions(
+      "glue_rte", [(ex(0), 1), (ex(1), 0), (ex(2), -1)], nli2)
+  assert name == "glue_rte.tsv" and invalid == 1
+  assert data.decode() == ("index\tprediction\n0\tnot_entailment\n1\tentailment\n"
+                           "2\tentailment\n")
+  _, data, _ = submission.format_predictions("glue_sst2", [({}, 1), ({}, 0)],
+                                             ("negative", "positive"))
+  assert data.decode() == "index\tprediction\n0\t1\n1\t0\n"  # no idx: the split position.
+  _, data, _ = submission.format_predictions("glue_stsb", [(ex(3), 4.25)], None)
+  assert data.decode() == "index\tprediction\n3\t4.250\n"
+  rows = lambda d: [json.loads(line) for line in d.decode().splitlines()]
+  _, data, _ = submission.format_predictions("super_glue_boolq", [(ex(7), 1)], ("False", "True"))
+  assert rows(data) == [{"idx": 7, "label": "true"}]
+  _, data, _ = submission.format_predictions("super_glue_copa", [(ex(0), 1)],
+                                             ("choice1", "choice2"))
+  assert rows(data) == [{"idx": 0, "label": 1}]
+  _, data, _ = submission.format_predictions("super_glue_cb", [(ex(0), 2)],
+                                             ("entailment", "contradiction", "neutral"))
+  assert rows(data) == [{"idx": 0, "label": "neutral"}]
+  with pytest.raises(ValueError, match="nested MultiRC/ReCoRD"):
+    submission.format_predictions("super_glue_record", [], None)
+  with pytest.raises(ValueError, match="GLUE/SuperGLUE"):
+    submission.format_predictions("synthetic_sentiment_a", [], ("negative", "positive"))
+  written = submission.write_predictions(
+      str(tmp_path / "mix"), {"glue_rte": [(ex(0), 0)], "super_glue_rte": [(ex(0), 1)]},
+      {"glue_rte": nli2, "super_glue_rte": nli2})
+  assert written == {"glue_rte": (str(tmp_path / "mix" / "glue_rte.tsv"), 0),
+                     "super_glue_rte": (str(tmp_path / "mix" / "super_glue_rte.jsonl"), 0)}
+  assert rows((tmp_path / "mix" / "super_glue_rte.jsonl").read_bytes()) == [
+      {"idx": 0, "label": "not_entailment"}]

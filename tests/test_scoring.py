@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from spot_jax.evaluation import scoring
 from spot_jax.models import T5, get_config
@@ -34,15 +37,53 @@ def model_and_params(prompt_length=3):
   return model, params, encoder_tokens.at[2, 6:].set(0)
 
 
-def test_greedy_decode_equals_step_by_step_argmax():
-  model, params, enc = model_and_params()
-  decoded = scoring.greedy_decode(model, params, enc, max_length=5)
+@pytest.mark.parametrize("prompt_length", [0, 3])
+def test_cached_greedy_decode_equals_uncached_step_by_step_argmax(prompt_length):
+  model, params, enc = model_and_params(prompt_length)
+  decoded = scoring.greedy_decode(model, params, enc, max_length=7)
   apply = jax.jit(model.apply)
-  prefix = np.zeros((4, 5), np.int32)
-  for i in range(5):
+  prefix = np.zeros((4, 7), np.int32)
+  for i in range(7):
     logits = apply({"params": params}, enc, jnp.asarray(scoring.shift_right(jnp.asarray(prefix))))
     prefix[:, i] = np.asarray(jnp.argmax(logits[:, i], -1))
-  np.testing.assert_array_equal(decoded, scoring.mask_after_eos(jnp.asarray(prefix)))
+  expected = scoring.mask_after_eos(jnp.asarray(prefix))
+  np.testing.assert_array_equal(decoded, expected)
+  np.testing.assert_array_equal(scoring.greedy_decode_uncached(model, params, enc, 7), expected)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_decode_step_logits_equal_the_full_decoder(remat):
+  """Teacher-forced: the cached step's logits at each position equal the uncached ones."""
+  model, params, enc = model_and_params()
+  model = T5(CONFIG.replace(remat=remat), model.prompt_length)
+  targets = jnp.asarray(np.random.default_rng(1).integers(2, 64, (4, 6)), jnp.int32)
+  encoded, mask = jax.jit(functools.partial(model.apply, method=T5.encode))(
+      {"params": params}, enc)
+  full = jax.jit(functools.partial(model.apply, method=T5.decode))(
+      {"params": params}, encoded, mask, scoring.shift_right(targets))
+  cache = jax.jit(scoring.init_decode_cache, static_argnums=(0, 4))(model, params, encoded,
+                                                                    mask, 6)
+  assert cache["decoder"]["layers_0"]["self_attention"]["cached_key"].shape == (4, 6, 2, 8)
+  inputs = scoring.shift_right(targets)
+  step = jax.jit(functools.partial(model.apply, method=T5.decode_step, mutable=["cache"]),
+                 static_argnums=4)
+  for i in range(6):
+    logits, variables = step({"params": params, "cache": cache}, encoded, mask,
+                             inputs[:, i:i + 1], 6)
+    cache = variables["cache"]
+    np.testing.assert_allclose(logits[:, 0], full[:, i], rtol=1e-5, atol=1e-5)
+  assert int(cache["decoder"]["position"]) == 6
+
+
+def test_greedy_decode_stops_when_every_row_has_ended():
+  # Identical rows all emit the same first token; calling it EOS ends every row at step 1.
+  model, params, enc = model_and_params()
+  same = jnp.broadcast_to(enc[0], enc.shape)
+  first = int(scoring.greedy_decode(model, params, same, max_length=1)[0, 0])
+  tokens = np.asarray(scoring.greedy_decode(model, params, same, max_length=5, eos_id=first))
+  np.testing.assert_array_equal(tokens, np.tile([first, 0, 0, 0, 0], (4, 1)))
+  np.testing.assert_array_equal(
+      tokens, scoring.greedy_decode_uncached(model, params, same, 5, eos_id=first))
 
 
 def test_mask_after_eos():
@@ -68,3 +109,22 @@ def test_rank_classification_equals_per_candidate_likelihood():
   other = with_prompt(params, params["encoder"]["prompt"]["prompt"]["prompt"] + 1.0)
   assert float(jnp.abs(scoring.rank_classification_scores(model, other, enc, candidates)
                        - scores).max()) > 1e-4
+
+
+def test_checkpoint_score_is_the_mean_of_the_task_metrics():
+  """SPoT footnote 5: a task's score averages its metrics; a mixture's averages its tasks."""
+  from spot_jax.train.loop import MEAN_OF_METRICS, select_score
+  mrpc = {"glue_mrpc": {"accuracy": 80.0, "f1": 90.0}}
+  stsb = {"glue_stsb": {"pearson": 70.0, "spearman": 80.0}}
+  assert select_score(mrpc, None) == (MEAN_OF_METRICS, 85.0)
+  assert select_score(stsb, None) == (MEAN_OF_METRICS, 75.0)
+  # A mixture: tasks weigh equally, whatever their number of metrics.
+  mixture = {**mrpc, **stsb, "super_glue_rte": {"accuracy": 50.0}}
+  assert select_score(mixture, None) == pytest.approx((MEAN_OF_METRICS, (85 + 75 + 50) / 3))
+  # EVAL_METRIC picks one metric, averaged over the tasks reporting it.
+  assert select_score(mixture, "accuracy") == ("accuracy", 65.0)
+  with pytest.raises(ValueError, match="EVAL_METRIC 'f2' is not reported; available: "
+                                       r"\['accuracy', 'f1', 'pearson', 'spearman'\]"):
+    select_score(mixture, "f2")
+  with pytest.raises(ValueError, match="No metrics"):
+    select_score({"glue_mrpc": {}}, None)

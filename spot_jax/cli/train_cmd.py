@@ -21,6 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   train.set_defaults(func=run_train, accepts_gin=True)
   evaluate = subparsers.add_parser("eval", help="evaluate a prompt file on a task",
                                    description=GIN_HELP)
+  evaluate.add_argument("--predictions_out", metavar="FILE",
+                        help="also write test-split predictions in the GLUE (TSV) / SuperGLUE "
+                             "(JSONL) submission format; a directory for a mixture")
   evaluate.set_defaults(func=run_eval, accepts_gin=True)
 
 
@@ -41,7 +44,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
   from spot_jax import gin_utils
   from spot_jax.tasks_util import register_all_tasks
-  from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
+  from spot_jax.train.evaluate import EvalConfig, evaluate_prompt, write_test_predictions
   register_all_tasks()
   gin_utils.parse_gin(args.gin_files, args.gin_bindings)
   try:
@@ -49,5 +52,14 @@ def run_eval(args: argparse.Namespace) -> int:
   except TypeError as e:
     raise ValueError(f"Incomplete eval config ({e}); set PROMPT_FILE and MIXTURE_OR_TASK_NAME "
                      "and include runs/prompt_eval.gin") from None
+  mode = {"greedy": "greedy decoding, then the task's postprocessor",
+          "rank_classification": "rank classification over the label set"}.get(cfg.eval_mode,
+                                                                                cfg.eval_mode)
+  print(f"Evaluating {cfg.task} ({cfg.split}) with EVAL_MODE={cfg.eval_mode}: {mode}; inputs "
+        "and targets untruncated.")
   print(json.dumps(evaluate_prompt(cfg), indent=2))
+  if args.predictions_out:
+    for task, (path, invalid) in write_test_predictions(cfg, args.predictions_out).items():
+      note = f" ({invalid} invalid predictions written as class 0)" if invalid else ""
+      print(f"Wrote {task} test predictions to {path}{note}")
   return 0

@@ -1,11 +1,17 @@
-"""Evaluating a prompt on validation splits with each task's seqio metrics.
+"""Evaluating a prompt on a split with each task's seqio metrics, as T5X's infer_eval does it.
 
-Predictions come from greedy decoding, or, for tasks with a known label set, from rank
-classification over the labels (one batched pass; the prediction is the best label's tokens).
+Inputs and targets are never truncated: seqio measures the longest example of the evaluated
+split (`sequence_length=None`, as T5X's `infer_eval`), and examples are batched by length
+bucket (powers of two up to that longest input) so short examples stay fast; each bucket is
+compiled once and reused by every later evaluation. Predictions come from greedy decoding up
+to the longest target (the default, `EVAL_MODE = 'greedy'`), or from rank classification
+over a task's label set (`'rank_classification'`: one batched pass, the prediction is the best
+label's tokens); seqio then decodes them and applies the task's postprocessor and metrics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -16,82 +22,162 @@ import seqio
 from spot_jax.evaluation import scoring
 from spot_jax.models.t5 import T5
 from spot_jax.prompts import with_prompt
-from spot_jax.tasks_util import subtasks_with_metrics
+from spot_jax.tasks_util import subtasks_with_metrics, task_labels as declared_labels
 from spot_jax.train.data import feature_converter, pad_batch
 
+GREEDY = "greedy"
+RANK_CLASSIFICATION = "rank_classification"
+EVAL_MODES = (GREEDY, RANK_CLASSIFICATION)
+MIN_BUCKET = 8  # the shortest input bucket (tokens).
 
-def encode_labels(labels: Sequence[str], vocabulary: seqio.Vocabulary, length: int) -> np.ndarray:
-  """Label strings -> [num_labels, length] token ids ending in EOS, right-padded with 0."""
+
+def check_eval_mode(mode: str) -> str:
+  if mode not in EVAL_MODES:
+    raise ValueError(f"Unknown EVAL_MODE {mode!r}; choose one of {EVAL_MODES} "
+                     "(greedy decoding is T5X's evaluation)")
+  return mode
+
+
+def encode_labels(labels: Sequence[str], vocabulary: seqio.Vocabulary,
+                  length: int | None = None) -> np.ndarray:
+  """Label strings -> [num_labels, length] token ids ending in EOS, right-padded with 0;
+  `length` defaults to the longest label's."""
+  ids = [list(vocabulary.encode(label)) + [vocabulary.eos_id] for label in labels]
+  length = length or max(len(row) for row in ids)
   rows = np.zeros((len(labels), length), np.int32)
-  for i, label in enumerate(labels):
-    ids = list(vocabulary.encode(label)) + [vocabulary.eos_id]
-    if len(ids) > length:
-      raise ValueError(f"Label {label!r} needs {len(ids)} target tokens with EOS but the "
-                       f"targets length is {length}; raise TASK_FEATURE_LENGTHS['targets']")
-    rows[i, : len(ids)] = ids
+  for i, (label, row) in enumerate(zip(labels, ids)):
+    if len(row) > length:
+      raise ValueError(f"Label {label!r} needs {len(row)} target tokens with EOS; only "
+                       f"{length} available")
+    rows[i, : len(row)] = row
   return rows
+
+
+def length_bucket(length: int, max_length: int) -> int:
+  """The padded length of an input of `length` tokens: the next power of two (at least
+  MIN_BUCKET), capped at the split's longest input."""
+  bucket = MIN_BUCKET
+  while bucket < length:
+    bucket *= 2
+  return min(bucket, max_length)
+
+
+def bucketed_batches(indices: np.ndarray, tokens: np.ndarray, batch_size: int
+                     ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+  """Examples [n, max_length] (right-padded with 0) -> batches (indices, tokens
+  [batch_size, bucket], real size), each batch from one length bucket, in length order."""
+  max_length = tokens.shape[1]
+  lengths = max_length - np.argmax(tokens[:, ::-1] != 0, axis=1)
+  lengths[~np.any(tokens != 0, axis=1)] = 0
+  order = np.argsort(lengths, kind="stable")
+  buckets = np.array([length_bucket(int(n), max_length) for n in lengths[order]])
+  batches = []
+  for bucket in np.unique(buckets):
+    members = order[buckets == bucket]
+    for start in range(0, len(members), batch_size):
+      chosen = members[start:start + batch_size]
+      padded, size = pad_batch({"tokens": tokens[chosen, :bucket]}, batch_size)
+      batches.append((indices[chosen], padded["tokens"], size))
+  return batches
+
+
+@dataclasses.dataclass
+class _TaskData:
+  evaluator: seqio.Evaluator
+  vocabulary: seqio.Vocabulary
+  labels: tuple[str, ...] | None
+  batches: list[tuple[np.ndarray, np.ndarray, int]] | None = None  # filled on first use.
 
 
 class PromptEvaluator:
   """Evaluates prompts for one task or mixture; the eval data is cached on first use."""
 
-  def __init__(self, model: T5, frozen_params: Any, task_name: str,
-               feature_lengths: Mapping[str, int], batch_size: int, *,
-               split: str = "validation", num_examples: int | None = None,
+  def __init__(self, model: T5, frozen_params: Any, task_name: str, batch_size: int, *,
+               mode: str = GREEDY, split: str = "validation", num_examples: int | None = None,
                task_labels: Mapping[str, Sequence[str]] | None = None,
                place: Callable[[Any], Any] = jnp.asarray):
-    """`frozen_params` may be sharded over a mesh; `place` then puts host arrays (prompt,
-    token batches) on the same devices, e.g. replicated (`partitioning.replicate`)."""
+    """`mode` 'greedy' or 'rank_classification' (tasks without a label set are decoded
+    greedily); `task_labels` overrides the label sets tasks declare. `frozen_params` may be
+    sharded over a mesh; `place` then puts host arrays (prompt, token batches) on the same
+    devices, e.g. replicated (`partitioning.replicate`)."""
     self.model = model
     self.place = place
     self.frozen_params = frozen_params
     self.batch_size = batch_size
-    self.feature_lengths = dict(feature_lengths)
-    self.task_labels = dict(task_labels or {})
-    self.evaluators = {
-        task.name: seqio.Evaluator(task.name, feature_converter(), eval_split=split,
-                                   sequence_length=self.feature_lengths,
-                                   num_examples=num_examples, async_compute_metrics=False)
-        for task in subtasks_with_metrics(task_name)}
-    if not self.evaluators:
+    self.mode = check_eval_mode(mode)
+    self.split = split
+    self.tasks: dict[str, _TaskData] = {}
+    for task in subtasks_with_metrics(task_name, split):
+      labels = None
+      if self.mode == RANK_CLASSIFICATION:
+        labels = (task_labels or {}).get(task.name) or declared_labels(task.name)
+      evaluator = seqio.Evaluator(task.name, feature_converter(), eval_split=split,
+                                  sequence_length=None, num_examples=num_examples,
+                                  async_compute_metrics=False)
+      self.tasks[task.name] = _TaskData(
+          evaluator, task.output_features["targets"].vocabulary,
+          tuple(labels) if labels else None)
+    if not self.tasks:
       raise ValueError(f"{task_name!r} has no task with metrics to evaluate")
 
   def evaluate(self, prompt: jax.Array, step: int | None = None) -> dict[str, dict[str, float]]:
     """{task name: {metric: value}} for the prompt [L, embed]."""
     params = with_prompt(self.frozen_params, self.place(np.asarray(prompt, np.float32)))
     results = {}
-    for name, evaluator in self.evaluators.items():
-      predict = self._predict_fn(params, name)
-      metrics_future, _ = evaluator.evaluate(compute_metrics=True, step=step, predict_fn=predict)
+    for name, data in self.tasks.items():
+      metrics_future, _ = data.evaluator.evaluate(compute_metrics=True, step=step,
+                                                  predict_fn=self._predict_fn(params, data))
       results[name] = {k: float(v) for k, v in metrics_future.result()[name].items()}
     return results
 
-  def _predict_fn(self, params: Any, task_name: str):
-    target_length = self.feature_lengths["targets"]
-    labels = self.task_labels.get(task_name)
-    vocabulary = seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
-    candidates = candidate_rows = None
-    if labels:
-      candidate_rows = encode_labels(labels, vocabulary, target_length)
+  def predict(self, prompt: jax.Array) -> dict[str, list[tuple[Mapping[str, Any], Any]]]:
+    """{task name: [(example, postprocessed prediction)]} in split order, without metrics
+    (for splits without labels, e.g. GLUE/SuperGLUE test sets)."""
+    params = with_prompt(self.frozen_params, self.place(np.asarray(prompt, np.float32)))
+    outputs = {}
+    for name, data in self.tasks.items():
+      rows = sorted(self._predict_fn(params, data)(data.evaluator.cached_model_datasets[name]),
+                    key=lambda pair: pair[0])
+      task = seqio.get_mixture_or_task(name)
+      examples = data.evaluator.cached_task_datasets[name].as_numpy_iterator()
+      outputs[name] = [
+          (example, task.postprocess_fn(data.vocabulary.decode(row.tolist()), example=example,
+                                        is_target=False))
+          for example, (_, row) in zip(examples, rows, strict=True)]
+    return outputs
+
+  def _predict_fn(self, params: Any, data: _TaskData):
+    """seqio's predict_fn: [(index, tokens)], every row as long as the longest prediction
+    (T5X's infer_fn hands seqio decodes [batch, max_decode_len]; seqio stacks them with
+    np.array and Vocabulary.decode stops at the first EOS)."""
+    target_length = data.evaluator.model_feature_shapes["decoder_target_tokens"][0]
+    candidate_rows = candidates = None
+    if data.labels:
+      candidate_rows = encode_labels(data.labels, data.vocabulary)
       candidates = self.place(candidate_rows)
 
     def predict(dataset, model_feature_shapes=None):
+      del model_feature_shapes
+      if data.batches is None:
+        data.batches = self._bucketed(dataset)
       outputs = []
-      for indices, features in dataset.batch(self.batch_size).as_numpy_iterator():
-        batch, size = pad_batch({"encoder_input_tokens": features["encoder_input_tokens"]},
-                                self.batch_size)
-        tokens = self.place(batch["encoder_input_tokens"])
+      for indices, tokens, size in data.batches:
+        tokens = self.place(tokens)
         if candidates is not None:
           best = scoring.rank_classify(self.model, params, tokens, candidates)
           predicted = candidate_rows[np.asarray(best)]
         else:
           predicted = np.asarray(scoring.greedy_decode(self.model, params, tokens, target_length,
-                                                       vocabulary.eos_id))
-        # Whole fixed-length rows, as T5X's infer_fn returns decodes [batch, max_decode_len]:
-        # seqio stacks the outputs with np.array (ragged lists crash) and its
-        # Vocabulary.decode stops at the first EOS (seqio/vocabularies.py, Vocabulary.decode).
+                                                       data.vocabulary.eos_id))
         outputs.extend((int(index), np.asarray(row, np.int32))
                        for index, row in zip(indices[:size], predicted[:size]))
       return outputs
 
     return predict
+
+  def _bucketed(self, dataset) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    indices, tokens = [], []
+    for index, features in dataset.batch(1024).as_numpy_iterator():
+      indices.append(index)
+      tokens.append(features["encoder_input_tokens"])
+    return bucketed_batches(np.concatenate(indices), np.concatenate(tokens), self.batch_size)

@@ -1,8 +1,9 @@
 """Scoring a (prompted) T5 for evaluation: greedy decoding and rank classification.
 
-Both encode once. Greedy decoding re-runs the decoder over the short target prefix each step
-(targets here are a few tokens, so a KV cache buys little); rank classification scores every
-candidate label for every example in one batched decoder pass.
+Both encode once. Greedy decoding runs the decoder one token per step with cached keys/values
+(T5X's decoding.py loop with flaxformer's attention cache) and stops when every row has emitted
+EOS; rank classification scores every candidate label for every example in one batched
+decoder pass.
 """
 
 from __future__ import annotations
@@ -25,16 +26,57 @@ def shift_right(targets: Array) -> Array:
   return jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
 
 
+def init_decode_cache(model: T5, params: Any, encoded: Array, encoder_mask: Array,
+                      max_length: int) -> Any:
+  """The decoder's `cache` collection for `max_length` steps: self-attention keys/values
+  [b, max_length, h, d] (zeros), the cross-attention keys/values of `encoded`, positions 0."""
+  dummy = jnp.zeros((encoded.shape[0], max_length), jnp.int32)
+  _, variables = model.apply({"params": params}, encoded, encoder_mask, dummy, max_length,
+                             method=T5.decode_step, mutable=["cache"])
+  return variables["cache"]
+
+
 @functools.partial(jax.jit, static_argnames=("model", "max_length", "eos_id"))
 def greedy_decode(model: T5, params: Any, encoder_tokens: Array, max_length: int,
                   eos_id: int = EOS_ID) -> Array:
-  """Greedy output tokens [b, max_length]; positions after the first EOS are 0."""
+  """Greedy output tokens [b, max_length]; positions after the first EOS are 0.
+
+  As T5X's `decoding.temperature_sample` with topk=1: one cached decoder step per token, the
+  first input the start token 0, the loop ends once every row has produced EOS.
+  """
+  encoded, mask = model.apply({"params": params}, encoder_tokens, method=T5.encode)
+  batch = encoder_tokens.shape[0]
+
+  def not_finished(state):
+    i, _, _, done, _ = state
+    return (i < max_length) & ~jnp.all(done)
+
+  def step(state):
+    i, previous, cache, done, tokens = state
+    logits, variables = model.apply({"params": params, "cache": cache}, encoded, mask,
+                                    previous[:, None], max_length, method=T5.decode_step,
+                                    mutable=["cache"])
+    token = jnp.where(done, 0, jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32))
+    tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, i))
+    return i + 1, token, variables["cache"], done | (token == eos_id), tokens
+
+  state = (jnp.zeros((), jnp.int32), jnp.zeros((batch,), jnp.int32),
+           init_decode_cache(model, params, encoded, mask, max_length),
+           jnp.zeros((batch,), bool), jnp.zeros((batch, max_length), jnp.int32))
+  return jax.lax.while_loop(not_finished, step, state)[-1]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_length", "eos_id"))
+def greedy_decode_uncached(model: T5, params: Any, encoder_tokens: Array, max_length: int,
+                           eos_id: int = EOS_ID) -> Array:
+  """Greedy decoding without a cache (the reference for tests and the decode benchmark):
+  every step re-runs the decoder over the whole prefix [b, max_length]."""
   encoded, mask = model.apply({"params": params}, encoder_tokens, method=T5.encode)
   batch = encoder_tokens.shape[0]
 
   def step(i, tokens):
-    decoder_inputs = shift_right(tokens)
-    logits = model.apply({"params": params}, encoded, mask, decoder_inputs, method=T5.decode)
+    logits = model.apply({"params": params}, encoded, mask, shift_right(tokens),
+                         method=T5.decode)
     next_token = jnp.argmax(logits[:, i], axis=-1).astype(tokens.dtype)
     return tokens.at[:, i].set(next_token)
 

@@ -98,8 +98,12 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Array,
-               deterministic: bool) -> Array:
-    """inputs_q [b, q, e], inputs_kv [b, k, e], bias [b or 1, h or 1, q, k] -> [b, q, e]."""
+               deterministic: bool, decode: str | None = None) -> Array:
+    """inputs_q [b, q, e], inputs_kv [b, k, e], bias [b or 1, h or 1, q, k] -> [b, q, e].
+
+    `decode` keeps keys/values in the `cache` collection (see `_cached_key_value`):
+    "self" appends this call's one position, "cross" projects the encoder output once.
+    """
     cfg = self.config
     inner = cfg.num_heads * cfg.head_dim
     depth_scaling = float(np.sqrt(cfg.head_dim))
@@ -111,8 +115,14 @@ class MultiHeadAttention(nn.Module):
       return x.reshape(x.shape[:-1] + (cfg.num_heads, cfg.head_dim))
 
     query = heads(dense(inner, "query", cfg, query_init)(inputs_q))
-    key = heads(dense(inner, "key", cfg)(inputs_kv))
-    value = heads(dense(inner, "value", cfg)(inputs_kv))
+    if decode == "cross" and self.has_variable("cache", "cached_key"):
+      key, value = self.get_variable("cache", "cached_key"), self.get_variable("cache",
+                                                                                "cached_value")
+    else:
+      key = heads(dense(inner, "key", cfg)(inputs_kv))
+      value = heads(dense(inner, "value", cfg)(inputs_kv))
+      if decode is not None:
+        key, value = self._cached_key_value(key, value, decode)
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key) + bias.astype(query.dtype)
     weights = jax.nn.softmax(logits.astype(jnp.float32)).astype(cfg.compute_dtype)
     weights = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(
@@ -120,6 +130,30 @@ class MultiHeadAttention(nn.Module):
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
     out = out.reshape(out.shape[:-2] + (inner,))
     return dense(cfg.emb_dim, "out", cfg)(out)
+
+  def _cached_key_value(self, key: Array, value: Array, decode: str) -> tuple[Array, Array]:
+    """The key/value cache of incremental decoding, as flaxformer's dense_attention
+    (MultiHeadDotProductAttention, `decode=True`) and T5X's decoding.py use it.
+
+    The first call (cache creation, decoder inputs [b, max_length]) stores zeros for
+    "self" ([b, max_length, h, d]) and the projected encoder output for "cross", and
+    attends as without a cache. Later "self" calls take one position [b, 1, h, d], write it
+    at `cache_index` and attend over the whole cache (the caller's bias masks the future).
+    """
+    initialized = self.has_variable("cache", "cached_key")
+    init = (lambda x: x) if decode == "cross" else jnp.zeros_like
+    cached_key = self.variable("cache", "cached_key", init, key)
+    cached_value = self.variable("cache", "cached_value", init, value)
+    if decode != "self":
+      return key, value
+    index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+    if not initialized:
+      return key, value
+    start = (0, index.value, 0, 0)
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
+    index.value = index.value + 1
+    return cached_key.value, cached_value.value
 
 
 class GatedGeluMlp(nn.Module):

@@ -47,26 +47,30 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array,
-               deterministic: bool) -> Array:
-    """x [b, t, e], encoded [b, s, e], self_bias [b, h, t, t], cross_bias [b, 1, t, s]."""
+               deterministic: bool, decode: bool = False) -> Array:
+    """x [b, t, e], encoded [b, s, e], self_bias [b, h, t, t], cross_bias [b, 1, t, s].
+
+    `decode`: keys/values in the `cache` collection (one new position per call).
+    """
     cfg = self.config
     eps, dtype = cfg.layer_norm_epsilon, cfg.compute_dtype
     y = layers.RMSNorm(eps, dtype, name="pre_self_attention_layer_norm")(x)
-    y = layers.MultiHeadAttention(cfg, name="self_attention")(y, y, self_bias, deterministic)
+    y = layers.MultiHeadAttention(cfg, name="self_attention")(
+        y, y, self_bias, deterministic, "self" if decode else None)
     x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
     y = layers.RMSNorm(eps, dtype, name="pre_cross_attention_layer_norm")(x)
     y = layers.MultiHeadAttention(cfg, name="encoder_decoder_attention")(
-        y, encoded, cross_bias, deterministic)
+        y, encoded, cross_bias, deterministic, "cross" if decode else None)
     x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
     y = layers.RMSNorm(eps, dtype, name="pre_mlp_layer_norm")(x)
     y = layers.GatedGeluMlp(cfg, name="mlp")(y, deterministic)
     return x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
 
 
-def _maybe_remat(layer_cls: type[nn.Module], config: T5Config, deterministic_argnum: int):
+def _maybe_remat(layer_cls: type[nn.Module], config: T5Config, *static_argnums: int):
   if not config.remat:
     return layer_cls
-  return nn.remat(layer_cls, static_argnums=(deterministic_argnum,))
+  return nn.remat(layer_cls, static_argnums=static_argnums)
 
 
 class Encoder(nn.Module):
@@ -90,7 +94,7 @@ class Encoder(nn.Module):
         cfg.num_heads, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
         bidirectional=True, dtype=cfg.compute_dtype, name="relpos_bias")(length, length)
     bias = position_bias + layers.mask_to_bias(mask[:, None, None, :], cfg.compute_dtype)
-    layer_cls = _maybe_remat(EncoderLayer, cfg, deterministic_argnum=3)
+    layer_cls = _maybe_remat(EncoderLayer, cfg, 3)
     for i in range(cfg.num_encoder_layers):
       x = layer_cls(cfg, name=f"layers_{i}")(x, bias, deterministic)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="encoder_norm")(x)
@@ -105,32 +109,50 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
-               decoder_target_tokens: Array | None, deterministic: bool) -> Array:
+               decoder_target_tokens: Array | None, deterministic: bool,
+               max_decode_length: int | None = None) -> Array:
     """encoded [b, s, e], encoder_mask [b, s], decoder tokens [b, t] -> logits [b, t, vocab] f32.
 
     Queries at padded target positions (decoder_target_tokens == 0) are masked as in T5X;
-    without targets (decoding) only the causal mask applies.
+    without targets (decoding) only the causal mask applies. `max_decode_length` switches to
+    incremental decoding with the `cache` collection (see `decode_step`).
     """
     cfg = self.config
     length = decoder_input_tokens.shape[1]
     x = self.shared_embedding(decoder_input_tokens).astype(cfg.compute_dtype)
     x = layers.sublayer_dropout(cfg)(x, deterministic=deterministic)
+    relpos = layers.RelativePositionBias(
+        cfg.num_heads, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
+        bidirectional=False, dtype=cfg.compute_dtype, name="relpos_bias")
     causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
-    if decoder_target_tokens is not None:
+    if max_decode_length is not None:
+      # One query at `position` over the cached keys 0..max_decode_length-1 (flaxformer's
+      # RelativePositionBiases in decode mode: the bias row of the current position).
+      initialized = self.has_variable("cache", "position")
+      position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+      keys = jnp.arange(max_decode_length)
+      position_bias = jax.lax.dynamic_slice_in_dim(
+          relpos(max_decode_length, max_decode_length), position.value, 1, axis=2)
+      self_mask = (keys <= position.value)[None, None, None, :]
+      cross_mask = encoder_mask[:, None, None, :]
+      if initialized:
+        position.value = position.value + 1
+    elif decoder_target_tokens is not None:
+      position_bias = relpos(length, length)
       valid = decoder_target_tokens > 0
       self_mask = causal & valid[:, None, :, None] & valid[:, None, None, :]
       cross_mask = valid[:, None, :, None] & encoder_mask[:, None, None, :]
     else:
+      position_bias = relpos(length, length)
       self_mask = causal
       cross_mask = encoder_mask[:, None, None, :]
-    position_bias = layers.RelativePositionBias(
-        cfg.num_heads, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
-        bidirectional=False, dtype=cfg.compute_dtype, name="relpos_bias")(length, length)
     self_bias = position_bias + layers.mask_to_bias(self_mask, cfg.compute_dtype)
     cross_bias = layers.mask_to_bias(cross_mask, cfg.compute_dtype)
-    layer_cls = _maybe_remat(DecoderLayer, cfg, deterministic_argnum=5)
+    layer_cls = _maybe_remat(DecoderLayer, cfg, 5, 6)  # deterministic, decode
+    decode = max_decode_length is not None
     for i in range(cfg.num_decoder_layers):
-      x = layer_cls(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias, deterministic)
+      x = layer_cls(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias, deterministic,
+                                              decode)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="decoder_norm")(x)
     x = layers.sublayer_dropout(cfg)(x, deterministic=deterministic)
     return nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
@@ -165,6 +187,17 @@ class T5(nn.Module):
     """Logits [b, t, vocab] (float32) for decoder inputs given the encoder output."""
     return self.decoder(encoded, encoder_mask, decoder_input_tokens, decoder_target_tokens,
                         not enable_dropout)
+
+  def decode_step(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
+                  max_decode_length: int) -> Array:
+    """Incremental decoding with the mutable `cache` collection -> logits [b, t, vocab].
+
+    First call (cache creation, as T5X's EncoderDecoderModel does it): decoder inputs
+    [b, max_decode_length]; its logits are not meaningful. Then one call per position with
+    decoder inputs [b, 1]: the logits of that position, equal to the uncached decoder's.
+    """
+    return self.decoder(encoded, encoder_mask, decoder_input_tokens, None, True,
+                        max_decode_length)
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                decoder_target_tokens: Array | None = None, *, enable_dropout: bool = False

@@ -4,46 +4,64 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Mapping
+from typing import Any
 
 import gin
 
 from spot_jax import prompts
-from spot_jax.evaluation.evaluator import PromptEvaluator
-from spot_jax.train.loop import TrainConfig, eval_labels, build_frozen_model
+from spot_jax.evaluation import submission
+from spot_jax.evaluation.evaluator import GREEDY, PromptEvaluator
 from spot_jax.fileio import atomic_write_bytes
+from spot_jax.tasks_util import task_labels
+from spot_jax.train.loop import TrainConfig, build_frozen_model
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
+  """One evaluation. Inputs and targets are never truncated (T5X's infer_eval)."""
+
   task: str
   prompt_file: str
   model: str = "base"
   initial_checkpoint: str | None = None
-  feature_lengths: Mapping[str, int] = dataclasses.field(
-      default_factory=lambda: {"inputs": 512, "targets": 32})
   batch_size: int = 32
   prompt_length: int = prompts.DEFAULT_PROMPT_LENGTH
   split: str = "validation"
   num_examples: int | None = None
-  eval_mode: str = "auto"
+  eval_mode: str = GREEDY  # or "rank_classification".
   seed: int = 0  # seeds the frozen model only when no checkpoint is given.
   output_file: str | None = None
 
 
-def evaluate_prompt(cfg: EvalConfig) -> dict[str, dict[str, float]]:
-  """{task: {metric: value}} of the prompt in `cfg.prompt_file`; also written to output_file."""
+def _evaluator(cfg: EvalConfig, split: str) -> tuple[PromptEvaluator, Any]:
   as_train = TrainConfig(model_dir="", task=cfg.task, model=cfg.model,
                          initial_checkpoint=cfg.initial_checkpoint,
                          prompt_length=cfg.prompt_length, eval_mode=cfg.eval_mode,
                          seed=cfg.seed, dropout_rate=0.0)
   model, frozen_params, _, _ = build_frozen_model(as_train)
   prompt = prompts.from_file(cfg.prompt_file, cfg.prompt_length, model.config.emb_dim)
-  evaluator = PromptEvaluator(model, frozen_params, cfg.task, cfg.feature_lengths,
-                              cfg.batch_size, split=cfg.split, num_examples=cfg.num_examples,
-                              task_labels=eval_labels(as_train))
+  evaluator = PromptEvaluator(model, frozen_params, cfg.task, cfg.batch_size,
+                              mode=cfg.eval_mode, split=split, num_examples=cfg.num_examples)
+  return evaluator, prompt
+
+
+def evaluate_prompt(cfg: EvalConfig) -> dict[str, dict[str, float]]:
+  """{task: {metric: value}} of the prompt in `cfg.prompt_file`; also written to output_file."""
+  evaluator, prompt = _evaluator(cfg, cfg.split)
   results = evaluator.evaluate(prompt)
   if cfg.output_file:
     atomic_write_bytes(cfg.output_file, json.dumps(results, indent=2).encode())
   return results
+
+
+def write_test_predictions(cfg: EvalConfig, path: str, split: str = "test"
+                           ) -> dict[str, tuple[str, int]]:
+  """Predicts `split` (unlabelled: no metrics) and writes GLUE/SuperGLUE submission files
+  (`evaluation.submission`); returns {task: (file, invalid predictions)}."""
+  evaluator, prompt = _evaluator(cfg, split)
+  for task in evaluator.tasks:  # refuse unsupported tasks before predicting.
+    submission.format_predictions(task, [], task_labels(task))
+  predictions = evaluator.predict(prompt)
+  return submission.write_predictions(path, predictions,
+                                      {task: task_labels(task) for task in predictions})

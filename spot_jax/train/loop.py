@@ -20,11 +20,11 @@ import numpy as np
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax import prompts
 from spot_jax.checkpoints.load import LoadedModel, fingerprint, load_model, step_offset
-from spot_jax.evaluation.evaluator import PromptEvaluator
+from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode
 from spot_jax.models.config import get_config
 from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import T5
-from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task_labels
+from spot_jax.tasks_util import get_task_or_mixture, task_labels
 from spot_jax.train import checkpointer as checkpointer_lib, partitioning, run_dir
 from spot_jax.train.data import train_batches
 from spot_jax.train.metrics_log import MetricsLogger
@@ -71,7 +71,7 @@ class TrainConfig:
   max_train_examples: int | None = None  # the first N of the train split (None: all of it).
   max_eval_examples: int | None = None  # the first N of each evaluated split.
   eval_batch_size: int | None = None
-  eval_mode: str = "auto"  # "auto": rank classification when labels are known, else greedy.
+  eval_mode: str = "greedy"  # or "rank_classification" (evaluation.evaluator.EVAL_MODES).
   key_step: int = 10_000  # the task-embedding step (SPoT §3.2).
   keep_train_states: int = 3
   log_period: int = 100
@@ -125,16 +125,28 @@ def initial_prompt(cfg: TrainConfig, params: Mapping[str, Any], emb_dim: int) ->
   raise ValueError(f"Unknown prompt_init {cfg.prompt_init!r}; choose one of {PROMPT_INITS}")
 
 
+MEAN_OF_METRICS = "mean"  # the eval_metric name of the default checkpoint score.
+
+
 def select_score(results: Mapping[str, Mapping[str, float]], metric: str | None
                  ) -> tuple[str, float]:
-  """The checkpoint score: `metric` averaged over the evaluated tasks that report it."""
+  """The checkpoint score and its name, from {task: {metric: value}}.
+
+  Default (metric None): each task's score is the mean of its metrics (SPoT footnote 5: MRPC
+  the mean of F1 and accuracy, STS-B of Pearson and Spearman), and a mixture's the mean of
+  its tasks' scores; named `MEAN_OF_METRICS`. With `metric` (EVAL_METRIC): that metric
+  averaged over the evaluated tasks that report it.
+  """
+  if not results or not any(results.values()):
+    raise ValueError("No metrics to score: the evaluation returned none")
   if metric is None:
-    first_task = sorted(results)[0]
-    metric = sorted(results[first_task])[0]
+    return MEAN_OF_METRICS, float(np.mean([np.mean(list(m.values()))
+                                           for m in results.values() if m]))
   values = [m[metric] for m in results.values() if metric in m]
   if not values:
     available = sorted({k for m in results.values() for k in m})
-    raise ValueError(f"eval_metric {metric!r} is not reported; available: {available}")
+    raise ValueError(f"EVAL_METRIC {metric!r} is not reported; available: {available} "
+                     f"(or None for the mean of the metrics)")
   return metric, float(np.mean(values))
 
 
@@ -159,7 +171,7 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
       batch_size=cfg.batch_size, feature_lengths=dict(cfg.feature_lengths),
       train_steps=cfg.train_steps, key_step=cfg.key_step, eval_metric=cfg.eval_metric,
       prompt_init=cfg.prompt_init, max_train_examples=cfg.max_train_examples,
-      max_eval_examples=cfg.max_eval_examples)
+      max_eval_examples=cfg.max_eval_examples, eval_mode=check_eval_mode(cfg.eval_mode))
   offset = (step_offset(loaded, cfg.model) if cfg.step_offset is None
             else (cfg.step_offset, "STEP_OFFSET"))
   summary.step_offset, summary.step_offset_source = offset
@@ -196,10 +208,8 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
                           max_examples=cfg.max_train_examples)
   evaluator = None
   if cfg.eval_period:
-    labels = eval_labels(cfg)
-    evaluator = PromptEvaluator(model, frozen, cfg.task, cfg.feature_lengths,
-                                cfg.eval_batch_size or cfg.batch_size,
-                                num_examples=cfg.max_eval_examples, task_labels=labels,
+    evaluator = PromptEvaluator(model, frozen, cfg.task, cfg.eval_batch_size or cfg.batch_size,
+                                mode=cfg.eval_mode, num_examples=cfg.max_eval_examples,
                                 place=lambda x: partitioning.replicate(x, mesh))
   logger = MetricsLogger(cfg.model_dir, cfg.train_steps, start_step, cfg.batch_size,
                          enabled=is_chief)
@@ -224,16 +234,6 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
   if is_chief:
     run_dir.write_summary(cfg.model_dir, summary)
   return summary
-
-
-def eval_labels(cfg: TrainConfig) -> dict[str, Sequence[str]]:
-  """Label sets for rank classification per evaluated task ({} = greedy decoding)."""
-  if cfg.eval_mode == "greedy":
-    return {}
-  if cfg.eval_mode not in ("auto", "rank"):
-    raise ValueError(f"Unknown eval_mode {cfg.eval_mode!r}; choose auto, rank or greedy")
-  return {t.name: labels for t in subtasks_with_metrics(cfg.task)
-          if (labels := task_labels(t.name))}
 
 
 def _mean_metrics(pending: list[dict[str, jax.Array]], step: int) -> dict[str, float]:

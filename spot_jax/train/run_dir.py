@@ -60,6 +60,7 @@ class RunSummary:
   max_eval_examples: int | None = None  # evaluation used the first N examples (None: all).
   step_offset: int = 0  # Adafactor's absolute step of the first update.
   step_offset_source: str = ""  # checkpoint, named config '<name>', STEP_OFFSET, unknown...
+  eval_mode: str = "greedy"  # how predictions were made (EVAL_MODE): greedy | rank_classification.
   finished: bool = False
 
   def identity(self) -> dict[str, Any]:
@@ -69,7 +70,7 @@ class RunSummary:
             "prompt_length": self.prompt_length, "seed": self.seed,
             "batch_size": self.batch_size, "feature_lengths": self.feature_lengths,
             "max_train_examples": self.max_train_examples,
-            "max_eval_examples": self.max_eval_examples}
+            "max_eval_examples": self.max_eval_examples, "eval_mode": self.eval_mode}
 
   @property
   def key_prompt_step(self) -> int | None:

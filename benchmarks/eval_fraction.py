@@ -1,0 +1,128 @@
+"""The share of a prompt-tuning run's wall time spent evaluating, at SPoT's settings.
+
+  python benchmarks/eval_fraction.py                   # tiny and small
+  python benchmarks/eval_fraction.py --models small --rounds 1
+
+One evaluation interval of SPoT: 500 training steps of batch 32 (inputs 512, targets 32,
+prompt 100), then greedy evaluation of 1,000 examples. The train step is timed as
+`benchmarks/train_step.py` times it (median step after compilation) and multiplied by 500;
+the evaluation runs the evaluator's own path (`bucketed_batches` + KV-cache `greedy_decode`,
+batch 32) over 1,000 random examples with input lengths drawn uniformly from 16..512 and
+`--decode_length` tokens decoded for every example (no early stop at EOS: the worst case for
+label targets). Side by side, the same evaluation with every example padded to the longest
+input (one shape, no buckets). Compilation (once per bucket, reused by every later evaluation
+of the run) is timed separately and left out of the fraction. Writes its RESULTS.md section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+
+from spot_jax import runtime
+
+if __name__ == "__main__":
+  runtime.configure_host()  # jemalloc and synchronous CPU dispatch, as `spot-jax` runs.
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from spot_jax.evaluation import scoring  # noqa: E402
+from spot_jax.evaluation.evaluator import bucketed_batches  # noqa: E402
+from spot_jax.models import T5, get_config  # noqa: E402
+from train_step import benchmark as train_step_benchmark  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRAIN_STEPS, BATCH, INPUTS, TARGETS, PROMPT, EVAL_EXAMPLES = 500, 32, 512, 32, 100, 1000
+NEVER = -1  # an EOS id no token equals: every row decodes the full length.
+
+
+def eval_seconds(model_name: str, decode_length: int, rounds: int, bucketed: bool
+                 ) -> tuple[float, float]:
+  """(median seconds of one evaluation of EVAL_EXAMPLES examples, compile seconds)."""
+  model = T5(get_config(model_name, dropout_rate=0.0), PROMPT)
+  dummy = jnp.ones((1, 4), jnp.int32)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), dummy, dummy)["params"]
+  rng = np.random.default_rng(0)
+  tokens = np.zeros((EVAL_EXAMPLES, INPUTS), np.int32)
+  for row, length in enumerate(rng.integers(16, INPUTS + 1, EVAL_EXAMPLES)):
+    tokens[row, :length] = rng.integers(2, 32000, length)
+  if bucketed:
+    batches = bucketed_batches(np.arange(EVAL_EXAMPLES), tokens, BATCH)
+  else:
+    batches = [(None, np.pad(tokens[i:i + BATCH], ((0, max(0, i + BATCH - EVAL_EXAMPLES)), (0, 0))),
+                None) for i in range(0, EVAL_EXAMPLES, BATCH)]
+
+  def decode(batch):
+    return jax.block_until_ready(scoring.greedy_decode(model, params, jnp.asarray(batch),
+                                                       decode_length, NEVER))
+
+  start = time.perf_counter()
+  for shape in sorted({b[1].shape for b in batches}):  # compile each bucket once.
+    decode(np.zeros(shape, np.int32))
+  compile_seconds = time.perf_counter() - start
+  times = []
+  for _ in range(rounds):
+    start = time.perf_counter()
+    for _, batch, _ in batches:
+      decode(batch)
+    times.append(time.perf_counter() - start)
+  return statistics.median(times), compile_seconds
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--models", default="tiny,small")
+  parser.add_argument("--decode_length", type=int, default=8)
+  parser.add_argument("--rounds", type=int, default=2)
+  parser.add_argument("--train_steps_timed", type=int, default=3)
+  parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+  args = parser.parse_args()
+  rows = []
+  for name in args.models.split(","):
+    step = train_step_benchmark(name, INPUTS, BATCH, TARGETS, PROMPT, 0.1, "float32",
+                                steps=args.train_steps_timed)["step_seconds_median"]
+    bucketed, compile_seconds = eval_seconds(name, args.decode_length, args.rounds, True)
+    padded, _ = eval_seconds(name, args.decode_length, args.rounds, False)
+    train = TRAIN_STEPS * step
+    row = {"model": name, "step": step, "train": train, "eval": bucketed, "padded": padded,
+           "compile": compile_seconds, "fraction": bucketed / (train + bucketed),
+           "padded_fraction": padded / (train + padded)}
+    rows.append(row)
+    print(f"{name}: train {train:.0f} s per 500 steps, evaluation {bucketed:.1f} s "
+          f"({row['fraction']:.1%}; padded to the longest input {padded:.1f} s, "
+          f"{row['padded_fraction']:.1%}); bucket compilation {compile_seconds:.1f} s once",
+          flush=True)
+    write_section(args, rows)  # after each model: a run cut short keeps what it measured.
+
+
+def write_section(args: argparse.Namespace, rows: list[dict]) -> None:
+  command = "python benchmarks/eval_fraction.py " + shlex.join(sys.argv[1:])
+  lines = [f"Command: `{command}` on {platform.machine()} ({os.cpu_count()} CPUs, "
+           f"{jax.devices()[0].device_kind}); {TRAIN_STEPS} steps of batch {BATCH} (inputs "
+           f"{INPUTS}, targets {TARGETS}, prompt {PROMPT}, dropout 0.1) then greedy evaluation of "
+           f"{EVAL_EXAMPLES} examples (inputs 16..{INPUTS} tokens, {args.decode_length} tokens "
+           f"decoded each, KV cache, batch {BATCH}); median of {args.rounds} evaluation "
+           f"round(s); {time.strftime('%Y-%m-%d')}. Target: evaluation <= 20% of the wall time.",
+           "", "| model | train step | 500 steps | evaluation (buckets) | share of wall time | "
+           "decode examples/s | padded to 512 | share, padded | bucket compiles (once) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for r in rows:
+    lines.append(f"| {r['model']} | {r['step']:.3f} s | {r['train']:.0f} s | {r['eval']:.1f} s | "
+                 f"{r['fraction']:.1%} | {EVAL_EXAMPLES / r['eval']:.1f} | {r['padded']:.1f} s | "
+                 f"{r['padded_fraction']:.1%} | {r['compile']:.1f} s |")
+  table = "\n".join(lines) + "\n"
+  print(table)
+  from results_md import update_section
+  update_section(args.results, "eval_fraction",
+                 "## Evaluation share of a run at SPoT's settings\n\n" + table)
+
+
+if __name__ == "__main__":
+  main()
