@@ -5,21 +5,23 @@ from __future__ import annotations
 import argparse
 
 
+DEMO_OPTIONS = (("output_dir", str), ("task", str), ("pretrain_steps", int),
+                ("train_steps", int), ("seed", int))
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-  from spot_jax.demo import DemoConfig
-  defaults = DemoConfig()
+  # Defaults stay DemoConfig's: importing spot_jax.demo (JAX, TensorFlow) here would slow
+  # down every command, `--help` included.
   parser = subparsers.add_parser("demo", help="run the embedded default end to end (no downloads)")
-  parser.add_argument("--output_dir", default=defaults.output_dir)
-  parser.add_argument("--task", default=defaults.task)
-  parser.add_argument("--pretrain_steps", type=int, default=defaults.pretrain_steps)
-  parser.add_argument("--train_steps", type=int, default=defaults.train_steps)
-  parser.add_argument("--seed", type=int, default=defaults.seed)
+  for name, kind in DEMO_OPTIONS:
+    parser.add_argument(f"--{name}", type=kind, default=None,
+                        help="default: spot_jax.demo.DemoConfig's")
   parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
   from spot_jax.demo import DemoConfig, run_demo
-  run_demo(DemoConfig(output_dir=args.output_dir, task=args.task,
-                      pretrain_steps=args.pretrain_steps, train_steps=args.train_steps,
-                      seed=args.seed))
+  given = {name: getattr(args, name) for name, _ in DEMO_OPTIONS
+           if getattr(args, name) is not None}
+  run_demo(DemoConfig(**given))
   return 0

@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import io
 import os
+import sys
 
 from spot_jax import launchers
 from spot_jax.cli.train_cmd import GIN_HELP
@@ -39,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="target task name for --out (default: the --run's task)")
   retrieve.add_argument("--out", default=None,
                         help="write predictions target,source,score (one row per source task)")
-  retrieve.set_defaults(func=run_retrieve)
+  retrieve.set_defaults(func=run_retrieve, uses_jax=False)
 
   transfer = subparsers.add_parser(
       "transfer", help="initialise target prompts from retrieved ones and train them",
@@ -101,6 +102,12 @@ def load_query(args: argparse.Namespace, library):
   return key, run_model, query, summary.task
 
 
+def report_problems(library) -> None:
+  """Prints the corrupt entries a command skipped, with the repair command, to stderr."""
+  for entry_id, why in sorted(library.problems.items()):
+    print(f"warning: skipped corrupt entry {entry_id}: {why}", file=sys.stderr)
+
+
 def _print_ranked(ranked) -> None:
   rows = [("rank", "id", "task", "seed", "similarity")] + [
       (str(r.rank), r.entry.id, r.entry.task, str(r.entry.seed), f"{r.score:.6f}")
@@ -128,6 +135,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
   from spot_jax.library.retrieval import retrieve
   from spot_jax.library.store import PromptLibrary
   from spot_jax.fileio import atomic_write_bytes
+  if args.k < 1:
+    raise ValueError(f"--k must be at least 1, got {args.k}")
   library = PromptLibrary(args.library)
   key, model, _, run_task = load_query(args, library)
   options = dict(model=model, metric=args.metric, exclude_task=args.exclude_task,
@@ -141,6 +150,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
     atomic_write_bytes(args.out, predictions_csv(target, every))
     print(f"Wrote the predictions of {target} ({len({r.entry.task for r in every} - {target})} "
           f"source tasks) to {args.out}")
+  report_problems(library)
   return 0
 
 
@@ -186,13 +196,21 @@ def run_transfer(args: argparse.Namespace) -> int:
   from spot_jax.library import transfer
   from spot_jax.library.retrieval import retrieve
   from spot_jax.library.store import PromptLibrary
+  from spot_jax.tasks_util import get_task_or_mixture
+  if args.k < 1:
+    raise ValueError(f"--k must be at least 1, got {args.k}")
   library = PromptLibrary(args.library)
-  key, model, query, _ = load_query(args, library)
+  key, model, query, run_task = load_query(args, library)
   if not args.gin_files:
     raise ValueError("transfer needs the target runs' gin config: --gin_file=models/<model>.gin "
                      "--gin_file=runs/prompt_train.gin [--gin.TRAIN_STEPS=...]")
   base = _train_config(args, ["MODEL_DIR = 'unused'",
                               f"MIXTURE_OR_TASK_NAME = {args.target!r}"])
+  get_task_or_mixture(args.target)  # an unknown --target fails here, naming close names.
+  if run_task is not None and run_task != args.target:
+    raise ValueError(f"--target {args.target!r} differs from the task of the query run "
+                     f"{args.run} ({run_task!r}); the key must be the target's: pass "
+                     f"--target {run_task} or another --run")
   ranked = retrieve(library, key, model=model, metric=args.metric, k=args.k,
                     exclude_task=args.target, center_keys=args.center)
   _print_ranked(ranked)
@@ -208,5 +226,6 @@ def run_transfer(args: argparse.Namespace) -> int:
     print(f"Best: {result.best['name']} ({result.best['eval_metric']} "
           f"{result.best['best_score']:.4f}) in {result.best['model_dir']}")
   print(f"Recorded in {os.path.join(plan.out_dir, transfer.TRANSFER_JSON)}")
+  report_problems(library)
   return 0
 

@@ -284,8 +284,60 @@ def worker_command(job: Job) -> list[str]:
   return [sys.executable, "-m", "spot_jax.cli.main", "train", *job.flags()]
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+  """A Popen preexec_fn: the worker gets SIGTERM when the study process dies (Linux
+  PR_SET_PDEATHSIG, kept across exec), and exits at once if it already has."""
+  def preexec() -> None:
+    import ctypes
+    import signal
+    try:
+      libc = ctypes.CDLL(None, use_errno=True)
+      libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's finally still stops workers.
+      pass
+    if os.getppid() != parent:
+      os._exit(1)
+  return preexec
+
+
+def start_worker(command: Sequence[str], log_file: Any) -> subprocess.Popen:
+  """A worker process that dies with this process (see `_die_with_parent`)."""
+  return subprocess.Popen(list(command), stdout=log_file, stderr=subprocess.STDOUT,
+                          preexec_fn=_die_with_parent(os.getpid()))
+
+
 def log_path(study_dir: str, job: Job) -> str:
   return os.path.join(os.path.abspath(study_dir), "logs", f"{job.name}.log")
+
+
+def validate_jobs(jobs: Sequence[Job]) -> None:
+  """Checks every job's gin files and bindings and, for sources and baselines, its settings
+  (`spot_jax.train.loop.preflight`: EVAL_METRIC, feature lengths, initial checkpoint...) once
+  per task, before any job starts. A transfer's config is only parsed: its PROMPT_FILE is the
+  source's best prompt, known once the source finished. Raises StudyError naming the job."""
+  from spot_jax import gin_utils
+  from spot_jax.tasks_util import register_all_tasks
+  from spot_jax.train.loop import TrainConfig, preflight
+  register_all_tasks()
+  seen: set[tuple[str, str | None]] = set()
+  try:
+    for job in jobs:
+      task = job.source if job.kind == "source" else job.target
+      if (job.kind, task) in seen:
+        continue
+      seen.add((job.kind, task))
+      files, bindings, _ = gin_utils.split_gin_args(job.flags())
+      try:
+        gin_utils.parse_gin(files, bindings)
+        if job.kind != "transfer":
+          preflight(TrainConfig())
+      except (ValueError, OSError, TypeError) as e:
+        raise StudyError(f"{job.name}: {e}") from None
+  finally:
+    gin.clear_config()
 
 
 def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: bool = False,
@@ -300,6 +352,8 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
     raise StudyError(f"processes must be >= 1, got {processes}")
   all_jobs = plan(spec, study_dir)
   jobs = select_phase(all_jobs, phase)
+  if not collect_only:
+    validate_jobs(jobs)
   report = StudyReport(jobs=jobs)
   if dry_run:
     for line in describe_plan(spec, jobs):
@@ -373,8 +427,24 @@ def _run_sequential(todo: list[Job], report: StudyReport, log: Callable[[str], N
 def _run_workers(todo: list[Job], study_dir: str, processes: int, report: StudyReport,
                  log: Callable[[str], None], on_done: Callable[[Job], None]) -> None:
   """Up to `processes` `python -m spot_jax.cli.main train` workers, respecting dependencies."""
-  pending = list(todo)
   running: dict[subprocess.Popen, tuple[Job, Any]] = {}
+  try:
+    _schedule_workers(list(todo), running, study_dir, processes, report, log, on_done)
+  finally:  # an exception or Ctrl-C here stops the workers too (no orphans left training).
+    for process, (_, log_file) in running.items():
+      if process.poll() is None:
+        process.terminate()
+    for process, (_, log_file) in running.items():
+      try:
+        process.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        process.kill()
+      log_file.close()
+
+
+def _schedule_workers(pending: list[Job], running: dict[subprocess.Popen, tuple[Job, Any]],
+                      study_dir: str, processes: int, report: StudyReport,
+                      log: Callable[[str], None], on_done: Callable[[Job], None]) -> None:
   while pending or running:
     pending_dirs = {j.model_dir for j in pending} | {j.model_dir for j, _ in running.values()}
     for job in list(pending):
@@ -391,8 +461,7 @@ def _run_workers(todo: list[Job], study_dir: str, processes: int, report: StudyR
       os.makedirs(os.path.dirname(path), exist_ok=True)
       log_file = open(path, "ab")
       log(f"start {job.name} (log {path})")
-      running[subprocess.Popen(worker_command(job), stdout=log_file,
-                               stderr=subprocess.STDOUT)] = (job, log_file)
+      running[start_worker(worker_command(job), log_file)] = (job, log_file)
     if not running:  # everything left waits on a job that can never start.
       report.blocked += [(job, "its dependency never started") for job in pending]
       return
