@@ -11,12 +11,15 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import tokenize
 from pathlib import Path
 from typing import Any, Sequence
 
 import gin
 
-GIN_CONFIGS_DIR = Path(__file__).resolve().parents[1] / "gin_configs"
+from spot_jax.resources import data_dir
+
+GIN_CONFIGS_DIR = data_dir("gin_configs")  # installed package copy, or the checkout's.
 KNOWN_MACROS = (
     "MODEL_DIR", "TRAIN_STEPS", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE",
     "DROPOUT_RATE", "INITIAL_CHECKPOINT_PATH", "PROMPT_LENGTH", "PROMPT_FILE", "EVAL_PERIOD",
@@ -96,8 +99,9 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
     gin.add_config_file_search_path(directory)
   try:
     gin.parse_config_files_and_bindings(paths, bindings, finalize_config=False)
-  except (ValueError, KeyError) as e:
-    raise ValueError(f"Bad gin config: {e}") from None
+  except (ValueError, KeyError, SyntaxError, tokenize.TokenError) as e:
+    raise ValueError(f"Bad gin config in {paths or 'the --gin. bindings'} or the bindings "
+                     f"{list(bindings)}: {type(e).__name__}: {e}; fix the gin syntax") from None
 
 
 def gin_literal(value: Any) -> str:

@@ -8,9 +8,10 @@ build their commands with `launch_prefix`.
 
 from __future__ import annotations
 
-from pathlib import Path
+from spot_jax.resources import data_dir
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The checkout root, or the installed package (its copy of launch/): PROJECT_ROOT / "launch/..".
+PROJECT_ROOT = data_dir("launch").parent
 LAUNCH_SCRIPTS = {"local": "launch/local.sh", "gpu": "launch/gpu.sh",
                   "tpu_pod": "launch/tpu_pod.sh", "slurm_gpu": "launch/slurm_gpu.sbatch"}
 
@@ -18,7 +19,8 @@ LAUNCH_SCRIPTS = {"local": "launch/local.sh", "gpu": "launch/gpu.sh",
 def launch_prefix(launcher: str, *, absolute: bool = False, sbatch_options: tuple[str, ...] = ()
                   ) -> list[str]:
   """The words before the train arguments: the launcher's script, behind `sbatch [options]`
-  for SLURM. Script paths are relative to the checkout root unless `absolute`."""
+  for SLURM. Script paths are relative to the checkout root unless `absolute` (then they name
+the installed copy when the package is installed)."""
   if launcher not in LAUNCH_SCRIPTS:
     raise ValueError(f"Unknown launcher {launcher!r}; choose one of {sorted(LAUNCH_SCRIPTS)}")
   script = LAUNCH_SCRIPTS[launcher]

@@ -135,9 +135,9 @@ def from_file(path: str | os.PathLike, length: int, emb_dim: int) -> Array:
       array = np.load(f, allow_pickle=False)
   except FileNotFoundError as e:
     raise PromptError(f"Prompt file {path!r} does not exist") from e
-  except ValueError as e:  # pickled object arrays, truncated or non-npy files.
-    raise PromptError(f"Prompt file {path!r} is not a plain .npy array ({e}); "
-                      "pickled files are refused") from e
+  except (ValueError, EOFError, OSError) as e:  # pickles, empty, truncated or non-npy files.
+    raise PromptError(f"Prompt file {path!r} is not a plain .npy array "
+                      f"({type(e).__name__}: {e}); pickled files are refused") from e
   return from_array(array, length, emb_dim, source=f"file {path!r}")
 
 

@@ -19,13 +19,12 @@ import seqio
 import sklearn.metrics
 import tensorflow as tf
 
-from tasks.synthetic_world import (CORPUS_SIZES, SPLITS, TASKS, SyntheticTaskSpec,
+from tasks.synthetic_world import (CORPUS_SIZES, DEFAULT_PREFIX, SPLITS, TASKS, SyntheticTaskSpec,
                                    SyntheticWorld, TaskInfo, corpus_documents, corpus_examples,
                                    generate_world, task_families, task_info)
 from tasks.vocabulary import get_byte_vocabulary
 
 DEFAULT_SEED = 0
-DEFAULT_PREFIX = "synthetic_"
 CORPUS_TASK = "corpus"
 
 __all__ = [

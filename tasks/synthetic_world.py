@@ -51,6 +51,7 @@ CORPUS_MAX_INPUT_BYTES = 96
 CORPUS_MAX_TARGET_BYTES = 64
 CORPUS_SIZES = MappingProxyType({"train": 20000, "validation": 1000})
 SPLITS = ("train", "validation")
+DEFAULT_PREFIX = "synthetic_"  # registered task names: DEFAULT_PREFIX + TaskInfo.name.
 
 SENTIMENT_LABELS = ("negative", "positive")
 NLI_LABELS = ("entailment", "neutral", "contradiction")

@@ -8,6 +8,7 @@
   spot-jax library list --library LIB [--task T] [--model FP]
   spot-jax library similarity --library LIB --metric cosine --out SIM.csv [--plot SIM.png]
       [--per_run]
+  spot-jax library check --library LIB [--repair]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   def action(name: str, help_text: str, func) -> argparse.ArgumentParser:
     sub = actions.add_parser(name, help=help_text)
     sub.add_argument("--library", required=True, help="the library directory")
-    sub.set_defaults(func=func)
+    sub.set_defaults(func=func, uses_jax=False)
     return sub
 
   add = action("add", "add a finished run, a .npy prompt or a PEFT adapter", run_add)
@@ -62,6 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   export.add_argument("--task", default=None, help="only this task")
   export.add_argument("--model", default=None, help="only this model (fingerprint or name)")
 
+  check = action("check", "find corrupt entries and stale temporary directories", run_check)
+  check.add_argument("--repair", action="store_true",
+                     help="move corrupt entries to LIB/quarantine/, delete stale temporary "
+                          "directories and rebuild the index")
+
   sim = action("similarity", "task-by-task similarity of the keys (CSV, optional heatmap)",
                run_similarity)
   sim.add_argument("--metric", default="cosine", help="cosine, per_token_cosine, euclidean, "
@@ -79,6 +85,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _open(args: argparse.Namespace, create: bool = False):
   from spot_jax.library.store import PromptLibrary
   return PromptLibrary(args.library, create=create)
+
+
+def _report(library) -> None:
+  from spot_jax.cli.retrieve_cmd import report_problems
+  report_problems(library)
 
 
 def _model(library, spec: str | None):
@@ -123,7 +134,24 @@ def run_list(args: argparse.Namespace) -> int:
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   for row in rows:
     print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+  _report(library)
   return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+  library = _open(args)
+  problems = library.check(repair=args.repair)
+  for what, why in sorted(problems.items()):
+    print(f"{what}: {why}")
+  if not problems:
+    print(f"{library.root}: {len(library.ids())} entries, no problems")
+    return 0
+  if args.repair:
+    print(f"Repaired {len(problems)} problems; the index is rebuilt")
+    return 0
+  print(f"{len(problems)} problems; run `spot-jax library check --library {library.root} "
+        "--repair` to quarantine corrupt entries and delete stale temporary directories")
+  return 1
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -143,6 +171,7 @@ def run_export(args: argparse.Namespace) -> int:
   entries = library.entries(model=_model(library, args.model), task=args.task)
   library.export(args.out, entries=entries)
   print(f"Exported {len(entries)} entries to {os.path.abspath(args.out)}")
+  _report(library)
   return 0
 
 
@@ -156,4 +185,5 @@ def run_similarity(args: argparse.Namespace) -> int:
         f"{'run' if args.per_run else 'task'} similarity to {args.out}")
   if args.plot:
     print(f"Wrote the clustered heatmap to {args.plot}")
+  _report(library)
   return 0

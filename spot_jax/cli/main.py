@@ -1,12 +1,16 @@
 """The `spot-jax` command: thin subcommands that parse, call the library and print.
 
 Each subcommand lives in its own module exposing `add_parser(subparsers)`, which registers a
-parser whose `func(args) -> int` runs it.
+parser whose `func(args) -> int` runs it. Modules import JAX, TensorFlow and seqio inside the
+commands that use them, never at the top, so `--help`, `tasks list` and `library list` start
+in well under 2 s (benchmarks/startup.py); a command that does not need JAX sets
+`uses_jax=False` in its parser defaults and skips the JAX host settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -45,25 +49,70 @@ def main(argv: list[str] | None = None) -> int:
   if not getattr(args, "func", None):
     parser.print_help()
     return 2
+  if getattr(args, "uses_jax", True) and _configure_jax is not None:
+    _configure_jax()
   try:
     return int(args.func(args) or 0)
-  except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as e:
-    # Bad input: one clear line, no deep traceback (set SPOT_JAX_DEBUG=1 to see it).
+  except KeyboardInterrupt as e:
     if os.environ.get("SPOT_JAX_DEBUG"):
       raise
-    print(f"spot-jax {args.command}: error: {e}", file=sys.stderr)
+    print(f"spot-jax {args.command}: {e or 'interrupted'}", file=sys.stderr)
+    return 130
+  except Exception as e:  # pylint: disable=broad-except
+    message = error_message(e)
+    if message is None or os.environ.get("SPOT_JAX_DEBUG"):
+      raise
+    # Bad input or an OS error: one clear line, no traceback (SPOT_JAX_DEBUG=1 shows it).
+    print(f"spot-jax {args.command}: error: {message}", file=sys.stderr)
     return 2
+
+
+_OS_FIXES = {
+    errno.EACCES: "make it writable (or readable) for you, or choose another path",
+    errno.EPERM: "make it writable (or readable) for you, or choose another path",
+    errno.EROFS: "the file system is read-only; choose a writable path",
+    errno.ENOSPC: "the disk is full; free space and rerun the same command",
+    errno.EDQUOT: "the disk quota is exhausted; free space and rerun the same command",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a path component is a file, not a directory; check the path",
+    errno.EISDIR: "it is a directory; pass a file",
+    errno.EEXIST: "it already exists; remove it or choose another path",
+    errno.ENOTEMPTY: "it is not empty; choose an empty or new directory",
+}
+
+
+def error_message(e: BaseException) -> str | None:
+  """One line for an expected failure (bad input, OS error, out of memory), else None."""
+  if isinstance(e, OSError) and e.errno is not None:
+    where = f" {e.filename}" if e.filename else ""
+    fix = _OS_FIXES.get(e.errno, "check the path and its permissions")
+    return f"{e.strerror or e}:{where} ({fix})"
+  if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e)[:2000] or (
+      type(e).__name__ == "XlaRuntimeError" and "memory" in str(e).lower()):
+    return ("out of memory; lower BATCH_SIZE or TASK_FEATURE_LENGTHS, or use a smaller model "
+            f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})")
+  if isinstance(e, (ValueError, OSError, KeyError, FloatingPointError, SyntaxError)):
+    if isinstance(e, KeyError) and len(e.args) == 1:
+      return str(e.args[0])
+    return str(e)
+  return None
+
+
+_configure_jax = None  # set by `run`: the JAX host settings, applied once a command needs JAX.
 
 
 def run() -> None:
   """The `spot-jax` program: restarts itself under the host allocator settings
-  (`spot_jax.runtime`, jemalloc when installed), sets synchronous CPU dispatch, then runs
-  `main`."""
+  (`spot_jax.runtime`, jemalloc when installed), then runs `main`, which sets synchronous CPU
+  dispatch for the commands that use JAX."""
+  global _configure_jax
   from spot_jax import runtime
   try:
-    runtime.configure_host()
+    runtime.reexec_with_host_environment()
+    runtime.cpu_dispatch()  # a bad SPOT_JAX_CPU_DISPATCH fails here, before any work.
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"spot-jax: error: {e}")
+  _configure_jax = runtime.configure_cpu_dispatch
   sys.exit(main())
 
 

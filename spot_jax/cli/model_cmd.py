@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
   parser = subparsers.add_parser("model", help="inspect frozen T5 checkpoints")
@@ -25,6 +23,7 @@ def run_info(args: argparse.Namespace) -> int:
   config = get_config(args.config) if args.config else None
   loaded = load_model(args.checkpoint, config=config)
   import jax
+  import numpy as np
   num_params = sum(int(np.prod(np.shape(x))) for x in jax.tree_util.tree_leaves(loaded.params))
   print(json.dumps({"source": loaded.source, "step": loaded.step, "parameters": num_params,
                     "fingerprint": loaded.fingerprint, "config": loaded.config.to_dict()},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from spot_jax import launchers
 from spot_jax.cli.train_cmd import GIN_HELP
@@ -36,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="target task name for --out (default: the --run's task)")
   retrieve.add_argument("--out", default=None,
                         help="write predictions target,source,score (one row per source task)")
-  retrieve.set_defaults(func=run_retrieve)
+  retrieve.set_defaults(func=run_retrieve, uses_jax=False)
 
   transfer = subparsers.add_parser(
       "transfer", help="initialise target prompts from retrieved ones and train them",
@@ -83,6 +84,12 @@ def _query(args: argparse.Namespace, library):
   return pipeline.target_query(library, key_path=args.key, run=args.run, model=args.model)
 
 
+def report_problems(library) -> None:
+  """Prints the corrupt entries a command skipped, with the repair command, to stderr."""
+  for entry_id, why in sorted(library.problems.items()):
+    print(f"warning: skipped corrupt entry {entry_id}: {why}", file=sys.stderr)
+
+
 def _print_ranked(ranked) -> None:
   rows = [("rank", "id", "task", "seed", "similarity")] + [
       (str(r.rank), r.entry.id, r.entry.task, str(r.entry.seed), f"{r.score:.6f}")
@@ -95,6 +102,8 @@ def _print_ranked(ranked) -> None:
 def run_retrieve(args: argparse.Namespace) -> int:
   from spot_jax import pipeline
   from spot_jax.library.store import PromptLibrary
+  if args.k < 1:
+    raise ValueError(f"--k must be at least 1, got {args.k}")
   library = PromptLibrary(args.library)
   query = _query(args, library)
   options = dict(scorer=args.scorer or args.metric, exclude_task=args.exclude_task,
@@ -107,6 +116,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
     every = pipeline.rank_sources(library, query, k=None, **options)  # every source, best first.
     count = pipeline.write_predictions(args.out, target, every)
     print(f"Wrote the predictions of {target} ({count} source tasks) to {args.out}")
+  report_problems(library)
   return 0
 
 
@@ -121,11 +131,19 @@ def run_transfer(args: argparse.Namespace) -> int:
   from spot_jax import executor, pipeline
   from spot_jax.library import transfer
   from spot_jax.library.store import PromptLibrary
+  from spot_jax.tasks_util import get_task_or_mixture
+  if args.k < 1:
+    raise ValueError(f"--k must be at least 1, got {args.k}")
   library = PromptLibrary(args.library)
   query = _query(args, library)
   if not args.gin_files:
     raise ValueError("transfer needs the target runs' gin config: --gin_file=models/<model>.gin "
                      "--gin_file=runs/prompt_train.gin [--gin.TRAIN_STEPS=...]")
+  get_task_or_mixture(args.target)  # an unknown --target fails here, naming close names.
+  if query.task is not None and query.task != args.target:
+    raise ValueError(f"--target {args.target!r} differs from the task of the query run "
+                     f"{args.run} ({query.task!r}); the key must be the target's: pass "
+                     f"--target {query.task} or another --run")
   base, _ = executor.train_config(args.gin_files, [
       *args.gin_bindings, "MODEL_DIR = 'unused'", f"MIXTURE_OR_TASK_NAME = {args.target!r}"])
   ranked, result = pipeline.transfer(
@@ -141,4 +159,5 @@ def run_transfer(args: argparse.Namespace) -> int:
     print(f"Best: {result.best['name']} ({result.best['eval_metric']} "
           f"{result.best['best_score']:.4f}) in {result.best['model_dir']}")
   print(f"Recorded in {os.path.join(result.plan.out_dir, transfer.TRANSFER_JSON)}")
+  report_problems(library)
   return 0

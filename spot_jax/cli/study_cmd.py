@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                             "exceeds this (default 0; SPoT Table 7 uses 10)")
   analyze.add_argument("--metric_name", default=None,
                        help="metric name for labels (default: the CSV's metric column)")
-  analyze.set_defaults(func=run_analyze)
+  analyze.set_defaults(func=run_analyze, uses_jax=False)
   evaluate = study_sub.add_parser(
       "evaluate", help="score a ranking of source tasks against the true transfer")
   evaluate.add_argument("results", help="results CSV (as for analyze)")
@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="NDCG relevance: rank of the true score (default), raw score, or "
                              "normalised gain (docs/studies.md)")
   evaluate.add_argument("--out", default=None, help="write the full report to this JSON file")
-  evaluate.set_defaults(func=run_evaluate)
+  evaluate.set_defaults(func=run_evaluate, uses_jax=False)
 
 
 def run_analyze(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import argparse
 
 
 def add_study_parser(study_subparsers: argparse._SubParsersAction) -> None:
-  from spot_jax.study.runner import LAUNCHERS, PHASES
+  from spot_jax.launchers import LAUNCH_SCRIPTS  # light; spot_jax.study.runner is not.
   parser = study_subparsers.add_parser(
       "run", help="train a study (sources, baselines, transfers) and collect results.csv",
       description="Runs every unfinished run of a study spec (YAML, see "
@@ -25,12 +25,13 @@ def add_study_parser(study_subparsers: argparse._SubParsersAction) -> None:
                       help="print the plan and the first commands; train nothing")
   parser.add_argument("--processes", type=int, default=1,
                       help="worker processes (default 1: train in this process)")
-  parser.add_argument("--phase", choices=sorted(PHASES), default="all",
-                      help="only these runs (transfers need their sources finished)")
+  parser.add_argument("--phase", default="all",
+                      help="sources, baselines, transfers or all (default): only these runs "
+                           "(transfers need their sources finished)")
   parser.add_argument("--emit_jobs", metavar="DIR", default=None,
                       help="write the unfinished runs as two phase files of launcher commands "
                            "for a cluster instead of training")
-  parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="local",
+  parser.add_argument("--launcher", choices=sorted(LAUNCH_SCRIPTS), default="local",
                       help="launch script of the --emit_jobs commands (default local)")
   parser.add_argument("--collect", action="store_true",
                       help="train nothing: add finished sources to the library and rebuild "

@@ -20,18 +20,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   listing.add_argument("--taskless", action="store_true",
                        help="list the taskless variants (inputs without the benchmark word)")
   listing.add_argument("--mixtures", action="store_true", help="list mixtures instead")
-  listing.set_defaults(func=run_list)
+  listing.set_defaults(func=run_list, uses_jax=False)
 
 
 def task_rows(group: str | None, taskless: bool) -> list[tuple[str, str, str, str, str]]:
-  """(name, source, splits, metrics, train size) per task."""
-  from tasks import registry, synthetic
+  """(name, source, splits, metrics, train size) per task, from the task metadata alone
+  (`tasks.registry`, `tasks.synthetic_world`: no seqio, no TensorFlow)."""
+  from tasks import registry, synthetic_world
   rows = []
   if group in (None, "synthetic"):
-    for name in synthetic.synthetic_task_names():
-      info = synthetic.synthetic_task_info(name)
-      rows.append((name, "synthetic", ",".join(info.sizes), ",".join(info.metric_names),
-                   str(info.sizes["train"])))
+    for info in synthetic_world.TASKS:
+      rows.append((synthetic_world.DEFAULT_PREFIX + info.name, "synthetic", ",".join(info.sizes),
+                   ",".join(info.metric_names), str(info.sizes["train"])))
   if group != "synthetic":
     for name in registry.list_tasks(group, taskless=taskless):
       info = registry.get_info(registry.base_name(name))
@@ -42,8 +42,6 @@ def task_rows(group: str | None, taskless: bool) -> list[tuple[str, str, str, st
 
 
 def run_list(args: argparse.Namespace) -> int:
-  from spot_jax.tasks_util import register_all_tasks
-  register_all_tasks()
   from tasks import registry
   if args.mixtures:
     for name in registry.list_mixtures(taskless=args.taskless or None):

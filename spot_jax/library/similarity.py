@@ -20,7 +20,6 @@ import dataclasses
 from typing import Any, Callable
 
 import numpy as np
-from scipy.spatial import distance
 
 POOLED_FORMS = ("mean", "unit_mean")
 FORMS = POOLED_FORMS + ("full",)
@@ -109,6 +108,7 @@ def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _manhattan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """[M, E], [K, E] -> [M, K]: sum_e |a_e - b_e|."""
+  from scipy.spatial import distance  # imported here: scipy slows every command's start-up.
   return distance.cdist(a, b, "cityblock")
 
 

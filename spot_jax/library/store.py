@@ -14,6 +14,12 @@ An entry is written completely into a temporary directory inside ROOT/entries an
 into place, so it appears whole or not at all and an existing id is never overwritten. The
 entries are the truth; the index is a cache, updated under the lock and replaced atomically,
 and rebuilt from the entries' pooled.npz whenever it is missing, unreadable or stale.
+
+A corrupt entry (unreadable entry.json or pooled.npz) never breaks the library: readers skip it
+and list it in `PromptLibrary.problems`; `remove` deletes it and `check(repair=True)` moves
+every corrupt entry to ROOT/quarantine/ and deletes stale temporary directories of killed
+writers. Files and directories are created with the process umask (a shared library stays
+readable by the group when the umask says so).
 """
 
 from __future__ import annotations
@@ -31,11 +37,12 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from spot_jax.fileio import atomic_write_bytes
+from spot_jax.fileio import atomic_write_bytes, umask_mode
 from spot_jax.library.similarity import POOLED_FORMS, LibraryError, pool
 from spot_jax.train import run_dir
 
@@ -45,12 +52,18 @@ LIBRARY_JSON = "library.json"
 LOCK_FILE = ".lock"
 ENTRIES_DIR = "entries"
 INDEX_DIR = "index"
+QUARANTINE_DIR = "quarantine"
+STALE_SECONDS = 3600  # a temporary entry or trash directory older than this is a dead writer's.
 ENTRY_JSON, VALUE_NPY, KEY_NPY, POOLED_NPZ = "entry.json", "value.npy", "key.npy", "pooled.npz"
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 PEFT_WEIGHTS, PEFT_CONFIG, PEFT_TENSOR = (
     "adapter_model.safetensors", "adapter_config.json", "prompt_embeddings")
 
-__all__ = ["Entry", "LibraryError", "ModelIdentity", "PromptLibrary"]
+__all__ = ["Entry", "IndexUpdateError", "LibraryError", "ModelIdentity", "PromptLibrary"]
+
+
+class IndexUpdateError(LibraryError):
+  """The entry was written, but updating the index cache failed (it is rebuilt on next read)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,28 +210,25 @@ class PromptLibrary:
   """A directory of prompt entries with a pooled-key index per frozen model."""
 
   def __init__(self, root: str, *, create: bool = False):
-    self.root = os.path.abspath(os.fspath(root))
+    self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    self.problems: dict[str, str] = {}  # corrupt entry id -> what is wrong (see `check`).
     marker = os.path.join(self.root, LIBRARY_JSON)
+    if os.path.exists(self.root) and not os.path.isdir(self.root):
+      raise LibraryError(f"{self.root} is a file, not a prompt library directory; pass the "
+                         "library's directory (or a new path with --create)")
     if not os.path.exists(marker):
       if not create:
         what = "does not exist" if not os.path.exists(self.root) else "has no library.json"
         raise LibraryError(f"Prompt library {self.root} {what}; pass create=True "
                            "(CLI: --create) to make a new one")
-      if os.path.isdir(self.root) and os.listdir(self.root):
-        raise LibraryError(f"{self.root} is a non-empty directory without {LIBRARY_JSON}; "
-                           "choose an empty or new directory for a new library")
-      os.makedirs(os.path.join(self.root, ENTRIES_DIR), exist_ok=True)
-      os.makedirs(os.path.join(self.root, INDEX_DIR), exist_ok=True)
-      with open(os.path.join(self.root, LOCK_FILE), "ab"):
-        pass
-      atomic_write_bytes(marker, _json_bytes(
-          {"format": FORMAT_NAME, "version": FORMAT_VERSION}, "library.json"))
+      self._create(marker)
     try:
       with open(marker) as f:
         header = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
       raise LibraryError(f"{marker} is unreadable ({e})") from None
-    if header.get("format") != FORMAT_NAME or header.get("version") != FORMAT_VERSION:
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME or header.get(
+        "version") != FORMAT_VERSION:
       raise LibraryError(f"{marker} declares {header!r}; this code reads "
                          f"{FORMAT_NAME!r} version {FORMAT_VERSION}")
     self.entries_dir = os.path.join(self.root, ENTRIES_DIR)
@@ -226,6 +236,24 @@ class PromptLibrary:
 
   def __repr__(self) -> str:
     return f"PromptLibrary({self.root!r})"
+
+  def _create(self, marker: str) -> None:
+    """Creates the library atomically and idempotently: concurrent creators serialise on the
+    lock file, and the first one writes library.json last."""
+    os.makedirs(self.root, exist_ok=True)
+    with self._locked():
+      if os.path.exists(marker):
+        return  # another process created it meanwhile.
+      ours = {LOCK_FILE, ENTRIES_DIR, INDEX_DIR}
+      foreign = [n for n in os.listdir(self.root) if n not in ours and not n.startswith(".tmp_")]
+      if foreign:
+        raise LibraryError(f"{self.root} is a non-empty directory without {LIBRARY_JSON} "
+                           f"(holds {sorted(foreign)[:5]}); choose an empty or new directory "
+                           "for a new library")
+      os.makedirs(os.path.join(self.root, ENTRIES_DIR), exist_ok=True)
+      os.makedirs(os.path.join(self.root, INDEX_DIR), exist_ok=True)
+      atomic_write_bytes(marker, _json_bytes(
+          {"format": FORMAT_NAME, "version": FORMAT_VERSION}, "library.json"))
 
   # --------------------------------------------------------------------------- adding
 
@@ -274,6 +302,7 @@ class PromptLibrary:
                          "entry id")
     tmp = tempfile.mkdtemp(dir=self.entries_dir, prefix=".tmp-")
     try:
+      os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes 0700; entries follow the umask.
       for name, data in files.items():
         _write_file(os.path.join(tmp, name), data)
       try:
@@ -286,7 +315,13 @@ class PromptLibrary:
     except BaseException:
       shutil.rmtree(tmp, ignore_errors=True)
       raise
-    self._update_index(entry.model, entry.id, pooled)
+    try:
+      self._update_index(entry.model, entry.id, pooled)
+    except OSError as e:
+      raise IndexUpdateError(
+          f"Entry {entry.id!r} was added to {self.root}, but updating the index failed "
+          f"({e.strerror or e}); the index is rebuilt from the entries on the next read once "
+          "that is fixed (e.g. disk space freed). Do not add the entry again.") from None
     return entry
 
   def add_run_dir(self, model_dir: str, *, key_step: int | None = None,
@@ -389,34 +424,113 @@ class PromptLibrary:
     return os.path.join(self.entries_dir, check_entry_id(entry_id))
 
   def ids(self) -> list[str]:
-    """Entry ids, sorted (temp and trash directories excluded)."""
+    """Entry ids, sorted (temp and trash directories excluded; corrupt entries included)."""
     return sorted(d for d in os.listdir(self.entries_dir) if not d.startswith("."))
 
   def get(self, entry_id: str) -> Entry:
     path = os.path.join(self._entry_dir(entry_id), ENTRY_JSON)
     try:
       with open(path) as f:
-        return Entry.from_dict(json.load(f))
+        data = json.load(f)
+      entry = Entry.from_dict(data)
     except FileNotFoundError:
+      if os.path.isdir(self._entry_dir(entry_id)):
+        raise LibraryError(f"Entry {entry_id!r} is corrupt: {path} is missing; run `spot-jax "
+                           f"library check --library {self.root} --repair`") from None
       raise LibraryError(f"No entry {entry_id!r} in {self.root}; see `spot-jax library list "
                          f"--library {self.root}`") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-      raise LibraryError(f"{path} is corrupt ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError,
+            AttributeError) as e:
+      raise LibraryError(f"Entry {entry_id!r} is corrupt: {path} is not valid entry metadata "
+                         f"({type(e).__name__}: {e}); run `spot-jax library check --library "
+                         f"{self.root} --repair`") from None
+    if entry.id != entry_id:
+      raise LibraryError(f"Entry {entry_id!r} is corrupt: {path} says id {entry.id!r}; run "
+                         f"`spot-jax library check --library {self.root} --repair`")
+    return entry
 
   def entries(self, *, model: ModelIdentity | None = None,
               task: str | None = None) -> list[Entry]:
-    """Entries sorted by id, optionally only one frozen model's or one task's."""
+    """Entries sorted by id, optionally only one frozen model's or one task's.
+
+    Corrupt entries are skipped and recorded in `self.problems` (id -> what is wrong).
+    """
     out = []
     for entry_id in self.ids():
       try:
         entry = self.get(entry_id)
-      except LibraryError:
-        if not os.path.exists(self._entry_dir(entry_id)):
-          continue  # removed concurrently.
-        raise
+      except LibraryError as e:
+        if os.path.exists(self._entry_dir(entry_id)):
+          self.problems[entry_id] = str(e)
+        continue  # corrupt, or removed concurrently.
       if (model is None or entry.model == model) and (task is None or entry.task == task):
         out.append(entry)
     return out
+
+  def _pooled(self, entry_id: str) -> dict[str, np.ndarray]:
+    """The entry's pooled keys {form: [embed]}; a corrupt file is named (never unpickled)."""
+    path = os.path.join(self._entry_dir(entry_id), POOLED_NPZ)
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        pooled = {f: np.asarray(data[f], np.float32) for f in POOLED_FORMS}
+    except Exception as e:  # zip, header or key errors of a damaged file.
+      reason = "missing" if isinstance(e, FileNotFoundError) else "not a readable .npz archive"
+      raise LibraryError(f"Entry {entry_id!r} is corrupt: {path} is {reason} of the pooled "
+                         f"keys {list(POOLED_FORMS)}; run `spot-jax library check --library "
+                         f"{self.root} --repair`") from None
+    if len({v.shape for v in pooled.values()}) != 1 or next(iter(pooled.values())).ndim != 1:
+      raise LibraryError(f"Entry {entry_id!r} is corrupt: {path} holds pooled keys of shapes "
+                         f"{ {k: v.shape for k, v in pooled.items()} }; run `spot-jax library "
+                         f"check --library {self.root} --repair`")
+    return pooled
+
+  def check(self, repair: bool = False) -> dict[str, str]:
+    """Every problem found ({entry id or path: what is wrong}): corrupt entries (metadata,
+    value, key, pooled keys) and stale temporary directories of killed writers.
+
+    With `repair`, corrupt entries move to ROOT/quarantine/<id> (nothing is deleted), stale
+    temporary directories are deleted and the index is rebuilt.
+    """
+    problems: dict[str, str] = {}
+    for entry_id in self.ids():
+      try:
+        entry = self.get(entry_id)
+        self._pooled(entry_id)
+        for name in (VALUE_NPY, KEY_NPY):
+          path = os.path.join(self._entry_dir(entry_id), name)
+          as_prompt(load_npy(path, name), path, entry.model.emb_dim)
+      except LibraryError as e:
+        problems[entry_id] = str(e)
+    stale = self._stale_temporaries()
+    problems.update({path: "stale temporary directory of a killed writer" for path in stale})
+    if repair:
+      with self._locked():
+        for entry_id in [p for p in problems if p not in stale]:
+          os.makedirs(os.path.join(self.root, QUARANTINE_DIR), exist_ok=True)
+          target = os.path.join(self.root, QUARANTINE_DIR,
+                                f"{entry_id}-{time.strftime('%Y%m%dT%H%M%S')}")
+          os.rename(self._entry_dir(entry_id), target)
+          problems[entry_id] += f" -> moved to {target}"
+        self._rebuild_index()
+    self.problems = {k: v for k, v in problems.items() if k not in stale} if not repair else {}
+    return problems
+
+  def _stale_temporaries(self, age: float = STALE_SECONDS) -> list[str]:
+    """Temporary entry/trash directories and index temp files older than `age` seconds."""
+    found = []
+    for directory, prefixes in ((self.entries_dir, (".tmp-", ".trash-")),
+                                (self.index_dir, (".tmp_",))):
+      if not os.path.isdir(directory):
+        continue
+      for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        try:
+          old = time.time() - os.path.getmtime(path) > age
+        except OSError:
+          continue
+        if name.startswith(prefixes) and (old or name.startswith(".trash-")):
+          found.append(path)
+    return sorted(found)
 
   def _prompt(self, entry_id: str, name: str) -> np.ndarray:
     path = os.path.join(self._entry_dir(entry_id), name)
@@ -454,11 +568,21 @@ class PromptLibrary:
   find_model = resolve_model  # the name spot_jax/cli/retrieve_cmd.py calls.
 
   def remove(self, entry_id: str) -> None:
-    """Removes an entry and its index rows."""
-    entry = self.get(entry_id)
+    """Removes an entry and its index rows (a corrupt entry too)."""
+    try:
+      model = self.get(entry_id).model
+    except LibraryError:
+      if not os.path.isdir(self._entry_dir(entry_id)):
+        raise
+      model = None  # corrupt: which index holds it is unknown, so every index is rebuilt.
     trash = os.path.join(self.entries_dir, f".trash-{entry_id}-{os.urandom(4).hex()}")
     os.rename(self._entry_dir(entry_id), trash)
-    self._update_index(entry.model, entry_id)
+    self.problems.pop(entry_id, None)
+    if model is None:
+      with self._locked():
+        self._rebuild_index()
+    else:
+      self._update_index(model, entry_id)
     shutil.rmtree(trash, ignore_errors=True)
 
   # --------------------------------------------------------------------------- keys
@@ -583,43 +707,62 @@ class PromptLibrary:
     if indexes is None:
       return False
     indexed = [i for ids, _ in indexes.values() for i in ids]
-    return len(indexed) == len(set(indexed)) and set(indexed) == set(self.ids())
+    valid = {e.id for e in self.entries()} - set(self.problems)
+    return len(indexed) == len(set(indexed)) and set(indexed) == valid
 
   def _fresh_indexes(self) -> dict[ModelIdentity, tuple[list[str], dict[str, np.ndarray]]]:
-    """The index, rebuilt first when it does not list exactly the entries on disk."""
+    """The index, rebuilt first when it does not list exactly the valid entries on disk.
+
+    A library this process cannot write (read-only, another user's) gets the index built in
+    memory instead."""
     indexes = self._all_indexes()
     if self._is_fresh(indexes):
       return indexes
-    with self._locked():
-      indexes = self._all_indexes()
-      if not self._is_fresh(indexes):
-        self._rebuild_index()
+    try:
+      with self._locked():
         indexes = self._all_indexes()
+        if not self._is_fresh(indexes):
+          self._rebuild_index()
+          indexes = self._all_indexes()
+    except OSError as e:
+      if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        raise
+      return self._index_from_entries()
     return indexes or {}
 
-  def _rebuild_index(self) -> None:
-    """Rewrites every model's index from the entries' pooled.npz (call under the lock)."""
+  def _index_from_entries(self) -> dict[ModelIdentity, tuple[list[str], dict[str, np.ndarray]]]:
+    """{model: (ids, {form: [N, embed]})} from the valid entries' pooled.npz."""
     grouped: dict[ModelIdentity, tuple[list[str], dict[str, list[np.ndarray]]]] = {}
     for entry in self.entries():
-      with np.load(os.path.join(self._entry_dir(entry.id), POOLED_NPZ),
-                   allow_pickle=False) as data:
-        pooled = {f: np.asarray(data[f], np.float32) for f in POOLED_FORMS}
+      try:
+        pooled = self._pooled(entry.id)
+      except LibraryError as e:
+        self.problems[entry.id] = str(e)
+        continue
+      if any(v.shape != (entry.model.emb_dim,) for v in pooled.values()):
+        self.problems[entry.id] = (f"Entry {entry.id!r} is corrupt: its pooled keys do not have "
+                                   f"the model's emb_dim {entry.model.emb_dim}")
+        continue
       ids, rows = grouped.setdefault(entry.model, ([], {f: [] for f in POOLED_FORMS}))
       ids.append(entry.id)
       for f in POOLED_FORMS:
         rows[f].append(pooled[f])
+    return {model: (ids, {f: np.stack(rows[f]) for f in POOLED_FORMS})
+            for model, (ids, rows) in grouped.items()}
+
+  def _rebuild_index(self) -> None:
+    """Rewrites every model's index from the entries' pooled.npz (call under the lock)."""
     os.makedirs(self.index_dir, exist_ok=True)
     wanted = set()
-    for model, (ids, rows) in grouped.items():
-      self._write_index(model, ids, {f: np.stack(rows[f]) for f in POOLED_FORMS})
+    for model, (ids, matrices) in self._index_from_entries().items():
+      self._write_index(model, ids, matrices)
       wanted.add(f"{model.index_key}.npz")
     for name in os.listdir(self.index_dir):
       if name not in wanted and not name.startswith(".tmp_"):
         path = os.path.join(self.index_dir, name)
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    for name in os.listdir(self.entries_dir):
-      if name.startswith(".trash-"):
-        shutil.rmtree(os.path.join(self.entries_dir, name), ignore_errors=True)
+    for path in self._stale_temporaries():
+      shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
   # --------------------------------------------------------------------------- export
 
@@ -631,6 +774,11 @@ class PromptLibrary:
     copies of the entries (ids and metadata kept).
     """
     entries = self.entries() if entries is None else entries
+    out = os.path.expanduser(out)
+    if os.path.exists(out) and (out.endswith(".npz") or not os.path.isdir(out)
+                                or os.listdir(out)):
+      raise LibraryError(f"{out} already exists; export writes a new .npz file or a new "
+                         "library and never merges: choose a new path (or remove it first)")
     if out.endswith(".npz"):
       arrays = {"metadata": np.array(json.dumps([e.to_dict() for e in entries]))}
       for e in entries:

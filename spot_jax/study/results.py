@@ -99,7 +99,7 @@ def read_csv_rows(path: str, required: Sequence[str], what: str
                   ) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
   """The header and (line number, row) of a CSV holding at least the `required` columns."""
   try:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is skipped.
       reader = csv.DictReader(f)
       header = [name.strip() for name in (reader.fieldnames or [])]
       missing = [c for c in required if c not in header]
@@ -137,6 +137,17 @@ def parse_score(path: str, line: int, text: str, low: float = -math.inf,
   return value
 
 
+def check_percent_scale(path: str, scores: Sequence[float]) -> None:
+  """Refuses scores that look like fractions (all within [-1, 1], some strictly between):
+  the table's scale is 0-100, and gains or error reductions computed on fractions are wrong."""
+  values = np.asarray(scores, np.float64)
+  if values.size and np.all(np.abs(values) <= 1) and np.any(np.abs(values) % 1 > 0):
+    raise StudyTableError(
+        f"{path}: every score lies within [-1, 1] (e.g. {values[np.abs(values) % 1 > 0][0]!r})"
+        ": they look like fractions, but scores are on a 0-100 scale. Multiply the score "
+        "column by 100")
+
+
 def read_results(path: str) -> Results:
   """Reads and validates a results CSV (see the module docstring)."""
   header, rows = read_csv_rows(path, RESULT_COLUMNS, "a results table")
@@ -158,6 +169,7 @@ def read_results(path: str) -> Results:
     sources.append(key[0])
     targets.append(key[1])
     seeds.append(key[2])
+  check_percent_scale(path, scores)
   with_baseline = {t for s, t in zip(sources, targets) if s == BASELINE}
   for line, row in rows:
     if row["target"] not in with_baseline:
@@ -204,7 +216,7 @@ def read_sizes(path: str) -> dict[str, float]:
 def read_similarity_matrix(path: str) -> tuple[list[str], np.ndarray]:
   """(tasks, similarity [T, T]) from `task,<t1>,...`; rows may come in any order."""
   try:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
       lines = list(csv.reader(f))
   except UnicodeDecodeError as e:
     raise StudyTableError(f"{path} is not a text CSV file ({e})") from None

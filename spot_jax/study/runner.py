@@ -224,6 +224,33 @@ def log_path(study_dir: str, job: Job) -> str:
   return executor.log_path(os.path.join(os.path.abspath(study_dir), "logs"), job)
 
 
+def validate_jobs(jobs: Sequence[Job]) -> None:
+  """Checks every job's gin files and bindings and, for sources and baselines, its settings
+  (`spot_jax.train.loop.preflight`: EVAL_METRIC, feature lengths, initial checkpoint...) once
+  per task, before any job starts. A transfer's config is only parsed: its PROMPT_FILE is the
+  source's best prompt, known once the source finished. Raises StudyError naming the job."""
+  from spot_jax import gin_utils
+  from spot_jax.tasks_util import register_all_tasks
+  from spot_jax.train.loop import TrainConfig, preflight
+  register_all_tasks()
+  seen: set[tuple[str, str | None]] = set()
+  try:
+    for job in jobs:
+      task = job.source if job.kind == "source" else job.target
+      if (job.kind, task) in seen:
+        continue
+      seen.add((job.kind, task))
+      files, bindings, _ = gin_utils.split_gin_args(job.flags())
+      try:
+        gin_utils.parse_gin(files, bindings)
+        if job.kind != "transfer":
+          preflight(TrainConfig())
+      except (ValueError, OSError, TypeError) as e:
+        raise StudyError(f"{job.name}: {e}") from None
+  finally:
+    gin.clear_config()
+
+
 def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: bool = False,
               phase: str = "all", collect_only: bool = False,
               log: Callable[[str], None] = print,
@@ -239,6 +266,8 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
     raise StudyError(f"processes must be >= 1, got {processes}")
   all_jobs = plan(spec, study_dir)
   jobs = select_phase(all_jobs, phase)
+  if not collect_only:
+    validate_jobs(jobs)
   report = StudyReport(specs=jobs)
   if dry_run:
     for line in describe_plan(spec, jobs):

@@ -1,7 +1,15 @@
-"""seqio input pipelines: deterministic training batches addressed by step, per-host shards."""
+"""seqio input pipelines: deterministic training batches addressed by step, per-host shards.
+
+Resuming at step N restores the tf.data iterator state saved with the train state (as T5X
+checkpoints its dataset iterator: `t5x.checkpoints.Checkpointer` with `save_dataset`), under
+MODEL_DIR/data_state/{step}/host_{i}; a run without one (older runs) replays with `.skip(N)`.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -11,22 +19,16 @@ import tensorflow as tf
 from spot_jax.tasks_util import get_task_or_mixture
 
 MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
+DATA_STATE_DIR = "data_state"
 
 
 def feature_converter() -> seqio.FeatureConverter:
   return seqio.EncDecFeatureConverter(pack=False)
 
 
-def train_batches(task_name: str, feature_lengths: Mapping[str, int], batch_size: int, *,
-                  seed: int, start_step: int = 0,
-                  shard_info: seqio.ShardInfo | None = None,
-                  max_examples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """Endless batches of model features for this host, starting at batch number `start_step`.
-
-  The order depends only on (task, seed, shard, max_examples): a resumed run sees exactly the
-  batches an uninterrupted one would. `batch_size` is this host's share of the global batch.
-  `max_examples`: train on the first N examples of the train split (`limited_dataset`).
-  """
+def _dataset(task_name: str, feature_lengths: Mapping[str, int], batch_size: int, seed: int,
+             shard_info: seqio.ShardInfo | None, max_examples: int | None) -> tf.data.Dataset:
+  """Endless shuffled batches [batch, length] of model features of this host's shard."""
   provider = get_task_or_mixture(task_name)  # clear error for unknown names before tf.data.
   if max_examples is None:
     dataset = seqio.get_dataset(task_name, task_feature_lengths=dict(feature_lengths),
@@ -38,8 +40,73 @@ def train_batches(task_name: str, feature_lengths: Mapping[str, int], batch_size
                               shard_info=shard_info)
     dataset = feature_converter()(dataset, task_feature_lengths=dict(feature_lengths))
   dataset = dataset.map(lambda ex: {k: ex[k] for k in MODEL_FEATURES})
-  dataset = dataset.batch(batch_size, drop_remainder=True).skip(start_step)
-  return dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  return dataset.batch(batch_size, drop_remainder=True)
+
+
+def train_batches(task_name: str, feature_lengths: Mapping[str, int], batch_size: int, *,
+                  seed: int, start_step: int = 0,
+                  shard_info: seqio.ShardInfo | None = None,
+                  max_examples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Endless batches of model features for this host, starting at batch number `start_step`
+  (by replaying the pipeline; `TrainBatches` resumes from a saved iterator instead).
+
+  The order depends only on (task, seed, shard, max_examples): a resumed run sees exactly the
+  batches an uninterrupted one would. `batch_size` is this host's share of the global batch.
+  `max_examples`: train on the first N examples of the train split (`limited_dataset`).
+  """
+  dataset = _dataset(task_name, feature_lengths, batch_size, seed, shard_info, max_examples)
+  return dataset.skip(start_step).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+class TrainBatches:
+  """`train_batches` whose position is saved with each checkpoint and restored on resume.
+
+  `save(model_dir, step)` writes the iterator state (position and shuffle buffer) of this host
+  to MODEL_DIR/data_state/{step}/host_{index}; `TrainBatches(..., model_dir=, start_step=N)`
+  restores step N's state when present (no replay: a resume at step 250000 starts in
+  seconds), else replays N batches.
+  """
+
+  def __init__(self, task_name: str, feature_lengths: Mapping[str, int], batch_size: int, *,
+               seed: int, start_step: int = 0, shard_info: seqio.ShardInfo | None = None,
+               max_examples: int | None = None, model_dir: str | None = None):
+    dataset = _dataset(task_name, feature_lengths, batch_size, seed, shard_info, max_examples)
+    self.host = shard_info.index if shard_info else 0
+    saved = self._path(model_dir, start_step) if model_dir and start_step else None
+    self.restored = bool(saved and tf.io.gfile.exists(saved + ".index"))
+    if start_step and not self.restored:
+      dataset = dataset.skip(start_step)
+    self.iterator = iter(dataset.prefetch(tf.data.AUTOTUNE))
+    if self.restored:
+      tf.train.Checkpoint(iterator=self.iterator).read(saved).assert_consumed()
+
+  def _path(self, model_dir: str, step: int) -> str:
+    return os.path.join(model_dir, DATA_STATE_DIR, str(step), f"host_{self.host}", "iterator")
+
+  def __iter__(self) -> TrainBatches:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in next(self.iterator).items()}
+
+  def save(self, model_dir: str, step: int, keep: int | None = None) -> None:
+    """Writes the state after `step` batches (atomically: a temp dir renamed into place), then
+    deletes all but the newest `keep` saved steps."""
+    final = os.path.dirname(self._path(model_dir, step))
+    root = os.path.join(model_dir, DATA_STATE_DIR)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(final), prefix=".tmp-")
+    try:
+      tf.train.Checkpoint(iterator=self.iterator).write(os.path.join(tmp, "iterator"))
+      shutil.rmtree(final, ignore_errors=True)
+      os.rename(tmp, final)
+    except BaseException:
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise
+    if keep:
+      steps = sorted(int(d) for d in os.listdir(root) if d.isdigit())
+      for old in steps[:-keep]:
+        shutil.rmtree(os.path.join(root, str(old)), ignore_errors=True)
 
 
 def limited_dataset(task: seqio.Task | seqio.Mixture, feature_lengths: Mapping[str, int],

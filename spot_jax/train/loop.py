@@ -8,7 +8,12 @@ ends with the same prompt as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import logging
+import math
+import numbers
 import os
 from typing import Any, Mapping, Sequence
 
@@ -20,13 +25,13 @@ import numpy as np
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax import prompts
 from spot_jax.checkpoints.load import LoadedModel, fingerprint, load_model, step_offset
-from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode
+from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode, encode_labels
 from spot_jax.models.config import get_config
 from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import T5
 from spot_jax.tasks_util import get_task_or_mixture, task_labels
 from spot_jax.train import checkpointer as checkpointer_lib, partitioning, run_dir
-from spot_jax.train.data import train_batches
+from spot_jax.train.data import TrainBatches
 from spot_jax.train.metrics_log import MetricsLogger
 from spot_jax.train.optimizer import SPOT_LEARNING_RATE, SPOT_WEIGHT_DECAY, prompt_adafactor
 from spot_jax.train.step import TrainState, init_train_state, make_train_step
@@ -37,6 +42,15 @@ TARGET_TRAIN_STEPS = 100_000  # SPoT §3.1 (source prompts: 2**18, runs/source_t
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite; the run stopped before writing another checkpoint."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+  """Ctrl-C (SIGINT) during training; the last checkpoint is intact and a rerun resumes."""
+
+  def __init__(self, step: int, checkpoint_step: int):
+    super().__init__(f"interrupted at step {step} (last checkpoint: step {checkpoint_step}); "
+                     "run the same command to resume")
+    self.step, self.checkpoint_step = step, checkpoint_step
 
 
 @gin.configurable
@@ -151,19 +165,112 @@ def select_score(results: Mapping[str, Mapping[str, float]], metric: str | None
 
 
 def _check_task(cfg: TrainConfig, model: T5) -> None:
+  """The task against the model and the settings: vocabulary, metrics, label lengths, memory."""
   provider = get_task_or_mixture(cfg.task)
-  vocab_size = provider.output_features["targets"].vocabulary.vocab_size
-  if vocab_size > model.config.vocab_size:
-    raise ValueError(f"Task {cfg.task!r} has a vocabulary of {vocab_size} ids but the model "
-                     f"{cfg.model!r} only {model.config.vocab_size}")
-  if cfg.checkpoint_period <= 0 or cfg.train_steps <= 0:
-    raise ValueError("train_steps and checkpoint_period must be positive")
+  vocabulary = provider.output_features["targets"].vocabulary
+  if vocabulary.vocab_size > model.config.vocab_size:
+    raise ValueError(f"Task {cfg.task!r} has a vocabulary of {vocabulary.vocab_size} ids but "
+                     f"the model {cfg.model!r} only {model.config.vocab_size}")
+  check_task_settings(cfg)
+  if cfg.prompt_init == "file":  # a bad prompt file fails before MODEL_DIR is touched.
+    prompts.from_file(cfg.prompt_file, cfg.prompt_length, model.config.emb_dim)
+  _check_memory(cfg, model)
+  _warn_truncation(cfg)
+
+
+def preflight(cfg: TrainConfig) -> TrainConfig:
+  """Every check that needs no frozen model: `validate_config`, then the task's settings
+  (`check_task_settings`). For planners (studies, transfers) before any run starts."""
+  cfg = validate_config(cfg)
+  check_task_settings(cfg)
+  return cfg
+
+
+def check_task_settings(cfg: TrainConfig) -> None:
+  """The task exists, reports EVAL_METRIC, and its labels fit the targets length."""
+  provider = get_task_or_mixture(cfg.task)
+  vocabulary = provider.output_features["targets"].vocabulary
+  if cfg.eval_period:
+    evaluated = subtasks_with_metrics(cfg.task)
+    if not evaluated:
+      raise ValueError(f"Task {cfg.task!r} defines no metrics; set --gin.EVAL_PERIOD=0")
+    if cfg.eval_metric is not None:
+      reported = set()
+      for task in evaluated:
+        reported |= reported_metrics(task) or {cfg.eval_metric}
+      if cfg.eval_metric not in reported:
+        raise ValueError(f"EVAL_METRIC {cfg.eval_metric!r} is not reported by {cfg.task!r}; "
+                         f"it reports {sorted(reported)}")
+  for task in subtasks_with_metrics(cfg.task):  # labels cut short can never be right.
+    try:
+      encode_labels(task_labels(task.name) or (), vocabulary, cfg.feature_lengths["targets"])
+    except ValueError as e:
+      if cfg.eval_period:
+        raise
+      logging.warning("%s: training targets are cut short", e)
+
+
+def reported_metrics(task: Any) -> set[str] | None:
+  """The metric names a seqio task's metric functions report, found by calling each on a
+  two-example probe (ids, then strings); None when a function accepts neither."""
+  names: set[str] = set()
+  for fn in list(task.metric_fns) + list(task.score_metric_fns) + list(task.predict_metric_fns):
+    for probe in ([0, 1], ["a", "b"]):
+      try:
+        names |= set(fn(probe, probe))
+        break
+      except Exception:  # a probe of the wrong type: try the next one.
+        continue
+    else:
+      return None
+  return names
+
+
+def _check_memory(cfg: TrainConfig, model: T5) -> None:
+  """Refuses a batch whose encoder attention scores alone ([batch, heads, L, L] float32, per
+  layer, kept for the backward pass) exceed this host's memory: an out-of-memory crash later."""
+  length = cfg.feature_lengths["inputs"] + cfg.prompt_length
+  batch = partitioning.host_batch_size(cfg.batch_size)
+  per_layer = batch * model.config.num_heads * length * length * 4
+  need = per_layer * model.config.num_encoder_layers
+  try:
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError):
+    return
+  if need > total:
+    raise ValueError(f"inputs length {cfg.feature_lengths['inputs']} with batch size "
+                     f"{cfg.batch_size} needs over {need / 2**30:.0f} GiB for attention "
+                     f"alone (this host has {total / 2**30:.0f} GiB); lower "
+                     "TASK_FEATURE_LENGTHS['inputs'] or BATCH_SIZE")
+
+
+def _warn_truncation(cfg: TrainConfig, sample: int = 64) -> None:
+  """Warns when most of a sample of training inputs is longer than the inputs length."""
+  try:
+    task = (subtasks_with_metrics(cfg.task) or [get_task_or_mixture(cfg.task)])[0]
+    if not hasattr(task, "get_dataset"):
+      return
+    dataset = task.get_dataset(sequence_length=None, split="train", shuffle=False)
+    lengths = [len(ex["inputs"]) for ex in dataset.take(sample).as_numpy_iterator()]
+  except Exception:  # the warning is best effort; the pipeline itself reports real errors.
+    return
+  limit = cfg.feature_lengths["inputs"]
+  cut = sum(max(n - limit, 0) for n in lengths) / max(sum(lengths), 1)
+  if cut > 0.25:
+    logging.warning("TASK_FEATURE_LENGTHS['inputs']=%d truncates %.0f%% of the input tokens "
+                    "of %s (first %d examples); raise it if the task needs them", limit,
+                    100 * cut, task.name, len(lengths))
 
 
 def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
-  """Runs (or resumes) prompt tuning; returns the run summary also written to run.json."""
+  """Runs (or resumes) prompt tuning; returns the run summary also written to run.json.
+
+  Everything checkable is validated before MODEL_DIR is touched; a finished run with nothing
+  left to do returns its summary without writing anything (read-only directories work).
+  """
   partitioning.maybe_initialize_distributed()
   is_chief = jax.process_index() == 0
+  cfg = validate_config(cfg)
   model, frozen_params, identity, loaded = build_frozen_model(cfg)
   _check_task(cfg, model)
   summary = run_dir.RunSummary(
@@ -171,15 +278,144 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
       batch_size=cfg.batch_size, feature_lengths=dict(cfg.feature_lengths),
       train_steps=cfg.train_steps, key_step=cfg.key_step, eval_metric=cfg.eval_metric,
       prompt_init=cfg.prompt_init, max_train_examples=cfg.max_train_examples,
-      max_eval_examples=cfg.max_eval_examples, eval_mode=check_eval_mode(cfg.eval_mode))
+      max_eval_examples=cfg.max_eval_examples, eval_mode=check_eval_mode(cfg.eval_mode),
+      settings=result_settings(cfg))
   offset = (step_offset(loaded, cfg.model) if cfg.step_offset is None
             else (cfg.step_offset, "STEP_OFFSET"))
   summary.step_offset, summary.step_offset_source = offset
-  run_dir.check_compatible(cfg.model_dir, summary, cfg.overwrite)
-  os.makedirs(cfg.model_dir, exist_ok=True)
-  if is_chief and gin_config:
-    atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN), gin_config.encode())
+  done = finished_summary(cfg, summary)
+  if done is not None:
+    return done
+  lock = run_dir.locked(cfg.model_dir) if is_chief else contextlib.nullcontext()
+  with lock:
+    run_dir.check_compatible(cfg.model_dir, summary, cfg.overwrite)
+    if is_chief and gin_config:
+      atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN), gin_config.encode())
+    return _train(cfg, model, frozen_params, offset, summary, is_chief)
 
+
+def finished_summary(cfg: TrainConfig, summary: run_dir.RunSummary
+                     ) -> run_dir.RunSummary | None:
+  """MODEL_DIR's summary when it holds this very run, finished with >= TRAIN_STEPS steps."""
+  try:
+    existing = run_dir.read_summary(cfg.model_dir)
+  except run_dir.RunDirError:
+    return None
+  if (existing.finished and existing.steps_done >= cfg.train_steps
+      and not run_dir.identity_diffs(existing, summary)):
+    return existing
+  return None
+
+
+# TrainConfig fields that do not change the trained prompts or their scores (the rest, and any
+# field added later, are part of a run's identity: `run_dir.RunSummary.settings`).
+NON_IDENTITY_FIELDS = frozenset({
+    "model_dir", "task", "feature_lengths", "train_steps", "batch_size", "model",
+    "initial_checkpoint", "prompt_length", "seed", "key_step", "max_train_examples",
+    "max_eval_examples", "remat", "eval_batch_size",
+    "keep_train_states", "log_period", "mesh_data", "mesh_model", "overwrite"})
+
+
+def result_settings(cfg: TrainConfig) -> dict[str, Any]:
+  """The settings that change the result, beyond the RunSummary's own fields, as JSON values.
+
+  The prompt file enters by its content digest (and only with prompt_init 'file'), class
+  labels only with prompt_init 'class_labels'.
+  """
+  settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+              if f.name not in NON_IDENTITY_FIELDS}
+  settings["prompt_file"] = _file_digest(cfg.prompt_file) if cfg.prompt_init == "file" else None
+  settings["class_labels"] = (list(cfg.class_labels) if cfg.prompt_init == "class_labels"
+                              and cfg.class_labels else None)
+  return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+
+
+def _file_digest(path: str | None) -> str | None:
+  if not path or not os.path.isfile(path):
+    return None
+  with open(path, "rb") as f:
+    return "sha256:" + hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def _check_type(name: str, value: Any, kind: type | tuple[type, ...], what: str,
+                macro: str, minimum: float | None = None) -> None:
+  ok = isinstance(value, kind) and not isinstance(value, bool)
+  if ok and isinstance(value, numbers.Real) and not math.isfinite(value):
+    ok = False
+  if ok and minimum is not None and value < minimum:
+    ok = False
+  if not ok:
+    bound = "" if minimum is None else f" >= {minimum:g}"
+    raise ValueError(f"{name}={value!r} is not {what}{bound}; set --gin.{macro} to one")
+
+
+def validate_config(cfg: TrainConfig) -> TrainConfig:
+  """Checks types and ranges of every setting, before anything is loaded or written; returns
+  the config with `~` expanded in its paths."""
+  integer, number = numbers.Integral, numbers.Real
+  for name, macro, minimum in (("train_steps", "TRAIN_STEPS", 1),
+                               ("batch_size", "BATCH_SIZE", 1),
+                               ("prompt_length", "PROMPT_LENGTH", 1),
+                               ("checkpoint_period", "CHECKPOINT_PERIOD", 1),
+                               ("eval_period", "EVAL_PERIOD", 0), ("key_step", "KEY_STEP", 0),
+                               ("seed", "RANDOM_SEED", 0), ("log_period", "LOG_PERIOD", 1),
+                               ("keep_train_states", "KEEP_TRAIN_STATES", 1)):
+    _check_type(name, getattr(cfg, name), integer, "an integer", macro, minimum)
+  for name, macro in (("learning_rate", "LEARNING_RATE"), ("weight_decay", "WEIGHT_DECAY"),
+                      ("decay_rate", "DECAY_RATE"), ("z_loss", "Z_LOSS")):
+    _check_type(name, getattr(cfg, name), number, "a number", macro, 0)
+  _check_type("dropout_rate", cfg.dropout_rate, number, "a number", "DROPOUT_RATE", 0)
+  if cfg.dropout_rate >= 1:
+    raise ValueError(f"dropout_rate={cfg.dropout_rate!r} must be below 1; set "
+                     "--gin.DROPOUT_RATE")
+  for name, macro, minimum in (("max_train_examples", "MAX_TRAIN_EXAMPLES", 1),
+                               ("max_eval_examples", "MAX_EVAL_EXAMPLES", 1),
+                               ("eval_batch_size", "EVAL_BATCH_SIZE", 1),
+                               ("step_offset", "STEP_OFFSET", 0)):
+    if getattr(cfg, name) is not None:
+      _check_type(name, getattr(cfg, name), integer, "an integer or None", macro, minimum)
+  if cfg.clipping_threshold is not None:
+    _check_type("clipping_threshold", cfg.clipping_threshold, number, "a number or None",
+                "CLIPPING_THRESHOLD", 0)
+  for name, macro in (("model_dir", "MODEL_DIR"), ("task", "MIXTURE_OR_TASK_NAME"),
+                      ("model", "MODEL_NAME")):
+    if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):
+      raise ValueError(f"{name}={getattr(cfg, name)!r} must be a non-empty string; set "
+                       f"--gin.{macro}")
+  lengths = cfg.feature_lengths
+  if (not isinstance(lengths, Mapping) or set(lengths) != {"inputs", "targets"}
+      or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+                 for v in lengths.values())):
+    raise ValueError(f"feature lengths {lengths!r} must be positive integers for 'inputs' and "
+                     "'targets'; set --gin.TASK_FEATURE_LENGTHS=\"{'inputs': 512, "
+                     "'targets': 32}\"")
+  if cfg.prompt_init not in PROMPT_INITS:
+    raise ValueError(f"Unknown prompt_init {cfg.prompt_init!r}; choose one of {PROMPT_INITS} "
+                     "(--gin.PROMPT_INIT)")
+  if cfg.eval_mode not in ("auto", "rank", "greedy"):
+    raise ValueError(f"Unknown eval_mode {cfg.eval_mode!r}; choose auto, rank or greedy")
+  model_dir = os.path.expanduser(cfg.model_dir)
+  if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+    raise ValueError(f"MODEL_DIR {model_dir} exists and is not a directory; choose a directory")
+  initial_checkpoint = cfg.initial_checkpoint and os.path.expanduser(cfg.initial_checkpoint)
+  if initial_checkpoint and "://" not in initial_checkpoint and not os.path.exists(
+      initial_checkpoint):
+    raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {initial_checkpoint} does not exist; "
+                            "point --gin.INITIAL_CHECKPOINT_PATH at a T5X checkpoint directory")
+  prompt_file = cfg.prompt_file and os.path.expanduser(cfg.prompt_file)
+  if cfg.prompt_init == "file":
+    if not prompt_file:
+      raise ValueError("prompt_init='file' needs PROMPT_FILE (TrainConfig.prompt_file)")
+    if not os.path.isfile(prompt_file):
+      raise FileNotFoundError(f"PROMPT_FILE {prompt_file} does not exist; point "
+                              "--gin.PROMPT_FILE at a .npy prompt [L, embed]")
+  return dataclasses.replace(cfg, model_dir=model_dir, initial_checkpoint=initial_checkpoint,
+                             prompt_file=prompt_file)
+
+
+def _train(cfg: TrainConfig, model: T5, frozen_params: Any, offset: tuple[int, str],
+           summary: run_dir.RunSummary, is_chief: bool) -> run_dir.RunSummary:
+  """The training loop proper, under MODEL_DIR's lock; `offset`: (step offset, its source)."""
   optimizer = prompt_adafactor(cfg.learning_rate, cfg.decay_rate, cfg.clipping_threshold,
                                cfg.weight_decay, step_offset=offset[0])
   state = init_train_state(initial_prompt(cfg, frozen_params, model.config.emb_dim),
@@ -202,10 +438,10 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
   state = partitioning.replicate(state, mesh)
   step_fn = partitioning.jit_train_step(make_train_step(model, optimizer, cfg.z_loss), mesh,
                                         state, partitioning.param_shardings(frozen_params, mesh))
-  batches = train_batches(cfg.task, cfg.feature_lengths,
-                          partitioning.host_batch_size(cfg.batch_size), seed=cfg.seed,
-                          start_step=start_step, shard_info=partitioning.host_shard_info(),
-                          max_examples=cfg.max_train_examples)
+  batches = TrainBatches(cfg.task, cfg.feature_lengths,
+                         partitioning.host_batch_size(cfg.batch_size), seed=cfg.seed,
+                         start_step=start_step, shard_info=partitioning.host_shard_info(),
+                         max_examples=cfg.max_train_examples, model_dir=cfg.model_dir)
   evaluator = None
   if cfg.eval_period:
     evaluator = PromptEvaluator(model, frozen, cfg.task, cfg.eval_batch_size or cfg.batch_size,
@@ -214,6 +450,7 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
   logger = MetricsLogger(cfg.model_dir, cfg.train_steps, start_step, cfg.batch_size,
                          enabled=is_chief)
   pending: list[dict[str, jax.Array]] = []
+  done = start_step
   try:
     for step in range(start_step + 1, cfg.train_steps + 1):
       batch = partitioning.make_global_batch(next(batches), mesh)
@@ -224,7 +461,11 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
         logger.log_train(step, _mean_metrics(pending, step))
         pending = []
       if at_checkpoint:
-        _checkpoint(cfg, state, step, checkpointer, evaluator, summary, logger, is_chief)
+        _checkpoint(cfg, state, step, checkpointer, evaluator, summary, logger, is_chief,
+                    batches)
+      done = step
+  except KeyboardInterrupt:
+    raise TrainingInterrupted(done, summary.steps_done) from None
   finally:
     logger.close()
     checkpointer.close()
@@ -242,7 +483,7 @@ def _mean_metrics(pending: list[dict[str, jax.Array]], step: int) -> dict[str, f
   losses = np.array([m["loss"] for m in fetched])
   if not np.all(np.isfinite(losses)):
     raise NonFiniteLossError(
-        f"Non-finite loss at step {step - len(losses) + int(np.argmin(np.isfinite(losses)))}; "
+        f"Non-finite loss at step {step - len(losses) + 1 + int(np.argmin(np.isfinite(losses)))}; "
         "stopped without writing a checkpoint, the last good one is intact. Lower the "
         "learning rate or check the inputs.")
   mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
@@ -253,8 +494,10 @@ def _mean_metrics(pending: list[dict[str, jax.Array]], step: int) -> dict[str, f
 def _checkpoint(cfg: TrainConfig, state: TrainState, step: int,
                 checkpointer: checkpointer_lib.TrainStateCheckpointer,
                 evaluator: PromptEvaluator | None,
-                summary: run_dir.RunSummary, logger: MetricsLogger, is_chief: bool) -> None:
-  """Writes the numpy prompt, evaluates, then records the summary and the train state."""
+                summary: run_dir.RunSummary, logger: MetricsLogger, is_chief: bool,
+                batches: TrainBatches | None = None) -> None:
+  """Writes the numpy prompt, evaluates, then records the summary, the input pipeline's
+  position and the train state."""
   prompt = np.asarray(jax.device_get(state.prompt))
   if is_chief:
     run_dir.save_prompt(cfg.model_dir, step, prompt)
@@ -270,4 +513,6 @@ def _checkpoint(cfg: TrainConfig, state: TrainState, step: int,
   summary.steps_done = step
   if is_chief:  # before the state: a kill in between redoes this interval identically.
     run_dir.write_summary(cfg.model_dir, summary)
+  if batches is not None:
+    batches.save(cfg.model_dir, step, keep=cfg.keep_train_states)
   checkpointer.save(state)

@@ -8,7 +8,10 @@
                                     the prompt [L, embed] as a plain .npy (T5X prompt-tuning name)
     train_state/{step}/             orbax train state (prompt, optimizer, step, rng), last few
                                     (`spot_jax.train.checkpointer`; this module is numpy-only)
+    data_state/{step}/host_{i}/     the tf.data iterator of each host at that step (resume
+                                    without replaying the input pipeline, spot_jax.train.data)
     metrics.jsonl, tensorboard/     training and evaluation metrics
+    .lock                           fcntl.flock target: one writer at a time (`RunDirLock`)
 
 Every file is written to a temporary name and renamed, so a run killed at any moment leaves
 complete files only.
@@ -16,13 +19,16 @@ complete files only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import io
 import json
 import os
 import re
 import shutil
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -32,6 +38,7 @@ PROMPT_FILENAME = "encoder.prompt.prompt.prompt"
 RUN_SUMMARY = "run.json"
 CONFIG_GIN = "config.gin"
 TRAIN_STATE_DIR = "train_state"
+LOCK_FILE = ".lock"
 
 
 class RunDirError(ValueError):
@@ -62,6 +69,9 @@ class RunSummary:
   step_offset_source: str = ""  # checkpoint, named config '<name>', STEP_OFFSET, unknown...
   eval_mode: str = "greedy"  # how predictions were made (EVAL_MODE): greedy | rank_classification.
   finished: bool = False
+  # Every other setting that changes the result (learning rate, dropout, prompt init and file
+  # digest, key step, evaluation...): part of the identity, see `spot_jax.train.loop`.
+  settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def identity(self) -> dict[str, Any]:
     """What must match for a MODEL_DIR to be resumed by a run."""
@@ -70,7 +80,8 @@ class RunSummary:
             "prompt_length": self.prompt_length, "seed": self.seed,
             "batch_size": self.batch_size, "feature_lengths": self.feature_lengths,
             "max_train_examples": self.max_train_examples,
-            "max_eval_examples": self.max_eval_examples, "eval_mode": self.eval_mode}
+            "max_eval_examples": self.max_eval_examples, "eval_mode": self.eval_mode,
+            "key_step": self.key_step, **{f"settings.{k}": v for k, v in self.settings.items()}}
 
   @property
   def key_prompt_step(self) -> int | None:
@@ -118,26 +129,71 @@ def prompt_steps(model_dir: str) -> list[int]:
   return sorted(steps)
 
 
-def check_compatible(model_dir: str, summary: RunSummary, overwrite: bool) -> None:
-  """Refuses a MODEL_DIR holding another run (other model, task, prompt shape...).
+def identity_diffs(old: RunSummary, new: RunSummary) -> list[str]:
+  """`key: old vs new` for every identity entry that differs (missing ones included)."""
+  a, b = old.identity(), new.identity()
+  return [f"{k}: {a.get(k, '<unset>')!r} in MODEL_DIR vs {b.get(k, '<unset>')!r} requested"
+          for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
-  With `overwrite`, the old run's files are removed instead.
+
+def check_compatible(model_dir: str, summary: RunSummary, overwrite: bool) -> None:
+  """Refuses a MODEL_DIR holding another run: any setting that changes the result differs
+  (`RunSummary.identity`), or its run.json is unreadable.
+
+  With `overwrite`, the old run's files are removed instead (a corrupt run.json included).
   """
-  if not os.path.exists(os.path.join(model_dir, RUN_SUMMARY)):
+  has_state = os.path.isdir(os.path.join(model_dir, TRAIN_STATE_DIR))
+  if not os.path.exists(os.path.join(model_dir, RUN_SUMMARY)) and not has_state:
     return
-  existing = read_summary(model_dir)
-  old, new = existing.identity(), summary.identity()
-  diffs = [f"{k}: {old[k]!r} in MODEL_DIR vs {new[k]!r} requested"
-           for k in new if old.get(k) != new[k]]
+  try:
+    diffs = identity_diffs(read_summary(model_dir), summary)
+  except RunDirError as e:
+    diffs = [str(e)]
   if not diffs:
     return
   if not overwrite:
     raise RunDirError(f"MODEL_DIR {model_dir} holds a different run ({'; '.join(diffs)}). "
                       "Use another MODEL_DIR, or pass --overwrite to delete that run.")
+  remove_run(model_dir)
+
+
+def remove_run(model_dir: str) -> None:
+  """Deletes a run's files from MODEL_DIR (anything else there is kept)."""
   for name in (RUN_SUMMARY, CONFIG_GIN, "metrics.jsonl", "numpy_checkpoints", TRAIN_STATE_DIR,
-               "tensorboard"):
+               "data_state", "tensorboard"):
     path = os.path.join(model_dir, name)
     if os.path.isdir(path):
       shutil.rmtree(path)
     elif os.path.exists(path):
       os.remove(path)
+
+
+class RunDirInUseError(RunDirError):
+  """Another process holds MODEL_DIR's lock."""
+
+
+@contextlib.contextmanager
+def locked(model_dir: str) -> Iterator[None]:
+  """Holds an exclusive lock on MODEL_DIR (fcntl.flock on MODEL_DIR/.lock) for one writer.
+
+  The kernel releases it when the holder exits or crashes, so a stale lock file never blocks.
+  A second writer gets RunDirInUseError naming the holder's pid.
+  """
+  os.makedirs(model_dir, exist_ok=True)
+  path = os.path.join(model_dir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        raise
+      holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+      raise RunDirInUseError(
+          f"MODEL_DIR {model_dir} is in use by another training process (pid {holder}); wait "
+          "for it to finish, stop it, or use another MODEL_DIR") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock.
