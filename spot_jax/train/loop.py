@@ -29,7 +29,7 @@ from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode, enco
 from spot_jax.models.config import get_config
 from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import T5
-from spot_jax.tasks_util import get_task_or_mixture, task_labels
+from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task_labels
 from spot_jax.train import checkpointer as checkpointer_lib, partitioning, run_dir
 from spot_jax.train.data import TrainBatches
 from spot_jax.train.metrics_log import MetricsLogger
