@@ -27,6 +27,8 @@ KNOWN_MACROS = (
     "STEP_OFFSET", "EVAL_METRIC", "MAX_TRAIN_EXAMPLES", "MAX_EVAL_EXAMPLES", "MESH_DATA",
     "MESH_MODEL", "DTYPE", "PROMPT_INIT", "OUTPUT_FILE", "EVAL_SPLIT",
 )
+# Former macro names still accepted on the command line: {old: current}.
+RENAMED_MACROS = {"EVAL_NUM_EXAMPLES": "MAX_EVAL_EXAMPLES"}
 _MACRO_DEF = re.compile(r"^\s*([A-Z_][A-Z0-9_]*)\s*=", re.MULTILINE)
 
 
@@ -58,7 +60,8 @@ def _quote_if_needed(value: str) -> str:
 def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
   """Splits `--gin_file=F` and `--gin.X=V` (or `--gin.X V`) out of argv.
 
-  Returns (gin files, bindings "X = V", remaining args).
+  Returns (gin files, bindings "X = V", remaining args). A former macro name
+  (`RENAMED_MACROS`) binds its current name.
   """
   files, bindings, rest = [], [], []
   args = list(argv)
@@ -73,6 +76,7 @@ def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]
       if not _:
         i += 1
         value = args[i]
+      name = RENAMED_MACROS.get(name, name)
       bindings.append(f"{name} = {_quote_if_needed(value)}")
     elif arg.startswith("--gin_bindings"):
       bindings.append(arg.split("=", 1)[1] if "=" in arg else args[(i := i + 1)])

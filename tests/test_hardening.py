@@ -417,3 +417,10 @@ def test_late_resume_restores_the_input_pipeline_without_replaying_it(tmp_path):
   for got, want in zip(batches, expected[3:]):
     for name in want:
       np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_former_macro_name_eval_num_examples_binds_max_eval_examples():
+  from spot_jax.gin_utils import split_gin_args
+  files, bindings, rest = split_gin_args(["train", "--gin.EVAL_NUM_EXAMPLES=32",
+                                          "--gin.BATCH_SIZE", "8"])
+  assert bindings == ["MAX_EVAL_EXAMPLES = 32", "BATCH_SIZE = 8"] and rest == ["train"]
