@@ -47,8 +47,8 @@ def encode_labels(labels: Sequence[str], vocabulary: seqio.Vocabulary,
   rows = np.zeros((len(labels), length), np.int32)
   for i, (label, row) in enumerate(zip(labels, ids)):
     if len(row) > length:
-      raise ValueError(f"Label {label!r} needs {len(row)} target tokens with EOS; only "
-                       f"{length} available")
+      raise ValueError(f"Label {label!r} needs {len(row)} target tokens with EOS but the "
+                       f"targets length is {length}; raise TASK_FEATURE_LENGTHS['targets']")
     rows[i, : len(row)] = row
   return rows
 
