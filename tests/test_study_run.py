@@ -254,8 +254,9 @@ def test_study_results_transfer_init_and_library(study):
   for key in [("baseline", None, TARGET)] + [("transfer", s, TARGET) for s in SOURCES]:
     summary = run_dir.read_summary(jobs[key].model_dir)
     expected.append({"source": key[1] or "none", "target": TARGET, "seed": "0",
-                     "score": repr(summary.best_score), "metric": "accuracy",
+                     "score": repr(summary.best_score), "metric": summary.eval_metric,
                      "step": str(summary.best_step)})
+    assert summary.eval_metric == "mean"  # SPoT footnote 5: the mean of the task's metrics.
   assert rows == expected
   library = PromptLibrary(os.path.join(study_dir, "library"))
   entries = library.entries()
@@ -389,13 +390,14 @@ def test_workers_respect_dependencies_and_report_failures(tmp_path, monkeypatch)
 
 
 def test_failures_are_reported_and_block_only_dependants(tmp_path):
-  # Transfers alone cannot start before their source; the NLI source itself fails (its labels
-  # need 14 target tokens, the spec allows 12) with a message naming the run dir.
+  # Transfers alone cannot start before their source; the NLI source is refused before any job
+  # starts (its labels need 14 target tokens, the spec allows 12), naming the job and the fix.
   spec = small_spec(sources=["synthetic_nli_facts"])
   report = runner.run_study(spec, str(tmp_path), phase="transfers", log=lambda line: None)
   assert not report.ok and report.ran == [] and len(report.blocked) == 1
   assert "--phase sources first" in report.blocked[0][1]
-  report = runner.run_study(spec, str(tmp_path), phase="sources", log=lambda line: None)
-  (job, why), = report.failed
-  assert job.kind == "source" and "raise TASK_FEATURE_LENGTHS['targets']" in why
-  assert job.model_dir in why
+  with pytest.raises(runner.StudyError, match=r"source\.synthetic_nli_facts\.seed_0: .*raise "
+                     r"TASK_FEATURE_LENGTHS\['targets'\]"):
+    runner.run_study(spec, str(tmp_path), phase="sources", log=lambda line: None)
+  source, = [j for j in runner.plan(spec, str(tmp_path)) if j.kind == "source"]
+  assert not os.path.exists(os.path.join(source.model_dir, "run.json"))  # nothing started.
