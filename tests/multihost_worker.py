@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
   import jax
 
   from spot_jax.models import T5
-  from spot_jax.prompts import from_sampled_vocab, without_prompt
+  from spot_jax.prompts import from_sampled_vocab, get_prompt, with_prompt, without_prompt
   from spot_jax.train.optimizer import prompt_adafactor
   from spot_jax.train.step import init_train_state, make_train_step
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
   mesh = partitioning.make_mesh(args.data, args.model)
   sharded = partitioning.shard_params(frozen, mesh)
   checks = run_checks(mesh, frozen, sharded)
-  state = partitioning.replicate(init_train_state(prompt, optimizer, seed=SEED), mesh)
+  state = partitioning.replicate(init_train_state(with_prompt({}, prompt), optimizer, seed=SEED), mesh)
   train_step = partitioning.jit_train_step(make_train_step(model, optimizer), mesh, state,
                                            partitioning.param_shardings(frozen, mesh))
 
@@ -151,12 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     assert batch["encoder_input_tokens"].shape == (GLOBAL_BATCH, INPUT_LENGTH)
     state, metrics = train_step(state, sharded, batch)
     losses.append(np.asarray(metrics["loss"]))
-  assert state.prompt.sharding.is_fully_replicated
+  assert get_prompt(state.params).sharding.is_fully_replicated
 
   out = Path(args.out)
   if distributed:
     out = out.with_name(f"{out.stem}.p{jax.process_index()}{out.suffix}")
-  np.savez(out, losses=np.stack(losses), prompt=np.asarray(state.prompt),
+  np.savez(out, losses=np.stack(losses), prompt=np.asarray(get_prompt(state.params)),
            step=np.asarray(state.step), process_count=jax.process_count(),
            device_count=jax.device_count(), mesh_shape=np.asarray(mesh.devices.shape),
            checks=np.asarray(checks))

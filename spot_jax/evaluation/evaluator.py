@@ -15,7 +15,7 @@ import seqio
 
 from spot_jax.evaluation import scoring
 from spot_jax.models.t5 import T5
-from spot_jax.prompts import with_prompt
+from spot_jax.methods import Trainables, combine
 from spot_jax.tasks_util import subtasks_with_metrics
 from spot_jax.train.data import feature_converter, pad_batch
 
@@ -56,9 +56,11 @@ class PromptEvaluator:
     if not self.evaluators:
       raise ValueError(f"{task_name!r} has no task with metrics to evaluate")
 
-  def evaluate(self, prompt: jax.Array, step: int | None = None) -> dict[str, dict[str, float]]:
-    """{task name: {metric: value}} for the prompt [L, embed]."""
-    params = with_prompt(self.frozen_params, self.place(np.asarray(prompt, np.float32)))
+  def evaluate(self, trainables: Trainables, step: int | None = None
+               ) -> dict[str, dict[str, float]]:
+    """{task name: {metric: value}} for a method's trainables (e.g. `with_prompt({}, prompt)`)."""
+    params = combine(self.frozen_params,
+                     self.place(jax.tree.map(lambda x: np.asarray(x, np.float32), trainables)))
     results = {}
     for name, evaluator in self.evaluators.items():
       predict = self._predict_fn(params, name)

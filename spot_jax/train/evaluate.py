@@ -43,7 +43,7 @@ def evaluate_prompt(cfg: EvalConfig) -> dict[str, dict[str, float]]:
   evaluator = PromptEvaluator(model, frozen_params, cfg.task, cfg.feature_lengths,
                               cfg.batch_size, split=cfg.split, num_examples=cfg.num_examples,
                               task_labels=eval_labels(as_train))
-  results = evaluator.evaluate(prompt)
+  results = evaluator.evaluate(prompts.with_prompt({}, prompt))
   if cfg.output_file:
     atomic_write_bytes(cfg.output_file, json.dumps(results, indent=2).encode())
   return results
