@@ -22,6 +22,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   evaluate = subparsers.add_parser("eval", help="evaluate a prompt file on a task",
                                    description=GIN_HELP)
   evaluate.set_defaults(func=run_eval, accepts_gin=True)
+  export = subparsers.add_parser(
+      "export", help="write a run's LoRA/IA3 folded into its frozen model as a T5X checkpoint")
+  export.add_argument("--merged", action="store_true", required=True,
+                      help="fold the trainables into the frozen kernels (the only export)")
+  export.add_argument("--run", required=True, help="the run's MODEL_DIR")
+  export.add_argument("--output", required=True, help="the T5X checkpoint directory to write")
+  export.add_argument("--step", type=int, default=None, help="default: the run's best step")
+  export.add_argument("--overwrite", action="store_true")
+  export.set_defaults(func=run_export)
 
 
 def _configure(args: argparse.Namespace) -> None:
@@ -60,4 +69,11 @@ def run_eval(args: argparse.Namespace) -> int:
     raise ValueError(f"Incomplete eval config ({e}); set PROMPT_FILE and MIXTURE_OR_TASK_NAME "
                      "and include runs/prompt_eval.gin") from None
   print(json.dumps(evaluate_prompt(cfg), indent=2))
+  return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+  from spot_jax.train.export import export_merged
+  path = export_merged(args.run, args.output, args.step, args.overwrite)
+  print(f"Wrote {path}")
   return 0

@@ -60,7 +60,7 @@ class PromptEvaluator:
                ) -> dict[str, dict[str, float]]:
     """{task name: {metric: value}} for a method's trainables (e.g. `with_prompt({}, prompt)`)."""
     params = combine(self.frozen_params,
-                     self.place(jax.tree.map(lambda x: np.asarray(x, np.float32), trainables)))
+                     jax.tree.map(lambda x: self.place(np.asarray(x, np.float32)), trainables))
     results = {}
     for name, evaluator in self.evaluators.items():
       predict = self._predict_fn(params, name)

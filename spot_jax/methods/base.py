@@ -149,3 +149,28 @@ class Method:
   def embedding(self, trainables: Mapping[str, Any], kind: str = "layer_mean") -> np.ndarray:
     """The task embedding of these trainables (see `layer_embedding`)."""
     return layer_embedding(trainables, kind)
+
+  def fold(self, frozen: Mapping[str, Any], trainables: Mapping[str, Any]) -> dict[str, Any]:
+    """Frozen params with the trainables folded into the kernels (same names and shapes)."""
+    raise MethodError(f"Method {self.name!r} cannot be folded into the frozen T5 1.1 weights "
+                      "(only lora and ia3 can: T5 1.1 kernels have no bias, and prompts and "
+                      "prefixes are not weights); use the run's numpy checkpoint instead")
+
+
+def fold_modules(frozen: Mapping[str, Any], trainables: Mapping[str, Any], fold_one
+                 ) -> dict[str, Any]:
+  """Applies fold_one(module path 'a/b/c', kernel [in, out], {leaf: array}) -> new kernel to
+  every module of `trainables` that sits beside a frozen `kernel`; returns a new frozen tree."""
+  flat = {tuple(k.split(".")): np.asarray(v, np.float32)
+          for k, v in flatten(trainables).items()}
+  modules: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+  for path, value in flat.items():
+    modules.setdefault(path[:-1], {})[path[-1]] = value
+  out = traverse_util.flatten_dict(dict(frozen))
+  for module, leaves in modules.items():
+    kernel_path = module + ("kernel",)
+    if kernel_path not in out:
+      raise MethodError(f"{'/'.join(module)} has trainables {sorted(leaves)} but no frozen kernel")
+    kernel = np.asarray(out[kernel_path], np.float32)
+    out[kernel_path] = fold_one("/".join(module), kernel, leaves).astype(np.float32)
+  return traverse_util.unflatten_dict(out)

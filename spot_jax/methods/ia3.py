@@ -12,7 +12,9 @@ import dataclasses
 
 import gin
 
-from spot_jax.methods.base import Method
+import re
+
+from spot_jax.methods.base import Method, fold_modules
 from spot_jax.models.layers import MethodHooks
 
 DEFAULT_TARGETS = r"attention/(key|value)$"
@@ -31,3 +33,12 @@ class IA3(Method):
 
   def hooks(self) -> MethodHooks:
     return MethodHooks(ia3_targets=self.targets, ia3_input_targets=self.input_targets)
+
+  def fold(self, frozen, trainables):
+    """Output scaling multiplies the kernel's columns, input scaling its rows (PEFT `merge`)."""
+    def fold_one(path, kernel, leaves):
+      scale = leaves["ia3_scale"]
+      if self.input_targets and re.search(self.input_targets, path):
+        return kernel * scale[:, None]
+      return kernel * scale[None, :]
+    return fold_modules(frozen, trainables, fold_one)

@@ -11,7 +11,7 @@ import dataclasses
 
 import gin
 
-from spot_jax.methods.base import Method
+from spot_jax.methods.base import Method, fold_modules
 from spot_jax.models.layers import MethodHooks
 
 DEFAULT_TARGETS = r"attention/(query|value)$"
@@ -31,3 +31,9 @@ class Lora(Method):
     if self.rank < 1:
       raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
     return MethodHooks(lora_rank=self.rank, lora_alpha=self.alpha, lora_targets=self.targets)
+
+  def fold(self, frozen, trainables):
+    """kernel + A B * alpha / rank (PEFT `merge_and_unload`)."""
+    scale = self.alpha / self.rank
+    return fold_modules(frozen, trainables,
+                        lambda _, kernel, t: kernel + (t["lora_a"] @ t["lora_b"]) * scale)

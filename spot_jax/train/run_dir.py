@@ -69,7 +69,8 @@ class RunSummary:
 
   def identity(self) -> dict[str, Any]:
     """What must match for a MODEL_DIR to be resumed by a run."""
-    return {"task": self.task, "method": self.method, "method_settings": self.method_settings,
+    settings = {} if self.method == "prompt" else {"method_settings": self.method_settings}
+    return {"task": self.task, "method": self.method, **settings,
             "model_config": self.model.get("config"),
             "model_fingerprint": self.model.get("fingerprint"),
             "prompt_length": self.prompt_length, "seed": self.seed,
