@@ -150,9 +150,9 @@ def test_prefix_keeps_padding_and_causality():
   config = get_config("tiny", **ODD)
   _, model, frozen, trainables = make("prefix", config)
   params = {"params": methods.combine(frozen, trainables)}
-  batch = batch_of(np.random.default_rng(2), batch=1)
+  batch = batch_of(np.random.default_rng(2), batch=2)
   enc = batch["encoder_input_tokens"]
-  padded = jnp.concatenate([enc, jnp.zeros((1, 3), jnp.int32)], axis=1)
+  padded = jnp.concatenate([enc, jnp.zeros((2, 3), jnp.int32)], axis=1)
   dec, tgt = batch["decoder_input_tokens"], batch["decoder_target_tokens"]
   a = model.apply(params, enc, dec, tgt)
   b = model.apply(params, padded, dec, tgt)
