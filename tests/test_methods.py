@@ -156,7 +156,8 @@ def test_prefix_keeps_padding_and_causality():
   dec, tgt = batch["decoder_input_tokens"], batch["decoder_target_tokens"]
   a = model.apply(params, enc, dec, tgt)
   b = model.apply(params, padded, dec, tgt)
-  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)  # float32 sums over other lengths.
+  valid = np.asarray(tgt) > 0  # padded decoder queries are fully masked (T5X): not compared.
+  np.testing.assert_allclose(np.asarray(a)[valid], np.asarray(b)[valid], rtol=1e-4, atol=1e-4)
   changed = dec.at[0, 3:].set(5)
   c = model.apply(params, enc, changed, None)
   d = model.apply(params, enc, dec, None)
