@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from spot_jax.models import T5, get_config  # noqa: E402
 from spot_jax.models.flops import prompt_tuning_step_flops  # noqa: E402
-from spot_jax.prompts import from_sampled_vocab, without_prompt  # noqa: E402
+from spot_jax.prompts import from_sampled_vocab, with_prompt, without_prompt  # noqa: E402
 from spot_jax.train.optimizer import prompt_adafactor  # noqa: E402
 from spot_jax.train.step import (DEFAULT_RNG_IMPL, init_train_state,  # noqa: E402
                                  make_train_step)
@@ -116,10 +116,9 @@ def build_step(model_name: str, input_length: int, batch_size: int, target_lengt
                                batch["decoder_input_tokens"][:1])["params"]
   frozen = without_prompt(params)
   optimizer = prompt_adafactor()
-  state = init_train_state(from_sampled_vocab(jax.random.PRNGKey(1),
-                                              frozen["token_embedder"]["embedding"],
-                                              prompt_length), optimizer, seed=0,
-                           rng_impl=rng_impl)
+  state = init_train_state(with_prompt({}, from_sampled_vocab(
+      jax.random.PRNGKey(1), frozen["token_embedder"]["embedding"], prompt_length)),
+      optimizer, seed=0, rng_impl=rng_impl)
   step = jax.jit(make_train_step(model, optimizer, rng_impl=rng_impl), donate_argnums=(0,))
   box = [state]
 

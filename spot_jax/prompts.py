@@ -44,12 +44,43 @@ class Prompt(nn.Module):
   @nn.compact
   def __call__(self, embedded: Array, mask: Array) -> tuple[Array, Array]:
     """embedded [b, s, e], mask [b, s] -> ([b, L+s, e], [b, L+s])."""
-    prompt = _PromptParam(self.length, self.emb_dim, name="prompt")()
-    batch = embedded.shape[0]
-    prompt = jnp.broadcast_to(prompt.astype(embedded.dtype), (batch,) + prompt.shape)
-    prompt_mask = jnp.ones((batch, self.length), dtype=mask.dtype)
-    return (jnp.concatenate([prompt, embedded], axis=1),
-            jnp.concatenate([prompt_mask, mask], axis=1))
+    return prepend(_PromptParam(self.length, self.emb_dim, name="prompt")(), embedded, mask)
+
+
+class PromptEncoder(nn.Module):
+  """A prompt reparametrised by a two-layer feed-forward network over a prompt table.
+
+  prompt = relu(table W_1 + b_1) W_2 + b_2, `table` [length, embed], `hidden` [embed, hidden],
+  `output` [hidden, embed]; the prompt is prepended like `Prompt` (the prompt_encoder method).
+  """
+
+  length: int
+  emb_dim: int
+  hidden: int
+
+  def setup(self):
+    self.table = self.param("table", nn.initializers.uniform(scale=1.0),
+                            (self.length, self.emb_dim), jnp.float32)
+    self.hidden_layer = nn.Dense(self.hidden, name="hidden")
+    self.output_layer = nn.Dense(self.emb_dim, name="output")
+
+  def prompt(self) -> Array:
+    """The encoder's output [length, embed]: the prompt the frozen model sees."""
+    return self.output_layer(nn.relu(self.hidden_layer(self.table)))
+
+  def __call__(self, embedded: Array, mask: Array) -> tuple[Array, Array]:
+    """embedded [b, s, e], mask [b, s] -> ([b, L+s, e], [b, L+s])."""
+    return prepend(self.prompt(), embedded, mask)
+
+
+def prepend(prompt: Array, embedded: Array, mask: Array) -> tuple[Array, Array]:
+  """prompt [L, e], embedded [b, s, e], mask [b, s] -> ([b, L+s, e], [b, L+s]); prompt
+  positions count as real tokens."""
+  batch, length = embedded.shape[0], prompt.shape[0]
+  prompt = jnp.broadcast_to(prompt.astype(embedded.dtype), (batch,) + prompt.shape)
+  prompt_mask = jnp.ones((batch, length), dtype=mask.dtype)
+  return (jnp.concatenate([prompt, embedded], axis=1),
+          jnp.concatenate([prompt_mask, mask], axis=1))
 
 
 # ----------------------------------------------------------------------------- param trees

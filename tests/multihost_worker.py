@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--data", type=int, default=-1)
   parser.add_argument("--model", type=int, default=1)
   parser.add_argument("--steps", type=int, default=NUM_STEPS)
+  parser.add_argument("--methods", default="",
+                      help="comma-separated spot_jax.methods to train too (after the prompt)")
   args = parser.parse_args(argv)
 
   distributed = partitioning.maybe_initialize_distributed()
@@ -123,9 +125,8 @@ def main(argv: list[str] | None = None) -> int:
   import jax
 
   from spot_jax.models import T5
-  from spot_jax.prompts import from_sampled_vocab, without_prompt
+  from spot_jax.prompts import from_sampled_vocab, get_prompt, with_prompt, without_prompt
   from spot_jax.train.optimizer import prompt_adafactor
-  from spot_jax.train.step import init_train_state, make_train_step
 
   config = small_config()
   model = T5(config, prompt_length=PROMPT_LENGTH)
@@ -137,26 +138,16 @@ def main(argv: list[str] | None = None) -> int:
   mesh = partitioning.make_mesh(args.data, args.model)
   sharded = partitioning.shard_params(frozen, mesh)
   checks = run_checks(mesh, frozen, sharded)
-  state = partitioning.replicate(init_train_state(prompt, optimizer, seed=SEED), mesh)
-  train_step = partitioning.jit_train_step(make_train_step(model, optimizer), mesh, state,
-                                           partitioning.param_shardings(frozen, mesh))
-
-  local_size = partitioning.host_batch_size(GLOBAL_BATCH)
-  first = jax.process_index() * local_size
-  losses = []
-  for step in range(args.steps):
-    rows = global_batch(step, config.vocab_size)
-    local = {k: v[first:first + local_size] for k, v in rows.items()}
-    batch = partitioning.make_global_batch(local, mesh)
-    assert batch["encoder_input_tokens"].shape == (GLOBAL_BATCH, INPUT_LENGTH)
-    state, metrics = train_step(state, sharded, batch)
-    losses.append(np.asarray(metrics["loss"]))
-  assert state.prompt.sharding.is_fully_replicated
-
+  state, losses = train_steps(model, optimizer, with_prompt({}, prompt), frozen, sharded, mesh,
+                              args.steps)
+  assert get_prompt(state.params).sharding.is_fully_replicated
+  extra = {}
+  for name in filter(None, args.methods.split(",")):
+    extra.update(train_method(name, frozen, sharded, mesh, args.steps))
   out = Path(args.out)
   if distributed:
     out = out.with_name(f"{out.stem}.p{jax.process_index()}{out.suffix}")
-  np.savez(out, losses=np.stack(losses), prompt=np.asarray(state.prompt),
+  np.savez(out, losses=np.stack(losses), prompt=np.asarray(get_prompt(state.params)), **extra,
            step=np.asarray(state.step), process_count=jax.process_count(),
            device_count=jax.device_count(), mesh_shape=np.asarray(mesh.devices.shape),
            checks=np.asarray(checks))
@@ -164,6 +155,46 @@ def main(argv: list[str] | None = None) -> int:
   if distributed:
     jax.distributed.shutdown()
   return 0
+
+
+def train_steps(model, optimizer, trainables, frozen, sharded, mesh, steps: int):
+  """(final state, losses) of `steps` jitted steps on `mesh` from `trainables`."""
+  import jax
+
+  from spot_jax.train.step import init_train_state, make_train_step
+  state = partitioning.replicate(init_train_state(trainables, optimizer, seed=SEED), mesh)
+  train_step = partitioning.jit_train_step(make_train_step(model, optimizer), mesh, state,
+                                           partitioning.param_shardings(frozen, mesh))
+  local_size = partitioning.host_batch_size(GLOBAL_BATCH)
+  first = jax.process_index() * local_size
+  losses = []
+  for step in range(steps):
+    rows = global_batch(step, model.config.vocab_size)
+    local = {k: v[first:first + local_size] for k, v in rows.items()}
+    batch = partitioning.make_global_batch(local, mesh)
+    assert batch["encoder_input_tokens"].shape == (GLOBAL_BATCH, INPUT_LENGTH)
+    state, metrics = train_step(state, sharded, batch)
+    losses.append(np.asarray(metrics["loss"]))
+  return state, losses
+
+
+def train_method(name: str, frozen, sharded, mesh, steps: int) -> dict[str, np.ndarray]:
+  """Trains one method (AdamW) on the mesh: {'<method>:losses': ..., '<method>:<leaf>': ...}."""
+  import jax
+
+  from spot_jax import methods
+  from spot_jax.models import T5
+  from spot_jax.train.optimizer import adamw_warmup
+  method = methods.create(name, PROMPT_LENGTH, **({"length": 3} if name == "prefix" else {}))
+  model = T5(small_config(), hooks=method.hooks())
+  prompt = np.asarray(frozen["token_embedder"]["embedding"][:PROMPT_LENGTH])
+  trainables = method.init(jax.random.key(SEED + 2), model, frozen, prompt)
+  state, losses = train_steps(model, adamw_warmup(1e-2, steps, warmup_fraction=0.0),
+                              trainables, frozen, sharded, mesh, steps)
+  leaves = methods.flatten(jax.device_get(state.params))
+  assert all(x.sharding.is_fully_replicated for x in methods.flatten(state.params).values())
+  return {f"{name}:losses": np.stack(losses),
+          **{f"{name}:{path}": np.asarray(v) for path, v in leaves.items()}}
 
 
 # ----------------------------------------------------------------------------- test-side helpers
@@ -180,12 +211,12 @@ def worker_env(device_count: int, **extra: str) -> dict[str, str]:
 
 
 def start_worker(out: Path, device_count: int, data: int, model: int, log: Path,
-                 **env: str) -> subprocess.Popen:
+                 methods: str = "", **env: str) -> subprocess.Popen:
   """Starts this script on `device_count` devices; stdout and stderr go to `log`."""
   with open(log, "w") as log_file:
     return subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), f"--out={out}", f"--data={data}",
-         f"--model={model}", f"--steps={NUM_STEPS}"],
+         f"--model={model}", f"--steps={NUM_STEPS}", f"--methods={methods}"],
         env=worker_env(device_count, **env), stdout=log_file, stderr=subprocess.STDOUT,
         cwd=PROJECT_ROOT)
 
@@ -209,9 +240,13 @@ def wait_workers(procs: list[subprocess.Popen], logs: list[Path],
 
 
 def assert_same_training(result: dict, reference: dict) -> None:
-  """Losses and prompt after NUM_STEPS agree within float32 round-off (1e-5)."""
+  """Losses, prompt and other methods' trainables after NUM_STEPS agree within float32
+  round-off (1e-5)."""
   np.testing.assert_allclose(result["losses"], reference["losses"], rtol=1e-5)
   np.testing.assert_allclose(result["prompt"], reference["prompt"], rtol=1e-5, atol=1e-5)
+  assert sorted(k for k in result if ":" in k) == sorted(k for k in reference if ":" in k)
+  for key in (k for k in reference if ":" in k):
+    np.testing.assert_allclose(result[key], reference[key], rtol=1e-5, atol=1e-5, err_msg=key)
   assert int(result["step"]) == int(reference["step"]) == NUM_STEPS
 
 

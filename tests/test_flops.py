@@ -9,7 +9,7 @@ import pytest
 from hlo_util import dot_flops
 from spot_jax.models import T5, get_config
 from spot_jax.models.flops import prompt_tuning_step_flops
-from spot_jax.prompts import get_prompt, without_prompt
+from spot_jax.prompts import get_prompt, with_prompt, without_prompt
 from spot_jax.train.optimizer import prompt_adafactor
 from spot_jax.train.step import init_train_state, make_train_step
 
@@ -22,7 +22,7 @@ def compiled(config, batch_size: int, input_length: int, target_length: int, pro
   batch = {"encoder_input_tokens": tokens, "decoder_input_tokens": targets,
            "decoder_target_tokens": targets}
   optimizer = prompt_adafactor()
-  state = init_train_state(get_prompt(params), optimizer, seed=0)
+  state = init_train_state(with_prompt({}, get_prompt(params)), optimizer, seed=0)
   step = jax.jit(make_train_step(model, optimizer)).lower(state, without_prompt(params), batch)
   forward = jax.jit(lambda p: model.apply({"params": p}, *batch.values())).lower(params)
   return step.compile().as_text(), forward.compile().as_text()

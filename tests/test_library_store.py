@@ -463,3 +463,25 @@ def test_cli_add_list_show_remove_export_similarity(runs, tmp_path, capsys):
   assert "imported-9" not in [e.id for e in library.entries()]
   assert main(["library", "show", "--library", lib, "imported-9"]) == 2
   assert "'imported-9'" in capsys.readouterr().err
+
+
+def test_entries_of_different_methods_never_mix(tmp_path):
+  """A prompt-encoder entry is indexed apart from prompt entries of the same frozen model;
+  non-prompt methods' runs are refused with the way to transfer them."""
+  library = PromptLibrary(str(tmp_path / "lib"), create=True)
+  encoder_model = ModelIdentity(MODEL.name, MODEL.emb_dim, MODEL.fingerprint, "prompt_encoder")
+  assert encoder_model.index_key != MODEL.index_key
+  assert ModelIdentity.from_dict(json.loads(json.dumps(MODEL.__dict__))) == MODEL
+  library.add(task=TASKS[0], value=prompt(0), key=prompt(1), model=MODEL, entry_id="p")
+  library.add(task=TASKS[1], value=prompt(2), key=prompt(3), model=encoder_model, entry_id="e")
+  assert [e.id for e in library.entries(model=MODEL)] == ["p"]
+  assert [e.id for e in library.entries(model=encoder_model)] == ["e"]
+  assert "method prompt_encoder" in str(encoder_model)
+  run = tmp_path / "lora_run"
+  run.mkdir()
+  run_dir.write_summary(str(run), run_dir.RunSummary(
+      task=TASKS[0], model={"name": "tiny", "config": {"emb_dim": 6}, "fingerprint": "fp"},
+      prompt_length=0, seed=0, batch_size=4, feature_lengths={}, train_steps=1, key_step=1,
+      steps_done=1, best_step=1, finished=True, method="lora"))
+  with pytest.raises(LibraryError, match="method 'lora'.*init_from"):
+    library.add_run_dir(str(run))

@@ -10,6 +10,7 @@ import pytest
 from jax.sharding import AbstractMesh, PartitionSpec as P
 
 from multihost_worker import assert_same_training, start_worker, wait_workers
+from spot_jax.methods import METHODS
 from spot_jax.models import T5, get_config
 from spot_jax.train import partitioning
 
@@ -160,13 +161,16 @@ def test_maybe_initialize_distributed_from_env(monkeypatch):
 
 
 def test_data_and_model_sharded_training_matches_one_device(tmp_path):
-  """4 x 2 mesh of simulated CPU devices == 1 device: same losses and prompt, dropout on."""
+  """4 x 2 mesh of simulated CPU devices == 1 device: same losses, prompt and every other
+  method's trainables (replicated), dropout on."""
   one, eight = tmp_path / "one.npz", tmp_path / "eight.npz"
   logs = [tmp_path / "one.log", tmp_path / "eight.log"]
-  wait_workers([start_worker(one, 1, data=1, model=1, log=logs[0]),
-                start_worker(eight, 8, data=4, model=2, log=logs[1])], logs)
+  others = ",".join(name for name in METHODS if name != "prompt")
+  wait_workers([start_worker(one, 1, data=1, model=1, log=logs[0], methods=others),
+                start_worker(eight, 8, data=4, model=2, log=logs[1], methods=others)], logs)
   reference, result = dict(np.load(one)), dict(np.load(eight))
   assert int(result["device_count"]) == 8 and result["mesh_shape"].tolist() == [4, 2]
   assert {"query_sharded", "embedding_sharded", "shard_contents", "mesh_errors"} <= set(
       result["checks"].tolist())
   assert_same_training(result, reference)
+  assert {f"{name}:losses" for name in METHODS if name != "prompt"} <= set(result)

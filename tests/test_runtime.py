@@ -41,7 +41,7 @@ from spot_jax import runtime
 sync = runtime.configure_host()
 import jax, numpy as np
 from spot_jax.models import T5, get_config
-from spot_jax.prompts import from_sampled_vocab, without_prompt
+from spot_jax.prompts import from_sampled_vocab, with_prompt, without_prompt
 from spot_jax.train.optimizer import prompt_adafactor
 from spot_jax.train.step import init_train_state, make_train_step
 def memory(field):
@@ -55,9 +55,8 @@ batch = {"encoder_input_tokens": tokens[:, :256], "decoder_target_tokens": token
 params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens[:1, :256], tokens[:1, 256:])
 frozen = without_prompt(params["params"])
 optimizer = prompt_adafactor()
-state = init_train_state(from_sampled_vocab(jax.random.PRNGKey(1),
-                                            frozen["token_embedder"]["embedding"], 100),
-                         optimizer, seed=0)
+state = init_train_state(with_prompt({}, from_sampled_vocab(
+    jax.random.PRNGKey(1), frozen["token_embedder"]["embedding"], 100)), optimizer, seed=0)
 step = jax.jit(make_train_step(model, optimizer), donate_argnums=(0,))
 state, metrics = jax.block_until_ready(step(state, frozen, batch))
 start = memory("VmRSS:")

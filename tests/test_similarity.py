@@ -180,3 +180,16 @@ def test_run_similarity_has_one_row_per_seeded_entry(two_task_library, tmp_path)
   library.add(task="z", value=np.ones((2, 2)), key=np.ones((2, 2)), model=model)
   with pytest.raises(LibraryError, match="have no seed"):
     similarity.run_similarity(library, "cosine")
+
+
+def test_ensemble_is_the_mean_of_the_methods_similarities():
+  rng = np.random.default_rng(7)
+  queries = {"prompt": rng.normal(size=8), "lora": rng.normal(size=30)}
+  keys = {"prompt": rng.normal(size=(5, 8)), "lora": rng.normal(size=(5, 30))}
+  expected = (similarity.scores("cosine", queries["prompt"], keys["prompt"])
+              + similarity.scores("cosine", queries["lora"], keys["lora"])) / 2
+  np.testing.assert_allclose(similarity.ensemble_scores("cosine", queries, keys), expected)
+  with pytest.raises(similarity.LibraryError, match="same sources"):
+    similarity.ensemble_scores("cosine", queries, dict(keys, lora=keys["lora"][:4]))
+  with pytest.raises(similarity.LibraryError, match="one query and one key matrix per method"):
+    similarity.ensemble_scores("cosine", {"prompt": queries["prompt"]}, keys)

@@ -81,7 +81,7 @@ def test_compiled_step_has_no_weight_gradient_products():
   params = model.init(jax.random.PRNGKey(0), tokens, tokens[:, :5])["params"]
   frozen = dict(params, encoder={k: v for k, v in params["encoder"].items() if k != "prompt"})
   optimizer = prompt_adafactor()
-  state = init_train_state(params["encoder"]["prompt"]["prompt"]["prompt"], optimizer, 0)
+  state = init_train_state({"encoder": {"prompt": params["encoder"]["prompt"]}}, optimizer, 0)
   batch = {"encoder_input_tokens": tokens, "decoder_input_tokens": tokens[:, :5],
            "decoder_target_tokens": tokens[:, :5]}
   step = jax.jit(make_train_step(model, optimizer))

@@ -25,6 +25,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="also write test-split predictions in the GLUE (TSV) / SuperGLUE "
                              "(JSONL) submission format; a directory for a mixture")
   evaluate.set_defaults(func=run_eval, accepts_gin=True)
+  export = subparsers.add_parser(
+      "export", help="write a run's LoRA/IA3 folded into its frozen model as a T5X checkpoint")
+  export.add_argument("--merged", action="store_true", required=True,
+                      help="fold the trainables into the frozen kernels (the only export)")
+  export.add_argument("--run", required=True, help="the run's MODEL_DIR")
+  export.add_argument("--output", required=True, help="the T5X checkpoint directory to write")
+  export.add_argument("--step", type=int, default=None, help="default: the run's best step")
+  export.add_argument("--overwrite", action="store_true")
+  export.set_defaults(func=run_export)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -62,4 +71,11 @@ def run_eval(args: argparse.Namespace) -> int:
     for task, (path, invalid) in write_test_predictions(cfg, args.predictions_out).items():
       note = f" ({invalid} invalid predictions written as class 0)" if invalid else ""
       print(f"Wrote {task} test predictions to {path}{note}")
+  return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+  from spot_jax.train.export import export_merged
+  path = export_merged(args.run, args.output, args.step, args.overwrite)
+  print(f"Wrote {path}")
   return 0

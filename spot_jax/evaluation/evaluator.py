@@ -21,7 +21,7 @@ import seqio
 
 from spot_jax.evaluation import scoring
 from spot_jax.models.t5 import T5
-from spot_jax.prompts import with_prompt
+from spot_jax.methods import Trainables, combine
 from spot_jax.tasks_util import subtasks_with_metrics, task_labels as declared_labels
 from spot_jax.train.data import feature_converter, pad_batch
 
@@ -120,9 +120,10 @@ class PromptEvaluator:
     if not self.tasks:
       raise ValueError(f"{task_name!r} has no task with metrics to evaluate")
 
-  def evaluate(self, prompt: jax.Array, step: int | None = None) -> dict[str, dict[str, float]]:
-    """{task name: {metric: value}} for the prompt [L, embed]."""
-    params = with_prompt(self.frozen_params, self.place(np.asarray(prompt, np.float32)))
+  def evaluate(self, trainables: Trainables, step: int | None = None
+               ) -> dict[str, dict[str, float]]:
+    """{task name: {metric: value}} for a method's trainables (e.g. `with_prompt({}, prompt)`)."""
+    params = self._combined(trainables)
     results = {}
     for name, data in self.tasks.items():
       metrics_future, _ = data.evaluator.evaluate(compute_metrics=True, step=step,
@@ -130,10 +131,11 @@ class PromptEvaluator:
       results[name] = {k: float(v) for k, v in metrics_future.result()[name].items()}
     return results
 
-  def predict(self, prompt: jax.Array) -> dict[str, list[tuple[Mapping[str, Any], Any]]]:
+  def predict(self, trainables: Trainables
+              ) -> dict[str, list[tuple[Mapping[str, Any], Any]]]:
     """{task name: [(example, postprocessed prediction)]} in split order, without metrics
     (for splits without labels, e.g. GLUE/SuperGLUE test sets)."""
-    params = with_prompt(self.frozen_params, self.place(np.asarray(prompt, np.float32)))
+    params = self._combined(trainables)
     outputs = {}
     for name, data in self.tasks.items():
       rows = sorted(self._predict_fn(params, data)(data.evaluator.cached_model_datasets[name]),
@@ -145,6 +147,11 @@ class PromptEvaluator:
                                         is_target=False))
           for example, (_, row) in zip(examples, rows, strict=True)]
     return outputs
+
+  def _combined(self, trainables: Trainables) -> Any:
+    """The frozen parameters with the method's trainables placed on the mesh."""
+    return combine(self.frozen_params,
+                   jax.tree.map(lambda x: self.place(np.asarray(x, np.float32)), trainables))
 
   def _predict_fn(self, params: Any, data: _TaskData):
     """seqio's predict_fn: [(index, tokens)], every row as long as the longest prediction

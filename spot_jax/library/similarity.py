@@ -17,7 +17,7 @@ score is "higher = more similar".
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -157,6 +157,23 @@ def scores(metric: str, query: np.ndarray, keys: np.ndarray) -> np.ndarray:
       d = token_distance(q, chunk.reshape(-1, chunk.shape[-1]))  # [Lq, K * L]
       parts.append(_inverse(d.reshape(q.shape[0], chunk.shape[0], -1).mean(axis=(0, 2))))
   return np.concatenate(parts) if parts else np.zeros((0,), np.float64)
+
+
+def ensemble_scores(metric: str, queries: Mapping[str, np.ndarray],
+                    keys: Mapping[str, np.ndarray]) -> np.ndarray:
+  """The mean over methods of `scores(metric, queries[m], keys[m])`, [N] (TuPaTE Table 3).
+
+  One query and one key matrix per method (e.g. prompt keys pooled [N, E], LoRA task embeddings
+  [N, D]); row i of every method's keys must be the same source. Each method's embeddings are
+  only ever compared with the same method's.
+  """
+  if not queries or set(queries) != set(keys):
+    raise LibraryError(f"An ensemble needs one query and one key matrix per method; got queries "
+                       f"for {sorted(queries)} and keys for {sorted(keys)}")
+  rows = {m: np.shape(k)[0] for m, k in keys.items()}
+  if len(set(rows.values())) != 1:
+    raise LibraryError(f"Every method must score the same sources; key rows per method: {rows}")
+  return np.mean([scores(metric, queries[m], keys[m]) for m in sorted(queries)], axis=0)
 
 
 def pairwise(metric: str, keys: np.ndarray) -> np.ndarray:

@@ -55,6 +55,8 @@ INDEX_DIR = "index"
 QUARANTINE_DIR = "quarantine"
 STALE_SECONDS = 3600  # a temporary entry or trash directory older than this is a dead writer's.
 ENTRY_JSON, VALUE_NPY, KEY_NPY, POOLED_NPZ = "entry.json", "value.npy", "key.npy", "pooled.npz"
+# Methods whose run directories hold `encoder.prompt.prompt.prompt` [L, embed] (spot_jax.methods).
+PROMPT_LIKE_METHODS = ("prompt", "prompt_encoder")
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 PEFT_WEIGHTS, PEFT_CONFIG, PEFT_TENSOR = (
     "adapter_model.safetensors", "adapter_config.json", "prompt_embeddings")
@@ -68,34 +70,45 @@ class IndexUpdateError(LibraryError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelIdentity:
-  """The frozen model an entry was trained on; prompts of different models never mix."""
+  """The frozen model an entry was trained on, and the method whose embeddings it holds;
+  entries of different models or methods never mix (one index per identity)."""
 
   name: str
   emb_dim: int
   fingerprint: str
+  method: str = "prompt"  # a prompt-like spot_jax.methods method (prompt, prompt_encoder).
 
   @classmethod
   def from_run_summary(cls, summary: run_dir.RunSummary | Mapping[str, Any]) -> ModelIdentity:
     """From RunSummary.model (name, config["emb_dim"], fingerprint), or run.json as a dict."""
     model = summary["model"] if isinstance(summary, Mapping) else summary.model
+    method = (summary.get("method", "prompt") if isinstance(summary, Mapping)
+              else summary.method)
     try:
-      return cls(str(model["name"]), int(model["config"]["emb_dim"]), str(model["fingerprint"]))
+      return cls(str(model["name"]), int(model["config"]["emb_dim"]), str(model["fingerprint"]),
+                 str(method))
     except (KeyError, TypeError) as e:
       raise LibraryError(f"Run summary model {model!r} lacks name, config.emb_dim or "
                          f"fingerprint ({e})") from None
 
   @classmethod
   def from_dict(cls, data: Mapping[str, Any]) -> ModelIdentity:
-    return cls(str(data["name"]), int(data["emb_dim"]), str(data["fingerprint"]))
+    return cls(str(data["name"]), int(data["emb_dim"]), str(data["fingerprint"]),
+               str(data.get("method", "prompt")))
 
   @property
   def index_key(self) -> str:
-    """A filename-safe digest of the identity (fingerprints may hold any character)."""
-    text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+    """A filename-safe digest of the identity (fingerprints may hold any character); prompt
+    entries keep the key they had before methods were recorded."""
+    identity = dataclasses.asdict(self)
+    if self.method == "prompt":
+      del identity["method"]
+    text = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
   def __str__(self) -> str:
-    return f"{self.name} (emb_dim {self.emb_dim}, fingerprint {self.fingerprint})"
+    method = "" if self.method == "prompt" else f", method {self.method}"
+    return f"{self.name} (emb_dim {self.emb_dim}, fingerprint {self.fingerprint}{method})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,6 +351,10 @@ class PromptLibrary:
       raise LibraryError(f"Run {model_dir} is not finished ({summary.steps_done}/"
                          f"{summary.train_steps} steps); finish it, or add its prompts with "
                          "add_npy")
+    if summary.method not in PROMPT_LIKE_METHODS:
+      raise LibraryError(f"Run {model_dir} trained method {summary.method!r}; the library holds "
+                         f"prompt-like methods only ({', '.join(PROMPT_LIKE_METHODS)}): use its "
+                         "numpy checkpoint with TrainConfig.init_from to transfer it")
     key_step = summary.key_step if key_step is None else int(key_step)
     steps = run_dir.prompt_steps(model_dir)
     prompts = {}

@@ -7,6 +7,8 @@ query initialiser), relative position bias shared by the layers of a stack.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -41,11 +43,77 @@ class RMSNorm(nn.Module):
     return jnp.asarray(y, self.dtype) * jnp.asarray(scale, self.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class MethodHooks:
+  """What a parameter-efficient method adds to the frozen T5 (all off by default).
+
+  One frozen config passed down the model; each field is read at the one place it acts:
+  input combination (`prompt_length`, `prompt_encoder_hidden`), the dense-layer factory
+  (`lora_*`, `bias_targets`, `ia3_targets`) and attention after projection (`prefix_*`).
+  Targets are regexes searched in the slash-joined module path of a dense layer, e.g.
+  'encoder/layers_0/attention/query'. Added parameters sit beside the frozen ones, so the frozen
+  names and shapes never change (see `spot_jax.methods`).
+  """
+
+  prompt_length: int = 0  # a soft prompt [L, embed] prepended to the embedded input.
+  prompt_encoder_hidden: int = 0  # > 0: the prompt is an MLP over a prompt table.
+  lora_rank: int = 0
+  lora_alpha: float = 8.0
+  lora_targets: str = ""
+  bias_targets: str = ""
+  ia3_targets: str = ""  # output scaling; `ia3_input_targets`: input scaling (MLP hidden).
+  ia3_input_targets: str = ""
+  prefix_length: int = 0  # per-layer key/value prefixes in the encoder self-attention.
+  prefix_decoder: bool = False  # also in the decoder self-attention.
+
+
+class HookedDense(nn.Module):
+  """A bias-free dense layer with T5X's 2-D `kernel` [in, out], plus the method's additions.
+
+  LoRA (HF PEFT `lora.Linear.forward`): y = x W + (x A) B * alpha / rank, `lora_a` [in, rank]
+  (kaiming-uniform with a = sqrt(5), as PEFT's `reset_lora_parameters`), `lora_b` [rank, out]
+  zero-initialised. Bias: y = x W + b, `bias` [out] zero-initialised. IA3 (PEFT
+  `ia3.Linear.forward`): y = (x W) * l with `ia3_scale` [out], or for feed-forward targets
+  y = (x * l) W with `ia3_scale` [in]; initialised to one. x W is computed exactly as
+  `nn.Dense` does, so with the hooks off the layer is `nn.Dense(use_bias=False)`.
+  """
+
+  features: int
+  config: T5Config
+  hooks: MethodHooks = MethodHooks()
+  kernel_init: Initializer = default_kernel_init
+
+  def _targeted(self, pattern: str) -> bool:
+    return bool(pattern) and re.search(pattern, "/".join(self.scope.path)) is not None
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    dtype, hooks = self.config.compute_dtype, self.hooks
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+    if self._targeted(hooks.ia3_input_targets):
+      scale = self.param("ia3_scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+      x = x * scale.astype(x.dtype)
+    inputs, kernel_c = x.astype(dtype), kernel.astype(dtype)
+    y = jax.lax.dot_general(inputs, kernel_c, (((inputs.ndim - 1,), (0,)), ((), ())))
+    if hooks.lora_rank and self._targeted(hooks.lora_targets):
+      a = self.param("lora_a", nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+                     (x.shape[-1], hooks.lora_rank), jnp.float32)
+      b = self.param("lora_b", nn.initializers.zeros, (hooks.lora_rank, self.features),
+                     jnp.float32)
+      y = y + (inputs @ a.astype(dtype)) @ b.astype(dtype) * (hooks.lora_alpha / hooks.lora_rank)
+    if self._targeted(hooks.bias_targets):
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(dtype)
+    if self._targeted(hooks.ia3_targets):
+      y = y * self.param("ia3_scale", nn.initializers.ones, (self.features,),
+                         jnp.float32).astype(dtype)
+    return y
+
+
 def dense(features: int, name: str, config: T5Config,
-          kernel_init: Initializer = default_kernel_init) -> nn.Dense:
-  """A bias-free dense layer with a 2-D `kernel` [in, out] as in T5X."""
-  return nn.Dense(features, use_bias=False, dtype=config.compute_dtype,
-                  param_dtype=jnp.float32, kernel_init=kernel_init, name=name)
+          kernel_init: Initializer = default_kernel_init,
+          hooks: MethodHooks = MethodHooks()) -> HookedDense:
+  """The dense-layer factory: a bias-free [in, out] `kernel` as in T5X, with the method hooks."""
+  return HookedDense(features, config, hooks, kernel_init, name=name)
 
 
 def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool,
@@ -92,19 +160,27 @@ class RelativePositionBias(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-  """T5 attention: `query`, `key`, `value` [embed, heads*head_dim], `out` [heads*head_dim, embed]."""
+  """T5 attention: `query`, `key`, `value` [embed, heads*head_dim], `out` [heads*head_dim, embed].
+
+  With `prefix_length` P > 0 (prefix tuning, P-tuning v2), learned `prefix_key` and
+  `prefix_value` [P, heads, head_dim] are prepended to the projected keys and values; the bias
+  then covers P + k keys (see `prefix_bias`).
+  """
 
   config: T5Config
+  hooks: MethodHooks = MethodHooks()
+  prefix_length: int = 0
 
   @nn.compact
   def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Array,
                deterministic: bool, decode: str | None = None) -> Array:
-    """inputs_q [b, q, e], inputs_kv [b, k, e], bias [b or 1, h or 1, q, k] -> [b, q, e].
+    """inputs_q [b, q, e], inputs_kv [b, k, e], bias [b or 1, h or 1, q, P+k] -> [b, q, e].
 
     `decode` keeps keys/values in the `cache` collection (see `_cached_key_value`):
-    "self" appends this call's one position, "cross" projects the encoder output once.
+    "self" appends this call's one position, "cross" projects the encoder output once. The
+    cache holds the projected keys/values only; a prefix is prepended after it.
     """
-    cfg = self.config
+    cfg, hooks = self.config, self.hooks
     inner = cfg.num_heads * cfg.head_dim
     depth_scaling = float(np.sqrt(cfg.head_dim))
 
@@ -114,22 +190,33 @@ class MultiHeadAttention(nn.Module):
     def heads(x: Array) -> Array:
       return x.reshape(x.shape[:-1] + (cfg.num_heads, cfg.head_dim))
 
-    query = heads(dense(inner, "query", cfg, query_init)(inputs_q))
+    query = heads(dense(inner, "query", cfg, query_init, hooks)(inputs_q))
     if decode == "cross" and self.has_variable("cache", "cached_key"):
       key, value = self.get_variable("cache", "cached_key"), self.get_variable("cache",
                                                                                 "cached_value")
     else:
-      key = heads(dense(inner, "key", cfg)(inputs_kv))
-      value = heads(dense(inner, "value", cfg)(inputs_kv))
+      key = heads(dense(inner, "key", cfg, hooks=hooks)(inputs_kv))
+      value = heads(dense(inner, "value", cfg, hooks=hooks)(inputs_kv))
       if decode is not None:
         key, value = self._cached_key_value(key, value, decode)
+    if self.prefix_length:
+      key, value = (self._with_prefix(name, x) for name, x in
+                    (("prefix_key", key), ("prefix_value", value)))
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key) + bias.astype(query.dtype)
     weights = jax.nn.softmax(logits.astype(jnp.float32)).astype(cfg.compute_dtype)
     weights = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(
         weights, deterministic=deterministic)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
     out = out.reshape(out.shape[:-2] + (inner,))
-    return dense(cfg.emb_dim, "out", cfg)(out)
+    return dense(cfg.emb_dim, "out", cfg, hooks=hooks)(out)
+
+  def _with_prefix(self, name: str, x: Array) -> Array:
+    """[b, k, h, d] -> [b, P+k, h, d] with the learned prefix [P, h, d] first."""
+    cfg = self.config
+    prefix = self.param(name, nn.initializers.normal(stddev=1.0),
+                        (self.prefix_length, cfg.num_heads, cfg.head_dim), jnp.float32)
+    prefix = jnp.broadcast_to(prefix.astype(x.dtype), (x.shape[0],) + prefix.shape)
+    return jnp.concatenate([prefix, x], axis=1)
 
   def _cached_key_value(self, key: Array, value: Array, decode: str) -> tuple[Array, Array]:
     """The key/value cache of incremental decoding, as flaxformer's dense_attention
@@ -160,14 +247,16 @@ class GatedGeluMlp(nn.Module):
   """gelu(x W_0) * (x W_1) -> dropout -> W_o; params `wi_0`, `wi_1` [embed, mlp], `wo` [mlp, embed]."""
 
   config: T5Config
+  hooks: MethodHooks = MethodHooks()
 
   @nn.compact
   def __call__(self, x: Array, deterministic: bool) -> Array:
-    cfg = self.config
-    gate = jax.nn.gelu(dense(cfg.mlp_dim, "wi_0", cfg, mlp_kernel_init)(x), approximate=True)
-    hidden = gate * dense(cfg.mlp_dim, "wi_1", cfg, mlp_kernel_init)(x)
+    cfg, hooks = self.config, self.hooks
+    gate = jax.nn.gelu(dense(cfg.mlp_dim, "wi_0", cfg, mlp_kernel_init, hooks)(x),
+                       approximate=True)
+    hidden = gate * dense(cfg.mlp_dim, "wi_1", cfg, mlp_kernel_init, hooks)(x)
     hidden = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(hidden, deterministic=deterministic)
-    return dense(cfg.emb_dim, "wo", cfg, mlp_kernel_init)(hidden)
+    return dense(cfg.emb_dim, "wo", cfg, mlp_kernel_init, hooks)(hidden)
 
 
 def sublayer_dropout(config: T5Config) -> nn.Dropout:
@@ -178,3 +267,10 @@ def sublayer_dropout(config: T5Config) -> nn.Dropout:
 def mask_to_bias(mask: Array, dtype: Any) -> Array:
   """Boolean mask [b, 1, q, k] -> additive bias with 0 where allowed and MASK_VALUE elsewhere."""
   return jnp.where(mask, 0.0, MASK_VALUE).astype(dtype)
+
+
+def prefix_position_bias(relpos: "RelativePositionBias", prefix_length: int, length: int) -> Array:
+  """Relative position bias [1, h, length, P+length] with the P prefix keys at the positions
+  just before the first token, as HF T5 places a past key/value cache (`T5Attention.forward`:
+  the bias over P+length positions, last `length` query rows)."""
+  return relpos(prefix_length + length, prefix_length + length)[:, :, prefix_length:, :]

@@ -16,55 +16,67 @@ Param tree (under `params`):
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from spot_jax.models import layers
 from spot_jax.models.config import T5Config
-from spot_jax.prompts import Prompt
+from spot_jax.models.layers import MethodHooks
+from spot_jax.prompts import Prompt, PromptEncoder
 
 Array = jax.Array
 
 
 class EncoderLayer(nn.Module):
   config: T5Config
+  hooks: MethodHooks = MethodHooks()
 
   @nn.compact
   def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
-    """x [b, l, e], bias [b, h, l, l] -> [b, l, e]."""
-    cfg = self.config
+    """x [b, l, e], bias [b, h, l, P+l] (P = hooks.prefix_length) -> [b, l, e]."""
+    cfg, hooks = self.config, self.hooks
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="pre_attention_layer_norm")(x)
-    y = layers.MultiHeadAttention(cfg, name="attention")(y, y, bias, deterministic)
+    y = layers.MultiHeadAttention(cfg, hooks, hooks.prefix_length, name="attention")(
+        y, y, bias, deterministic)
     x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="pre_mlp_layer_norm")(x)
-    y = layers.GatedGeluMlp(cfg, name="mlp")(y, deterministic)
+    y = layers.GatedGeluMlp(cfg, hooks, name="mlp")(y, deterministic)
     return x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
 
 
 class DecoderLayer(nn.Module):
   config: T5Config
+  hooks: MethodHooks = MethodHooks()
 
   @nn.compact
   def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array,
                deterministic: bool, decode: bool = False) -> Array:
-    """x [b, t, e], encoded [b, s, e], self_bias [b, h, t, t], cross_bias [b, 1, t, s].
+    """x [b, t, e], encoded [b, s, e], self_bias [b, h, t, P+t] (P = decoder prefix length),
+    cross_bias [b, 1, t, s].
 
     `decode`: keys/values in the `cache` collection (one new position per call).
     """
-    cfg = self.config
+    cfg, hooks = self.config, self.hooks
     eps, dtype = cfg.layer_norm_epsilon, cfg.compute_dtype
     y = layers.RMSNorm(eps, dtype, name="pre_self_attention_layer_norm")(x)
-    y = layers.MultiHeadAttention(cfg, name="self_attention")(
+    y = layers.MultiHeadAttention(cfg, hooks, decoder_prefix_length(hooks),
+                                  name="self_attention")(
         y, y, self_bias, deterministic, "self" if decode else None)
     x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
     y = layers.RMSNorm(eps, dtype, name="pre_cross_attention_layer_norm")(x)
-    y = layers.MultiHeadAttention(cfg, name="encoder_decoder_attention")(
+    y = layers.MultiHeadAttention(cfg, hooks, name="encoder_decoder_attention")(
         y, encoded, cross_bias, deterministic, "cross" if decode else None)
     x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
     y = layers.RMSNorm(eps, dtype, name="pre_mlp_layer_norm")(x)
-    y = layers.GatedGeluMlp(cfg, name="mlp")(y, deterministic)
+    y = layers.GatedGeluMlp(cfg, hooks, name="mlp")(y, deterministic)
     return x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
+
+
+def decoder_prefix_length(hooks: MethodHooks) -> int:
+  return hooks.prefix_length if hooks.prefix_decoder else 0
 
 
 def _maybe_remat(layer_cls: type[nn.Module], config: T5Config, *static_argnums: int):
@@ -74,29 +86,35 @@ def _maybe_remat(layer_cls: type[nn.Module], config: T5Config, *static_argnums: 
 
 
 class Encoder(nn.Module):
-  """Embeds tokens, prepends the soft prompt, runs the bidirectional stack."""
+  """Embeds tokens, combines them with the soft prompt (input combination hook), runs the
+  bidirectional stack."""
 
   config: T5Config
   shared_embedding: nn.Module
-  prompt_length: int = 0
+  hooks: MethodHooks = MethodHooks()
 
   @nn.compact
   def __call__(self, tokens: Array, deterministic: bool) -> tuple[Array, Array]:
-    """tokens [b, s] -> (encoded [b, L+s, e], mask [b, L+s] bool); L = prompt_length."""
-    cfg = self.config
+    """tokens [b, s] -> (encoded [b, L+s, e], mask [b, L+s] bool); L = prompt length."""
+    cfg, hooks = self.config, self.hooks
     x = self.shared_embedding(tokens).astype(cfg.compute_dtype)
     mask = tokens > 0
-    if self.prompt_length:
-      x, mask = Prompt(self.prompt_length, cfg.emb_dim, name="prompt")(x, mask)
+    if hooks.prompt_length and hooks.prompt_encoder_hidden:
+      x, mask = PromptEncoder(hooks.prompt_length, cfg.emb_dim, hooks.prompt_encoder_hidden,
+                              name="prompt_encoder")(x, mask)
+    elif hooks.prompt_length:
+      x, mask = Prompt(hooks.prompt_length, cfg.emb_dim, name="prompt")(x, mask)
     x = layers.sublayer_dropout(cfg)(x, deterministic=deterministic)
-    length = x.shape[1]
-    position_bias = layers.RelativePositionBias(
+    length, prefix = x.shape[1], hooks.prefix_length
+    relpos = layers.RelativePositionBias(
         cfg.num_heads, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
-        bidirectional=True, dtype=cfg.compute_dtype, name="relpos_bias")(length, length)
-    bias = position_bias + layers.mask_to_bias(mask[:, None, None, :], cfg.compute_dtype)
-    layer_cls = _maybe_remat(EncoderLayer, cfg, 3)
+        bidirectional=True, dtype=cfg.compute_dtype, name="relpos_bias")
+    position_bias = layers.prefix_position_bias(relpos, prefix, length)
+    key_mask = jnp.concatenate([jnp.ones((mask.shape[0], prefix), bool), mask], axis=1)
+    bias = position_bias + layers.mask_to_bias(key_mask[:, None, None, :], cfg.compute_dtype)
+    layer_cls = _maybe_remat(EncoderLayer, cfg, 3)  # deterministic
     for i in range(cfg.num_encoder_layers):
-      x = layer_cls(cfg, name=f"layers_{i}")(x, bias, deterministic)
+      x = layer_cls(cfg, hooks, name=f"layers_{i}")(x, bias, deterministic)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="encoder_norm")(x)
     return layers.sublayer_dropout(cfg)(x, deterministic=deterministic), mask
 
@@ -106,6 +124,7 @@ class Decoder(nn.Module):
 
   config: T5Config
   shared_embedding: nn.Module
+  hooks: MethodHooks = MethodHooks()
 
   @nn.compact
   def __call__(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
@@ -117,42 +136,48 @@ class Decoder(nn.Module):
     without targets (decoding) only the causal mask applies. `max_decode_length` switches to
     incremental decoding with the `cache` collection (see `decode_step`).
     """
-    cfg = self.config
-    length = decoder_input_tokens.shape[1]
+    cfg, hooks = self.config, self.hooks
+    length, prefix = decoder_input_tokens.shape[1], decoder_prefix_length(hooks)
     x = self.shared_embedding(decoder_input_tokens).astype(cfg.compute_dtype)
     x = layers.sublayer_dropout(cfg)(x, deterministic=deterministic)
     relpos = layers.RelativePositionBias(
         cfg.num_heads, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
         bidirectional=False, dtype=cfg.compute_dtype, name="relpos_bias")
-    causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
+    # Prefix keys (positions before the first token) are visible to every query.
+    prefix_keys = lambda rows: jnp.ones((rows, prefix), bool)
     if max_decode_length is not None:
-      # One query at `position` over the cached keys 0..max_decode_length-1 (flaxformer's
-      # RelativePositionBiases in decode mode: the bias row of the current position).
+      # One query at `position` over the P prefix keys and the cached keys
+      # 0..max_decode_length-1 (flaxformer's RelativePositionBiases in decode mode: the bias
+      # row of the current position).
       initialized = self.has_variable("cache", "position")
       position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
       keys = jnp.arange(max_decode_length)
       position_bias = jax.lax.dynamic_slice_in_dim(
-          relpos(max_decode_length, max_decode_length), position.value, 1, axis=2)
-      self_mask = (keys <= position.value)[None, None, None, :]
+          layers.prefix_position_bias(relpos, prefix, max_decode_length), position.value, 1,
+          axis=2)
+      self_mask = jnp.concatenate([prefix_keys(1), (keys <= position.value)[None]],
+                                  axis=1)[None, None]
       cross_mask = encoder_mask[:, None, None, :]
       if initialized:
         position.value = position.value + 1
-    elif decoder_target_tokens is not None:
-      position_bias = relpos(length, length)
-      valid = decoder_target_tokens > 0
-      self_mask = causal & valid[:, None, :, None] & valid[:, None, None, :]
-      cross_mask = valid[:, None, :, None] & encoder_mask[:, None, None, :]
     else:
-      position_bias = relpos(length, length)
-      self_mask = causal
-      cross_mask = encoder_mask[:, None, None, :]
+      position_bias = layers.prefix_position_bias(relpos, prefix, length)
+      causal = jnp.tril(jnp.ones((length, prefix + length), bool), k=prefix)[None, None]
+      if decoder_target_tokens is not None:
+        valid = decoder_target_tokens > 0
+        valid_keys = jnp.concatenate([prefix_keys(valid.shape[0]), valid], axis=1)
+        self_mask = causal & valid[:, None, :, None] & valid_keys[:, None, None, :]
+        cross_mask = valid[:, None, :, None] & encoder_mask[:, None, None, :]
+      else:
+        self_mask = causal
+        cross_mask = encoder_mask[:, None, None, :]
     self_bias = position_bias + layers.mask_to_bias(self_mask, cfg.compute_dtype)
     cross_bias = layers.mask_to_bias(cross_mask, cfg.compute_dtype)
     layer_cls = _maybe_remat(DecoderLayer, cfg, 5, 6)  # deterministic, decode
     decode = max_decode_length is not None
     for i in range(cfg.num_decoder_layers):
-      x = layer_cls(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias, deterministic,
-                                              decode)
+      x = layer_cls(cfg, hooks, name=f"layers_{i}")(x, encoded, self_bias, cross_bias,
+                                                    deterministic, decode)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="decoder_norm")(x)
     x = layers.sublayer_dropout(cfg)(x, deterministic=deterministic)
     return nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
@@ -160,13 +185,22 @@ class Decoder(nn.Module):
 
 
 class T5(nn.Module):
-  """T5 1.1 encoder-decoder; `prompt_length` > 0 adds a soft prompt to the encoder input.
+  """T5 1.1 encoder-decoder; `hooks` add a parameter-efficient method's parameters
+  (`prompt_length` > 0 is shorthand for a soft prompt of that length).
 
   Dropout needs the `dropout` rng when `enable_dropout=True`.
   """
 
   config: T5Config
   prompt_length: int = 0
+  hooks: MethodHooks = MethodHooks()
+
+  @property
+  def method_hooks(self) -> MethodHooks:
+    """The hooks with the `prompt_length` shorthand applied."""
+    if self.prompt_length:
+      return dataclasses.replace(self.hooks, prompt_length=self.prompt_length)
+    return self.hooks
 
   def setup(self):
     cfg = self.config
@@ -174,8 +208,9 @@ class T5(nn.Module):
                                    param_dtype=jnp.float32,
                                    embedding_init=nn.initializers.normal(stddev=1.0),
                                    name="token_embedder")
-    self.encoder = Encoder(cfg, self.token_embedder, self.prompt_length, name="encoder")
-    self.decoder = Decoder(cfg, self.token_embedder, name="decoder")
+    hooks = self.method_hooks
+    self.encoder = Encoder(cfg, self.token_embedder, hooks, name="encoder")
+    self.decoder = Decoder(cfg, self.token_embedder, hooks, name="decoder")
 
   def encode(self, encoder_input_tokens: Array, *, enable_dropout: bool = False
              ) -> tuple[Array, Array]:

@@ -43,13 +43,13 @@ def _evaluator(cfg: EvalConfig, split: str) -> tuple[PromptEvaluator, Any]:
   prompt = prompts.from_file(cfg.prompt_file, cfg.prompt_length, model.config.emb_dim)
   evaluator = PromptEvaluator(model, frozen_params, cfg.task, cfg.batch_size,
                               mode=cfg.eval_mode, split=split, num_examples=cfg.num_examples)
-  return evaluator, prompt
+  return evaluator, prompts.with_prompt({}, prompt)
 
 
 def evaluate_prompt(cfg: EvalConfig) -> dict[str, dict[str, float]]:
   """{task: {metric: value}} of the prompt in `cfg.prompt_file`; also written to output_file."""
-  evaluator, prompt = _evaluator(cfg, cfg.split)
-  results = evaluator.evaluate(prompt)
+  evaluator, trainables = _evaluator(cfg, cfg.split)
+  results = evaluator.evaluate(trainables)
   if cfg.output_file:
     atomic_write_bytes(cfg.output_file, json.dumps(results, indent=2).encode())
   return results
@@ -59,9 +59,9 @@ def write_test_predictions(cfg: EvalConfig, path: str, split: str = "test"
                            ) -> dict[str, tuple[str, int]]:
   """Predicts `split` (unlabelled: no metrics) and writes GLUE/SuperGLUE submission files
   (`evaluation.submission`); returns {task: (file, invalid predictions)}."""
-  evaluator, prompt = _evaluator(cfg, split)
+  evaluator, trainables = _evaluator(cfg, split)
   for task in evaluator.tasks:  # refuse unsupported tasks before predicting.
     submission.format_predictions(task, [], task_labels(task))
-  predictions = evaluator.predict(prompt)
+  predictions = evaluator.predict(trainables)
   return submission.write_predictions(path, predictions,
                                       {task: task_labels(task) for task in predictions})

@@ -1,9 +1,9 @@
-"""The prompt-tuning run: frozen model + task -> MODEL_DIR with prompts, metrics and a summary.
+"""A training run of any method: frozen model + task -> MODEL_DIR with trainables, metrics, summary.
 
 `train(TrainConfig(...))` is plain Python; gin only builds the TrainConfig at the command line.
 A run resumes from the last complete train-state checkpoint in MODEL_DIR, and because the data
 order is a function of (task, seed, step) and dropout keys are fold_in(rng, step), a resumed run
-ends with the same prompt as an uninterrupted one.
+ends with the same trainables as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spot_jax.fileio import atomic_write_bytes
-from spot_jax import prompts
+from spot_jax import methods, prompts
 from spot_jax.checkpoints.load import LoadedModel, fingerprint, load_model, step_offset
 from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode, encode_labels
 from spot_jax.models.config import get_config
@@ -33,7 +33,8 @@ from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task
 from spot_jax.train import checkpointer as checkpointer_lib, partitioning, run_dir
 from spot_jax.train.data import TrainBatches
 from spot_jax.train.metrics_log import MetricsLogger
-from spot_jax.train.optimizer import SPOT_LEARNING_RATE, SPOT_WEIGHT_DECAY, prompt_adafactor
+from spot_jax.train.optimizer import (ADAMW_WARMUP_FRACTION, OPTIMIZERS, SPOT_WEIGHT_DECAY,
+                                     adamw_warmup, prompt_adafactor)
 from spot_jax.train.step import TrainState, init_train_state, make_train_step
 
 PROMPT_INITS = ("sampled_vocab", "class_labels", "file", "uniform")
@@ -56,7 +57,13 @@ class TrainingInterrupted(KeyboardInterrupt):
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """One prompt-tuning run. Defaults are SPoT's (Adafactor lr 0.3, batch 32, dropout 0.1...)."""
+  """One training run. Defaults are SPoT's (prompt, Adafactor lr 0.3, batch 32, dropout 0.1...).
+
+  `method` names a `spot_jax.methods` method (its settings are gin-bound, e.g. `Lora.rank`);
+  `optimizer` and `learning_rate` default to the method's (docs/methods.md). `init_from`: a
+  numpy checkpoint directory of a run of the same method whose trainables this run starts from
+  (transfer for every method; the prompt method also takes PROMPT_FILE).
+  """
 
   model_dir: str
   task: str
@@ -73,8 +80,12 @@ class TrainConfig:
   dropout_rate: float = 0.1
   dtype: str = "float32"
   remat: bool = False
-  learning_rate: float = SPOT_LEARNING_RATE
-  weight_decay: float = SPOT_WEIGHT_DECAY
+  method: str = "prompt"
+  optimizer: str | None = None  # adafactor | adamw; None: the method's default.
+  learning_rate: float | None = None  # None: the method's default.
+  weight_decay: float | None = None  # None: Adafactor 1e-5 (SPoT), AdamW 0.
+  warmup_fraction: float = ADAMW_WARMUP_FRACTION  # AdamW only.
+  init_from: str | None = None
   decay_rate: float = 0.8
   clipping_threshold: float | None = 1.0
   step_offset: int | None = None  # None: the checkpoint's step, else the named config's (T5X).
@@ -95,9 +106,16 @@ class TrainConfig:
   overwrite: bool = False
 
 
-def build_frozen_model(cfg: TrainConfig
+def method_of(cfg: TrainConfig) -> methods.Method:
+  """The run's method with its gin-bound settings (prompt-like ones take PROMPT_LENGTH)."""
+  return methods.create(cfg.method, cfg.prompt_length)
+
+
+def build_frozen_model(cfg: TrainConfig, method: methods.Method | None = None
                        ) -> tuple[T5, dict[str, Any], dict[str, Any], LoadedModel | None]:
-  """(model, frozen params, identity for run.json, the loaded checkpoint or None)."""
+  """(model with the method's hooks, frozen params, identity for run.json, the loaded
+  checkpoint or None)."""
+  method = method or method_of(cfg)
   overrides = dict(dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, remat=cfg.remat)
   if cfg.initial_checkpoint:
     loaded = load_model(cfg.initial_checkpoint, config=get_config(cfg.model))
@@ -113,7 +131,41 @@ def build_frozen_model(cfg: TrainConfig
     loaded = None
   identity["config"] = {k: v for k, v in config.to_dict().items()
                         if k not in ("dropout_rate", "dtype", "remat")}
-  return T5(config, cfg.prompt_length), params, identity, loaded
+  return T5(config, hooks=method.hooks()), params, identity, loaded
+
+
+def make_optimizer(cfg: TrainConfig, method: methods.Method, offset: int
+                   ) -> tuple[Any, dict[str, Any]]:
+  """(optax optimizer, its settings for run.json) from the config and the method's defaults."""
+  name = cfg.optimizer or method.default_optimizer
+  lr = method.default_learning_rate if cfg.learning_rate is None else cfg.learning_rate
+  if name == "adafactor":
+    decay = SPOT_WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay
+    settings = dict(name=name, learning_rate=lr, weight_decay=decay, decay_rate=cfg.decay_rate,
+                    clipping_threshold=cfg.clipping_threshold, step_offset=offset)
+    return prompt_adafactor(lr, cfg.decay_rate, cfg.clipping_threshold, decay,
+                            step_offset=offset), settings
+  if name == "adamw":
+    decay = 0.0 if cfg.weight_decay is None else cfg.weight_decay
+    settings = dict(name=name, learning_rate=lr, weight_decay=decay,
+                    warmup_fraction=cfg.warmup_fraction, total_steps=cfg.train_steps)
+    return adamw_warmup(lr, cfg.train_steps, cfg.warmup_fraction, decay), settings
+  raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+
+
+def initial_trainables(cfg: TrainConfig, method: methods.Method, model: T5,
+                       frozen_params: Mapping[str, Any]) -> methods.Trainables:
+  """The trainables a fresh run starts from: `init_from`, else the method's init."""
+  prompt = None
+  if method.prompt_like:
+    prompt = initial_prompt(cfg, frozen_params, model.config.emb_dim)
+  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
+  fresh = method.init(key, model, frozen_params, prompt)
+  if not cfg.init_from:
+    return fresh
+  names = sorted(methods.flatten(fresh))
+  loaded = run_dir.load_trainables(cfg.init_from, names)
+  return methods.check_trainables(methods.unflatten(loaded), fresh, cfg.init_from)
 
 
 def initial_prompt(cfg: TrainConfig, params: Mapping[str, Any], emb_dim: int) -> jax.Array:
@@ -263,7 +315,7 @@ def _warn_truncation(cfg: TrainConfig, sample: int = 64) -> None:
 
 
 def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
-  """Runs (or resumes) prompt tuning; returns the run summary also written to run.json.
+  """Runs (or resumes) a run of any method; returns the run summary also written to run.json.
 
   Everything checkable is validated before MODEL_DIR is touched; a finished run with nothing
   left to do returns its summary without writing anything (read-only directories work).
@@ -271,17 +323,21 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
   partitioning.maybe_initialize_distributed()
   is_chief = jax.process_index() == 0
   cfg = validate_config(cfg)
-  model, frozen_params, identity, loaded = build_frozen_model(cfg)
+  method = method_of(cfg)
+  model, frozen_params, identity, loaded = build_frozen_model(cfg, method)
   _check_task(cfg, model)
-  summary = run_dir.RunSummary(
-      task=cfg.task, model=identity, prompt_length=cfg.prompt_length, seed=cfg.seed,
-      batch_size=cfg.batch_size, feature_lengths=dict(cfg.feature_lengths),
-      train_steps=cfg.train_steps, key_step=cfg.key_step, eval_metric=cfg.eval_metric,
-      prompt_init=cfg.prompt_init, max_train_examples=cfg.max_train_examples,
-      max_eval_examples=cfg.max_eval_examples, eval_mode=check_eval_mode(cfg.eval_mode),
-      settings=result_settings(cfg))
   offset = (step_offset(loaded, cfg.model) if cfg.step_offset is None
             else (cfg.step_offset, "STEP_OFFSET"))
+  optimizer, optimizer_settings = make_optimizer(cfg, method, offset[0])
+  summary = run_dir.RunSummary(
+      task=cfg.task, model=identity,
+      prompt_length=cfg.prompt_length if method.prompt_like else 0, seed=cfg.seed,
+      batch_size=cfg.batch_size, feature_lengths=dict(cfg.feature_lengths),
+      train_steps=cfg.train_steps, key_step=cfg.key_step, eval_metric=cfg.eval_metric,
+      prompt_init=cfg.prompt_init if method.prompt_like else "",
+      max_train_examples=cfg.max_train_examples, max_eval_examples=cfg.max_eval_examples,
+      eval_mode=check_eval_mode(cfg.eval_mode), settings=result_settings(cfg),
+      method=method.name, method_settings=method.settings(), optimizer=optimizer_settings)
   summary.step_offset, summary.step_offset_source = offset
   done = finished_summary(cfg, summary)
   if done is not None:
@@ -291,7 +347,7 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
     run_dir.check_compatible(cfg.model_dir, summary, cfg.overwrite)
     if is_chief and gin_config:
       atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN), gin_config.encode())
-    return _train(cfg, model, frozen_params, offset, summary, is_chief)
+    return _train(cfg, method, model, frozen_params, optimizer, offset, summary, is_chief)
 
 
 def finished_summary(cfg: TrainConfig, summary: run_dir.RunSummary
@@ -325,6 +381,7 @@ def result_settings(cfg: TrainConfig) -> dict[str, Any]:
   settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
               if f.name not in NON_IDENTITY_FIELDS}
   settings["prompt_file"] = _file_digest(cfg.prompt_file) if cfg.prompt_init == "file" else None
+  settings["init_from"] = _dir_digest(cfg.init_from)
   settings["class_labels"] = (list(cfg.class_labels) if cfg.prompt_init == "class_labels"
                               and cfg.class_labels else None)
   return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
@@ -335,6 +392,17 @@ def _file_digest(path: str | None) -> str | None:
     return None
   with open(path, "rb") as f:
     return "sha256:" + hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def _dir_digest(path: str | None) -> str | None:
+  """The content digest of a numpy checkpoint directory's files (the `init_from` source)."""
+  if not path or not os.path.isdir(path):
+    return None
+  digest = hashlib.sha256()
+  for name in sorted(os.listdir(path)):
+    with open(os.path.join(path, name), "rb") as f:
+      digest.update(name.encode() + b"\0" + f.read())
+  return "sha256:" + digest.hexdigest()[:16]
 
 
 def _check_type(name: str, value: Any, kind: type | tuple[type, ...], what: str,
@@ -361,9 +429,16 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
                                ("seed", "RANDOM_SEED", 0), ("log_period", "LOG_PERIOD", 1),
                                ("keep_train_states", "KEEP_TRAIN_STATES", 1)):
     _check_type(name, getattr(cfg, name), integer, "an integer", macro, minimum)
-  for name, macro in (("learning_rate", "LEARNING_RATE"), ("weight_decay", "WEIGHT_DECAY"),
-                      ("decay_rate", "DECAY_RATE"), ("z_loss", "Z_LOSS")):
+  for name, macro in (("decay_rate", "DECAY_RATE"), ("z_loss", "Z_LOSS"),
+                      ("warmup_fraction", "WARMUP_FRACTION")):
     _check_type(name, getattr(cfg, name), number, "a number", macro, 0)
+  for name, macro in (("learning_rate", "LEARNING_RATE"), ("weight_decay", "WEIGHT_DECAY")):
+    if getattr(cfg, name) is not None:  # None: the method's default (docs/methods.md).
+      _check_type(name, getattr(cfg, name), number, "a number or None", macro, 0)
+  methods.method_class(cfg.method)  # an unknown METHOD names the valid ones.
+  if cfg.optimizer is not None and cfg.optimizer not in OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; choose one of {OPTIMIZERS} "
+                     "(--gin.OPTIMIZER)")
   _check_type("dropout_rate", cfg.dropout_rate, number, "a number", "DROPOUT_RATE", 0)
   if cfg.dropout_rate >= 1:
     raise ValueError(f"dropout_rate={cfg.dropout_rate!r} must be below 1; set "
@@ -392,8 +467,7 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
   if cfg.prompt_init not in PROMPT_INITS:
     raise ValueError(f"Unknown prompt_init {cfg.prompt_init!r}; choose one of {PROMPT_INITS} "
                      "(--gin.PROMPT_INIT)")
-  if cfg.eval_mode not in ("auto", "rank", "greedy"):
-    raise ValueError(f"Unknown eval_mode {cfg.eval_mode!r}; choose auto, rank or greedy")
+  check_eval_mode(cfg.eval_mode)
   model_dir = os.path.expanduser(cfg.model_dir)
   if os.path.exists(model_dir) and not os.path.isdir(model_dir):
     raise ValueError(f"MODEL_DIR {model_dir} exists and is not a directory; choose a directory")
@@ -413,12 +487,11 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
                              prompt_file=prompt_file)
 
 
-def _train(cfg: TrainConfig, model: T5, frozen_params: Any, offset: tuple[int, str],
-           summary: run_dir.RunSummary, is_chief: bool) -> run_dir.RunSummary:
+def _train(cfg: TrainConfig, method: methods.Method, model: T5, frozen_params: Any,
+           optimizer: Any, offset: tuple[int, str], summary: run_dir.RunSummary,
+           is_chief: bool) -> run_dir.RunSummary:
   """The training loop proper, under MODEL_DIR's lock; `offset`: (step offset, its source)."""
-  optimizer = prompt_adafactor(cfg.learning_rate, cfg.decay_rate, cfg.clipping_threshold,
-                               cfg.weight_decay, step_offset=offset[0])
-  state = init_train_state(initial_prompt(cfg, frozen_params, model.config.emb_dim),
+  state = init_train_state(initial_trainables(cfg, method, model, frozen_params),
                            optimizer, cfg.seed)
   checkpointer = checkpointer_lib.TrainStateCheckpointer(cfg.model_dir, cfg.keep_train_states)
   if checkpointer.latest_step() is not None:
@@ -429,7 +502,7 @@ def _train(cfg: TrainConfig, model: T5, frozen_params: Any, offset: tuple[int, s
     summary.train_steps = cfg.train_steps
     summary.step_offset, summary.step_offset_source = offset
   elif is_chief:
-    run_dir.save_prompt(cfg.model_dir, 0, np.asarray(state.prompt))
+    run_dir.save_trainables(cfg.model_dir, 0, method.saved_arrays(jax.device_get(state.params)))
   start_step = int(state.step)
 
   mesh = partitioning.make_mesh(cfg.mesh_data, cfg.mesh_model)
@@ -461,8 +534,8 @@ def _train(cfg: TrainConfig, model: T5, frozen_params: Any, offset: tuple[int, s
         logger.log_train(step, _mean_metrics(pending, step))
         pending = []
       if at_checkpoint:
-        _checkpoint(cfg, state, step, checkpointer, evaluator, summary, logger, is_chief,
-                    batches)
+        _checkpoint(cfg, method, state, step, checkpointer, evaluator, summary, logger,
+                    is_chief, batches)
       done = step
   except KeyboardInterrupt:
     raise TrainingInterrupted(done, summary.steps_done) from None
@@ -491,19 +564,19 @@ def _mean_metrics(pending: list[dict[str, jax.Array]], step: int) -> dict[str, f
   return mean
 
 
-def _checkpoint(cfg: TrainConfig, state: TrainState, step: int,
+def _checkpoint(cfg: TrainConfig, method: methods.Method, state: TrainState, step: int,
                 checkpointer: checkpointer_lib.TrainStateCheckpointer,
                 evaluator: PromptEvaluator | None,
                 summary: run_dir.RunSummary, logger: MetricsLogger, is_chief: bool,
                 batches: TrainBatches | None = None) -> None:
-  """Writes the numpy prompt, evaluates, then records the summary, the input pipeline's
+  """Writes the numpy trainables, evaluates, then records the summary, the input pipeline's
   position and the train state."""
-  prompt = np.asarray(jax.device_get(state.prompt))
+  trainables = jax.device_get(state.params)
   if is_chief:
-    run_dir.save_prompt(cfg.model_dir, step, prompt)
+    run_dir.save_trainables(cfg.model_dir, step, method.saved_arrays(trainables))
   results = {}
   if evaluator is not None and (step % cfg.eval_period == 0 or step == cfg.train_steps):
-    results = evaluator.evaluate(prompt, step)
+    results = evaluator.evaluate(trainables, step)
     logger.log_eval(step, results)
     metric, score = select_score(results, cfg.eval_metric)
     summary.eval_metric = metric

@@ -38,3 +38,25 @@ def prompt_adafactor(learning_rate: float = SPOT_LEARNING_RATE,
   if weight_decay:
     transforms.append(optax.add_decayed_weights(-weight_decay))
   return optax.chain(*transforms)
+
+
+ADAMW_WARMUP_FRACTION = 0.06
+OPTIMIZERS = ("adafactor", "adamw")
+
+
+@gin.configurable
+def adamw_warmup(learning_rate: float, total_steps: int,
+                 warmup_fraction: float = ADAMW_WARMUP_FRACTION, weight_decay: float = 0.0,
+                 b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+                 ) -> optax.GradientTransformation:
+  """AdamW with a linear warmup over `warmup_fraction` of the steps, then linear decay to 0.
+
+  The schedule of HF `get_linear_schedule_with_warmup` (the TuPaTE and affinity papers' trainer;
+  their warmup fraction 6%); decoupled weight decay (optax.adamw; HF's default decay is 0).
+  """
+  warmup = max(int(round(warmup_fraction * total_steps)), 1) if warmup_fraction > 0 else 0
+  schedule = optax.join_schedules(
+      [optax.linear_schedule(0.0, learning_rate, warmup),
+       optax.linear_schedule(learning_rate, 0.0, max(total_steps - warmup, 1))],
+      [warmup]) if warmup else optax.linear_schedule(learning_rate, 0.0, max(total_steps, 1))
+  return optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)

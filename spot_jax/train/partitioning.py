@@ -2,7 +2,8 @@
 
 The batch is split over 'data'; the frozen T5 weights are split over 'model' as in T5X's default
 logical-axis rules (vocab, heads and mlp dims -> 'model'; embed -> replicated); the prompt, the
-optimizer state and the metrics are replicated. Every host runs the same program (SPMD): each
+optimizer state and the metrics are replicated, as are every method's trainables (LoRA
+factors, biases, IA3 scales, prefixes, the prompt encoder). Every host runs the same program (SPMD): each
 holds the full frozen weights in host memory and feeds its own rows of the global batch.
 
 Host i reads data shard i of process_count (`host_shard_info`); `make_global_batch` places its
@@ -50,6 +51,9 @@ PARTITION_RULES: tuple[tuple[str, P], ...] = (
     (r"(^|/)logits_dense/kernel$", P(None, MODEL_AXIS)),  # [embed, vocab]
     (r"norm/scale$", P()),  # layer norms [embed]
     (r"relpos_bias/rel_embedding$", P()),  # [heads, buckets]
+    # Method trainables (spot_jax.methods): replicated, like the prompt.
+    (r"/(lora_a|lora_b|bias|ia3_scale|prefix_key|prefix_value)$", P()),
+    (r"(^|/)prompt_encoder/", P()),
 )
 
 

@@ -2,10 +2,12 @@
 
   MODEL_DIR/
     config.gin                      the operative gin config of the run
-    run.json                        RunSummary: task, frozen-model identity, seeds, steps, metrics
-                                    per checkpoint, best step, key (task-embedding) step
-    numpy_checkpoints/checkpoint_{step}/encoder.prompt.prompt.prompt
-                                    the prompt [L, embed] as a plain .npy (T5X prompt-tuning name)
+    run.json                        RunSummary: task, method and its settings, frozen-model
+                                    identity, seeds, steps, metrics per checkpoint, best step, key
+                                    (task-embedding) step
+    numpy_checkpoints/checkpoint_{step}/<dotted.param.path>
+                                    every trainable leaf as a plain .npy named by its dotted path;
+                                    the prompt keeps T5X's `encoder.prompt.prompt.prompt` [L, embed]
     train_state/{step}/             orbax train state (prompt, optimizer, step, rng), last few
                                     (`spot_jax.train.checkpointer`; this module is numpy-only)
     data_state/{step}/host_{i}/     the tf.data iterator of each host at that step (resume
@@ -72,10 +74,15 @@ class RunSummary:
   # Every other setting that changes the result (learning rate, dropout, prompt init and file
   # digest, key step, evaluation...): part of the identity, see `spot_jax.train.loop`.
   settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+  method: str = "prompt"  # the parameter-efficient method (`spot_jax.methods`).
+  method_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+  optimizer: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def identity(self) -> dict[str, Any]:
     """What must match for a MODEL_DIR to be resumed by a run."""
-    return {"task": self.task, "model_config": self.model.get("config"),
+    settings = {} if self.method == "prompt" else {"method_settings": self.method_settings}
+    return {"task": self.task, "method": self.method, **settings,
+            "model_config": self.model.get("config"),
             "model_fingerprint": self.model.get("fingerprint"),
             "prompt_length": self.prompt_length, "seed": self.seed,
             "batch_size": self.batch_size, "feature_lengths": self.feature_lengths,
@@ -109,12 +116,45 @@ def prompt_path(model_dir: str, step: int) -> str:
   return os.path.join(model_dir, "numpy_checkpoints", f"checkpoint_{step}", PROMPT_FILENAME)
 
 
+def checkpoint_dir(model_dir: str, step: int) -> str:
+  return os.path.join(model_dir, "numpy_checkpoints", f"checkpoint_{step}")
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  np.save(buffer, np.asarray(array, np.float32), allow_pickle=False)
+  return buffer.getvalue()
+
+
+def save_trainables(model_dir: str, step: int, arrays: dict[str, np.ndarray]) -> str:
+  """Writes each {dotted path: array} as a plain .npy in checkpoint_{step}/; returns the dir."""
+  directory = checkpoint_dir(model_dir, step)
+  for name in sorted(arrays):
+    atomic_write_bytes(os.path.join(directory, name), _npy_bytes(arrays[name]))
+  return directory
+
+
+def load_trainables(directory: str, names: list[str]) -> dict[str, np.ndarray]:
+  """{dotted path: array} for `names` from a numpy checkpoint directory (plain .npy only)."""
+  out = {}
+  for name in names:
+    path = os.path.join(directory, name)
+    try:
+      with open(path, "rb") as f:
+        out[name] = np.load(f, allow_pickle=False)
+    except FileNotFoundError:
+      present = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+      raise RunDirError(f"{path} not found: {directory!r} is not a checkpoint of this method "
+                        f"(it holds {present})") from None
+    except ValueError as e:
+      raise RunDirError(f"{path} is not a plain .npy array ({e})") from None
+  return out
+
+
 def save_prompt(model_dir: str, step: int, prompt: np.ndarray) -> str:
   """Writes the prompt [L, embed] as a .npy named as T5X prompt tuning does; returns the path."""
-  buffer = io.BytesIO()
-  np.save(buffer, np.asarray(prompt, np.float32), allow_pickle=False)
   path = prompt_path(model_dir, step)
-  atomic_write_bytes(path, buffer.getvalue())
+  atomic_write_bytes(path, _npy_bytes(prompt))
   return path
 
 

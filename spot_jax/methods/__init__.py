@@ -1,0 +1,52 @@
+"""Parameter-efficient methods on the frozen T5, one file each, found by name.
+
+  prompt          soft prompt (SPoT, T5X prompt tuning)        Adafactor, lr 0.3
+  prompt_encoder  prompt = 2-layer FFN over a prompt table     AdamW + 6% warmup, lr 1e-3
+  prefix          P-tuning v2 per-layer key/value prefixes     AdamW + 6% warmup, lr 1e-2
+  lora            rank-8 updates of attention query/value      AdamW + 6% warmup, lr 1e-3
+  bias            added zero-initialised dense-layer biases    AdamW + 6% warmup, lr 1e-3
+  ia3             scaling of keys, values, MLP hidden          AdamW + 6% warmup, lr 3e-3
+
+`create(name, prompt_length)` builds one with its gin-bound settings (METHOD macro; per-method
+configurables `Lora.rank`, `Prefix.length`, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from spot_jax.methods.base import (EMBEDDING_KINDS, Method, MethodError, Trainables,
+                                   check_trainables, combine, flatten, layer_embedding,
+                                   unflatten)
+from spot_jax.methods.bias import Bias
+from spot_jax.methods.ia3 import IA3
+from spot_jax.methods.lora import Lora
+from spot_jax.methods.prefix import Prefix
+from spot_jax.methods.prompt import PromptMethod
+from spot_jax.methods.prompt_encoder import PromptEncoderMethod
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
+    PromptMethod, PromptEncoderMethod, Prefix, Lora, Bias, IA3)}
+
+
+def method_class(name: str) -> type[Method]:
+  if name not in METHODS:
+    close = difflib.get_close_matches(name, METHODS, n=2)
+    hint = f" Did you mean {close}?" if close else ""
+    raise MethodError(f"Unknown method {name!r}; valid methods: {sorted(METHODS)}.{hint}")
+  return METHODS[name]
+
+
+def create(name: str, prompt_length: int | None = None, **settings) -> Method:
+  """The named method; prompt-like methods take `prompt_length` as their length."""
+  cls = method_class(name)
+  if cls.prompt_like and prompt_length is not None:
+    settings.setdefault("length", prompt_length)
+  try:
+    return cls(**settings)
+  except TypeError as e:
+    raise MethodError(f"Bad settings for method {name!r}: {e}") from None
+
+
+__all__ = ["EMBEDDING_KINDS", "METHODS", "Method", "MethodError", "Trainables", "check_trainables",
+           "combine", "create", "flatten", "layer_embedding", "method_class", "unflatten"]

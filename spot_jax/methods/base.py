@@ -1,0 +1,176 @@
+"""What every parameter-efficient method shares: trainable trees, their init, their embedding.
+
+Trainables are a nested dict shaped like the flax param tree (e.g. {'encoder': {'layers_0':
+{'attention': {'query': {'lora_a': [embed, rank], ...}}}}}); the frozen model's params never
+contain their paths, so `combine(frozen, trainables)` is the full param tree and only the
+trainables are differentiated. A leaf is saved and named by its dotted path
+('encoder.layers_0.attention.query.lora_a').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, ClassVar, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from spot_jax.models.layers import MethodHooks
+from spot_jax.models.t5 import T5
+
+Array = jax.Array
+Trainables = dict[str, Any]
+EMBEDDING_KINDS = ("layer_mean", "concat")
+_LAYER = re.compile(r"^(encoder|decoder)\.layers_(\d+)\.")
+
+
+class MethodError(ValueError):
+  """An unknown method, bad settings, or trainables that do not fit the model."""
+
+
+def combine(frozen: Mapping[str, Any], trainables: Mapping[str, Any]) -> dict[str, Any]:
+  """The full param tree: `frozen` with the trainable leaves added beside the frozen ones."""
+  out = dict(frozen)
+  for key, value in trainables.items():
+    if isinstance(value, Mapping):
+      out[key] = combine(frozen.get(key, {}), value)
+    else:
+      out[key] = value
+  return out
+
+
+def flatten(trainables: Mapping[str, Any]) -> dict[str, Any]:
+  """{dotted path: leaf}, e.g. 'encoder.prompt.prompt.prompt'."""
+  return traverse_util.flatten_dict(trainables, sep=".")
+
+
+def unflatten(flat: Mapping[str, Any]) -> Trainables:
+  return traverse_util.unflatten_dict(dict(flat), sep=".")
+
+
+def _init_tokens() -> Array:
+  return jnp.ones((1, 4), jnp.int32)
+
+
+def init_added_params(model: T5, frozen: Mapping[str, Any], key: Array) -> Trainables:
+  """The params `model`'s hooks add to the frozen tree, from their flax initialisers.
+
+  Only those leaves are returned from the jitted init, so XLA drops the frozen weights' init.
+  """
+  shapes = jax.eval_shape(model.init, key, _init_tokens(), _init_tokens())["params"]
+  frozen_paths = set(flatten(frozen))
+  added = sorted(set(flatten(shapes)) - frozen_paths)
+
+  def init(k):
+    full = flatten(model.init(k, _init_tokens(), _init_tokens())["params"])
+    return {path: full[path] for path in added}
+
+  return unflatten(jax.device_get(jax.jit(init)(key)))
+
+
+def check_trainables(trainables: Mapping[str, Any], expected: Mapping[str, Any],
+                     source: str) -> Trainables:
+  """`trainables` as float32 arrays, after checking its paths and shapes equal `expected`'s."""
+  got, want = flatten(trainables), flatten(expected)
+  if set(got) != set(want):
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    raise MethodError(f"Trainables from {source} do not fit this method: missing {missing}, "
+                      f"unexpected {extra}")
+  for path, value in got.items():
+    if tuple(np.shape(value)) != tuple(np.shape(want[path])):
+      raise MethodError(f"Trainable {path} from {source} has shape {np.shape(value)}; the "
+                        f"model expects {tuple(np.shape(want[path]))}")
+  return unflatten({p: jnp.asarray(v, jnp.float32) for p, v in got.items()})
+
+
+def layer_embedding(trainables: Mapping[str, Any], kind: str = "layer_mean") -> np.ndarray:
+  """A task embedding [size] from per-layer parameters (TuPaTE, Zhou et al. 2022, §3).
+
+  `layer_mean` (the paper's definition): each layer's tuned parameters flattened and
+  concatenated (in path order), averaged over the layers of a stack; the encoder's and the
+  decoder's averages concatenated. `concat`: every parameter flattened and concatenated in
+  layer order (what the authors' released extraction script does).
+  """
+  if kind not in EMBEDDING_KINDS:
+    raise MethodError(f"Unknown embedding kind {kind!r}; choose one of {EMBEDDING_KINDS}")
+  flat = {p: np.asarray(v, np.float32).reshape(-1) for p, v in flatten(trainables).items()}
+
+  def order(path: str):
+    m = _LAYER.match(path)
+    return (m.group(1), int(m.group(2)), path) if m else ("~", -1, path)
+
+  paths = sorted(flat, key=order)
+  if kind == "concat":
+    return np.concatenate([flat[p] for p in paths])
+  per_layer: dict[tuple[str, int], list[np.ndarray]] = {}
+  for path in paths:
+    m = _LAYER.match(path)
+    if not m:
+      raise MethodError(f"Trainable {path} belongs to no layer; use the 'concat' embedding")
+    per_layer.setdefault((m.group(1), int(m.group(2))), []).append(flat[path])
+  stacks: dict[str, list[np.ndarray]] = {}
+  for (stack, _), leaves in sorted(per_layer.items()):
+    stacks.setdefault(stack, []).append(np.concatenate(leaves))
+  return np.concatenate([np.mean(np.stack(rows), axis=0) for _, rows in sorted(stacks.items())])
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A parameter-efficient method: its hooks into T5, its init, its task embedding.
+
+  Subclasses set `name`, the optimizer defaults and `hooks()`; settings are dataclass fields
+  (recorded in run.json).
+  """
+
+  name: ClassVar[str] = ""
+  prompt_like: ClassVar[bool] = False  # takes PROMPT_LENGTH and an initial prompt.
+  default_optimizer: ClassVar[str] = "adamw"
+  default_learning_rate: ClassVar[float] = 1e-3
+
+  def hooks(self) -> MethodHooks:
+    raise NotImplementedError
+
+  def settings(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def init(self, key: Array, model: T5, frozen: Mapping[str, Any],
+           prompt: Array | None = None) -> Trainables:
+    """The trainables a fresh run starts from; `prompt` [L, embed] for prompt-like methods."""
+    del prompt
+    return init_added_params(model, frozen, key)
+
+  def saved_arrays(self, trainables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """{file name: array} written under numpy_checkpoints/checkpoint_{step}/."""
+    return {p: np.asarray(v, np.float32) for p, v in flatten(trainables).items()}
+
+  def embedding(self, trainables: Mapping[str, Any], kind: str = "layer_mean") -> np.ndarray:
+    """The task embedding of these trainables (see `layer_embedding`)."""
+    return layer_embedding(trainables, kind)
+
+  def fold(self, frozen: Mapping[str, Any], trainables: Mapping[str, Any]) -> dict[str, Any]:
+    """Frozen params with the trainables folded into the kernels (same names and shapes)."""
+    raise MethodError(f"Method {self.name!r} cannot be folded into the frozen T5 1.1 weights "
+                      "(only lora and ia3 can: T5 1.1 kernels have no bias, and prompts and "
+                      "prefixes are not weights); use the run's numpy checkpoint instead")
+
+
+def fold_modules(frozen: Mapping[str, Any], trainables: Mapping[str, Any], fold_one
+                 ) -> dict[str, Any]:
+  """Applies fold_one(module path 'a/b/c', kernel [in, out], {leaf: array}) -> new kernel to
+  every module of `trainables` that sits beside a frozen `kernel`; returns a new frozen tree."""
+  flat = {tuple(k.split(".")): np.asarray(v, np.float32)
+          for k, v in flatten(trainables).items()}
+  modules: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+  for path, value in flat.items():
+    modules.setdefault(path[:-1], {})[path[-1]] = value
+  out = traverse_util.flatten_dict(dict(frozen))
+  for module, leaves in modules.items():
+    kernel_path = module + ("kernel",)
+    if kernel_path not in out:
+      raise MethodError(f"{'/'.join(module)} has trainables {sorted(leaves)} but no frozen kernel")
+    kernel = np.asarray(out[kernel_path], np.float32)
+    out[kernel_path] = fold_one("/".join(module), kernel, leaves).astype(np.float32)
+  return traverse_util.unflatten_dict(out)

@@ -1,0 +1,311 @@
+"""Every parameter-efficient method: hooks, init, compiled step, run directory, resume, learning."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from conftest import PROJECT_ROOT
+from hlo_util import dot_output_shapes
+from spot_jax import methods, prompts
+from spot_jax.checkpoints import t5x
+from spot_jax.models import T5, get_config
+from spot_jax.tasks_util import register_all_tasks
+from spot_jax.train import run_dir
+from spot_jax.train.loop import TrainConfig, train
+from spot_jax.train.optimizer import adamw_warmup
+from spot_jax.train.step import init_train_state, make_train_step
+
+register_all_tasks()
+NAMES = sorted(methods.METHODS)
+STEP0_IS_FROZEN = ("bias", "ia3", "lora")
+# Distinct dims so a frozen-weight gradient would show up as a product of a kernel's shape.
+ODD = dict(vocab_size=72, emb_dim=24, num_heads=2, head_dim=10, mlp_dim=36, dropout_rate=0.0)
+SETTINGS = {"prefix": {"length": 3, "decoder": True}, "lora": {"rank": 3}}
+
+
+def make(name: str, config, prompt_length: int = 4):
+  method = methods.create(name, prompt_length, **SETTINGS.get(name, {}))
+  model = T5(config, hooks=method.hooks())
+  tokens = jnp.ones((1, 4), jnp.int32)
+  frozen = jax.jit(T5(config).init)(jax.random.PRNGKey(0), tokens, tokens)["params"]
+  prompt = prompts.from_sampled_vocab(jax.random.PRNGKey(1), frozen["token_embedder"]["embedding"],
+                                      prompt_length)
+  return method, model, frozen, method.init(jax.random.PRNGKey(2), model, frozen, prompt)
+
+
+def batch_of(rng, batch=3, inputs=7, targets=5, vocab=72):
+  enc = rng.integers(2, vocab, (batch, inputs)).astype(np.int32)
+  tgt = rng.integers(2, vocab, (batch, targets)).astype(np.int32)
+  enc[0, -2:] = 0
+  tgt[1, -1:] = 0
+  dec = np.concatenate([np.zeros((batch, 1), np.int32), tgt[:, :-1]], 1)
+  return {"encoder_input_tokens": jnp.asarray(enc), "decoder_input_tokens": jnp.asarray(dec),
+          "decoder_target_tokens": jnp.asarray(tgt)}
+
+
+def test_registry_names_and_errors():
+  assert set(NAMES) == {"prompt", "prompt_encoder", "prefix", "lora", "bias", "ia3"}
+  with pytest.raises(methods.MethodError, match=r"Unknown method 'lroa'.*lora"):
+    methods.create("lroa")
+  with pytest.raises(methods.MethodError, match="Bad settings for method 'lora'"):
+    methods.create("lora", rank_typo=4)
+  lora = methods.create("lora")
+  assert (lora.rank, lora.alpha, lora.targets) == (8, 8.0, r"attention/(query|value)$")
+  assert methods.create("prefix").length == 20
+  assert methods.create("prompt_encoder", 7).settings() == {"length": 7, "hidden": 200}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_frozen_names_unchanged_and_step0(name):
+  """The hooks only add leaves; step 0 is the frozen model where the init makes it so."""
+  config = get_config("tiny", **ODD)
+  method, model, frozen, trainables = make(name, config)
+  full = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32),
+                        jnp.ones((1, 4), jnp.int32))["params"]
+  full_flat = methods.flatten(full)
+  for path, leaf in methods.flatten(frozen).items():
+    assert full_flat[path].shape == leaf.shape, path
+  assert set(full_flat) == set(methods.flatten(frozen)) | set(methods.flatten(trainables))
+  batch = batch_of(np.random.default_rng(0))
+  base = T5(config).apply({"params": frozen}, *batch.values())
+  hooked = model.apply({"params": methods.combine(frozen, trainables)}, *batch.values())
+  if name in STEP0_IS_FROZEN:
+    np.testing.assert_array_equal(hooked, base)
+  else:
+    assert not np.allclose(hooked, base)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compiled_step_differentiates_only_the_trainables(name):
+  """No products with the shapes of frozen-weight gradients; frozen params bit-identical."""
+  config = get_config("tiny", **ODD)
+  method, model, frozen, trainables = make(name, config)
+  frozen = jax.device_get(frozen)
+  before = {k: np.array(v) for k, v in methods.flatten(frozen).items()}
+  optimizer = adamw_warmup(1e-2, 10)
+  state = init_train_state(trainables, optimizer, 0)
+  batch = batch_of(np.random.default_rng(1))
+  step = jax.jit(make_train_step(model, optimizer), donate_argnums=(0,))
+  kernel_shapes = {tuple(x.shape) for x in before.values() if x.ndim == 2}
+  dot_shapes = dot_output_shapes(step.lower(state, frozen, batch).compile().as_text())
+  assert dot_shapes, "no dot found: the regex no longer matches XLA's HLO text"
+  assert not dot_shapes & kernel_shapes, f"weight-gradient products {dot_shapes & kernel_shapes}"
+  start = methods.flatten(jax.device_get(state.params))
+  for _ in range(3):  # step 1 has lr 0 (warmup); LoRA's A moves once B is non-zero.
+    state, metrics = step(state, frozen, batch)
+  assert np.isfinite(float(metrics["loss"]))
+  after = methods.flatten(jax.device_get(state.params))
+  assert all(not np.array_equal(after[p], start[p]) for p in start), "a trainable did not move"
+  for path, value in methods.flatten(frozen).items():
+    np.testing.assert_array_equal(np.asarray(value), before[path], err_msg=path)
+
+
+def test_embedding_shapes():
+  """prompt-like: [L, embed]; others: per-stack layer means of the per-layer concatenation."""
+  config = get_config("tiny", **ODD)
+  e, inner, f, r, p = 24, 20, 36, 3, 3
+  expected = {
+      "prompt": (4, e), "prompt_encoder": (4, e),
+      # prefix (decoder too): key + value [P, heads, head_dim] per self-attention.
+      "prefix": (2 * (2 * p * inner),),
+      # lora on query, value: encoder 2 modules, decoder 4, each A [in, r] + B [r, out].
+      "lora": ((2 + 4) * (e * r + r * inner),),
+      # bias on every dense in a layer but keys: encoder q,v,o + wi_0, wi_1, wo; decoder two
+      # attentions.
+      "bias": ((2 * inner + e + 2 * f + e) + (2 * (2 * inner + e) + 2 * f + e),),
+      # ia3: k, v outputs per attention and the wo input.
+      "ia3": ((2 * inner + f) + (4 * inner + f),),
+  }
+  for name in NAMES:
+    method, _, _, trainables = make(name, config)
+    assert method.embedding(trainables).shape == expected[name], name
+  lora, _, _, trainables = make("lora", config)
+  concat = lora.embedding(trainables, "concat")
+  assert concat.shape == ((2 * 2 + 2 * 4) * (e * r + r * inner),)
+
+
+def test_layer_embedding_is_the_mean_over_layers_of_the_concatenation():
+  tree = methods.unflatten({
+      "encoder.layers_0.attention.query.bias": np.array([1.0, 2.0]),
+      "encoder.layers_0.mlp.wo.bias": np.array([3.0]),
+      "encoder.layers_1.attention.query.bias": np.array([3.0, 4.0]),
+      "encoder.layers_1.mlp.wo.bias": np.array([5.0]),
+      "decoder.layers_0.mlp.wo.bias": np.array([7.0])})
+  np.testing.assert_array_equal(methods.layer_embedding(tree), [7.0, 2.0, 3.0, 4.0])
+  np.testing.assert_array_equal(methods.layer_embedding(tree, "concat"),
+                                [7.0, 1.0, 2.0, 3.0, 3.0, 4.0, 5.0])
+  with pytest.raises(methods.MethodError, match="Unknown embedding kind"):
+    methods.layer_embedding(tree, "mean")
+
+
+def test_prefix_keeps_padding_and_causality():
+  """Padding the input or changing later decoder tokens does not move what precedes it."""
+  config = get_config("tiny", **ODD)
+  _, model, frozen, trainables = make("prefix", config)
+  params = {"params": methods.combine(frozen, trainables)}
+  batch = batch_of(np.random.default_rng(2), batch=2)
+  enc = batch["encoder_input_tokens"]
+  padded = jnp.concatenate([enc, jnp.zeros((2, 3), jnp.int32)], axis=1)
+  dec, tgt = batch["decoder_input_tokens"], batch["decoder_target_tokens"]
+  a = model.apply(params, enc, dec, tgt)
+  b = model.apply(params, padded, dec, tgt)
+  valid = np.asarray(tgt) > 0  # padded decoder queries are fully masked (T5X): not compared.
+  np.testing.assert_allclose(np.asarray(a)[valid], np.asarray(b)[valid], rtol=1e-4, atol=1e-4)
+  changed = dec.at[0, 3:].set(5)
+  c = model.apply(params, enc, changed, None)
+  d = model.apply(params, enc, dec, None)
+  np.testing.assert_allclose(c[:, :3], d[:, :3], rtol=1e-4, atol=1e-4)
+  assert not np.allclose(c[:, 3:], d[:, 3:])
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def small_run(model_dir, method, **overrides) -> TrainConfig:
+  fields = dict(model_dir=str(model_dir), task="synthetic_sentiment_a", model="tiny_byte",
+                feature_lengths={"inputs": 32, "targets": 8}, train_steps=6, batch_size=4,
+                prompt_length=4, checkpoint_period=3, eval_period=0, log_period=3, key_step=3,
+                method=method)
+  fields.update(overrides)
+  return TrainConfig(**fields)
+
+
+class Interrupted(RuntimeError):
+  pass
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "prompt"])
+def test_run_saves_every_leaf_and_an_interrupted_run_resumes_bit_equal(name, tmp_path,
+                                                                       monkeypatch):
+  straight = train(small_run(tmp_path / "straight", name))
+  assert straight.method == name and straight.finished
+  written = set(os.listdir(run_dir.checkpoint_dir(str(tmp_path / "straight"), 6)))
+  method = methods.create(name, 4)
+  assert straight.method_settings == method.settings()
+  assert straight.optimizer["name"] == "adamw" and straight.optimizer["warmup_fraction"] == 0.06
+  from spot_jax.train import loop
+  real = loop._checkpoint
+
+  def stop_after_first(cfg, method, state, step, *args):
+    real(cfg, method, state, step, *args)
+    raise Interrupted(step)
+
+  monkeypatch.setattr(loop, "_checkpoint", stop_after_first)
+  with pytest.raises(Interrupted):
+    train(small_run(tmp_path / "killed", name))
+  monkeypatch.setattr(loop, "_checkpoint", real)
+  resumed = train(small_run(tmp_path / "killed", name))
+  assert resumed.steps_done == 6
+  for step in (0, 3, 6):
+    files = set(os.listdir(run_dir.checkpoint_dir(str(tmp_path / "killed"), step)))
+    assert files == written
+    for file in files:
+      np.testing.assert_array_equal(
+          np.load(os.path.join(run_dir.checkpoint_dir(str(tmp_path / "killed"), step), file)),
+          np.load(os.path.join(run_dir.checkpoint_dir(str(tmp_path / "straight"), step), file)))
+  if name == "prompt_encoder":
+    assert run_dir.PROMPT_FILENAME in written  # the encoder's output, saved as a prompt.
+  # Transfer for every method: a run starts from another run's trainables.
+  source = run_dir.checkpoint_dir(str(tmp_path / "straight"), 6)
+  target = train(small_run(tmp_path / "target", name, train_steps=3,
+                           task="synthetic_topic_4way", init_from=source))
+  assert target.finished
+  for file in written:
+    np.testing.assert_array_equal(
+        np.load(os.path.join(run_dir.checkpoint_dir(str(tmp_path / "target"), 0), file)),
+        np.load(os.path.join(source, file)))
+
+
+# The tiny model learns in 150 steps with larger rates than the documented (T5-size) defaults.
+TINY_STEPS = {"bias": 300}  # new biases on a 2-layer model learn slowest.
+TINY_LEARNING_RATES = {"prompt_encoder": 1e-2, "prefix": 3e-2, "lora": 1e-2, "bias": 2e-2,
+                       "ia3": 1e-1}
+FROZEN_TINY = PROJECT_ROOT / "tests" / "golden" / "tiny_byte_frozen.npz"
+
+
+@pytest.fixture(scope="module")
+def pretrained_checkpoint(tmp_path_factory) -> Path:
+  params = traverse_util.unflatten_dict(dict(np.load(FROZEN_TINY)), sep="/")
+  path = tmp_path_factory.mktemp("frozen") / "checkpoint_1500"
+  t5x.write_checkpoint(path, params, step=1500)
+  return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "prompt"])
+def test_method_learns_a_held_out_synthetic_task(name, pretrained_checkpoint, tmp_path):
+  """sentiment_b is held out of pretraining; only the trained parameters can solve it."""
+  summary = train(TrainConfig(
+      model_dir=str(tmp_path), task="synthetic_sentiment_b", model="tiny_byte",
+      initial_checkpoint=str(pretrained_checkpoint),
+      feature_lengths={"inputs": 48, "targets": 12}, train_steps=TINY_STEPS.get(name, 150),
+      prompt_length=20,
+      checkpoint_period=75, eval_period=75, eval_metric="accuracy", log_period=75,
+      method=name, key_step=75, learning_rate=TINY_LEARNING_RATES[name],
+      eval_mode="rank_classification"))
+  from spot_jax.evaluation.evaluator import PromptEvaluator
+  from spot_jax.train.loop import build_frozen_model
+  cfg = small_run(tmp_path, name, prompt_length=20, task="synthetic_sentiment_b",
+                  initial_checkpoint=str(pretrained_checkpoint))
+  method = methods.create(name, 20)
+  model, frozen, _, _ = build_frozen_model(cfg, method)
+  files = sorted(os.listdir(run_dir.checkpoint_dir(str(tmp_path), 0)))
+  step0 = methods.unflatten(run_dir.load_trainables(run_dir.checkpoint_dir(str(tmp_path), 0),
+                                                    [f for f in files
+                                                     if f != run_dir.PROMPT_FILENAME
+                                                     or name == "prompt"]))
+  # Rank classification: the untrained model's greedy outputs are rarely a label at all.
+  evaluator = PromptEvaluator(model, frozen, "synthetic_sentiment_b", 32,
+                              mode="rank_classification")
+  untrained = evaluator.evaluate(step0)["synthetic_sentiment_b"]["accuracy"]
+  print(f"{name}: untrained {untrained:.1f}%, trained {summary.best_score:.1f}%")
+  assert summary.best_score >= untrained + 10, (untrained, summary.checkpoints)
+
+
+@pytest.mark.parametrize("name", ["lora", "ia3"])
+def test_fold_equals_the_hooked_model(name):
+  config = get_config("tiny", **ODD)
+  method, model, frozen, trainables = make(name, config)
+  rng = np.random.default_rng(3)
+  trainables = jax.tree.map(lambda x: x + 0.1 * rng.standard_normal(x.shape).astype(np.float32),
+                            jax.device_get(trainables))
+  folded = method.fold(jax.device_get(frozen), trainables)
+  assert jax.tree.map(np.shape, folded) == jax.tree.map(np.shape, jax.device_get(frozen))
+  batch = batch_of(rng)
+  hooked = model.apply({"params": methods.combine(frozen, trainables)}, *batch.values())
+  np.testing.assert_allclose(T5(config).apply({"params": folded}, *batch.values()), hooked,
+                             rtol=1e-4, atol=1e-4)
+  with pytest.raises(methods.MethodError, match="cannot be folded"):
+    methods.create("bias").fold(frozen, {})
+
+
+def test_export_merged_writes_a_loadable_t5x_checkpoint(tmp_path):
+  from spot_jax.checkpoints.load import load_model
+  from spot_jax.train.export import export_merged
+  summary = train(small_run(tmp_path / "run", "lora", train_steps=3, learning_rate=0.05))
+  out = export_merged(str(tmp_path / "run"), str(tmp_path / "merged"))
+  loaded = load_model(out, config=get_config("tiny_byte"))
+  cfg = small_run(tmp_path / "run", "lora")
+  method = methods.create("lora")
+  model, frozen, _, _ = build_frozen_model_for(cfg, method)
+  names = sorted(os.listdir(run_dir.checkpoint_dir(str(tmp_path / "run"), summary.best_step)))
+  trainables = methods.unflatten(run_dir.load_trainables(
+      run_dir.checkpoint_dir(str(tmp_path / "run"), summary.best_step), names))
+  batch = batch_of(np.random.default_rng(4), vocab=300)
+  np.testing.assert_allclose(
+      T5(loaded.config).apply({"params": loaded.params}, *batch.values()),
+      model.apply({"params": methods.combine(frozen, trainables)}, *batch.values()),
+      rtol=1e-4, atol=1e-4)
+
+
+def build_frozen_model_for(cfg, method):
+  from spot_jax.train.loop import build_frozen_model
+  return build_frozen_model(dataclasses.replace(cfg, dropout_rate=0.0), method)
