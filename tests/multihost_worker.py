@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--steps", type=int, default=NUM_STEPS)
   parser.add_argument("--methods", default="",
                       help="comma-separated spot_jax.methods to train too (after the prompt)")
+  parser.add_argument("--trainable_sharding", default="replicated",
+                      help="how the methods' trainables are placed (partitioning)")
   args = parser.parse_args(argv)
 
   distributed = partitioning.maybe_initialize_distributed()
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
   assert get_prompt(state.params).sharding.is_fully_replicated
   extra = {}
   for name in filter(None, args.methods.split(",")):
-    extra.update(train_method(name, frozen, sharded, mesh, args.steps))
+    extra.update(train_method(name, frozen, sharded, mesh, args.steps, args.trainable_sharding))
   out = Path(args.out)
   if distributed:
     out = out.with_name(f"{out.stem}.p{jax.process_index()}{out.suffix}")
@@ -157,14 +159,18 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
-def train_steps(model, optimizer, trainables, frozen, sharded, mesh, steps: int):
+def train_steps(model, optimizer, trainables, frozen, sharded, mesh, steps: int,
+                trainable_sharding: str = "replicated"):
   """(final state, losses) of `steps` jitted steps on `mesh` from `trainables`."""
   import jax
 
   from spot_jax.train.step import init_train_state, make_train_step
-  state = partitioning.replicate(init_train_state(trainables, optimizer, seed=SEED), mesh)
+  state = init_train_state(trainables, optimizer, seed=SEED)
+  shardings = partitioning.state_shardings(state, partitioning.trainable_partition_specs(
+      state.params, frozen, trainable_sharding, mesh), mesh)
+  state = partitioning.place(state, shardings)
   train_step = partitioning.jit_train_step(make_train_step(model, optimizer), mesh, state,
-                                           partitioning.param_shardings(frozen, mesh))
+                                           partitioning.param_shardings(frozen, mesh), shardings)
   local_size = partitioning.host_batch_size(GLOBAL_BATCH)
   first = jax.process_index() * local_size
   losses = []
@@ -178,7 +184,8 @@ def train_steps(model, optimizer, trainables, frozen, sharded, mesh, steps: int)
   return state, losses
 
 
-def train_method(name: str, frozen, sharded, mesh, steps: int) -> dict[str, np.ndarray]:
+def train_method(name: str, frozen, sharded, mesh, steps: int,
+                 trainable_sharding: str = "replicated") -> dict[str, np.ndarray]:
   """Trains one method (AdamW) on the mesh: {'<method>:losses': ..., '<method>:<leaf>': ...}."""
   import jax
 
@@ -190,9 +197,13 @@ def train_method(name: str, frozen, sharded, mesh, steps: int) -> dict[str, np.n
   prompt = np.asarray(frozen["token_embedder"]["embedding"][:PROMPT_LENGTH])
   trainables = method.init(jax.random.key(SEED + 2), model, frozen, prompt)
   state, losses = train_steps(model, adamw_warmup(1e-2, steps, warmup_fraction=0.0),
-                              trainables, frozen, sharded, mesh, steps)
-  leaves = methods.flatten(jax.device_get(state.params))
-  assert all(x.sharding.is_fully_replicated for x in methods.flatten(state.params).values())
+                              trainables, frozen, sharded, mesh, steps, trainable_sharding)
+  leaves = methods.flatten(partitioning.to_host(state.params))
+  replicated = [x.sharding.is_fully_replicated for x in methods.flatten(state.params).values()]
+  if trainable_sharding == "replicated" or mesh.shape["model"] == 1:
+    assert all(replicated)
+  elif name in ("lora", "bias", "ia3", "prefix"):  # 'follow' splits some over 'model'.
+    assert not all(replicated), name
   return {f"{name}:losses": np.stack(losses),
           **{f"{name}:{path}": np.asarray(v) for path, v in leaves.items()}}
 
@@ -211,12 +222,14 @@ def worker_env(device_count: int, **extra: str) -> dict[str, str]:
 
 
 def start_worker(out: Path, device_count: int, data: int, model: int, log: Path,
-                 methods: str = "", **env: str) -> subprocess.Popen:
+                 methods: str = "", trainable_sharding: str = "replicated",
+                 **env: str) -> subprocess.Popen:
   """Starts this script on `device_count` devices; stdout and stderr go to `log`."""
   with open(log, "w") as log_file:
     return subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), f"--out={out}", f"--data={data}",
-         f"--model={model}", f"--steps={NUM_STEPS}", f"--methods={methods}"],
+         f"--model={model}", f"--steps={NUM_STEPS}", f"--methods={methods}",
+         f"--trainable_sharding={trainable_sharding}"],
         env=worker_env(device_count, **env), stdout=log_file, stderr=subprocess.STDOUT,
         cwd=PROJECT_ROOT)
 

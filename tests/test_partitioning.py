@@ -157,17 +157,39 @@ def test_maybe_initialize_distributed_from_env(monkeypatch):
     partitioning.maybe_initialize_distributed()
 
 
+def test_follow_specs_split_trainables_like_their_frozen_kernels():
+  frozen = {"decoder": {"layers_0": {"mlp": {"wo": {"kernel": np.zeros((36, 24))}}}}}
+  spec = lambda path, shape: partitioning.follow_spec(path, shape, frozen)
+  assert spec("encoder/layers_0/attention/query/lora_a", (24, 8)) == P(None, None)
+  assert spec("encoder/layers_0/attention/query/lora_b", (8, 20)) == P(None, "model")
+  assert spec("encoder/layers_0/attention/out/lora_a", (20, 8)) == P("model", None)
+  assert spec("decoder/layers_0/mlp/wo/bias", (24,)) == P(None)
+  assert spec("decoder/layers_0/mlp/wi_0/bias", (36,)) == P("model")
+  assert spec("decoder/layers_0/mlp/wo/ia3_scale", (36,)) == P("model")  # input scaling [mlp].
+  assert spec("decoder/layers_0/self_attention/value/ia3_scale", (20,)) == P("model")
+  assert spec("encoder/layers_1/attention/prefix_key", (3, 4, 5)) == P(None, "model", None)
+  assert spec("encoder/prompt/prompt/prompt", (4, 24)) == P()
+  assert spec("encoder/prompt_encoder/hidden/kernel", (24, 200)) == P()
+  mesh = AbstractMesh((4, 2), ("data", "model"))
+  specs = partitioning.trainable_partition_specs(
+      {"a": {"query": {"lora_b": np.zeros((8, 3))}}}, frozen, "follow", mesh)
+  assert specs["a"]["query"]["lora_b"] == P(None, None)  # 3 is not divisible by 2.
+  with pytest.raises(ValueError, match="trainable sharding 'spread'"):
+    partitioning.trainable_partition_specs({}, frozen, "spread")
+
+
 # ----------------------------------------------------------------------------- sharded training
 
 
 def test_data_and_model_sharded_training_matches_one_device(tmp_path):
-  """4 x 2 mesh of simulated CPU devices == 1 device: same losses, prompt and every other
-  method's trainables (replicated), dropout on."""
+  """4 x 2 mesh of simulated CPU devices == 1 device: same losses, prompt (replicated) and every
+  other method's trainables (split like their frozen kernels: 'follow'), dropout on."""
   one, eight = tmp_path / "one.npz", tmp_path / "eight.npz"
   logs = [tmp_path / "one.log", tmp_path / "eight.log"]
   others = ",".join(name for name in METHODS if name != "prompt")
   wait_workers([start_worker(one, 1, data=1, model=1, log=logs[0], methods=others),
-                start_worker(eight, 8, data=4, model=2, log=logs[1], methods=others)], logs)
+                start_worker(eight, 8, data=4, model=2, log=logs[1], methods=others,
+                             trainable_sharding="follow")], logs)
   reference, result = dict(np.load(one)), dict(np.load(eight))
   assert int(result["device_count"]) == 8 and result["mesh_shape"].tolist() == [4, 2]
   assert {"query_sharded", "embedding_sharded", "shard_contents", "mesh_errors"} <= set(

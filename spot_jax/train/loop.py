@@ -86,6 +86,8 @@ class TrainConfig:
   weight_decay: float | None = None  # None: Adafactor 1e-5 (SPoT), AdamW 0.
   warmup_fraction: float = ADAMW_WARMUP_FRACTION  # AdamW only.
   init_from: str | None = None
+  # replicated | follow: trainables split like the frozen kernel they attach to (partitioning).
+  trainable_sharding: str = "replicated"
   decay_rate: float = 0.8
   clipping_threshold: float | None = 1.0
   step_offset: int | None = None  # None: the checkpoint's step, else the named config's (T5X).
@@ -369,7 +371,8 @@ NON_IDENTITY_FIELDS = frozenset({
     "model_dir", "task", "feature_lengths", "train_steps", "batch_size", "model",
     "initial_checkpoint", "prompt_length", "seed", "key_step", "max_train_examples",
     "max_eval_examples", "remat", "eval_batch_size",
-    "keep_train_states", "log_period", "mesh_data", "mesh_model", "overwrite"})
+    "keep_train_states", "log_period", "mesh_data", "mesh_model", "trainable_sharding",
+    "overwrite"})
 
 
 def result_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -436,6 +439,9 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     if getattr(cfg, name) is not None:  # None: the method's default (docs/methods.md).
       _check_type(name, getattr(cfg, name), number, "a number or None", macro, 0)
   methods.method_class(cfg.method)  # an unknown METHOD names the valid ones.
+  if cfg.trainable_sharding not in partitioning.TRAINABLE_SHARDINGS:
+    raise ValueError(f"Unknown trainable_sharding {cfg.trainable_sharding!r}; choose one of "
+                     f"{partitioning.TRAINABLE_SHARDINGS} (--gin.TrainConfig.trainable_sharding)")
   if cfg.optimizer is not None and cfg.optimizer not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; choose one of {OPTIMIZERS} "
                      "(--gin.OPTIMIZER)")
@@ -508,9 +514,12 @@ def _train(cfg: TrainConfig, method: methods.Method, model: T5, frozen_params: A
   mesh = partitioning.make_mesh(cfg.mesh_data, cfg.mesh_model)
   frozen = partitioning.shard_params(frozen_params, mesh)
   # Placed as the step returns it, so the second step reuses the first one's executable.
-  state = partitioning.replicate(state, mesh)
+  shardings = partitioning.state_shardings(state, partitioning.trainable_partition_specs(
+      state.params, frozen_params, cfg.trainable_sharding, mesh), mesh)
+  state = partitioning.place(state, shardings)
   step_fn = partitioning.jit_train_step(make_train_step(model, optimizer, cfg.z_loss), mesh,
-                                        state, partitioning.param_shardings(frozen_params, mesh))
+                                        state, partitioning.param_shardings(frozen_params, mesh),
+                                        shardings)
   batches = TrainBatches(cfg.task, cfg.feature_lengths,
                          partitioning.host_batch_size(cfg.batch_size), seed=cfg.seed,
                          start_step=start_step, shard_info=partitioning.host_shard_info(),
@@ -571,7 +580,7 @@ def _checkpoint(cfg: TrainConfig, method: methods.Method, state: TrainState, ste
                 batches: TrainBatches | None = None) -> None:
   """Writes the numpy trainables, evaluates, then records the summary, the input pipeline's
   position and the train state."""
-  trainables = jax.device_get(state.params)
+  trainables = partitioning.to_host(state.params)
   if is_chief:
     run_dir.save_trainables(cfg.model_dir, step, method.saved_arrays(trainables))
   results = {}

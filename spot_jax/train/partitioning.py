@@ -1,10 +1,12 @@
 """Multi-device and multi-host placement: the ('data', 'model') mesh, param and batch shardings.
 
 The batch is split over 'data'; the frozen T5 weights are split over 'model' as in T5X's default
-logical-axis rules (vocab, heads and mlp dims -> 'model'; embed -> replicated); the prompt, the
-optimizer state and the metrics are replicated, as are every method's trainables (LoRA
-factors, biases, IA3 scales, prefixes, the prompt encoder). Every host runs the same program (SPMD): each
-holds the full frozen weights in host memory and feeds its own rows of the global batch.
+logical-axis rules (vocab, heads and mlp dims -> 'model'; embed -> replicated); the metrics are
+replicated. A method's trainables (the prompt, LoRA factors, biases, IA3 scales, prefixes, the
+prompt encoder) and their optimizer state are replicated by default (`TRAINABLE_SHARDINGS`
+'replicated'), or with 'follow' split like the frozen kernel they attach to (`follow_spec`).
+Every host runs the same program (SPMD): each holds the full frozen weights in host memory and
+feeds its own rows of the global batch.
 
 Host i reads data shard i of process_count (`host_shard_info`); `make_global_batch` places its
 rows where its devices sit on the 'data' axis. This needs each host's devices to cover one
@@ -51,10 +53,12 @@ PARTITION_RULES: tuple[tuple[str, P], ...] = (
     (r"(^|/)logits_dense/kernel$", P(None, MODEL_AXIS)),  # [embed, vocab]
     (r"norm/scale$", P()),  # layer norms [embed]
     (r"relpos_bias/rel_embedding$", P()),  # [heads, buckets]
-    # Method trainables (spot_jax.methods): replicated, like the prompt.
+        # Method trainables (spot_jax.methods): replicated, like the prompt.
     (r"/(lora_a|lora_b|bias|ia3_scale|prefix_key|prefix_value)$", P()),
     (r"(^|/)prompt_encoder/", P()),
 )
+# How a method's trainables (and their optimizer state) are placed on the mesh.
+TRAINABLE_SHARDINGS = ("replicated", "follow")
 
 
 # ----------------------------------------------------------------------------- processes
@@ -216,6 +220,94 @@ def param_partition_specs(params: Any, mesh: Mesh | None = None,
   return jax.tree_util.tree_unflatten(treedef, specs)
 
 
+def _kernel_spec(module: str) -> P:
+  """The frozen rule's spec of `module/kernel` (2 dims), P(None, None) when none applies."""
+  path = f"{module}/kernel"
+  spec = next((s for pattern, s in PARTITION_RULES if re.search(pattern, path)), P())
+  return P(*(tuple(spec) + (None, None))[:2])
+
+
+def follow_spec(path: str, shape: tuple[int, ...], frozen: Mapping[str, Any]) -> P:
+  """The spec of a trainable leaf that follows the frozen kernel it attaches to.
+
+  LoRA `lora_a` [in, r] takes the kernel's input dim rule, `lora_b` [r, out] its output dim's;
+  `bias` [out] and an output `ia3_scale` [out] the output dim's, an input `ia3_scale` [in] (MLP
+  hidden) the input dim's; prefixes [P, heads, head_dim] split heads like the q/k/v kernels.
+  The prompt and the prompt encoder stay replicated.
+  """
+  module, _, leaf = path.rpartition("/")
+  heads_axis = _kernel_spec(f"{module}/query")[1]
+  if leaf in ("prefix_key", "prefix_value"):
+    return P(None, heads_axis, None)
+  if leaf not in ("lora_a", "lora_b", "bias", "ia3_scale"):
+    return P()
+  spec_in, spec_out = _kernel_spec(module)
+  if leaf == "lora_a":
+    return P(spec_in, None)
+  if leaf == "lora_b":
+    return P(None, spec_out)
+  if leaf == "ia3_scale":  # output scaling [out] unless it has the kernel's input size only.
+    node: Any = frozen
+    for part in module.split("/"):
+      node = node.get(part, {}) if isinstance(node, Mapping) else {}
+    kernel_shape = np.shape(node.get("kernel")) if isinstance(node, Mapping) else ()
+    if len(kernel_shape) == 2 and shape == (kernel_shape[0],) != (kernel_shape[1],):
+      return P(spec_in)
+  return P(spec_out)
+
+
+def trainable_partition_specs(trainables: Any, frozen: Mapping[str, Any], mode: str,
+                              mesh: Mesh | None = None) -> Any:
+  """Same-structure tree of PartitionSpec for a method's trainables (`TRAINABLE_SHARDINGS`)."""
+  if mode not in TRAINABLE_SHARDINGS:
+    raise ValueError(f"Unknown trainable sharding {mode!r}; choose one of {TRAINABLE_SHARDINGS}")
+
+  def spec(key_path, leaf):
+    path, shape = param_path(key_path), tuple(np.shape(leaf))
+    chosen = follow_spec(path, shape, frozen) if mode == "follow" else P()
+    return _fit_spec(path, chosen, shape, mesh)
+
+  return jax.tree_util.tree_map_with_path(spec, trainables)
+
+
+def state_shardings(state: Any, trainable_specs: Any, mesh: Mesh) -> Any:
+  """Shardings for a train state: its `params` per `trainable_specs`, every optimizer-state leaf
+  shaped like a trainable (Adam's moments) like that trainable, the rest (step, rng, factored
+  Adafactor statistics) replicated."""
+  by_path = {}
+  for key_path, spec in jax.tree_util.tree_flatten_with_path(
+      trainable_specs, is_leaf=lambda x: isinstance(x, P))[0]:
+    by_path[param_path(key_path)] = spec
+  shapes = {param_path(k): tuple(np.shape(v))
+            for k, v in jax.tree_util.tree_flatten_with_path(state.params)[0]}
+
+  def sharding(key_path, leaf):
+    path = param_path(key_path)
+    for trainable, spec in by_path.items():
+      if path.endswith("/" + trainable) and tuple(np.shape(leaf)) == shapes[trainable]:
+        return NamedSharding(mesh, spec)
+    return replicated_sharding(mesh)
+
+  return jax.tree_util.tree_map_with_path(sharding, state)
+
+
+def place(tree: Any, shardings: Any) -> Any:
+  """Host values, identical on every host -> global arrays with the matching `shardings`."""
+  return jax.tree.map(_to_global, tree, shardings)
+
+
+def to_host(tree: Any) -> Any:
+  """Global arrays -> full numpy values on every host (gathers arrays split across hosts)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+  return jax.tree.map(get, tree)
+
+
 def param_shardings(params: Any, mesh: Mesh) -> Any:
   """Same-structure tree of NamedSharding for `params` on `mesh`."""
   specs = param_partition_specs(params, mesh)
@@ -265,15 +357,19 @@ def make_global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict
 
 
 def jit_train_step(step_fn: Callable[..., Any], mesh: Mesh, state: Any,
-                   frozen_params_shardings: Any) -> Callable[..., Any]:
+                   frozen_params_shardings: Any, train_state_shardings: Any = None
+                   ) -> Callable[..., Any]:
   """jit(step_fn(state, frozen_params, batch) -> (state, metrics)) on `mesh`; donates the state.
 
-  The state and metrics are replicated, the batch split over 'data', the frozen params placed
-  per `frozen_params_shardings` (e.g. `param_shardings(params, mesh)`).
+  The state is placed per `train_state_shardings` (default replicated, see `state_shardings`),
+  the metrics replicated, the batch split over 'data', the frozen params per
+  `frozen_params_shardings` (e.g. `param_shardings(params, mesh)`).
   """
   replicated = replicated_sharding(mesh)
-  state_shardings = jax.tree.map(lambda _: replicated, state)
+  if train_state_shardings is None:
+    train_state_shardings = jax.tree.map(lambda _: replicated, state)
   return jax.jit(step_fn,
-                 in_shardings=(state_shardings, frozen_params_shardings, batch_sharding(mesh)),
-                 out_shardings=(state_shardings, replicated),
+                 in_shardings=(train_state_shardings, frozen_params_shardings,
+                               batch_sharding(mesh)),
+                 out_shardings=(train_state_shardings, replicated),
                  donate_argnums=(0,))
