@@ -1,7 +1,7 @@
 """The share of a prompt-tuning run's wall time spent evaluating, at SPoT's settings.
 
-  python benchmarks/eval_fraction.py                   # tiny and small
-  python benchmarks/eval_fraction.py --models small --rounds 1
+  python benchmarks/eval_fraction.py                   # tiny and small, side by side
+  python benchmarks/eval_fraction.py --models tiny,small --scale 1,0.25 --rounds 1
 
 One evaluation interval of SPoT: 500 training steps of batch 32 (inputs 512, targets 32,
 prompt 100), then greedy evaluation of 1,000 examples. The train step is timed as
@@ -11,7 +11,12 @@ batch 32) over 1,000 random examples with input lengths drawn uniformly from 16.
 `--decode_length` tokens decoded for every example (no early stop at EOS: the worst case for
 label targets). Side by side, the same evaluation with every example padded to the longest
 input (one shape, no buckets). Compilation (once per bucket, reused by every later evaluation
-of the run) is timed separately and left out of the fraction. Writes its RESULTS.md section.
+of the run) is timed separately and left out of the fraction. `--scale` (one factor per
+model) shrinks both the training steps and the evaluated examples of a model by the same
+factor, which leaves the share unchanged (both sides are linear in their counts) while the
+slow CPU evaluation of larger shapes stays short; the table states the counts used. The
+1-minute load average before and after each model is printed and written, since the share is
+only comparable between rows measured under similar load. Writes its RESULTS.md section.
 """
 
 from __future__ import annotations
@@ -43,21 +48,21 @@ TRAIN_STEPS, BATCH, INPUTS, TARGETS, PROMPT, EVAL_EXAMPLES = 500, 32, 512, 32, 1
 NEVER = -1  # an EOS id no token equals: every row decodes the full length.
 
 
-def eval_seconds(model_name: str, decode_length: int, rounds: int, bucketed: bool
-                 ) -> tuple[float, float]:
-  """(median seconds of one evaluation of EVAL_EXAMPLES examples, compile seconds)."""
+def eval_seconds(model_name: str, examples: int, decode_length: int, rounds: int,
+                 bucketed: bool) -> tuple[float, float]:
+  """(median seconds of one evaluation of `examples` examples, compile seconds)."""
   model = T5(get_config(model_name, dropout_rate=0.0), PROMPT)
   dummy = jnp.ones((1, 4), jnp.int32)
   params = jax.jit(model.init)(jax.random.PRNGKey(0), dummy, dummy)["params"]
   rng = np.random.default_rng(0)
-  tokens = np.zeros((EVAL_EXAMPLES, INPUTS), np.int32)
-  for row, length in enumerate(rng.integers(16, INPUTS + 1, EVAL_EXAMPLES)):
+  tokens = np.zeros((examples, INPUTS), np.int32)
+  for row, length in enumerate(rng.integers(16, INPUTS + 1, examples)):
     tokens[row, :length] = rng.integers(2, 32000, length)
   if bucketed:
-    batches = bucketed_batches(np.arange(EVAL_EXAMPLES), tokens, BATCH)
+    batches = bucketed_batches(np.arange(examples), tokens, BATCH)
   else:
-    batches = [(None, np.pad(tokens[i:i + BATCH], ((0, max(0, i + BATCH - EVAL_EXAMPLES)), (0, 0))),
-                None) for i in range(0, EVAL_EXAMPLES, BATCH)]
+    batches = [(None, np.pad(tokens[i:i + BATCH], ((0, max(0, i + BATCH - examples)), (0, 0))),
+                None) for i in range(0, examples, BATCH)]
 
   def decode(batch):
     return jax.block_until_ready(scoring.greedy_decode(model, params, jnp.asarray(batch),
@@ -82,23 +87,35 @@ def main() -> None:
   parser.add_argument("--decode_length", type=int, default=8)
   parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--train_steps_timed", type=int, default=3)
+  parser.add_argument("--scale", default="",
+                      help="comma-separated factor per model (default 1 each) applied to both "
+                           f"the {TRAIN_STEPS} training steps and the {EVAL_EXAMPLES} examples")
   parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
   args = parser.parse_args()
+  models = args.models.split(",")
+  scales = [float(s) for s in args.scale.split(",")] if args.scale else [1.0] * len(models)
+  if len(scales) != len(models) or not all(0 < s <= 1 for s in scales):
+    parser.error(f"--scale needs one factor in (0, 1] per model ({len(models)}): {args.scale!r}")
   rows = []
-  for name in args.models.split(","):
+  for name, scale in zip(models, scales):
+    load_before = os.getloadavg()[0]
+    steps, examples = round(TRAIN_STEPS * scale), round(EVAL_EXAMPLES * scale)
     step = train_step_benchmark(name, INPUTS, BATCH, TARGETS, PROMPT, 0.1, "float32",
                                 steps=args.train_steps_timed)["step_seconds_median"]
-    bucketed, compile_seconds = eval_seconds(name, args.decode_length, args.rounds, True)
-    padded, _ = eval_seconds(name, args.decode_length, args.rounds, False)
-    train = TRAIN_STEPS * step
-    row = {"model": name, "step": step, "train": train, "eval": bucketed, "padded": padded,
-           "compile": compile_seconds, "fraction": bucketed / (train + bucketed),
-           "padded_fraction": padded / (train + padded)}
+    bucketed, compile_seconds = eval_seconds(name, examples, args.decode_length, args.rounds,
+                                             True)
+    padded, _ = eval_seconds(name, examples, args.decode_length, args.rounds, False)
+    train = steps * step
+    row = {"model": name, "steps": steps, "examples": examples, "step": step, "train": train,
+           "eval": bucketed, "padded": padded, "compile": compile_seconds,
+           "fraction": bucketed / (train + bucketed), "padded_fraction": padded / (train + padded),
+           "load": (load_before, os.getloadavg()[0])}
     rows.append(row)
-    print(f"{name}: train {train:.0f} s per 500 steps, evaluation {bucketed:.1f} s "
+    print(f"{name}: train {train:.0f} s per {steps} steps, evaluation of {examples} examples "
+          f"{bucketed:.1f} s "
           f"({row['fraction']:.1%}; padded to the longest input {padded:.1f} s, "
-          f"{row['padded_fraction']:.1%}); bucket compilation {compile_seconds:.1f} s once",
-          flush=True)
+          f"{row['padded_fraction']:.1%}); bucket compilation {compile_seconds:.1f} s once; "
+          f"load average {row['load'][0]:.1f} -> {row['load'][1]:.1f}", flush=True)
     write_section(args, rows)  # after each model: a run cut short keeps what it measured.
 
 
@@ -108,15 +125,22 @@ def write_section(args: argparse.Namespace, rows: list[dict]) -> None:
            f"{jax.devices()[0].device_kind}); {TRAIN_STEPS} steps of batch {BATCH} (inputs "
            f"{INPUTS}, targets {TARGETS}, prompt {PROMPT}, dropout 0.1) then greedy evaluation of "
            f"{EVAL_EXAMPLES} examples (inputs 16..{INPUTS} tokens, {args.decode_length} tokens "
-           f"decoded each, KV cache, batch {BATCH}); median of {args.rounds} evaluation "
-           f"round(s); {time.strftime('%Y-%m-%d')}. Target: evaluation <= 20% of the wall time.",
-           "", "| model | train step | 500 steps | evaluation (buckets) | share of wall time | "
-           "decode examples/s | padded to 512 | share, padded | bucket compiles (once) |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           f"decoded each, KV cache, batch {BATCH}); a row with fewer steps and examples scales "
+           "both by the same factor (`--scale`), which leaves the share unchanged; train time = "
+           f"steps x the median of {args.train_steps_timed} timed steps; median of "
+           f"{args.rounds} evaluation round(s); shared machine, 1-minute load average before "
+           f"and after each row given; {time.strftime('%Y-%m-%d')}. Target: evaluation <= 20% "
+           "of the wall time.",
+           "", "| model | train step | steps | train time | examples | evaluation (buckets) | "
+           "share of wall time | decode examples/s | padded to 512 | share, padded | "
+           "bucket compiles (once) | load |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for r in rows:
-    lines.append(f"| {r['model']} | {r['step']:.3f} s | {r['train']:.0f} s | {r['eval']:.1f} s | "
-                 f"{r['fraction']:.1%} | {EVAL_EXAMPLES / r['eval']:.1f} | {r['padded']:.1f} s | "
-                 f"{r['padded_fraction']:.1%} | {r['compile']:.1f} s |")
+    lines.append(f"| {r['model']} | {r['step']:.3f} s | {r['steps']} | {r['train']:.0f} s | "
+                 f"{r['examples']} | {r['eval']:.1f} s | {r['fraction']:.1%} | "
+                 f"{r['examples'] / r['eval']:.1f} | {r['padded']:.1f} s | "
+                 f"{r['padded_fraction']:.1%} | {r['compile']:.1f} s | "
+                 f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
   table = "\n".join(lines) + "\n"
   print(table)
   from results_md import update_section

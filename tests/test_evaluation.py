@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 
@@ -199,8 +200,6 @@ def test_glue_and_superglue_submission_formats(tmp_path):
   _, data, _ = submission.format_predictions("super_glue_cb", [(ex(0), 2)],
                                              ("entailment", "contradiction", "neutral"))
   assert rows(data) == [{"idx": 0, "label": "neutral"}]
-  with pytest.raises(ValueError, match="nested MultiRC/ReCoRD"):
-    submission.format_predictions("super_glue_record", [], None)
   with pytest.raises(ValueError, match="GLUE/SuperGLUE"):
     submission.format_predictions("synthetic_sentiment_a", [], ("negative", "positive"))
   written = submission.write_predictions(
@@ -210,3 +209,116 @@ def test_glue_and_superglue_submission_formats(tmp_path):
                      "super_glue_rte": (str(tmp_path / "mix" / "super_glue_rte.jsonl"), 0)}
   assert rows((tmp_path / "mix" / "super_glue_rte.jsonl").read_bytes()) == [
       {"idx": 0, "label": "not_entailment"}]
+
+
+def _preprocessed(preprocess, raw):
+  """tfds-like SuperGLUE examples (nested `idx`) through one of our T5 preprocessors, as the
+  numpy dicts `Evaluator.predict` pairs with predictions."""
+  from tasks import preprocessors
+
+  def spec(value):  # strings, lists of strings (any length), numpy scalars.
+    if isinstance(value, dict):
+      return {k: spec(v) for k, v in value.items()}
+    if isinstance(value, (str, list)):
+      return tf.TensorSpec([None] if isinstance(value, list) else [], tf.string)
+    return tf.TensorSpec([], tf.as_dtype(value.dtype))
+
+  ds = tf.data.Dataset.from_generator(lambda: iter(raw), output_signature=spec(raw[0]))
+  return list(getattr(preprocessors, preprocess)(ds, benchmark="").as_numpy_iterator())
+
+
+def _multirc_raw(paragraph, question, answer, label=-1):
+  return {"paragraph": f"p{paragraph}", "question": f"q{question}", "answer": f"a{answer}",
+          "label": np.int64(label), "idx": {"paragraph": np.int32(paragraph),
+                                            "question": np.int32(question),
+                                            "answer": np.int32(answer)}}
+
+
+def test_multirc_submission_groups_answers_by_question_and_paragraph():
+  from spot_jax.evaluation import submission
+  # The test split's order: paragraph 3 (questions 10, 11), then paragraph 0 (question 12).
+  ids = [(3, 10, 0), (3, 10, 1), (3, 10, 2), (3, 11, 3), (3, 11, 4), (0, 12, 5)]
+  examples = _preprocessed("multirc", [_multirc_raw(*i) for i in ids])
+  decoded = ["True", "False", "True", "maybe", "False", "True"]  # "maybe": invalid.
+  predictions = [(e, postprocessors.multirc_value(text, example=e))
+                 for e, text in zip(examples, decoded)]
+  name, data, invalid = submission.format_predictions("super_glue_multirc", predictions,
+                                                      ("False", "True"))
+  assert name == "super_glue_multirc.jsonl" and invalid == 1
+  lines = [json.loads(line) for line in data.decode().splitlines()]
+  assert lines == [
+      {"idx": 3, "passage": {"questions": [
+          {"idx": 10, "answers": [{"idx": 0, "label": 1}, {"idx": 1, "label": 0},
+                                  {"idx": 2, "label": 1}]},
+          {"idx": 11, "answers": [{"idx": 3, "label": 0}, {"idx": 4, "label": 0}]}]}},
+      {"idx": 0, "passage": {"questions": [
+          {"idx": 12, "answers": [{"idx": 5, "label": 1}]}]}}]
+  # Round trip: every (paragraph, question, answer) once, with its prediction (invalid -> 0).
+  flat = {(line["idx"], q["idx"], a["idx"]): a["label"]
+          for line in lines for q in line["passage"]["questions"] for a in q["answers"]}
+  assert flat == {i: max(p["value"], 0) for i, (_, p) in zip(ids, predictions)}
+  with pytest.raises(ValueError, match="two predictions for paragraph 3, question 10, answer 0"):
+    submission.format_predictions("super_glue_multirc", predictions + predictions[:1], None)
+  with pytest.raises(ValueError, match="lack idx/paragraph, idx/question, idx/answer"):
+    submission.format_predictions("super_glue_multirc", [({"idx": np.int32(0)}, 1)], None)
+
+
+def _record_raw(passage, query, answers):
+  return {"passage": f"Passage {passage}\n@highlight\nIts highlight",
+          "query": f"query {query} @placeholder", "entities": ["Alice", "Bob", "Carol"],
+          "answers": answers, "idx": {"passage": np.int32(passage), "query": np.int32(query)}}
+
+
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_record_submission_one_answer_per_query(split):
+  from spot_jax.evaluation import submission
+  # Test queries carry no answers (one `<unk>` example each); validation queries one example
+  # per reference answer, all with the same inputs.
+  answers = {"test": [[], [], []], "validation": [["Alice", "Alice Smith"], ["Bob"],
+                                                 ["Carol", "Carol", "C."]]}[split]
+  raw = [_record_raw(5, 20, answers[0]), _record_raw(5, 21, answers[1]),
+         _record_raw(6, 22, answers[2])]
+  examples = _preprocessed("record", raw)
+  assert len(examples) == (3 if split == "test" else 6)
+  # Greedy decoding sees the same inputs for every example of a query; the first one counts
+  # (T5's deduplicate_metric), a later different text (impossible for one input) is ignored.
+  decoded = {20: ["Alice", "Alice again"], 21: ["Bob"], 22: ["Carol", "x", "y"]}
+  seen = collections.Counter()
+  predictions = []
+  for e in examples:
+    query = int(e["idx/query"])
+    predictions.append((e, postprocessors.record_answers(decoded[query][seen[query]],
+                                                         example=e)))
+    seen[query] += 1
+  name, data, invalid = submission.format_predictions("super_glue_record", predictions, None)
+  assert name == "super_glue_record.jsonl" and invalid == 0
+  lines = [json.loads(line) for line in data.decode().splitlines()]
+  assert lines == [{"idx": 20, "label": "Alice"}, {"idx": 21, "label": "Bob"},
+                   {"idx": 22, "label": "Carol"}]
+  # Round trip: one line per (passage, query) group the postprocessor's targets name.
+  groups = {postprocessors.record_answers(None, example=e, is_target=True)["group"]
+            for e in examples}
+  assert {line["idx"] for line in lines} == {query for _, query in groups}
+  assert len(lines) == len(groups)
+  clash = dict(examples[0], **{"idx/passage": np.int32(9)})
+  with pytest.raises(ValueError, match="query 20 appears under passages 5 and 9"):
+    submission.format_predictions("super_glue_record", predictions + [(clash, {"value": "z"})],
+                                  None)
+
+
+def test_predict_decodes_as_far_as_the_labelled_split(frozen, monkeypatch):
+  """Test targets are `<unk>` placeholders: predict decodes to the given lengths instead."""
+  lengths = []
+
+  def decode(model, params, tokens, length, eos):
+    lengths.append(length)
+    return np.zeros((len(tokens), length), np.int32)
+
+  monkeypatch.setattr(evaluator_lib.scoring, "greedy_decode", decode)
+  evaluator = make_evaluator(frozen, MOCK_TASK, "greedy", split="test")
+  assert evaluator.target_lengths() == {MOCK_TASK: 15}  # "not_entailment" + EOS.
+  evaluator.predict(frozen[2])
+  assert set(lengths) == {15}
+  lengths.clear()
+  evaluator.predict(frozen[2], decode_lengths={MOCK_TASK: 40})
+  assert set(lengths) == {40}

@@ -23,7 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description=GIN_HELP)
   evaluate.add_argument("--predictions_out", metavar="FILE",
                         help="also write test-split predictions in the GLUE (TSV) / SuperGLUE "
-                             "(JSONL) submission format; a directory for a mixture")
+                             "(JSONL; MultiRC per paragraph, ReCoRD per query) submission "
+                             "format; a directory for a mixture")
   evaluate.set_defaults(func=run_eval, accepts_gin=True)
   export = subparsers.add_parser(
       "export", help="write a run's LoRA/IA3 folded into its frozen model as a T5X checkpoint")

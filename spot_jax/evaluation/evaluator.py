@@ -131,15 +131,24 @@ class PromptEvaluator:
       results[name] = {k: float(v) for k, v in metrics_future.result()[name].items()}
     return results
 
-  def predict(self, trainables: Trainables
+  def target_lengths(self) -> dict[str, int]:
+    """{task name: the split's longest target in tokens, EOS included}: how far greedy
+    decoding runs on this split."""
+    return {name: int(data.evaluator.model_feature_shapes["decoder_target_tokens"][0])
+            for name, data in self.tasks.items()}
+
+  def predict(self, trainables: Trainables, decode_lengths: Mapping[str, int] | None = None
               ) -> dict[str, list[tuple[Mapping[str, Any], Any]]]:
     """{task name: [(example, postprocessed prediction)]} in split order, without metrics
-    (for splits without labels, e.g. GLUE/SuperGLUE test sets)."""
+    (for splits without labels, e.g. GLUE/SuperGLUE test sets). Greedy decoding runs to
+    `decode_lengths[task]` tokens, by default this split's longest target; an unlabelled
+    split's targets are placeholders (`<unk>`), so pass a labelled split's `target_lengths()`."""
     params = self._combined(trainables)
     outputs = {}
     for name, data in self.tasks.items():
-      rows = sorted(self._predict_fn(params, data)(data.evaluator.cached_model_datasets[name]),
-                    key=lambda pair: pair[0])
+      length = (decode_lengths or {}).get(name)
+      rows = sorted(self._predict_fn(params, data, length)(
+          data.evaluator.cached_model_datasets[name]), key=lambda pair: pair[0])
       task = seqio.get_mixture_or_task(name)
       examples = data.evaluator.cached_task_datasets[name].as_numpy_iterator()
       outputs[name] = [
@@ -153,11 +162,13 @@ class PromptEvaluator:
     return combine(self.frozen_params,
                    jax.tree.map(lambda x: self.place(np.asarray(x, np.float32)), trainables))
 
-  def _predict_fn(self, params: Any, data: _TaskData):
+  def _predict_fn(self, params: Any, data: _TaskData, target_length: int | None = None):
     """seqio's predict_fn: [(index, tokens)], every row as long as the longest prediction
     (T5X's infer_fn hands seqio decodes [batch, max_decode_len]; seqio stacks them with
-    np.array and Vocabulary.decode stops at the first EOS)."""
-    target_length = data.evaluator.model_feature_shapes["decoder_target_tokens"][0]
+    np.array and Vocabulary.decode stops at the first EOS). Greedy decoding runs to
+    `target_length` tokens, by default the split's longest target."""
+    target_length = (target_length
+                     or data.evaluator.model_feature_shapes["decoder_target_tokens"][0])
     candidate_rows = candidates = None
     if data.labels:
       candidate_rows = encode_labels(data.labels, data.vocabulary)

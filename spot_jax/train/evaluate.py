@@ -34,21 +34,23 @@ class EvalConfig:
   output_file: str | None = None
 
 
-def _evaluator(cfg: EvalConfig, split: str) -> tuple[PromptEvaluator, Any]:
+def _evaluators(cfg: EvalConfig, *splits: str) -> tuple[list[PromptEvaluator], Any]:
+  """One evaluator per split over one frozen model, and the prompt as trainables."""
   as_train = TrainConfig(model_dir="", task=cfg.task, model=cfg.model,
                          initial_checkpoint=cfg.initial_checkpoint,
                          prompt_length=cfg.prompt_length, eval_mode=cfg.eval_mode,
                          seed=cfg.seed, dropout_rate=0.0)
   model, frozen_params, _, _ = build_frozen_model(as_train)
   prompt = prompts.from_file(cfg.prompt_file, cfg.prompt_length, model.config.emb_dim)
-  evaluator = PromptEvaluator(model, frozen_params, cfg.task, cfg.batch_size,
-                              mode=cfg.eval_mode, split=split, num_examples=cfg.num_examples)
-  return evaluator, prompts.with_prompt({}, prompt)
+  evaluators = [PromptEvaluator(model, frozen_params, cfg.task, cfg.batch_size,
+                                mode=cfg.eval_mode, split=split, num_examples=cfg.num_examples)
+                for split in splits]
+  return evaluators, prompts.with_prompt({}, prompt)
 
 
 def evaluate_prompt(cfg: EvalConfig) -> dict[str, dict[str, float]]:
   """{task: {metric: value}} of the prompt in `cfg.prompt_file`; also written to output_file."""
-  evaluator, trainables = _evaluator(cfg, cfg.split)
+  (evaluator,), trainables = _evaluators(cfg, cfg.split)
   results = evaluator.evaluate(trainables)
   if cfg.output_file:
     atomic_write_bytes(cfg.output_file, json.dumps(results, indent=2).encode())
@@ -58,10 +60,12 @@ def evaluate_prompt(cfg: EvalConfig) -> dict[str, dict[str, float]]:
 def write_test_predictions(cfg: EvalConfig, path: str, split: str = "test"
                            ) -> dict[str, tuple[str, int]]:
   """Predicts `split` (unlabelled: no metrics) and writes GLUE/SuperGLUE submission files
-  (`evaluation.submission`); returns {task: (file, invalid predictions)}."""
-  evaluator, trainables = _evaluator(cfg, split)
+  (`evaluation.submission`); returns {task: (file, invalid predictions)}. Greedy decoding
+  runs as far as on the labelled split `cfg.split` (its longest target): the unlabelled
+  split's targets are placeholders, too short for a label or a ReCoRD answer."""
+  (evaluator, labelled), trainables = _evaluators(cfg, split, cfg.split)
   for task in evaluator.tasks:  # refuse unsupported tasks before predicting.
     submission.format_predictions(task, [], task_labels(task))
-  predictions = evaluator.predict(trainables)
+  predictions = evaluator.predict(trainables, decode_lengths=labelled.target_lengths())
   return submission.write_predictions(path, predictions,
                                       {task: task_labels(task) for task in predictions})
