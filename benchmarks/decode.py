@@ -11,7 +11,9 @@ Weights are random (T5 1.1 shapes, 32128 ids, float32); the prompt is 100 positi
 prepended to every input (ours) or 100 more input tokens (Hugging Face), the same encoder
 length. Times are medians over alternating rounds after a warm-up call (compilation on our
 side). Hugging Face needs the `bench` extra (torch, transformers); without it that column is
-skipped with the reason printed. Writes its section of benchmarks/RESULTS.md.
+skipped with the reason printed. The machine may be shared: each row gives the 1-minute load
+average before and after it, and the ratios (measured side by side, alternating) are what
+compares. Writes its section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def main() -> None:
   batch, length = args.batch_size, args.decode_length
   rows, notes = [], []
   for name in args.models.split(","):
+    load_before = os.getloadavg()[0]
     cached, uncached = ours(name, batch, args.input_length, args.prompt_length, length)
     np.testing.assert_array_equal(np.asarray(cached()), np.asarray(uncached()))  # + warm-up
     hf, note = hugging_face(name, batch, args.input_length + args.prompt_length, length)
@@ -115,7 +118,7 @@ def main() -> None:
       for side, (fn, sync) in sides.items():
         times[side].append(timed(fn, sync))
     speed = {side: batch / statistics.median(t) for side, t in times.items()}
-    row = {"model": name, **speed}
+    row = {"model": name, **speed, "load": (load_before, os.getloadavg()[0])}
     rows.append(row)
     print(f"{name}: " + ", ".join(f"{s} {v:.1f} examples/s" for s, v in speed.items()),
           flush=True)
@@ -126,14 +129,17 @@ def main() -> None:
            f"{jax.devices()[0].device_kind}); batch {batch}, inputs {args.input_length} + prompt "
            f"{args.prompt_length}, {length} decoded tokens per example (no early stop), "
            f"random T5 1.1 weights, float32, median of {args.rounds} alternating rounds; "
+           "shared machine: 1-minute load average before and after each row; "
            f"{time.strftime('%Y-%m-%d')}.", "",
            "| model | KV cache (ours) examples/s | uncached (ours) | HF generate | "
-           "cache vs uncached | cache vs HF |", "| --- | --- | --- | --- | --- | --- |"]
+           "cache vs uncached | cache vs HF | load |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
   for r in rows:
     hf = f"{r['hf']:.1f}" if "hf" in r else "-"
     vs_hf = f"{r['cached'] / r['hf']:.2f}x" if "hf" in r else "-"
     lines.append(f"| {r['model']} | {r['cached']:.1f} | {r['uncached']:.1f} | {hf} | "
-                 f"{r['cached'] / r['uncached']:.2f}x | {vs_hf} |")
+                 f"{r['cached'] / r['uncached']:.2f}x | {vs_hf} | "
+                 f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
   lines += ["", *notes]
   table = "\n".join(lines) + "\n"
   print(table)
