@@ -66,7 +66,8 @@ def multirc_lines(task: str, predictions: Sequence[tuple[Mapping[str, Any], Any]
 
   Paragraphs, their questions and each question's answers keep the split's order (first
   appearance), as T5's `prepare_glue_submission.py` does; a prediction that is neither
-  "False" nor "True" (-1) is written as 0 and counted."""
+  "False" nor "True" (-1) is written as 0 and counted (T5's script writes the -1 itself; 0
+  keeps every label in {0, 1}, as for the other tasks here)."""
   paragraphs: dict[int, dict[int, dict[int, int]]] = {}
   invalid = 0
   for example, prediction in predictions:
