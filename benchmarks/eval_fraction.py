@@ -4,8 +4,9 @@
   python benchmarks/eval_fraction.py --models tiny,small --scale 1,0.25 --rounds 1
 
 One evaluation interval of SPoT: 500 training steps of batch 32 (inputs 512, targets 32,
-prompt 100), then greedy evaluation of 1,000 examples. The train step is timed as
-`benchmarks/train_step.py` times it (median step after compilation) and multiplied by 500;
+prompt 100), then greedy evaluation of 1,000 examples. The train step is built as
+`benchmarks/train_step.py` builds it, timed after compilation and a warm-up step (median),
+and multiplied by 500;
 the evaluation runs the evaluator's own path (`bucketed_batches` + KV-cache `greedy_decode`,
 batch 32) over 1,000 random examples with input lengths drawn uniformly from 16..512 and
 `--decode_length` tokens decoded for every example (no early stop at EOS: the worst case for
@@ -15,8 +16,10 @@ of the run) is timed separately and left out of the fraction. `--scale` (one fac
 model) shrinks both the training steps and the evaluated examples of a model by the same
 factor, which leaves the share unchanged (both sides are linear in their counts) while the
 slow CPU evaluation of larger shapes stays short; the table states the counts used. The
-1-minute load average before and after each model is printed and written, since the share is
-only comparable between rows measured under similar load. Writes its RESULTS.md section.
+1-minute load average before and after each model is printed and written: on a shared
+machine the wall-time share depends on how busy other processes kept the cores in each phase,
+so every time is also taken as this process's CPU time (all threads), whose share does not.
+Writes its RESULTS.md section.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import argparse
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
 
@@ -41,16 +43,35 @@ import numpy as np  # noqa: E402
 from spot_jax.evaluation import scoring  # noqa: E402
 from spot_jax.evaluation.evaluator import bucketed_batches  # noqa: E402
 from spot_jax.models import T5, get_config  # noqa: E402
-from train_step import benchmark as train_step_benchmark  # noqa: E402
+from train_step import build_step  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAIN_STEPS, BATCH, INPUTS, TARGETS, PROMPT, EVAL_EXAMPLES = 500, 32, 512, 32, 100, 1000
 NEVER = -1  # an EOS id no token equals: every row decodes the full length.
 
 
+def clocks() -> np.ndarray:
+  """(wall seconds, this process's CPU seconds over all its threads)."""
+  return np.array([time.perf_counter(), time.process_time()])
+
+
+def train_step_seconds(model_name: str, steps: int) -> np.ndarray:
+  """Median (wall, CPU) seconds of one training step after compilation and a warm-up step,
+  built as `benchmarks/train_step.py` builds it."""
+  run_step, _ = build_step(model_name, INPUTS, BATCH, TARGETS, PROMPT, 0.1, "float32")
+  jax.block_until_ready(run_step())
+  times = []
+  for _ in range(steps):
+    start = clocks()
+    jax.block_until_ready(run_step())
+    times.append(clocks() - start)
+  return np.median(times, axis=0)
+
+
 def eval_seconds(model_name: str, examples: int, decode_length: int, rounds: int,
-                 bucketed: bool) -> tuple[float, float]:
-  """(median seconds of one evaluation of `examples` examples, compile seconds)."""
+                 bucketed: bool) -> tuple[np.ndarray, float]:
+  """(median (wall, CPU) seconds of one evaluation of `examples` examples, compile wall
+  seconds)."""
   model = T5(get_config(model_name, dropout_rate=0.0), PROMPT)
   dummy = jnp.ones((1, 4), jnp.int32)
   params = jax.jit(model.init)(jax.random.PRNGKey(0), dummy, dummy)["params"]
@@ -74,11 +95,11 @@ def eval_seconds(model_name: str, examples: int, decode_length: int, rounds: int
   compile_seconds = time.perf_counter() - start
   times = []
   for _ in range(rounds):
-    start = time.perf_counter()
+    start = clocks()
     for _, batch, _ in batches:
       decode(batch)
-    times.append(time.perf_counter() - start)
-  return statistics.median(times), compile_seconds
+    times.append(clocks() - start)
+  return np.median(times, axis=0), compile_seconds
 
 
 def main() -> None:
@@ -100,8 +121,7 @@ def main() -> None:
   for name, scale in zip(models, scales):
     load_before = os.getloadavg()[0]
     steps, examples = round(TRAIN_STEPS * scale), round(EVAL_EXAMPLES * scale)
-    step = train_step_benchmark(name, INPUTS, BATCH, TARGETS, PROMPT, 0.1, "float32",
-                                steps=args.train_steps_timed)["step_seconds_median"]
+    step = train_step_seconds(name, args.train_steps_timed)
     bucketed, compile_seconds = eval_seconds(name, examples, args.decode_length, args.rounds,
                                              True)
     padded, _ = eval_seconds(name, examples, args.decode_length, args.rounds, False)
@@ -111,10 +131,11 @@ def main() -> None:
            "fraction": bucketed / (train + bucketed), "padded_fraction": padded / (train + padded),
            "load": (load_before, os.getloadavg()[0])}
     rows.append(row)
-    print(f"{name}: train {train:.0f} s per {steps} steps, evaluation of {examples} examples "
-          f"{bucketed:.1f} s "
-          f"({row['fraction']:.1%}; padded to the longest input {padded:.1f} s, "
-          f"{row['padded_fraction']:.1%}); bucket compilation {compile_seconds:.1f} s once; "
+    print(f"{name}: train {train[0]:.0f} s wall ({train[1]:.0f} s CPU) per {steps} steps, "
+          f"evaluation of {examples} examples {bucketed[0]:.1f} s ({bucketed[1]:.1f} s CPU): "
+          f"{row['fraction'][0]:.1%} of the wall time, {row['fraction'][1]:.1%} of the CPU time "
+          f"(padded to the longest input: {padded[0]:.1f} s, {row['padded_fraction'][0]:.1%} / "
+          f"{row['padded_fraction'][1]:.1%}); bucket compilation {compile_seconds:.1f} s once; "
           f"load average {row['load'][0]:.1f} -> {row['load'][1]:.1f}", flush=True)
     write_section(args, rows)  # after each model: a run cut short keeps what it measured.
 
@@ -129,17 +150,20 @@ def write_section(args: argparse.Namespace, rows: list[dict]) -> None:
            "both by the same factor (`--scale`), which leaves the share unchanged; train time = "
            f"steps x the median of {args.train_steps_timed} timed steps; median of "
            f"{args.rounds} evaluation round(s); shared machine, 1-minute load average before "
-           f"and after each row given; {time.strftime('%Y-%m-%d')}. Target: evaluation <= 20% "
-           "of the wall time.",
-           "", "| model | train step | steps | train time | examples | evaluation (buckets) | "
-           "share of wall time | decode examples/s | padded to 512 | share, padded | "
-           "bucket compiles (once) | load |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "and after each row given: times are wall / process CPU seconds (all threads), and "
+           "the CPU-time share is the one that does not depend on how busy the other processes "
+           f"kept the cores; {time.strftime('%Y-%m-%d')}. Target: evaluation <= 20% of the "
+           "wall time.",
+           "", "| model | train step wall / CPU | steps | train wall / CPU | examples | "
+           "evaluation (buckets) wall / CPU | share: wall / CPU | padded to 512 wall / CPU | "
+           "share padded: wall / CPU | bucket compiles (once) | load |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  pair = lambda v, fmt: f"{v[0]:{fmt}} / {v[1]:{fmt}}"
   for r in rows:
-    lines.append(f"| {r['model']} | {r['step']:.3f} s | {r['steps']} | {r['train']:.0f} s | "
-                 f"{r['examples']} | {r['eval']:.1f} s | {r['fraction']:.1%} | "
-                 f"{r['examples'] / r['eval']:.1f} | {r['padded']:.1f} s | "
-                 f"{r['padded_fraction']:.1%} | {r['compile']:.1f} s | "
+    lines.append(f"| {r['model']} | {pair(r['step'], '.2f')} s | {r['steps']} | "
+                 f"{pair(r['train'], '.0f')} s | {r['examples']} | {pair(r['eval'], '.1f')} s | "
+                 f"{pair(r['fraction'], '.1%')} | {pair(r['padded'], '.1f')} s | "
+                 f"{pair(r['padded_fraction'], '.1%')} | {r['compile']:.1f} s | "
                  f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
   table = "\n".join(lines) + "\n"
   print(table)
