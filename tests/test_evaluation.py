@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from spot_jax.evaluation import evaluator as evaluator_lib
 from spot_jax.models import T5, get_config
+from spot_jax.prompts import with_prompt
 from spot_jax.tasks_util import register_all_tasks
 from tasks import postprocessors, synthetic
 from tasks.vocabulary import get_byte_vocabulary
@@ -317,8 +318,9 @@ def test_predict_decodes_as_far_as_the_labelled_split(frozen, monkeypatch):
   monkeypatch.setattr(evaluator_lib.scoring, "greedy_decode", decode)
   evaluator = make_evaluator(frozen, MOCK_TASK, "greedy", split="test")
   assert evaluator.target_lengths() == {MOCK_TASK: 15}  # "not_entailment" + EOS.
-  evaluator.predict(frozen[2])
+  trainables = with_prompt({}, frozen[2])
+  evaluator.predict(trainables)
   assert set(lengths) == {15}
   lengths.clear()
-  evaluator.predict(frozen[2], decode_lengths={MOCK_TASK: 40})
+  evaluator.predict(trainables, decode_lengths={MOCK_TASK: 40})
   assert set(lengths) == {40}
