@@ -101,6 +101,27 @@ def time_scoring(scorer, keys: dict, entries: int) -> float:
   return entries / (time.perf_counter() - start)
 
 
+def _rate(rate: float) -> str:
+  return f"{rate:,.0f}" if rate >= 10 else f"{rate:.3g}"
+
+
+def _reading(results: dict) -> str:
+  """What the measured rows say about where each head belongs (from this run's numbers)."""
+  lines = []
+  light = [n for n in results if n.startswith("light")]
+  if light:
+    lines.append("Light head: " + "; ".join(
+        f"{n}: trains M = 400 in {results[n]['train_s']:.0f} s, scores "
+        f"{_rate(results[n]['rate'])} entries/s" for n in light) + ".")
+  base = results.get("encoder, base model")
+  if base:
+    lines.append(f"The base encoder head (fine-tuned T5 base encoder over 201 positions) takes "
+                 f"{base['step_s']:.0f} s per step of batch 16 here, so {base['steps']} steps "
+                 f"are ~{base['train_s'] / 3600:.0f} h: not a CPU workload; use the light head "
+                 "on CPU and the encoder head on an accelerator.")
+  return ("\n" + "\n".join(lines) + "\n") if lines else ""
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
@@ -108,21 +129,23 @@ def main() -> None:
                       help="head configurations to time (default all)")
   parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
   args = parser.parse_args()
-  rows = []
+  rows, results = [], {}
+  load = os.getloadavg()[0]
   for name in args.configs:
     _, _, _, _, timed, entries = CONFIGS[name]
     result = time_training(name, 2 if args.quick else timed)
     rate = time_scoring(result["scorer"], result["keys"], min(entries, 1000) if args.quick
                         else entries)
+    results[name] = {**result, "rate": rate}
     rows.append((name, f"{result['compile_s']:.2f}", f"{result['step_s'] * 1e3:.1f}",
-                 f"{result['steps']}", f"{result['train_s']:.0f}", f"{rate:,.0f}" if rate >= 10 else f"{rate:.3g}",
+                 f"{result['steps']}", f"{result['train_s']:.0f}", _rate(rate),
                  f"{min(entries, 1000) if args.quick else entries}"))
     print(rows[-1], flush=True)
   for shape in SHAPES:
     _, keys, _ = pool(shape)
     for name in ("cosine", "per_token_euclidean", "max_pairwise"):
       rate = time_scoring(scorers.get_scorer(name), keys, 1000 if args.quick else 10_000)
-      rows.append((f"{name}, {shape} shapes", "-", "-", "-", "-", f"{rate:,.0f}",
+      rows.append((f"{name}, {shape} shapes", "-", "-", "-", "-", _rate(rate),
                    "1000" if args.quick else "10000"))
       print(rows[-1], flush=True)
   header = ("scorer", "compile (s)", "step (ms)", "steps", "train M=400 (s)",
@@ -130,13 +153,18 @@ def main() -> None:
   table = [header, tuple("---" for _ in header)] + rows
   body = "\n".join("| " + " | ".join(r) + " |" for r in table)
   cpus = len(os.sched_getaffinity(0))
-  text = (f"## Affinity head (benchmarks/affinity.py)\n\n{time.strftime('%Y-%m-%d')}, "
-          f"{platform.processor() or platform.machine()}, {cpus} CPU cores visible (shared "
-          f"with other work), jax {jax.__version__}. M = 400 pairs of 44 synthetic tasks; "
+  command = "python benchmarks/affinity.py" + (
+      " --configs " + " ".join(f'"{c}"' for c in args.configs)
+      if args.configs != list(CONFIGS) else "")
+  text = (f"## Affinity head (benchmarks/affinity.py)\n\nCommand: `{command}`; "
+          f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {cpus} "
+          f"CPU cores visible (shared with other work; load average {load:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end), jax {jax.__version__}. "
+          "M = 400 pairs of 44 synthetic tasks; "
           "light = MLP over pooled features, encoder = T5 encoder over [P_t; sep; P_s] + MLP "
           "(base: random-initialised base encoder, batch 16, prompt length 100; its training "
           "time is projected from 1 timed step). Scoring: `score(target, pool)` over the "
-          "pool entries timed.\n\n" + body + "\n")
+          "pool entries timed.\n\n" + body + "\n" + _reading(results))
   if not args.quick:
     update_section(args.results, "affinity", text)
   print(text)

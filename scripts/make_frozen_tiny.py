@@ -2,6 +2,8 @@
 synthetic pretraining mixture (1500 steps, seed 0; about 5-10 minutes on 2 CPU cores).
 
   python scripts/make_frozen_tiny.py
+  python scripts/make_frozen_tiny.py --checkpoint_out DIR/checkpoint_1500   # no pretraining:
+      # writes the stored npz as a T5X checkpoint (INITIAL_CHECKPOINT_PATH of a run or study)
 
 Tests that need a frozen model a prompt can actually steer (a trained prompt must beat an
 untrained one) load it instead of pretraining for minutes; `spot-jax demo` runs the same
@@ -10,6 +12,7 @@ pretraining itself.
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -24,7 +27,21 @@ OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "tiny_byte_froz
 PRETRAIN = PretrainConfig(output_dir="", task="synthetic_pretraining", train_steps=1500, seed=0)
 
 
+def write_checkpoint(path: str) -> None:
+  """Writes the stored pretrained model (OUT) as a T5X checkpoint directory at `path`."""
+  params = traverse_util.unflatten_dict(dict(np.load(OUT)), sep="/")
+  t5x.write_checkpoint(path, params, step=PRETRAIN.train_steps)
+  print(f"wrote {path}")
+
+
 def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--checkpoint_out", default=None,
+                      help="write the stored npz as a T5X checkpoint here instead of pretraining")
+  args = parser.parse_args()
+  if args.checkpoint_out:
+    write_checkpoint(args.checkpoint_out)
+    return
   register_all_tasks()
   with tempfile.TemporaryDirectory() as tmp:
     import dataclasses

@@ -201,6 +201,19 @@ def test_train_predict_evaluate_from_the_cli(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_the_synthetic_study_gives_the_head_pairs_on_held_out_targets():
+  """gin_configs/affinity/synthetic_study.yaml (scripts/affinity_synthetic_study.sh): enough
+  sources x targets that the light head's default split keeps training and validation pairs."""
+  from conftest import PROJECT_ROOT
+  from spot_jax.study.spec import load_spec
+  spec = load_spec(str(PROJECT_ROOT / "gin_configs" / "affinity" / "synthetic_study.yaml"))
+  assert len(spec.sources) >= 8 and len(spec.targets) >= 4 and spec.key_step <= spec.target_steps
+  gains = {(s, t): 0.0 for s in spec.sources for t in spec.targets if s != t}
+  held = data.split_targets(list(spec.targets), train.AffinityConfig().val_fraction, 0)
+  split = data.make_split(gains, held, None, 0)
+  assert len(split.train) >= 15 and len(split.val) >= 6
+
+
 def test_textemb_and_fisher_scorers_embed_task_data(tmp_path):
   from flax import traverse_util
 

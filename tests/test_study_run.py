@@ -93,6 +93,16 @@ def test_spec_errors_name_the_problem(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+def test_every_shipped_study_spec_loads():
+  """Regression: gin_configs/affinity/synthetic_study.yaml once set `eval_num_examples` (a gin
+  macro's old name, not a spec key), so `study run` refused it."""
+  specs = sorted(PROJECT_ROOT.glob("gin_configs/**/*.yaml"))
+  assert PROJECT_ROOT / "gin_configs/affinity/synthetic_study.yaml" in specs
+  for path in specs:
+    spec = load_spec(str(path))
+    assert runner.plan(spec, "/study"), path
+
+
 def test_shipped_specs_load_and_match_the_registry():
   from tasks import registry
   spot = load_spec(str(PROJECT_ROOT / "gin_configs/study/spot_glue_superglue.yaml"))
