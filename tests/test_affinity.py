@@ -200,7 +200,49 @@ def test_train_predict_evaluate_from_the_cli(tmp_path, capsys):
   assert open(out).readline().startswith("method,spearman,pearson,regret_at_1")
 
 
-@pytest.mark.slow
+def test_cross_validated_evaluation_scores_each_target_with_the_fold_that_held_it_out(
+    tmp_path, capsys):
+  """`affinity evaluate --head FOLD1 FOLD2`: every target is scored by the heads that never
+  trained on it; a target held out by two folds is refused."""
+  from spot_jax.affinity.predict import AffinityHead, HeadScorer, held_out_folds
+  from spot_jax.cli.main import main
+  from spot_jax.library.similarity import LibraryError
+  from spot_jax.library.store import ModelIdentity, PromptLibrary
+  from spot_jax.study import results
+  tasks, keys, gains = planted_pool("cosine", n_tasks=6)
+  library = PromptLibrary(str(tmp_path / "lib"), create=True)
+  for task in tasks:
+    library.add(task=task, value=keys[task][0], key=keys[task][0],
+                model=ModelIdentity("tiny", 8, "fp"), seed=0)
+  rows = [{"source": "none", "target": t, "seed": 0, "score": 50.0} for t in tasks]
+  rows += [{"source": s, "target": t, "seed": 0, "score": 50.0 + g}
+           for (s, t), g in gains.items()]
+  csv = str(tmp_path / "results.csv")
+  results.write_results(csv, rows)
+  steps = ["--gin.AffinityConfig.train_steps=20", "--gin.AffinityConfig.eval_period=10"]
+  folds = {"a": tasks[:2], "b": tasks[2:4], "c": tasks[1:3]}
+  for fold, held in folds.items():
+    assert main(["affinity", "train", csv, "--library", str(tmp_path / "lib"), "--out",
+                 str(tmp_path / fold), "--val_targets", *held, *steps]) == 0
+  capsys.readouterr()
+  out = str(tmp_path / "table.csv")
+  assert main(["affinity", "evaluate", csv, "--head", str(tmp_path / "a"), str(tmp_path / "b"),
+               "--library", str(tmp_path / "lib"), "--out", out]) == 0
+  printed = capsys.readouterr().out
+  assert f"targets: {', '.join(tasks[:4])} (cross-validated: 2 folds)" in printed
+  heads = {f: [AffinityHead.load(str(tmp_path / f / "seed_0"))] for f in folds}
+  scorer = held_out_folds([heads["a"], heads["b"]], "affinity")
+  for target, fold in ((tasks[0], "a"), (tasks[3], "b")):
+    pool = np.concatenate([keys[t] for t in tasks])
+    np.testing.assert_array_equal(
+        scorer.score(keys[target][0], pool, target=target),
+        HeadScorer(heads[fold], fold).score(keys[target][0], pool))
+  with pytest.raises(LibraryError, match="held out target 'task_05'"):
+    scorer.score(keys[tasks[5]][0], keys[tasks[0]], target=tasks[5])
+  with pytest.raises(LibraryError, match="held out by two folds"):
+    held_out_folds([heads["a"], heads["c"]], "affinity")
+
+
 def test_the_synthetic_study_gives_the_head_pairs_on_held_out_targets():
   """gin_configs/affinity/synthetic_study.yaml (scripts/affinity_synthetic_study.sh): enough
   sources x targets that the light head's default split keeps training and validation pairs."""
@@ -214,6 +256,7 @@ def test_the_synthetic_study_gives_the_head_pairs_on_held_out_targets():
   assert len(split.train) >= 15 and len(split.val) >= 6
 
 
+@pytest.mark.slow
 def test_textemb_and_fisher_scorers_embed_task_data(tmp_path):
   from flax import traverse_util
 

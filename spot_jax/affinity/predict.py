@@ -11,7 +11,7 @@ import dataclasses
 import glob
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -93,6 +93,40 @@ class HeadScorer:
     target_key, pool_keys = check_keys(target_key, pool_keys, self.name)
     return np.mean([h.gains(target_key, pool_keys) for h in self.heads],
                    axis=0).astype(np.float64)
+
+
+@dataclasses.dataclass
+class HeldOutScorer:
+  """Cross-validation: each target is scored by the heads of the fold that held it out (never
+  by a head that trained on it). by_target: {target: that fold's HeadScorer}."""
+
+  by_target: Mapping[str, HeadScorer]
+  name: str
+
+  def score(self, target_key, pool_keys, *, target=None, pool_tasks=None) -> np.ndarray:
+    if target not in self.by_target:
+      raise LibraryError(f"No head of {self.name} held out target {target!r}; held out: "
+                         f"{sorted(self.by_target)}")
+    return self.by_target[target].score(target_key, pool_keys, target=target,
+                                        pool_tasks=pool_tasks)
+
+
+def held_out_folds(folds: Sequence[Sequence[AffinityHead]], name: str) -> HeldOutScorer:
+  """The HeldOutScorer of folds (each fold: the seed heads of one `affinity train`, sharing
+  their held-out targets); a target held out by two folds is an error."""
+  by_target: dict[str, HeadScorer] = {}
+  for heads in folds:
+    held = [tuple(h.record.get("val_targets") or ()) for h in heads]
+    if not held[0] or len(set(held)) > 1:
+      raise LibraryError(f"The heads {[h.path for h in heads]} do not share one set of "
+                         "held-out targets; train each fold with one `affinity train`")
+    for target in held[0]:
+      if target in by_target:
+        raise LibraryError(f"Target {target!r} is held out by two folds "
+                           f"({by_target[target].name} and {heads[0].path}); give each "
+                           "target to one fold")
+      by_target[target] = HeadScorer(heads, heads[0].path)
+  return HeldOutScorer(by_target, name)
 
 
 def head_dirs(path: str) -> list[str]:

@@ -64,10 +64,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
   evaluate = sub.add_parser("evaluate", help="every scorer side by side (paper Table 1/2)")
   evaluate.add_argument("results", help="results CSV")
-  evaluate.add_argument("--head", required=True, help="head directory (one head or seed_*/)")
+  evaluate.add_argument("--head", required=True, nargs="+",
+                        help="head directory (one head or seed_*/); several: cross-validation "
+                             "folds (one `affinity train --val_targets` each), every target "
+                             "scored by the fold that held it out")
   _keys_args(evaluate)
   evaluate.add_argument("--targets", nargs="+", default=None,
-                        help="evaluated targets (default: the head's held-out targets)")
+                        help="evaluated targets (default: the heads' held-out targets)")
   evaluate.add_argument("--sizes", default=None, help="CSV task,size for data_size")
   evaluate.add_argument("--ndcg_relevance", default="rank", choices=("rank", "score", "gain"))
   evaluate.add_argument("--out", default=None, help="write the table as CSV")
@@ -186,22 +189,32 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-  from spot_jax.affinity.predict import AffinityHead, HeadScorer, head_dirs
+  from spot_jax.affinity.predict import AffinityHead, HeadScorer, head_dirs, held_out_folds
   from spot_jax.library import scorers
   from spot_jax.study import affinity_eval
   inputs = _inputs(args, args.results)
-  heads = [AffinityHead.load(d) for d in head_dirs(args.head)]
-  targets = args.targets or heads[0].record.get("val_targets")
+  folds = [[AffinityHead.load(d) for d in head_dirs(path)] for path in args.head]
+  heads = folds[0]
+  if len(folds) > 1:  # cross-validation: each target scored by the fold that held it out.
+    scorer = held_out_folds(folds, "affinity")
+    targets = args.targets or sorted(scorer.by_target)
+    per_seed_scorers = ([held_out_folds([f[i:i + 1] for f in folds], "affinity")
+                         for i in range(len(heads))]
+                        if len({len(f) for f in folds}) == 1 else [])
+  else:
+    scorer = HeadScorer(heads, "affinity")
+    targets = args.targets or heads[0].record.get("val_targets")
+    if any(h.record.get("val_targets") != heads[0].record.get("val_targets") for h in heads):
+      print("note: the heads were validated on different targets")
+    per_seed_scorers = [HeadScorer([h], "affinity") for h in heads]
   if not targets:
-    raise ValueError(f"{args.head} records no held-out targets; pass --targets")
-  if any(h.record.get("val_targets") != heads[0].record.get("val_targets") for h in heads):
-    print("note: the heads were validated on different targets")
+    raise ValueError(f"{args.head[0]} records no held-out targets; pass --targets")
   named: dict = {}
-  if len(heads) > 1:
-    per_seed = [affinity_eval.compare(inputs, {"affinity": HeadScorer([h], "affinity")},
-                                      targets, args.ndcg_relevance) for h in heads]
+  if len(per_seed_scorers) > 1:
+    per_seed = [affinity_eval.compare(inputs, {"affinity": s}, targets, args.ndcg_relevance)
+                for s in per_seed_scorers]
     seed_row = affinity_eval.seed_rows(per_seed, "affinity")
-  named["affinity (ensemble)" if len(heads) > 1 else "affinity"] = HeadScorer(heads, "affinity")
+  named["affinity (ensemble)" if len(heads) > 1 else "affinity"] = scorer
   for name in (*scorers.SIMILARITY_SCORERS, "max_pairwise"):
     named[name] = scorers.get_scorer(name)
   notes = []
@@ -214,9 +227,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     notes.append(f"data_size left out ({e})")
   named["random (expected)"] = None
   rows = affinity_eval.compare(inputs, named, targets, args.ndcg_relevance)
-  if len(heads) > 1:
+  if len(per_seed_scorers) > 1:
     rows.insert(1, seed_row)
-  print(f"targets: {', '.join(sorted(targets))}")
+  print(f"targets: {', '.join(sorted(targets))}" + (
+      f" (cross-validated: {len(folds)} folds)" if len(folds) > 1 else ""))
   print(affinity_eval.format_rows(rows))
   for note in notes:
     print(f"note: {note}")
