@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from spot_jax import task_embedding
+from spot_jax.gin_utils import gin_literal
 from spot_jax.library import scorers, similarity
 from spot_jax.library.retrieval import retrieve
 from spot_jax.library.store import LibraryError, ModelIdentity, PromptLibrary, run_key
@@ -138,3 +139,109 @@ def test_other_method_settings_are_other_identities(tmp_path):
   library.add_run_dir(other, entry_id="b")
   assert len(library.models()) == 2
   assert len({m.index_key for m in library.models()}) == 2
+
+
+def mixed_library(tmp_path) -> PromptLibrary:
+  """Three tasks, each with a LoRA run and a prompt run (two seeds for task_b's LoRA)."""
+  library = PromptLibrary(str(tmp_path / "lib"), create=True)
+  for seed, task in enumerate(("task_a", "task_b", "task_c", "target")):
+    library.add_run_dir(fake_run(tmp_path / f"lora_{task}", task, seed), entry_id=f"lora-{task}")
+    library.add_run_dir(fake_run(tmp_path / f"prompt_{task}", task, seed, "prompt"),
+                        entry_id=f"prompt-{task}")
+  library.add_run_dir(fake_run(tmp_path / "lora_task_b_2", "task_b", 7), entry_id="lora-task_b-2")
+  return library
+
+
+def test_ensemble_ranking_is_the_mean_of_each_methods_task_similarities(tmp_path):
+  from spot_jax import pipeline
+  library = mixed_library(tmp_path)
+  queries = [pipeline.target_query(library, run=str(tmp_path / f"{m}_target"))
+             for m in ("lora", "prompt")]
+  assert [q.model.method for q in queries] == ["lora", "prompt"]
+  members = {q.model.method: {r.entry.task: r.score for r in pipeline.rank_sources(
+      library, q, scorer="cosine", by_task=True, exclude_task="target")} for q in queries}
+  ranked = pipeline.rank_sources(library, queries, scorer="ensemble:cosine",
+                                 exclude_task="target")
+  assert sorted(r.entry.task for r in ranked) == ["task_a", "task_b", "task_c"]
+  for r in ranked:
+    assert r.score == pytest.approx((members["lora"][r.entry.task]
+                                     + members["prompt"][r.entry.task]) / 2, rel=1e-12)
+    assert r.entry.model.method == "lora"  # represented by the first query's method.
+  assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+  with pytest.raises(ValueError, match="need an ensemble scorer"):
+    pipeline.rank_sources(library, queries, scorer="cosine")
+  with pytest.raises(LibraryError, match="ensemble:cosine"):
+    scorers.get_scorer("ensemble:max_pairwise")
+  # The same on task keys: EnsembleScorer.predictions is the mean of the members'.
+  rng = np.random.default_rng(0)
+  keys = {"lora": {t: rng.normal(size=(2, 1, 9)) for t in ("a", "b", "c")},
+          "prompt": {t: rng.normal(size=(1, 3, 5)) for t in ("a", "b", "c")}}
+  ensemble = scorers.get_scorer("ensemble:euclidean").predictions(keys, ["a"], ["b", "c"])
+  single = {m: scorers.predictions(scorers.get_scorer("euclidean"), k, ["a"], ["b", "c"])
+            for m, k in keys.items()}
+  for source in ("b", "c"):
+    assert ensemble["a"][source] == pytest.approx(
+        (single["lora"]["a"][source] + single["prompt"]["a"][source]) / 2, rel=1e-12)
+
+
+def test_transfer_of_trees_starts_runs_from_init_from_directories(tmp_path):
+  from spot_jax import pipeline
+  from spot_jax.library import transfer
+  library = mixed_library(tmp_path)
+  query = pipeline.target_query(library, run=str(tmp_path / "lora_target"))
+  ranked = pipeline.rank_sources(library, query, scorer="euclidean", exclude_task="target", k=2)
+  out = str(tmp_path / "out")
+  plan = transfer.plan_transfer("weighted_average", ranked, library, target="target",
+                                out_dir=out, k=2, method="lora")
+  result = transfer.run_transfer(plan, dry_run=True, echo=lambda line: None)
+  run = plan.runs_by_name["weighted_average"]
+  start = os.path.join(out, "init", "weighted_average")
+  assert run.gin_bindings["TrainConfig.init_from"] == gin_literal(start)
+  assert "TrainConfig.prompt_file" not in run.gin_bindings
+  alphas = np.asarray(plan.alphas)
+  assert alphas.sum() == pytest.approx(1.0)
+  for name in lora_arrays(0):
+    expected = sum(a * library.value(r.entry.id)[name] for a, r in zip(alphas, ranked))
+    np.testing.assert_allclose(np.load(os.path.join(start, name)), expected, rtol=1e-5)
+  assert result.runs[0]["init_from"] == start and json.load(
+      open(os.path.join(out, "transfer.json")))["method"] == "lora"
+  best = transfer.plan_transfer("best_of_top_k", ranked, library, target="target",
+                                out_dir=str(tmp_path / "best"), k=2)
+  for r in ranked:
+    directory = os.path.join(str(tmp_path / "best"), "init", r.entry.id)
+    assert best.runs_by_name[r.entry.id].gin_bindings["TrainConfig.init_from"] == gin_literal(directory)
+    assert sorted(os.path.basename(p) for p in best.files if p.startswith(directory + "/")) == (
+        sorted(lora_arrays(0)))
+  with pytest.raises(transfer.TransferError, match=r"lora runs but the target runs train "
+                                                   r"'prompt'.*methods/lora.gin"):
+    transfer.plan_transfer("best_of_top_k", ranked, library, target="target", out_dir=out, k=2,
+                           method="prompt")
+
+
+@pytest.mark.parametrize("name", ["prompt_encoder", "prefix", "lora", "bias", "ia3"])
+def test_library_keys_from_saved_files_equal_the_methods_embedding(name, tmp_path):
+  """The numpy path (run_key over the saved .npy files) is Method.embedding."""
+  import jax
+  import jax.numpy as jnp
+
+  from spot_jax import methods, prompts
+  from spot_jax.models import T5, get_config
+  config = get_config("tiny", vocab_size=40, emb_dim=8, num_heads=2, head_dim=4, mlp_dim=12)
+  method = methods.create(name, 3)
+  model = T5(config, hooks=method.hooks())
+  tokens = jnp.ones((1, 4), jnp.int32)
+  frozen = T5(config).init(jax.random.PRNGKey(0), tokens, tokens)["params"]
+  prompt = prompts.from_sampled_vocab(jax.random.PRNGKey(1),
+                                      frozen["token_embedder"]["embedding"], 3)
+  trainables = method.init(jax.random.PRNGKey(2), model, frozen, prompt)
+  trainables = jax.tree_util.tree_map(lambda x: x + 0.1 * jnp.arange(x.size).reshape(x.shape),
+                                      trainables)
+  run_dir.save_trainables(str(tmp_path), 4, method.saved_arrays(trainables))
+  summary = {"model": {"name": "tiny", "config": {"emb_dim": 8}, "fingerprint": "f"},
+             "method": name, "method_settings": method.settings()}
+  for kind in task_embedding.EMBEDDING_KINDS:
+    identity = ModelIdentity.from_run_summary(summary, embedding=kind)
+    key = run_key(str(tmp_path), 4, identity)
+    expected = method.embedding(trainables, kind)
+    np.testing.assert_allclose(key, expected if identity.is_prompt else expected[None],
+                               rtol=1e-6, atol=1e-7)
