@@ -67,28 +67,39 @@ def add_to_library(library_path: str, model_dirs: Sequence[str], *,
 
 
 def embed_target(gin_files: Sequence[str], gin_bindings: Sequence[str], out: str | None = None,
-                 key_step: int | None = None) -> tuple[str, str]:
+                 key_step: int | None = None, embedding: str | None = None) -> tuple[str, str]:
   """Tunes the configured target run for exactly `key_step` steps (default its KEY_STEP) with
-  the normal trainer, unless that prompt exists; copies it to `out` when given.
+  the normal trainer, unless that checkpoint exists; writes its key to `out` when given: the
+  prompt (prompt-like methods), else the method's task embedding [D] of kind `embedding`.
 
-  Returns (the key prompt's path, the task). MODEL_DIR can later be trained further.
+  Returns (the key's path, the task). MODEL_DIR can later be trained further.
   """
+  from spot_jax.library.store import ModelIdentity, npy_bytes, run_key
+  from spot_jax.task_embedding import PROMPT_LIKE_METHODS
   from spot_jax.train.loop import train
   cfg, gin_text = executor.train_config(gin_files, gin_bindings)
   key_step = cfg.key_step if key_step is None else key_step
   if key_step <= 0:
     raise ValueError(f"key_step must be positive, got {key_step}")
-  path = run_dir.prompt_path(cfg.model_dir, key_step)
-  if not os.path.exists(path):
-    done = run_dir.prompt_steps(cfg.model_dir)
+  prompt_like = cfg.method in PROMPT_LIKE_METHODS
+  if not prompt_like and not out:
+    raise ValueError(f"Method {cfg.method!r} has no prompt file to point at: give the key file "
+                     "to write (--out)")
+  done = (run_dir.prompt_steps if prompt_like else run_dir.checkpoint_steps)(cfg.model_dir)
+  if key_step not in done:
     if done and done[-1] > key_step:
-      raise ValueError(f"{cfg.model_dir} is past step {key_step} ({done[-1]}) without a prompt "
-                       f"at {key_step}; use another MODEL_DIR or a key step in {done}")
+      raise ValueError(f"{cfg.model_dir} is past step {key_step} ({done[-1]}) without a "
+                       f"checkpoint at {key_step}; use another MODEL_DIR or a key step in {done}")
     cfg = dataclasses.replace(cfg, train_steps=key_step, key_step=key_step, eval_period=0)
     train(cfg, gin_config=gin_text)
-  if out:
+  path = run_dir.prompt_path(cfg.model_dir, key_step)
+  if prompt_like and out:
     with open(path, "rb") as f:
       atomic_write_bytes(out, f.read())
+  elif out:
+    model = ModelIdentity.from_run_summary(run_dir.read_summary(cfg.model_dir),
+                                           embedding=embedding)
+    atomic_write_bytes(out, npy_bytes(run_key(cfg.model_dir, key_step, model)[0]))
   return (out or path), cfg.task
 
 

@@ -26,7 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                   "(MODEL_DIR can later be trained on) and writes that step's prompt. " + GIN_HELP)
   embed.add_argument("--key_step", type=int, default=None,
                      help="steps to tune (default: the config's KEY_STEP)")
-  embed.add_argument("--out", required=True, help="the key file to write (.npy [L, embed])")
+  embed.add_argument("--out", required=True, help="the key file to write (.npy [L, embed]; "
+                     "other methods than prompts: their task embedding [D])")
+  embed.add_argument("--embedding", default=None, choices=("layer_mean", "concat"),
+                     help="non-prompt methods: the task-embedding kind (default layer_mean)")
   embed.set_defaults(func=run_embed, accepts_gin=True)
 
   retrieve = subparsers.add_parser("retrieve", help="rank library prompts for a target's key")
@@ -147,7 +150,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
 
 def run_embed(args: argparse.Namespace) -> int:
   from spot_jax import pipeline
-  path, task = pipeline.embed_target(args.gin_files, args.gin_bindings, args.out, args.key_step)
+  path, task = pipeline.embed_target(args.gin_files, args.gin_bindings, args.out, args.key_step,
+                                     args.embedding)
   print(f"Wrote the key of {task} to {path}")
   return 0
 

@@ -44,6 +44,7 @@ from spot_jax.fileio import atomic_write_bytes
 from spot_jax.gin_utils import gin_literal
 from spot_jax.library.retrieval import Ranked
 from spot_jax.library.store import LibraryError, PromptLibrary, npy_bytes
+from spot_jax.task_embedding import PROMPT_LIKE_METHODS
 from spot_jax.train import run_dir
 
 STRATEGIES = ("best_of_top_k", "weighted_average", "mixture")
@@ -175,7 +176,10 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
     raise TransferError("The retrieved entries belong to several frozen models or methods; "
                         "a transfer starts from one")
   method = base.get("method") if method is None else method
-  if method is not None and method != identity.method:
+  # A prompt (a prompt encoder's output too) seeds any prompt-like method through PROMPT_FILE;
+  # other methods' trainables fit only their own method.
+  fits = PROMPT_LIKE_METHODS if identity.is_prompt else (identity.method,)
+  if method is not None and method not in fits:
     raise TransferError(f"The retrieved entries are {identity.method} runs but the target runs "
                         f"train {method!r}; select the entries' method in the runs' config "
                         f"(--gin_file=methods/{identity.method}.gin after runs/prompt_train.gin)")
