@@ -147,8 +147,8 @@ def target_query(library, *, key_path: str | None = None, run: str | None = None
     if identity != run_model:
       raise LibraryError(f"--model {identity} differs from the model of run {run} "
                          f"({run_model})")
-  return Query(key, run_model, {"run": os.path.abspath(run), "key_step": summary.key_step,
-                                "method": run_model.method}, summary.task)
+  return Query(key, run_model, {"run": os.path.abspath(run), "key_step": summary.key_step},
+               summary.task)
 
 
 # ----------------------------------------------------------------------------- ranking

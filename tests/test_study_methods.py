@@ -73,6 +73,21 @@ def check_method_study(study_dir: str, method: str, tmp_path) -> None:
   assert sorted(report["targets"][TARGET]["predicted_ranking"]) == sorted(SOURCES)
   assert {"spearman", "ndcg", "rho"} <= set(report["average"])
   assert np.isfinite(report["average"]["ndcg"]) and report["average"]["rho"] in (1, 2)
+  # The target's key, from its run or written by `embed` (no training: the step exists), ranks
+  # the method's library entries.
+  baseline = jobs[("baseline", None)].model_dir
+  key_file = str(tmp_path / f"{method}_key.npy")
+  assert main(["embed", "--gin_file=models/tiny_byte.gin", "--gin_file=runs/prompt_train.gin",
+               f"--gin_file=methods/{method}.gin", f"--gin.MODEL_DIR='{baseline}'",
+               f"--gin.MIXTURE_OR_TASK_NAME='{TARGET}'", "--key_step", "3",
+               "--out", key_file]) == 0
+  assert np.load(key_file).shape == (entries[0].model.key_dim,)
+  lib = os.path.join(study_dir, "library")
+  by_run, by_key = str(tmp_path / "run.csv"), str(tmp_path / "key.csv")
+  assert main(["retrieve", "--library", lib, "--run", baseline, "--out", by_run]) == 0
+  assert main(["retrieve", "--library", lib, "--key", key_file, "--model", "tiny_byte",
+               "--method", method, "--target", TARGET, "--out", by_key]) == 0
+  assert open(by_run).read() == open(by_key).read()
 
 
 @pytest.mark.slow
