@@ -67,35 +67,47 @@ def add_to_library(library_path: str, model_dirs: Sequence[str], *,
 
 
 def embed_target(gin_files: Sequence[str], gin_bindings: Sequence[str], out: str | None = None,
-                 key_step: int | None = None) -> tuple[str, str]:
+                 key_step: int | None = None, embedding: str | None = None) -> tuple[str, str]:
   """Tunes the configured target run for exactly `key_step` steps (default its KEY_STEP) with
-  the normal trainer, unless that prompt exists; copies it to `out` when given.
+  the normal trainer, unless that checkpoint exists; writes its key to `out` when given: the
+  prompt (prompt-like methods), else the method's task embedding [D] of kind `embedding`.
 
-  Returns (the key prompt's path, the task). MODEL_DIR can later be trained further.
+  Returns (the key's path, the task). MODEL_DIR can later be trained further.
   """
+  from spot_jax.library.store import ModelIdentity, npy_bytes, run_key
+  from spot_jax.task_embedding import PROMPT_LIKE_METHODS
   from spot_jax.train.loop import train
   cfg, gin_text = executor.train_config(gin_files, gin_bindings)
   key_step = cfg.key_step if key_step is None else key_step
   if key_step <= 0:
     raise ValueError(f"key_step must be positive, got {key_step}")
-  path = run_dir.prompt_path(cfg.model_dir, key_step)
-  if not os.path.exists(path):
-    done = run_dir.prompt_steps(cfg.model_dir)
+  prompt_like = cfg.method in PROMPT_LIKE_METHODS
+  if not prompt_like and not out:
+    raise ValueError(f"Method {cfg.method!r} has no prompt file to point at: give the key file "
+                     "to write (--out)")
+  done = (run_dir.prompt_steps if prompt_like else run_dir.checkpoint_steps)(cfg.model_dir)
+  if key_step not in done:
     if done and done[-1] > key_step:
-      raise ValueError(f"{cfg.model_dir} is past step {key_step} ({done[-1]}) without a prompt "
-                       f"at {key_step}; use another MODEL_DIR or a key step in {done}")
+      raise ValueError(f"{cfg.model_dir} is past step {key_step} ({done[-1]}) without a "
+                       f"checkpoint at {key_step}; use another MODEL_DIR or a key step in {done}")
     cfg = dataclasses.replace(cfg, train_steps=key_step, key_step=key_step, eval_period=0)
     train(cfg, gin_config=gin_text)
-  if out:
+  path = run_dir.prompt_path(cfg.model_dir, key_step)
+  if prompt_like and out:
     with open(path, "rb") as f:
       atomic_write_bytes(out, f.read())
+  elif out:
+    model = ModelIdentity.from_run_summary(run_dir.read_summary(cfg.model_dir),
+                                           embedding=embedding)
+    atomic_write_bytes(out, npy_bytes(run_key(cfg.model_dir, key_step, model)[0]))
   return (out or path), cfg.task
 
 
 @dataclasses.dataclass(frozen=True)
 class Query:
-  """A target's key [L, embed], the frozen model it belongs to, a description for records,
-  and the target task when known."""
+  """A target's key (a prompt [L, embed], or a non-prompt method's embedding [1, D]), the
+  library identity it belongs to (frozen model, method, embedding kind), a description for
+  records, and the target task when known."""
 
   key: np.ndarray
   model: Any  # spot_jax.library.store.ModelIdentity
@@ -104,28 +116,37 @@ class Query:
 
 
 def target_query(library, *, key_path: str | None = None, run: str | None = None,
-                 model: str | None = None) -> Query:
-  """The query of a key file (`key_path`, needs `model`: fingerprint, prefix or name) or of a
-  target run (its KEY_STEP prompt; `model`, when given, must match the run's)."""
-  from spot_jax.library.store import LibraryError, ModelIdentity, as_prompt, load_npy
+                 model: str | None = None, method: str | None = None,
+                 embedding: str | None = None) -> Query:
+  """The query of a key file (`key_path`, needs `model`: fingerprint, prefix or name, and, where
+  the library holds several methods, `method`/`embedding`) or of a target run of any method
+  (its KEY_STEP task embedding, of kind `embedding` for non-prompt methods; `model`, when
+  given, must match the run's)."""
+  from spot_jax.library.store import LibraryError, ModelIdentity, as_key, load_npy, run_key
   if (key_path is None) == (run is None):
     raise ValueError("give exactly one of a key file or a target run")
-  identity = library.resolve_model(model) if model else None
   if key_path:
-    if identity is None:
+    if not model:
       raise LibraryError(f"--key needs --model (one of {[str(m) for m in library.models()]})")
-    key = as_prompt(load_npy(key_path), f"key {key_path}", identity.emb_dim)
+    identity = library.resolve_model(model, method=method, embedding=embedding)
+    key = as_key(load_npy(key_path), f"key {key_path}", identity)
     return Query(key, identity, {"key": os.path.abspath(key_path)}, None)
   summary = run_dir.read_summary(run)
-  run_model = ModelIdentity.from_run_summary(summary)
-  if identity is not None and identity != run_model:
-    raise LibraryError(f"--model {identity} differs from the model of run {run} ({run_model})")
-  path = run_dir.prompt_path(run, summary.key_step)
-  if not os.path.exists(path):
-    raise LibraryError(f"Run {run} has no prompt at its key_step {summary.key_step} "
-                       f"({path}); available steps: {run_dir.prompt_steps(run)}. Train it "
-                       "further or use `spot-jax embed`")
-  key = as_prompt(load_npy(path), f"key {path}", run_model.emb_dim)
+  run_model = ModelIdentity.from_run_summary(summary, embedding=embedding)
+  steps = (run_dir.prompt_steps(run) if run_model.is_prompt
+           else run_dir.checkpoint_steps(run))
+  if summary.key_step not in steps:
+    raise LibraryError(f"Run {run} has no checkpoint at its key_step {summary.key_step}; "
+                       f"available steps: {steps}. Train it further or use `spot-jax embed`")
+  key = run_key(run, summary.key_step, run_model)
+  if not run_model.is_prompt:
+    run_model = dataclasses.replace(run_model, key_dim=int(key.shape[1]))
+  if model:
+    identity = library.resolve_model(model, method=run_model.method,
+                                     embedding=run_model.embedding)
+    if identity != run_model:
+      raise LibraryError(f"--model {identity} differs from the model of run {run} "
+                         f"({run_model})")
   return Query(key, run_model, {"run": os.path.abspath(run), "key_step": summary.key_step},
                summary.task)
 
@@ -140,15 +161,42 @@ def scorer_names() -> list[str]:
   return scorers.scorer_names()
 
 
-def rank_sources(library, query: Query, *, scorer: str = "cosine", k: int | None = None,
-                 exclude_task: str | None = None, center_keys: bool = False,
-                 by_task: bool = False, target: str | None = None) -> list:
+def rank_sources(library, query: Query | Sequence[Query], *, scorer: str = "cosine",
+                 k: int | None = None, exclude_task: str | None = None,
+                 center_keys: bool = False, by_task: bool = False,
+                 target: str | None = None) -> list:
   """Library entries (tasks with by_task) best first for the query, by `scorer`: a similarity
   metric (spot_jax.library.similarity.METRICS, exact top-k) or any scorer spec of
   spot_jax.library.scorers (`affinity:PATH`, `max_pairwise`, `data_size`, `random:SEED`...).
-  `target` (default: the query run's task) names the target for scorers that need it."""
+  `target` (default: the query run's task) names the target for scorers that need it.
+
+  `ensemble:METRIC` takes one query per method (each searching only its own method's entries)
+  and ranks source tasks by the mean over methods of their METRIC task scores (TuPaTE Table 3;
+  tasks every method holds; each represented by its best entry of the first query's method).
+  """
   from spot_jax.library import scorers, similarity
-  from spot_jax.library.retrieval import retrieve
+  from spot_jax.library.retrieval import Ranked, retrieve, top_k
+  queries = [query] if isinstance(query, Query) else list(query)
+  if scorer.partition(":")[0] == scorers.ENSEMBLE:
+    ensemble = scorers.get_scorer(scorer)
+    if len({q.model for q in queries}) != len(queries):
+      raise ValueError("An ensemble takes one query per method (or embedding kind); two "
+                       "queries share one")
+    per_method, best = {}, {}
+    for q in queries:
+      ranked = retrieve(library, q.key, model=q.model, metric=ensemble.metric,
+                        exclude_task=exclude_task, center_keys=center_keys, by_task=True)
+      per_method[str(q.model)] = {r.entry.task: r.score for r in ranked}
+      for r in ranked:
+        best.setdefault(r.entry.task, r.entry)
+    means = scorers.mean_over_methods(per_method)
+    tasks = sorted(means)
+    order = top_k(np.asarray([means[t] for t in tasks]), k)
+    return [Ranked(best[tasks[i]], means[tasks[i]], rank) for rank, i in enumerate(order, 1)]
+  if len(queries) != 1:
+    raise ValueError(f"{len(queries)} queries (one per method) need an ensemble scorer, e.g. "
+                     "ensemble:cosine")
+  query = queries[0]
   options = dict(model=query.model, k=k, exclude_task=exclude_task, center_keys=center_keys,
                  by_task=by_task)
   if scorer in similarity.METRICS:
@@ -208,21 +256,26 @@ def task_similarity(library, metric: str, out: str, *, center_keys: bool = False
 # ----------------------------------------------------------------------------- transfer
 
 
-def transfer(strategy: str, library, query: Query, *, target: str, out_dir: str, k: int,
-             gin_files: Sequence[str] = (), gin_bindings: Sequence[str] = (),
-             base_config: Mapping[str, Any] | None = None, scorer: str = "cosine",
-             center_keys: bool = False, source_steps: int | None = None,
-             prompt_length: int | None = None, launcher: str | None = None,
-             dry_run: bool = False, log: Log = print):
-  """Ranks the library for the query (the target's own task excluded), then plans and trains
-  the strategy's runs (spot_jax.library.transfer); returns (ranked, TransferResult)."""
+def transfer(strategy: str, library, query: Query | Sequence[Query], *, target: str,
+             out_dir: str, k: int, gin_files: Sequence[str] = (),
+             gin_bindings: Sequence[str] = (), base_config: Mapping[str, Any] | None = None,
+             scorer: str = "cosine", center_keys: bool = False,
+             source_steps: int | None = None, prompt_length: int | None = None,
+             method: str | None = None, launcher: str | None = None, dry_run: bool = False,
+             log: Log = print):
+  """Ranks the library for the query (the target's own task excluded; several queries, one
+  per method, with an `ensemble:` scorer), then plans and trains the strategy's runs of the
+  retrieved entries' method (spot_jax.library.transfer; `method`: the runs' configured method,
+  checked); returns (ranked, TransferResult)."""
   from spot_jax.library import transfer as transfer_lib
   ranked = rank_sources(library, query, scorer=scorer, k=k, exclude_task=target,
                         center_keys=center_keys, target=target)
+  description = (query.description if isinstance(query, Query)
+                 else {"ensemble": [q.description for q in query]})
   plan = transfer_lib.plan_transfer(
       strategy, ranked, library, target=target, out_dir=out_dir, k=k, base_config=base_config,
-      source_steps=source_steps, metric=scorer, query=query.description, gin_files=gin_files,
-      gin_bindings=gin_bindings, prompt_length=prompt_length)
+      source_steps=source_steps, metric=scorer, query=description, gin_files=gin_files,
+      gin_bindings=gin_bindings, prompt_length=prompt_length, method=method)
   return ranked, transfer_lib.run_transfer(plan, launcher=launcher, dry_run=dry_run, echo=log)
 
 
@@ -248,20 +301,48 @@ def analyse(results_csv: str, out_dir: str, *, similarity_csv_path: str | None =
                                metric_name)
 
 
-def evaluate_rankings(results_csv: str, *, predictions: str | None = None,
-                      baseline: str | None = None, sizes: str | None = None,
-                      k_max: int | None = None, out: str | None = None,
-                      ndcg_relevance: str = "rank") -> dict[str, Any]:
-  """Ranking metrics of a predictions table, or of a baseline ranking (`random`: the exact
-  expectation, `data_size`: by training-set size, from `sizes` or the task registry);
-  `ndcg_relevance` as spot_jax.study.ranking.NDCG_RELEVANCE."""
+def study_predictions(table, scorer: str, study_dirs: Sequence[str],
+                      embedding: str | None = None) -> dict[str, dict[str, float]]:
+  """{target: {source: score}} of `scorer` for a study's targets and sources, from the task
+  embeddings of the studies' source and baseline runs at their key step (any method:
+  spot_jax.affinity.data.keys_from_study). `ensemble:METRIC` takes one study directory per
+  method (the same tasks trained with each) and averages METRIC over them."""
+  from spot_jax.affinity import data
+  from spot_jax.library import scorers
   from spot_jax.study import ranking, results
-  if (predictions is None) == (baseline is None):
-    raise ValueError("give exactly one of predictions or a baseline")
+  if not study_dirs:
+    raise ValueError("a scorer ranks with the studies' keys: give their study directories")
+  keys = {os.path.abspath(d): data.keys_from_study(d, embedding) for d in study_dirs}
+  ranker = scorers.get_scorer(scorer, size_of=ranking.registry_train_size)
+  sources = [s for s in table.sources if s != results.BASELINE]
+  if isinstance(ranker, scorers.EnsembleScorer):
+    return ranker.predictions(keys, table.targets, sources)
+  if len(keys) > 1:
+    raise ValueError(f"{len(keys)} study directories (one per method) need an ensemble "
+                     "scorer, e.g. ensemble:cosine")
+  return scorers.predictions(ranker, next(iter(keys.values())), table.targets, sources)
+
+
+def evaluate_rankings(results_csv: str, *, predictions: str | None = None,
+                      baseline: str | None = None, scorer: str | None = None,
+                      study_dirs: Sequence[str] = (), embedding: str | None = None,
+                      sizes: str | None = None, k_max: int | None = None,
+                      out: str | None = None, ndcg_relevance: str = "rank") -> dict[str, Any]:
+  """Ranking metrics of a predictions table, of a scorer over the study's task embeddings
+  (`scorer`, keys from `study_dirs`, default the results' directory; `study_predictions`), or
+  of a baseline ranking (`random`: the exact expectation, `data_size`: by training-set size,
+  from `sizes` or the task registry); `ndcg_relevance` as spot_jax.study.ranking.NDCG_RELEVANCE."""
+  from spot_jax.study import ranking, results
+  if sum(x is not None for x in (predictions, baseline, scorer)) != 1:
+    raise ValueError("give exactly one of predictions, a scorer or a baseline")
   if sizes and baseline != "data_size":
     raise ValueError("--sizes only applies to --baseline data_size")
   table = results.aggregate(results.read_results(results_csv))
-  if predictions:
+  if scorer:
+    dirs = list(study_dirs) or [os.path.dirname(os.path.abspath(results_csv))]
+    predicted = study_predictions(table, scorer, dirs, embedding)
+    method, where = scorer, ", ".join(dirs)
+  elif predictions:
     predicted = ranking.predictions_by_target(results.read_predictions(predictions))
     method, where = f"predictions {predictions}", predictions
   elif baseline == "data_size":

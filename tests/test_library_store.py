@@ -467,7 +467,8 @@ def test_cli_add_list_show_remove_export_similarity(runs, tmp_path, capsys):
 
 def test_entries_of_different_methods_never_mix(tmp_path):
   """A prompt-encoder entry is indexed apart from prompt entries of the same frozen model;
-  non-prompt methods' runs are refused with the way to transfer them."""
+  a non-prompt run without its checkpoints is refused naming them (tests/test_library_methods.py
+  covers the other methods' entries)."""
   library = PromptLibrary(str(tmp_path / "lib"), create=True)
   encoder_model = ModelIdentity(MODEL.name, MODEL.emb_dim, MODEL.fingerprint, "prompt_encoder")
   assert encoder_model.index_key != MODEL.index_key
@@ -483,5 +484,5 @@ def test_entries_of_different_methods_never_mix(tmp_path):
       task=TASKS[0], model={"name": "tiny", "config": {"emb_dim": 6}, "fingerprint": "fp"},
       prompt_length=0, seed=0, batch_size=4, feature_lengths={}, train_steps=1, key_step=1,
       steps_done=1, best_step=1, finished=True, method="lora"))
-  with pytest.raises(LibraryError, match="method 'lora'.*init_from"):
+  with pytest.raises(LibraryError, match="no lora checkpoint for the value.*checkpoint_1"):
     library.add_run_dir(str(run))

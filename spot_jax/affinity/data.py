@@ -53,24 +53,36 @@ def keys_from_library(library: Any, model: Any = None) -> dict[str, np.ndarray]:
   return {t: np.stack(k) for t, k in out.items()}
 
 
-def keys_from_study(study_dir: str) -> dict[str, np.ndarray]:
-  """{task: keys [K, L, E]}: the key_step prompts of a study's source and baseline runs
-  (runs/source/<task>/seed_*, runs/baseline/<task>/seed_*), seeds in sorted order."""
-  from spot_jax.library.store import load_npy
+def keys_from_study(study_dir: str, embedding: str | None = None) -> dict[str, np.ndarray]:
+  """{task: keys [K, L, E]}: the key_step task embeddings of a study's source and baseline runs
+  (runs/source/<task>/seed_*, runs/baseline/<task>/seed_*), seeds in sorted order. Prompt-like
+  methods: the prompt [L, E]; others: the method's embedding of kind `embedding` (default
+  layer_mean) as a one-token key [1, D] (`spot_jax.library.store.run_key`)."""
+  from spot_jax.library.store import LibraryError, ModelIdentity, run_key
   from spot_jax.train import run_dir
   out: dict[str, list[np.ndarray]] = {}
+  methods: dict[tuple[str, str], str] = {}
   pattern = os.path.join(study_dir, "runs", "{kind}", "*", "seed_*")
   for kind in ("source", "baseline"):
     for path in sorted(glob.glob(pattern.format(kind=kind))):
       summary = run_dir.read_summary(path)
-      prompt = run_dir.prompt_path(path, summary.key_step)
-      if not os.path.exists(prompt):
-        raise AffinityDataError(f"Run {path} has no prompt at its key step {summary.key_step}; "
-                                "finish the study's source and baseline runs first")
+      try:
+        model = ModelIdentity.from_run_summary(summary, embedding=embedding)
+      except LibraryError as e:
+        raise AffinityDataError(str(e)) from None
+      methods.setdefault((model.method, model.method_settings), path)
+      if summary.key_step not in run_dir.checkpoint_steps(path):
+        raise AffinityDataError(f"Run {path} has no checkpoint at its key step "
+                                f"{summary.key_step}; finish the study's source and baseline "
+                                "runs first")
       task = os.path.basename(os.path.dirname(path))
-      out.setdefault(task, []).append(load_npy(prompt, "key"))
+      out.setdefault(task, []).append(run_key(path, summary.key_step, model))
   if not out:
     raise AffinityDataError(f"{study_dir} holds no runs/source or runs/baseline runs")
+  if len(methods) > 1:
+    raise AffinityDataError(f"{study_dir} holds runs of several methods or method settings "
+                            f"({sorted(methods)}, e.g. {sorted(methods.values())}); their "
+                            "embeddings are never compared: use one study per method")
   return {t: np.stack(k).astype(np.float32) for t, k in out.items()}
 
 

@@ -1,6 +1,7 @@
 """`spot-jax library`: add, list, show, remove and export prompt library entries; task similarity.
 
-  spot-jax library add --library LIB --create --run MODEL_DIR [--key_step N]
+  spot-jax library add --library LIB --create --run MODEL_DIR [--key_step N|best]
+      [--embedding layer_mean|concat]       # a run of any method (docs/methods.md)
   spot-jax library add --library LIB --npy PROMPT.npy --task T --model_name base --emb_dim 768 \
       --fingerprint FP [--key_npy KEY.npy]
   spot-jax library add --library LIB --peft ADAPTER_DIR --task T --model_name base --emb_dim 768 \
@@ -30,11 +31,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
   add = action("add", "add a finished run, a .npy prompt or a PEFT adapter", run_add)
   source = add.add_mutually_exclusive_group(required=True)
-  source.add_argument("--run", help="a finished run's MODEL_DIR (value: best step prompt)")
+  source.add_argument("--run", help="a finished run's MODEL_DIR, any method (value: its best "
+                                    "checkpoint; key: its task embedding at the key step)")
   source.add_argument("--npy", help="a T5X prompt-tuning .npy prompt [L, embed]")
   source.add_argument("--peft", help="a PEFT prompt tuning adapter dir or .safetensors file")
-  add.add_argument("--key_step", type=int, default=None,
-                   help="with --run: the key's step (default: the run's key_step)")
+  add.add_argument("--key_step", type=_key_step, default=None,
+                   help="with --run: the key's step, or `best` (default: the run's key_step)")
+  add.add_argument("--embedding", default=None, choices=("layer_mean", "concat"),
+                   help="with --run of a non-prompt method: the task-embedding kind (TuPaTE; "
+                        "default layer_mean)")
   add.add_argument("--key_npy", help="with --npy: the key prompt (default: the value itself)")
   add.add_argument("--num_virtual_tokens", type=int, default=None,
                    help="with --peft: prompt length (default: adapter_config.json)")
@@ -51,6 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   listing = action("list", "print a table of entries", run_list)
   listing.add_argument("--task", default=None, help="only this task")
   listing.add_argument("--model", default=None, help="only this model (fingerprint or name)")
+  _identity_args(listing)
 
   show = action("show", "print one entry's metadata as JSON", run_show)
   show.add_argument("entry_id", metavar="ID")
@@ -62,6 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   export.add_argument("--out", required=True, help="FILE.npz, or a directory for a new library")
   export.add_argument("--task", default=None, help="only this task")
   export.add_argument("--model", default=None, help="only this model (fingerprint or name)")
+  _identity_args(export)
 
   check = action("check", "find corrupt entries and stale temporary directories", run_check)
   check.add_argument("--repair", action="store_true",
@@ -75,11 +82,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   sim.add_argument("--center", action="store_true", help="subtract the library's mean key")
   sim.add_argument("--model", default=None,
                    help="the frozen model (fingerprint or name); needed when several")
+  _identity_args(sim)
   sim.add_argument("--per_run", action="store_true",
                    help="one row per entry, labelled <task>@<seed> (SPoT Figure 7; `spot-jax "
                         "study analyze --similarity` then plots one point per source prompt)")
   sim.add_argument("--out", required=True, help="the CSV file to write")
   sim.add_argument("--plot", default=None, help="also save a clustered heatmap PNG here")
+
+
+def _key_step(text: str) -> int | str:
+  return text if text == "best" else int(text)
+
+
+def _identity_args(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--method", default=None,
+                      help="with --model: the method's entries (where the library holds several)")
+  parser.add_argument("--embedding", default=None,
+                      help="with --model: the embedding kind (prompt, layer_mean, concat)")
 
 
 def _open(args: argparse.Namespace, create: bool = False):
@@ -92,15 +111,19 @@ def _report(library) -> None:
   report_problems(library)
 
 
-def _model(library, spec: str | None):
-  return None if spec is None else library.resolve_model(spec)
+def _model(library, spec: str | None, args: argparse.Namespace | None = None):
+  if spec is None:
+    return None
+  return library.resolve_model(spec, method=getattr(args, "method", None),
+                               embedding=getattr(args, "embedding", None))
 
 
 def run_add(args: argparse.Namespace) -> int:
   from spot_jax.library.store import ModelIdentity
   library = _open(args, create=args.create)
   if args.run:
-    entry = library.add_run_dir(args.run, key_step=args.key_step, entry_id=args.entry_id)
+    entry = library.add_run_dir(args.run, key_step=args.key_step, entry_id=args.entry_id,
+                                embedding=args.embedding)
   else:
     missing = [f"--{name}" for name in ("task", "model_name", "emb_dim", "fingerprint")
                if getattr(args, name) is None]
@@ -113,7 +136,9 @@ def run_add(args: argparse.Namespace) -> int:
       entry = library.add_npy(args.npy, key_path=args.key_npy, **meta)
     else:
       entry = library.add_peft(args.peft, num_virtual_tokens=args.num_virtual_tokens, **meta)
-  print(f"Added {entry.id} ({entry.task}, {entry.prompt_length} tokens, model "
+  what = (f"{entry.prompt_length} tokens" if entry.model.is_prompt
+          else f"{entry.model.method}, {entry.model.embedding} key [{entry.model.key_dim}]")
+  print(f"Added {entry.id} ({entry.task}, {what}, model "
         f"{entry.model.name} {entry.model.fingerprint}) to {library.root}")
   return 0
 
@@ -126,9 +151,10 @@ def _cell(value) -> str:
 
 def run_list(args: argparse.Namespace) -> int:
   library = _open(args)
-  entries = library.entries(model=_model(library, args.model), task=args.task)
-  rows = [("id", "task", "seed", "model", "L", "key step", "value step", "score")]
+  entries = library.entries(model=_model(library, args.model, args), task=args.task)
+  rows = [("id", "task", "seed", "model", "method", "L", "key step", "value step", "score")]
   rows += [(e.id, e.task, _cell(e.seed), f"{e.model.name}:{e.model.fingerprint}",
+            e.model.method if e.model.is_prompt else f"{e.model.method}/{e.model.embedding}",
             str(e.prompt_length), _cell(e.key_step), _cell(e.value_step), _cell(e.score))
            for e in entries]
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -168,7 +194,7 @@ def run_remove(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
   library = _open(args)
-  entries = library.entries(model=_model(library, args.model), task=args.task)
+  entries = library.entries(model=_model(library, args.model, args), task=args.task)
   library.export(args.out, entries=entries)
   print(f"Exported {len(entries)} entries to {os.path.abspath(args.out)}")
   _report(library)
@@ -179,7 +205,7 @@ def run_similarity(args: argparse.Namespace) -> int:
   from spot_jax import pipeline
   library = _open(args)
   tasks, _ = pipeline.task_similarity(library, args.metric, args.out, center_keys=args.center,
-                                      model=_model(library, args.model), plot=args.plot,
+                                      model=_model(library, args.model, args), plot=args.plot,
                                       per_run=args.per_run)
   print(f"Wrote the {len(tasks)}x{len(tasks)} {args.metric} "
         f"{'run' if args.per_run else 'task'} similarity to {args.out}")

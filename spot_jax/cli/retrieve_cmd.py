@@ -3,6 +3,8 @@
   spot-jax embed --gin_file=models/tiny_byte.gin --gin_file=runs/prompt_train.gin \
       --gin.MODEL_DIR=/tmp/target --gin.MIXTURE_OR_TASK_NAME=synthetic_sentiment_b --out key.npy
   spot-jax retrieve --library lib --run /tmp/target --k 5 --out predictions.csv
+  spot-jax retrieve --library lib --run /tmp/target_prompt --run /tmp/target_lora \
+      --scorer ensemble:cosine --by_task      # TuPaTE's ensemble: one target run per method
   spot-jax transfer --strategy best_of_top_k --library lib --run /tmp/target --k 3 \
       --out_dir /tmp/transfer --gin_file=models/tiny_byte.gin --gin_file=runs/prompt_train.gin
 """
@@ -24,7 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                   "(MODEL_DIR can later be trained on) and writes that step's prompt. " + GIN_HELP)
   embed.add_argument("--key_step", type=int, default=None,
                      help="steps to tune (default: the config's KEY_STEP)")
-  embed.add_argument("--out", required=True, help="the key file to write (.npy [L, embed])")
+  embed.add_argument("--out", required=True, help="the key file to write (.npy [L, embed]; "
+                     "other methods than prompts: their task embedding [D])")
+  embed.add_argument("--embedding", default=None, choices=("layer_mean", "concat"),
+                     help="non-prompt methods: the task-embedding kind (default layer_mean)")
   embed.set_defaults(func=run_embed, accepts_gin=True)
 
   retrieve = subparsers.add_parser("retrieve", help="rank library prompts for a target's key")
@@ -65,23 +70,46 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _add_query_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--library", required=True, help="the prompt library directory")
   query = parser.add_mutually_exclusive_group(required=True)
-  query.add_argument("--key", help="the target's key, a .npy prompt [L, embed]")
-  query.add_argument("--run", help="a target run (MODEL_DIR): its key_step prompt is the key")
+  query.add_argument("--key", help="the target's key, a .npy prompt [L, embed] (or a method's "
+                                   "task embedding [D], with --method)")
+  query.add_argument("--run", action="append",
+                     help="a target run (MODEL_DIR) of any method: its key_step task embedding "
+                          "is the key; repeat it (one run per method) for --scorer "
+                          "ensemble:METRIC")
   parser.add_argument("--model", default=None,
                       help="frozen model (fingerprint, its prefix, or name); default with --run: "
                            "the run's model")
+  parser.add_argument("--method", default=None,
+                      help="with --key: the method whose library entries to search (where the "
+                           "library holds several)")
+  parser.add_argument("--embedding", default=None, choices=("layer_mean", "concat"),
+                      help="non-prompt methods: the task-embedding kind (default layer_mean)")
   parser.add_argument("--metric", default="cosine", help="similarity metric (default cosine)")
   parser.add_argument("--scorer", default=None,
                       help="rank with a scorer instead of --metric: a similarity, "
-                           "max_pairwise, data_size, random[:SEED] or affinity:HEAD_DIR "
+                           "max_pairwise, data_size, random[:SEED], ensemble:METRIC (several "
+                           "--run, one per method; ranks tasks) or affinity:HEAD_DIR "
                            "(spot_jax/library/scorers.py)")
   parser.add_argument("--center", action="store_true",
                       help="subtract the library's mean key from keys and query")
 
 
 def _query(args: argparse.Namespace, library):
+  """One Query, or one per --run when several are given (an ensemble)."""
   from spot_jax import pipeline
-  return pipeline.target_query(library, key_path=args.key, run=args.run, model=args.model)
+  options = dict(model=args.model, method=args.method, embedding=args.embedding)
+  if args.key:
+    return pipeline.target_query(library, key_path=args.key, **options)
+  queries = [pipeline.target_query(library, run=run, **options) for run in args.run]
+  tasks = {q.task for q in queries}
+  if len(tasks) > 1:
+    raise ValueError(f"The --run targets are different tasks {sorted(tasks)}; give one target's "
+                     "runs (one per method)")
+  return queries[0] if len(queries) == 1 else queries
+
+
+def _task(query) -> str | None:
+  return query.task if hasattr(query, "task") else query[0].task
 
 
 def report_problems(library) -> None:
@@ -110,7 +138,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
                  center_keys=args.center, by_task=args.by_task, target=args.target)
   _print_ranked(pipeline.rank_sources(library, query, k=args.k, **options))
   if args.out:
-    target = args.target or query.task
+    target = args.target or _task(query)
     if not target:
       raise ValueError("--out needs --target (the target task's name) with --key")
     every = pipeline.rank_sources(library, query, k=None, **options)  # every source, best first.
@@ -122,7 +150,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
 
 def run_embed(args: argparse.Namespace) -> int:
   from spot_jax import pipeline
-  path, task = pipeline.embed_target(args.gin_files, args.gin_bindings, args.out, args.key_step)
+  path, task = pipeline.embed_target(args.gin_files, args.gin_bindings, args.out, args.key_step,
+                                     args.embedding)
   print(f"Wrote the key of {task} to {path}")
   return 0
 
@@ -140,10 +169,10 @@ def run_transfer(args: argparse.Namespace) -> int:
     raise ValueError("transfer needs the target runs' gin config: --gin_file=models/<model>.gin "
                      "--gin_file=runs/prompt_train.gin [--gin.TRAIN_STEPS=...]")
   get_task_or_mixture(args.target)  # an unknown --target fails here, naming close names.
-  if query.task is not None and query.task != args.target:
+  if _task(query) is not None and _task(query) != args.target:
     raise ValueError(f"--target {args.target!r} differs from the task of the query run "
-                     f"{args.run} ({query.task!r}); the key must be the target's: pass "
-                     f"--target {query.task} or another --run")
+                     f"{args.run} ({_task(query)!r}); the key must be the target's: pass "
+                     f"--target {_task(query)} or another --run")
   base, _ = executor.train_config(args.gin_files, [
       *args.gin_bindings, "MODEL_DIR = 'unused'", f"MIXTURE_OR_TASK_NAME = {args.target!r}"])
   ranked, result = pipeline.transfer(
@@ -151,7 +180,8 @@ def run_transfer(args: argparse.Namespace) -> int:
       gin_files=args.gin_files, gin_bindings=args.gin_bindings,
       scorer=args.scorer or args.metric,
       center_keys=args.center, source_steps=args.source_steps or base.train_steps,
-      prompt_length=base.prompt_length, launcher=args.launcher, dry_run=args.dry_run)
+      prompt_length=base.prompt_length, method=base.method, launcher=args.launcher,
+      dry_run=args.dry_run)
   for row in result.runs:
     score = "" if row["best_score"] is None else f" {row['eval_metric']} {row['best_score']:.4f}"
     print(f"{row['name']}: {row['status']}{score} ({row['model_dir']})")

@@ -3,6 +3,7 @@
   spot-jax study analyze results.csv --out analysis/ [--similarity similarity.csv] [--threshold 10]
   spot-jax study evaluate results.csv --predictions predictions.csv [--k_max 10] [--out r.json]
   spot-jax study evaluate results.csv --baseline random|data_size [--sizes sizes.csv]
+  spot-jax study evaluate STUDY_DIR/results.csv --scorer cosine [--study_dir DIR ...]
 
 More `study` actions live in the modules of STUDY_ACTION_MODULES, each exposing
 `add_study_parser(study_subparsers)`; a module that does not exist (yet) is skipped.
@@ -50,9 +51,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   method.add_argument("--predictions", default=None,
                       help="CSV target,source,score (higher = more transferable), from any "
                            "scorer: `spot-jax affinity predict --scorer NAME` writes one")
+  method.add_argument("--scorer", default=None,
+                      help="rank sources by this scorer over the study's task embeddings (its "
+                           "source and baseline runs' key-step keys, any method): a similarity "
+                           "(cosine...), max_pairwise, or ensemble:METRIC with one --study_dir "
+                           "per method")
   method.add_argument("--baseline", choices=("random", "data_size"), default=None,
                       help="random: expected metrics of a uniformly random ranking; data_size: "
                            "rank sources by training-set size")
+  evaluate.add_argument("--study_dir", action="append", default=None,
+                        help="with --scorer: the study directory holding the runs (default the "
+                             "results' directory); repeat for ensemble:METRIC")
+  evaluate.add_argument("--embedding", default=None, choices=("layer_mean", "concat"),
+                        help="with --scorer, non-prompt methods: the task-embedding kind "
+                             "(default layer_mean)")
   evaluate.add_argument("--sizes", default=None,
                         help="CSV task,size for --baseline data_size (default: the registry)")
   evaluate.add_argument("--k_max", type=int, default=None,
@@ -78,7 +90,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
   from spot_jax import pipeline
   from spot_jax.study import ranking
   report = pipeline.evaluate_rankings(args.results, predictions=args.predictions,
-                                      baseline=args.baseline, sizes=args.sizes,
+                                      baseline=args.baseline, scorer=args.scorer,
+                                      study_dirs=args.study_dir or (),
+                                      embedding=args.embedding, sizes=args.sizes,
                                       k_max=args.k_max, out=args.out,
                                       ndcg_relevance=args.ndcg_relevance)
   print(ranking.format_report(report))

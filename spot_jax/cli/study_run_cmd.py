@@ -2,7 +2,8 @@
 
   spot-jax study run SPEC.yaml --out STUDY_DIR [--dry_run] [--processes N]
       [--phase sources|baselines|transfers|all] [--emit_jobs DIR --launcher local|gpu|...]
-      [--collect]
+      [--collect] [--method prompt|prompt_encoder|prefix|lora|bias|ia3]
+      [--embedding layer_mean|concat]
 
 Plugged into `spot-jax study` by spot_jax.cli.study_cmd.STUDY_ACTION_MODULES.
 """
@@ -33,6 +34,13 @@ def add_study_parser(study_subparsers: argparse._SubParsersAction) -> None:
                            "for a cluster instead of training")
   parser.add_argument("--launcher", choices=sorted(LAUNCH_SCRIPTS), default="local",
                       help="launch script of the --emit_jobs commands (default local)")
+  parser.add_argument("--method", default=None,
+                      help="train every run with this parameter-efficient method (replaces "
+                           "the spec's `method`; docs/methods.md): prompt, prompt_encoder, "
+                           "prefix, lora, bias, ia3")
+  parser.add_argument("--embedding", default=None, choices=("layer_mean", "concat"),
+                      help="non-prompt methods: the task-embedding kind of the library keys "
+                           "(replaces the spec's `embedding`; default layer_mean)")
   parser.add_argument("--collect", action="store_true",
                       help="train nothing: add finished sources to the library and rebuild "
                            "results.csv")
@@ -44,7 +52,7 @@ def run_study_cmd(args: argparse.Namespace) -> int:
   from spot_jax.study.spec import load_spec
   if args.emit_jobs and (args.dry_run or args.collect):
     raise ValueError("--emit_jobs writes job files only; drop --dry_run/--collect")
-  spec = load_spec(args.spec)
+  spec = load_spec(args.spec, method=args.method, embedding=args.embedding)
   if args.emit_jobs:
     paths = runner.emit_jobs(spec, args.out, args.launcher, args.emit_jobs)
     for path in paths:

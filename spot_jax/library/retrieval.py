@@ -209,17 +209,23 @@ def retrieve(library: PromptLibrary, query_key: np.ndarray, *, model: ModelIdent
              metric: str = "cosine", k: int | None = None, exclude_task: str | None = None,
              center_keys: bool = False, by_task: bool = False, scorer: Any = None,
              target: str | None = None) -> list[Ranked]:
-  """The k library entries (or, with `by_task`, tasks) most similar to the query key [L, E].
+  """The k library entries (or, with `by_task`, tasks) most similar to the query key [L, E]
+  (a prompt; for non-prompt methods their embedding [D] or [1, D]).
 
-  Only entries of `model` are searched. `center_keys` subtracts the mean key of the model's
+  Only entries of `model` (a ModelIdentity: frozen model, method, embedding kind) are searched,
+  so a LoRA embedding is never compared with a prompt. `center_keys` subtracts the mean key of the model's
   entries (all of them, before `exclude_task`) from keys and query alike. A `scorer`
   (`spot_jax.library.scorers`, e.g. the affinity head) replaces `metric`: it rates the full
   keys [N, L, E] of the entries (told the entries' tasks and the `target` name).
   """
   query = np.asarray(query_key, np.float32)
-  if query.ndim != 2 or query.shape[1] != model.emb_dim:
-    raise LibraryError(f"Query key has shape {query.shape}; model {model.name} needs a prompt "
-                       f"[L, {model.emb_dim}]: compute the key with the same frozen model")
+  if not model.is_prompt and query.ndim == 1:
+    query = query[None]  # a vector embedding [D] is a one-token key [1, D].
+  if query.ndim != 2 or query.shape[1] != model.key_width:
+    need = (f"a prompt [L, {model.emb_dim}]" if model.is_prompt
+            else f"a {model.method} {model.embedding} embedding [{model.key_width}]")
+    raise LibraryError(f"Query key has shape {query.shape}; model {model.name} needs {need}: "
+                       "compute the key with the same frozen model and method")
   if scorer is not None:
     return _retrieve_scored(library, query, scorer, model, k, exclude_task, center_keys,
                             by_task, target)

@@ -7,6 +7,11 @@ may also read the tasks of the pool entries (`pool_tasks`, data size) or the tar
 
   cosine, per_token_cosine, euclidean, manhattan,   the six similarities of
   per_token_euclidean, per_token_manhattan          `spot_jax.library.similarity`
+  ensemble:METRIC        TuPaTE's ensemble (Zhou et al. 2022, Table 3): the mean over
+                         methods (prompt, LoRA, prefix... keys, each compared only with the
+                         same method's) of METRIC's task scores; needs one target key per
+                         method (`ensemble_predictions`, pipeline.rank_sources with one query
+                         per method); over a single method's keys it is METRIC itself
   max_pairwise           for each source token the max cosine over the target's tokens,
                          averaged over source tokens (Lin et al. 2024, "Selecting source
                          prompts ... prompt similarity"): [N]
@@ -18,8 +23,9 @@ may also read the tasks of the pool entries (`pool_tasks`, data size) or the tar
   fisher:CHECKPOINT      prompt-Fisher TaskEmb: cosine of the diagonal Fisher of each task's
                          loss with respect to its key prompt (needs target and pool_tasks)
 
-Model-based scorers (`affinity:`, `textemb:`, `fisher:`) live in `spot_jax.affinity` and are imported only when named,
-so this module imports with numpy alone.
+Keys of non-prompt methods are their task embedding [D] as one-token keys [1, D], so every
+similarity applies. Model-based scorers (`affinity:`, `textemb:`, `fisher:`) live in
+`spot_jax.affinity` and are imported only when named, so this module imports with numpy alone.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from spot_jax.library.similarity import LibraryError
 
 SIMILARITY_SCORERS = tuple(similarity.METRICS)
 BASELINE_SCORERS = ("max_pairwise", "data_size", "random")
+ENSEMBLE = "ensemble"
 # Prefix -> module with `load_scorer(argument) -> Scorer` (imported on use: model-based scorers).
 MODEL_SCORER_MODULES = {"affinity": "spot_jax.affinity.predict",
                         "textemb": "spot_jax.affinity.textemb",
@@ -129,9 +136,53 @@ class RandomScorer:
     return np.random.default_rng([self.seed, salt]).random(len(pool_keys))
 
 
+@dataclasses.dataclass(frozen=True)
+class EnsembleScorer:
+  """The mean over methods of one similarity metric's task scores (TuPaTE Table 3).
+
+  Each method's keys are scored only against the same method's (`ensemble_predictions`,
+  `mean_over_methods`); `score` over one pool of one method's keys is the metric itself (an
+  ensemble of one)."""
+
+  metric: str
+
+  @property
+  def name(self) -> str:
+    return f"{ENSEMBLE}:{self.metric}"
+
+  def score(self, target_key, pool_keys, *, target=None, pool_tasks=None) -> np.ndarray:
+    return SimilarityScorer(self.metric).score(target_key, pool_keys)
+
+  def predictions(self, task_keys: Mapping[str, Mapping[str, np.ndarray]],
+                  targets: Sequence[str], sources: Sequence[str]
+                  ) -> dict[str, dict[str, float]]:
+    """{target: {source: mean over methods of the metric's task score}}.
+
+    task_keys: {method: {task: keys [K, L, E]}}, every method holding every target and source.
+    """
+    if len(task_keys) < 1:
+      raise LibraryError("An ensemble needs the keys of at least one method")
+    member = SimilarityScorer(self.metric)
+    per_method = {m: predictions(member, keys, targets, sources) for m, keys in task_keys.items()}
+    return {target: mean_over_methods({m: p[target] for m, p in per_method.items()})
+            for target in next(iter(per_method.values()))}
+
+
+def mean_over_methods(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+  """{source task: mean over methods of its score} from {method: {source task: score}}, for the
+  sources every method scored (an ensemble compares the same source tasks)."""
+  if not scores:
+    raise LibraryError("An ensemble needs the scores of at least one method")
+  common = set.intersection(*(set(s) for s in scores.values()))
+  if not common:
+    raise LibraryError(f"The methods {sorted(scores)} score no common source task")
+  return {task: float(np.mean([s[task] for s in scores.values()])) for task in sorted(common)}
+
+
 def scorer_names() -> list[str]:
   """Every plain scorer name plus the `PREFIX:ARG` forms."""
-  return [*SIMILARITY_SCORERS, *BASELINE_SCORERS, *(f"{p}:PATH" for p in MODEL_SCORER_MODULES)]
+  return [*SIMILARITY_SCORERS, *BASELINE_SCORERS, f"{ENSEMBLE}:METRIC",
+          *(f"{p}:PATH" for p in MODEL_SCORER_MODULES)]
 
 
 def get_scorer(spec: str, *, size_of: Callable[[str], float] | None = None) -> Scorer:
@@ -151,6 +202,11 @@ def get_scorer(spec: str, *, size_of: Callable[[str], float] | None = None) -> S
       return RandomScorer(int(argument) if argument else 0)
     except ValueError:
       raise LibraryError(f"Scorer {spec!r}: the random seed must be an integer") from None
+  if name == ENSEMBLE:
+    if argument not in SIMILARITY_SCORERS:
+      raise LibraryError(f"Scorer {spec!r}: an ensemble averages one similarity metric over "
+                         f"methods, e.g. ensemble:cosine; metrics: {list(SIMILARITY_SCORERS)}")
+    return EnsembleScorer(argument)
   if name in MODEL_SCORER_MODULES and argument:
     return importlib.import_module(MODEL_SCORER_MODULES[name]).load_scorer(argument)
   raise LibraryError(f"Unknown scorer {spec!r}; choose one of {scorer_names()}")

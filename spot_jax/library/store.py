@@ -1,14 +1,22 @@
-"""The on-disk prompt library: per trained prompt, its value, its key and its metadata.
+"""The on-disk library: per trained run of any method, its value, its key and its metadata.
 
   ROOT/
     library.json                    {"format": "spot-jax prompt library", "version": 1}
     .lock                           fcntl.flock target serialising index updates
-    entries/<id>/entry.json         Entry metadata (task, frozen model, steps, metrics, origin)
-    entries/<id>/value.npy          the transferred prompt [L, embed] float32 (best checkpoint)
-    entries/<id>/key.npy            the task embedding [L, embed] float32 (prompt at key_step)
-    entries/<id>/pooled.npz         the key pooled per form in POOLED_FORMS, each [embed]
-    index/<model-key>.npz           per frozen model: ids [N] and one [N, embed] matrix per
-                                    pooled form, the rows retrieval ranks
+    entries/<id>/entry.json         Entry metadata (task, frozen model and method, steps,
+                                    metrics, origin)
+    entries/<id>/value.npy          prompt-like methods: the transferred prompt [L, embed]
+                                    float32 (best checkpoint)
+    entries/<id>/value/<dotted.path>  other methods: every trainable leaf of the best checkpoint
+                                    as a plain .npy, named as in the run directory (the
+                                    directory is a valid TrainConfig.init_from)
+    entries/<id>/key.npy            the task embedding: the prompt [L, embed] at key_step, or
+                                    the method's embedding [D] (spot_jax.task_embedding) as a
+                                    one-token key [1, D], so every similarity metric applies
+    entries/<id>/pooled.npz         the key pooled per form in POOLED_FORMS, each [embed] or [D]
+    index/<identity-key>.npz        per (frozen model, method, embedding kind; ModelIdentity):
+                                    ids [N] and one [N, width] matrix per pooled form, the rows
+                                    retrieval ranks; a search never mixes identities
 
 An entry is written completely into a temporary directory inside ROOT/entries and renamed
 into place, so it appears whole or not at all and an existing id is never overwritten. The
@@ -43,7 +51,9 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from spot_jax.fileio import atomic_write_bytes, umask_mode
+from spot_jax import task_embedding
 from spot_jax.library.similarity import POOLED_FORMS, LibraryError, pool
+from spot_jax.task_embedding import PROMPT_EMBEDDING, PROMPT_LIKE_METHODS
 from spot_jax.train import run_dir
 
 FORMAT_NAME = "spot-jax prompt library"
@@ -55,8 +65,8 @@ INDEX_DIR = "index"
 QUARANTINE_DIR = "quarantine"
 STALE_SECONDS = 3600  # a temporary entry or trash directory older than this is a dead writer's.
 ENTRY_JSON, VALUE_NPY, KEY_NPY, POOLED_NPZ = "entry.json", "value.npy", "key.npy", "pooled.npz"
-# Methods whose run directories hold `encoder.prompt.prompt.prompt` [L, embed] (spot_jax.methods).
-PROMPT_LIKE_METHODS = ("prompt", "prompt_encoder")
+VALUE_DIR = "value"  # the trainables of a non-prompt entry.
+KEY_AT_BEST = "best"  # add_run_dir(key_step="best"): the key from the best step (TuPaTE).
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 PEFT_WEIGHTS, PEFT_CONFIG, PEFT_TENSOR = (
     "adapter_model.safetensors", "adapter_config.json", "prompt_embeddings")
@@ -70,23 +80,41 @@ class IndexUpdateError(LibraryError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelIdentity:
-  """The frozen model an entry was trained on, and the method whose embeddings it holds;
-  entries of different models or methods never mix (one index per identity)."""
+  """What an entry's key is comparable with: the frozen model it was trained on, its method
+  (with the settings that shape its embedding) and the embedding kind. Entries of different
+  identities never mix (one index per identity).
+
+  embedding: `prompt` for prompt-like methods (the key is a prompt [L, emb_dim]), else a kind
+  of spot_jax.task_embedding.EMBEDDING_KINDS (the key is a vector [key_dim], stored [1, key_dim]).
+  method_settings: the method's settings as canonical JSON (non-prompt methods: rank, targets,
+  length... decide what each coordinate of the embedding means), "" for prompt-like ones.
+  """
 
   name: str
   emb_dim: int
   fingerprint: str
-  method: str = "prompt"  # a prompt-like spot_jax.methods method (prompt, prompt_encoder).
+  method: str = "prompt"
+  embedding: str = PROMPT_EMBEDDING
+  method_settings: str = ""
+  key_dim: int = 0  # vector keys: their size D (0 for prompts, whose width is emb_dim).
 
   @classmethod
-  def from_run_summary(cls, summary: run_dir.RunSummary | Mapping[str, Any]) -> ModelIdentity:
-    """From RunSummary.model (name, config["emb_dim"], fingerprint), or run.json as a dict."""
-    model = summary["model"] if isinstance(summary, Mapping) else summary.model
-    method = (summary.get("method", "prompt") if isinstance(summary, Mapping)
-              else summary.method)
+  def from_run_summary(cls, summary: run_dir.RunSummary | Mapping[str, Any], *,
+                       embedding: str | None = None, key_dim: int = 0) -> ModelIdentity:
+    """From RunSummary.model (name, config["emb_dim"], fingerprint) and its method, or run.json
+    as a dict; `embedding`: the kind of a non-prompt method's keys (default layer_mean)."""
+    get = summary.get if isinstance(summary, Mapping) else (
+        lambda name, default=None: getattr(summary, name, default))
+    model, method = get("model"), str(get("method", "prompt") or "prompt")
+    try:
+      kind = task_embedding.embedding_kind(method, embedding)
+    except task_embedding.EmbeddingError as e:
+      raise LibraryError(str(e)) from None
+    settings = "" if kind == PROMPT_EMBEDDING else json.dumps(
+        get("method_settings", {}) or {}, sort_keys=True)
     try:
       return cls(str(model["name"]), int(model["config"]["emb_dim"]), str(model["fingerprint"]),
-                 str(method))
+                 method, kind, settings, 0 if kind == PROMPT_EMBEDDING else int(key_dim))
     except (KeyError, TypeError) as e:
       raise LibraryError(f"Run summary model {model!r} lacks name, config.emb_dim or "
                          f"fingerprint ({e})") from None
@@ -94,31 +122,48 @@ class ModelIdentity:
   @classmethod
   def from_dict(cls, data: Mapping[str, Any]) -> ModelIdentity:
     return cls(str(data["name"]), int(data["emb_dim"]), str(data["fingerprint"]),
-               str(data.get("method", "prompt")))
+               str(data.get("method", "prompt")),
+               str(data.get("embedding", PROMPT_EMBEDDING)),
+               str(data.get("method_settings", "")), int(data.get("key_dim", 0)))
+
+  @property
+  def is_prompt(self) -> bool:
+    """Whether keys (and values) are prompts [L, emb_dim]."""
+    return self.embedding == PROMPT_EMBEDDING
+
+  @property
+  def key_width(self) -> int:
+    """The last dimension of the keys: emb_dim for prompts, key_dim for vector keys."""
+    return self.emb_dim if self.is_prompt else self.key_dim
 
   @property
   def index_key(self) -> str:
     """A filename-safe digest of the identity (fingerprints may hold any character); prompt
     entries keep the key they had before methods were recorded."""
     identity = dataclasses.asdict(self)
-    if self.method == "prompt":
-      del identity["method"]
+    defaults = {"method": "prompt", "embedding": PROMPT_EMBEDDING, "method_settings": "",
+                "key_dim": 0}
+    for field, default in defaults.items():
+      if identity[field] == default:
+        del identity[field]
     text = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
   def __str__(self) -> str:
     method = "" if self.method == "prompt" else f", method {self.method}"
+    if not self.is_prompt:
+      method += f" {self.method_settings}, embedding {self.embedding} [{self.key_dim}]"
     return f"{self.name} (emb_dim {self.emb_dim}, fingerprint {self.fingerprint}{method})"
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """One library entry: a prompt trained on `task` with the frozen `model`."""
+  """One library entry: a run of `model.method` trained on `task` with the frozen `model`."""
 
   id: str
   task: str
   model: ModelIdentity
-  prompt_length: int
+  prompt_length: int  # 0 for non-prompt methods.
   run: str = ""
   seed: int | None = None
   key_step: int | None = None
@@ -161,6 +206,40 @@ def as_prompt(array: Any, what: str, emb_dim: int | None = None) -> np.ndarray:
 check_prompt = as_prompt  # the name spot_jax/cli/retrieve_cmd.py imports.
 
 
+def as_key(array: Any, what: str, model: ModelIdentity) -> np.ndarray:
+  """A key of `model`'s kind as float32: a prompt [L, emb_dim], or a vector embedding [D] or
+  [1, D] (returned [1, D], a one-token key) with D == model.key_dim when that is set."""
+  if model.is_prompt:
+    return as_prompt(array, what, model.emb_dim)
+  array = np.asarray(array)
+  if array.ndim == 1:
+    array = array[None]
+  if array.ndim != 2 or array.shape[0] != 1 or 0 in array.shape:
+    raise LibraryError(f"{what} has shape {array.shape}; a {model.method} task embedding is a "
+                       "vector [D] (or [1, D])")
+  if model.key_dim and array.shape[1] != model.key_dim:
+    raise LibraryError(f"{what} has size {array.shape[1]} but the {model.method} embeddings of "
+                       f"{model.name} have size {model.key_dim}; was it made with other method "
+                       "settings or another embedding kind?")
+  return as_prompt(array, what)  # float, finite.
+
+
+def as_tree(value: Any, what: str) -> dict[str, np.ndarray]:
+  """Checks {dotted path: finite float array} (a run's trainables) and returns it float32."""
+  if not isinstance(value, Mapping) or not value:
+    raise LibraryError(f"{what} must map dotted parameter paths to arrays, got "
+                       f"{type(value).__name__}")
+  out = {}
+  for name, array in task_embedding.flat_arrays(value).items():
+    if not ID_PATTERN.fullmatch(name) or name[0] == ".":
+      raise LibraryError(f"{what}: {name!r} is not a dotted parameter path")
+    array = np.asarray(array)
+    if not np.all(np.isfinite(array)):
+      raise LibraryError(f"{what}: {name} contains NaN or infinite values")
+    out[name] = np.ascontiguousarray(array, np.float32)
+  return out
+
+
 def load_npy(path: str, what: str = "prompt") -> np.ndarray:
   """A plain .npy array; pickles are refused (never executed), corrupt files named."""
   try:
@@ -183,9 +262,16 @@ def check_entry_id(entry_id: str) -> str:
   return entry_id
 
 
-def default_entry_id(task: str, seed: int | None, value: np.ndarray) -> str:
-  """`<task>-<seed>-<first 10 hex digits of sha256(value bytes)>`, restricted to [A-Za-z0-9_.-]."""
-  digest = hashlib.sha256(np.ascontiguousarray(value, np.float32).tobytes()).hexdigest()[:10]
+def default_entry_id(task: str, seed: int | None, value: np.ndarray | Mapping[str, Any]) -> str:
+  """`<task>-<seed>-<first 10 hex digits of sha256(value bytes)>`, restricted to [A-Za-z0-9_.-]
+  (a tree value: the digest of its sorted names and leaf bytes)."""
+  hasher = hashlib.sha256()
+  if isinstance(value, Mapping):
+    for name, array in sorted(value.items()):
+      hasher.update(name.encode() + b"\0" + np.ascontiguousarray(array, np.float32).tobytes())
+  else:
+    hasher.update(np.ascontiguousarray(value, np.float32).tobytes())
+  digest = hasher.hexdigest()[:10]
   parts = [task] + ([f"s{seed}"] if seed is not None else []) + [digest]
   return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts)).lstrip(".")[-200:]
 
@@ -210,10 +296,35 @@ def _json_bytes(data: Any, what: str) -> bytes:
 
 
 def _write_file(path: str, data: bytes) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "xb") as f:
     f.write(data)
     f.flush()
     os.fsync(f.fileno())
+
+
+def run_checkpoint(model_dir: str, step: int) -> dict[str, np.ndarray]:
+  """{dotted path: array} of every trainable a run saved at `step` (plain .npy only)."""
+  directory = run_dir.checkpoint_dir(model_dir, step)
+  try:
+    return run_dir.load_trainables(directory, run_dir.checkpoint_names(directory))
+  except run_dir.RunDirError as e:
+    raise LibraryError(str(e)) from None
+
+
+def run_key(model_dir: str, step: int, model: ModelIdentity) -> np.ndarray:
+  """A run's task embedding at `step`, of `model`'s kind (`ModelIdentity.from_run_summary`):
+  its prompt [L, emb_dim] (prompt-like methods), else the method's embedding of its saved
+  trainables (spot_jax.task_embedding, numpy only) as a one-token key [1, D]."""
+  if model.is_prompt:
+    path = run_dir.prompt_path(model_dir, step)
+    return as_prompt(load_npy(path, "key prompt"), path, model.emb_dim)
+  directory = run_dir.checkpoint_dir(model_dir, step)
+  try:
+    vector = task_embedding.layer_embedding(run_checkpoint(model_dir, step), model.embedding)
+  except task_embedding.EmbeddingError as e:
+    raise LibraryError(f"{directory}: {e}") from None
+  return as_key(vector, f"The {model.embedding} embedding of {directory}", model)
 
 
 # ----------------------------------------------------------------------------- the library
@@ -270,12 +381,15 @@ class PromptLibrary:
 
   # --------------------------------------------------------------------------- adding
 
-  def add(self, *, task: str, value: np.ndarray, key: np.ndarray, model: ModelIdentity,
-          run: str = "", seed: int | None = None, key_step: int | None = None,
-          value_step: int | None = None, steps_done: int | None = None,
-          metrics: Mapping[str, Any] | None = None, score: float | None = None,
-          origin: Mapping[str, Any] | None = None, entry_id: str | None = None) -> Entry:
-    """Adds a prompt `value` [L, embed] with its task embedding `key` [L, embed].
+  def add(self, *, task: str, value: np.ndarray | Mapping[str, Any], key: np.ndarray,
+          model: ModelIdentity, run: str = "", seed: int | None = None,
+          key_step: int | None = None, value_step: int | None = None,
+          steps_done: int | None = None, metrics: Mapping[str, Any] | None = None,
+          score: float | None = None, origin: Mapping[str, Any] | None = None,
+          entry_id: str | None = None) -> Entry:
+    """Adds an entry of `model`'s kind: a prompt `value` [L, embed] with its key [L, embed]
+    (prompt-like methods), or the trainables `value` {dotted path: array} with the method's
+    task embedding `key` [D] (other methods; `model.key_dim` is filled in from it).
 
     Everything is validated before anything is written; an existing id is refused.
     """
@@ -283,16 +397,22 @@ class PromptLibrary:
       raise LibraryError(f"model must be a ModelIdentity, got {type(model).__name__}")
     if not isinstance(task, str) or not task:
       raise LibraryError("task must be a non-empty task name")
-    value = as_prompt(value, f"The value prompt of task {task!r}", model.emb_dim)
-    key = as_prompt(key, f"The key prompt of task {task!r}", model.emb_dim)
-    if value.shape != key.shape:
-      raise LibraryError(f"Key shape {key.shape} differs from value shape {value.shape}; "
-                         "both must be the same run's prompt [L, embed]")
+    if model.is_prompt:
+      value = as_prompt(value, f"The value prompt of task {task!r}", model.emb_dim)
+      key = as_prompt(key, f"The key prompt of task {task!r}", model.emb_dim)
+      if value.shape != key.shape:
+        raise LibraryError(f"Key shape {key.shape} differs from value shape {value.shape}; "
+                           "both must be the same run's prompt [L, embed]")
+    else:
+      value = as_tree(value, f"The {model.method} value of task {task!r}")
+      key = as_key(key, f"The key of task {task!r}", model)
+      model = dataclasses.replace(model, key_dim=int(key.shape[1]))
     if score is not None and not math.isfinite(float(score)):
       raise LibraryError(f"score {score!r} is not a finite number")
     entry_id = check_entry_id(entry_id or default_entry_id(task, seed, value))
     entry = Entry(
-        id=entry_id, task=task, model=model, prompt_length=int(value.shape[0]), run=str(run),
+        id=entry_id, task=task, model=model,
+        prompt_length=int(value.shape[0]) if model.is_prompt else 0, run=str(run),
         seed=None if seed is None else int(seed),
         key_step=None if key_step is None else int(key_step),
         value_step=None if value_step is None else int(value_step),
@@ -302,12 +422,17 @@ class PromptLibrary:
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     return self._write_entry(entry, value, key)
 
-  def _write_entry(self, entry: Entry, value: np.ndarray, key: np.ndarray) -> Entry:
+  def _write_entry(self, entry: Entry, value: np.ndarray | Mapping[str, np.ndarray],
+                   key: np.ndarray) -> Entry:
     """Writes a validated entry into a temp dir, renames it into place, then indexes it."""
     pooled = {form: pool(key, form) for form in POOLED_FORMS}
     files = {ENTRY_JSON: _json_bytes(entry.to_dict(), f"Metadata of entry {entry.id!r}"),
-             VALUE_NPY: npy_bytes(value), KEY_NPY: npy_bytes(key),
-             POOLED_NPZ: _npz_bytes(pooled)}
+             KEY_NPY: npy_bytes(key), POOLED_NPZ: _npz_bytes(pooled)}
+    if isinstance(value, Mapping):
+      files.update({os.path.join(VALUE_DIR, name): npy_bytes(array)
+                    for name, array in value.items()})
+    else:
+      files[VALUE_NPY] = npy_bytes(value)
     final = self._entry_dir(entry.id)
     if os.path.exists(final):
       raise LibraryError(f"Entry {entry.id!r} already exists in {self.root} (same task, seed "
@@ -337,11 +462,13 @@ class PromptLibrary:
           "that is fixed (e.g. disk space freed). Do not add the entry again.") from None
     return entry
 
-  def add_run_dir(self, model_dir: str, *, key_step: int | None = None,
-                  entry_id: str | None = None) -> Entry:
-    """A finished run: value = its best-step prompt, key = its prompt at `key_step`
-
-    (RunSummary.key_step unless given).
+  def add_run_dir(self, model_dir: str, *, key_step: int | str | None = None,
+                  entry_id: str | None = None, embedding: str | None = None) -> Entry:
+    """A finished run of any method: value = its best checkpoint (the prompt for prompt-like
+    methods, else every trainable leaf), key = its task embedding at `key_step`
+    (RunSummary.key_step unless given; "best": the best step, TuPaTE's other choice).
+    `embedding`: the kind of a non-prompt method's key (spot_jax.task_embedding.EMBEDDING_KINDS,
+    default layer_mean).
     """
     try:
       summary = run_dir.read_summary(model_dir)
@@ -351,23 +478,27 @@ class PromptLibrary:
       raise LibraryError(f"Run {model_dir} is not finished ({summary.steps_done}/"
                          f"{summary.train_steps} steps); finish it, or add its prompts with "
                          "add_npy")
-    if summary.method not in PROMPT_LIKE_METHODS:
-      raise LibraryError(f"Run {model_dir} trained method {summary.method!r}; the library holds "
-                         f"prompt-like methods only ({', '.join(PROMPT_LIKE_METHODS)}): use its "
-                         "numpy checkpoint with TrainConfig.init_from to transfer it")
+    if key_step == KEY_AT_BEST:
+      key_step = summary.best_step
     key_step = summary.key_step if key_step is None else int(key_step)
-    steps = run_dir.prompt_steps(model_dir)
-    prompts = {}
+    model = ModelIdentity.from_run_summary(summary, embedding=embedding)
+    steps = run_dir.prompt_steps(model_dir) if model.is_prompt else run_dir.checkpoint_steps(
+        model_dir)
     for what, step in (("value (best)", summary.best_step), ("key", key_step)):
       if step not in steps:
-        raise LibraryError(f"Run {model_dir} has no prompt checkpoint for the {what} step "
-                           f"{step} ({run_dir.prompt_path(model_dir, step)} missing); steps "
-                           f"with prompts: {steps}. Pass another key step (--key_step)")
-      prompts[what] = load_npy(run_dir.prompt_path(model_dir, step), f"{what} prompt")
+        missing = (run_dir.prompt_path(model_dir, step) if model.is_prompt
+                   else run_dir.checkpoint_dir(model_dir, step))
+        raise LibraryError(f"Run {model_dir} has no {model.method} checkpoint for the {what} "
+                           f"step {step} ({missing} missing); steps with checkpoints: {steps}. "
+                           "Pass another key step (--key_step)")
+    key = run_key(model_dir, key_step, model)
+    if model.is_prompt:
+      value = load_npy(run_dir.prompt_path(model_dir, summary.best_step), "value (best) prompt")
+    else:
+      value = run_checkpoint(model_dir, summary.best_step)
     run = os.path.abspath(model_dir)
     return self.add(
-        task=summary.task, value=prompts["value (best)"], key=prompts["key"],
-        model=ModelIdentity.from_run_summary(summary), run=run, seed=summary.seed,
+        task=summary.task, value=value, key=key, model=model, run=run, seed=summary.seed,
         key_step=key_step, value_step=summary.best_step, steps_done=summary.steps_done,
         metrics=summary.checkpoints.get(str(summary.best_step), {}), score=summary.best_score,
         origin={"kind": "run_dir", "path": run, "eval_metric": summary.eval_metric},
@@ -511,11 +642,10 @@ class PromptLibrary:
     problems: dict[str, str] = {}
     for entry_id in self.ids():
       try:
-        entry = self.get(entry_id)
+        self.get(entry_id)
         self._pooled(entry_id)
-        for name in (VALUE_NPY, KEY_NPY):
-          path = os.path.join(self._entry_dir(entry_id), name)
-          as_prompt(load_npy(path, name), path, entry.model.emb_dim)
+        self.value(entry_id)
+        self.key(entry_id)
       except LibraryError as e:
         problems[entry_id] = str(e)
     stale = self._stale_temporaries()
@@ -549,28 +679,44 @@ class PromptLibrary:
           found.append(path)
     return sorted(found)
 
-  def _prompt(self, entry_id: str, name: str) -> np.ndarray:
-    path = os.path.join(self._entry_dir(entry_id), name)
-    if not os.path.exists(path):
-      self.get(entry_id)  # a clear error for an unknown id.
-    return as_prompt(load_npy(path, name), path)
+  def value(self, entry_id: str) -> np.ndarray | dict[str, np.ndarray]:
+    """What a transfer starts from: the prompt [L, embed] float32 (prompt-like methods), else
+    the trainables {dotted path: array} (also a directory: `value_dir`)."""
+    entry = self.get(entry_id)
+    if entry.model.is_prompt:
+      path = os.path.join(self._entry_dir(entry_id), VALUE_NPY)
+      return as_prompt(load_npy(path, VALUE_NPY), path, entry.model.emb_dim)
+    directory = self.value_dir(entry_id)
+    try:
+      names = run_dir.checkpoint_names(directory)
+      arrays = run_dir.load_trainables(directory, names)
+    except run_dir.RunDirError as e:
+      raise LibraryError(f"Entry {entry_id!r} is corrupt: {e}; run `spot-jax library check "
+                         f"--library {self.root} --repair`") from None
+    return as_tree(arrays, f"The value of entry {entry_id!r}")
 
-  def value(self, entry_id: str) -> np.ndarray:
-    """The transferred prompt [L, embed] float32."""
-    return self._prompt(entry_id, VALUE_NPY)
+  def value_dir(self, entry_id: str) -> str:
+    """The trainables directory of a non-prompt entry (usable as TrainConfig.init_from)."""
+    return os.path.join(self._entry_dir(entry_id), VALUE_DIR)
 
   def key(self, entry_id: str) -> np.ndarray:
-    """The task embedding [L, embed] float32."""
-    return self._prompt(entry_id, KEY_NPY)
+    """The task embedding float32: a prompt [L, embed], or a vector embedding as [1, D]."""
+    entry = self.get(entry_id)
+    path = os.path.join(self._entry_dir(entry_id), KEY_NPY)
+    return as_key(load_npy(path, KEY_NPY), path, entry.model)
 
   def models(self) -> list[ModelIdentity]:
     """The frozen models of the entries, sorted by name then fingerprint."""
     found = {e.model for e in self.entries()}
-    return sorted(found, key=lambda m: (m.name, m.fingerprint, m.emb_dim))
+    return sorted(found, key=lambda m: (m.name, m.fingerprint, m.emb_dim, m.method,
+                                        m.embedding, m.method_settings))
 
-  def resolve_model(self, text: str) -> ModelIdentity:
-    """The library's model whose fingerprint is, or starts with, `text` (else its name)."""
-    models = self.models()
+  def resolve_model(self, text: str, *, method: str | None = None,
+                    embedding: str | None = None) -> ModelIdentity:
+    """The library's model whose fingerprint is, or starts with, `text` (else its name); with
+    `method` (and `embedding`), only the identities of that method (and embedding kind)."""
+    models = [m for m in self.models() if (method is None or m.method == method)
+              and (embedding is None or m.embedding == embedding)]
     for matches in ([m for m in models if m.fingerprint == text],
                     [m for m in models if m.fingerprint.startswith(text)],
                     [m for m in models if m.name == text]):
@@ -578,7 +724,8 @@ class PromptLibrary:
         return matches[0]
       if len(matches) > 1:
         raise LibraryError(f"{text!r} matches several models: "
-                           f"{', '.join(map(str, matches))}; give the full fingerprint")
+                           f"{', '.join(map(str, matches))}; give the full fingerprint, the "
+                           "method (--method) or the embedding kind (--embedding)")
     raise LibraryError(f"No model {text!r} in {self.root}; models: "
                        f"{', '.join(map(str, models)) or 'none'}")
 
@@ -617,7 +764,7 @@ class PromptLibrary:
     if model is None:
       return [], np.zeros((0, 0), np.float32)
     if model not in indexes:
-      return [], np.zeros((0, model.emb_dim), np.float32)
+      return [], np.zeros((0, model.key_width), np.float32)
     ids, matrices = indexes[model]
     return [self.get(i) for i in ids], matrices[form]
 
@@ -634,7 +781,7 @@ class PromptLibrary:
       raise LibraryError(f"Entries of {model} have prompt lengths {lengths}; per-token metrics "
                          "need one length: use a pooled metric or a library per length")
     if not entries:
-      return [], np.zeros((0, 0, model.emb_dim), np.float32)
+      return [], np.zeros((0, 0, model.key_width), np.float32)
     return entries, np.stack([self.key(e.id) for e in entries])
 
   def _only_model(self, models: list[ModelIdentity], model: ModelIdentity | None
@@ -643,8 +790,9 @@ class PromptLibrary:
       return model
     if len(models) > 1:
       listing = "; ".join(str(m) for m in sorted(models, key=lambda m: (m.name, m.fingerprint)))
-      raise LibraryError(f"{self.root} holds prompts of {len(models)} frozen models ({listing}); "
-                         "they never mix in a search: pass model= (CLI: --model FINGERPRINT)")
+      raise LibraryError(f"{self.root} holds keys of {len(models)} frozen models or methods "
+                         f"({listing}); they never mix in a search: pass model= (CLI: --model "
+                         "FINGERPRINT, --method, --embedding)")
     return models[0] if models else None
 
   # --------------------------------------------------------------------------- the index
@@ -672,7 +820,7 @@ class PromptLibrary:
     except Exception:  # any unreadable or partial index is rebuilt from the entries.
       return None
     n = len(ids)
-    if len(set(ids)) != n or any(m.shape != (n, model.emb_dim) for m in matrices.values()):
+    if len(set(ids)) != n or any(m.shape != (n, model.key_width) for m in matrices.values()):
       return None
     return model, ids, matrices
 
@@ -686,7 +834,7 @@ class PromptLibrary:
                    matrices: Mapping[str, np.ndarray]) -> None:
     arrays = {"model": np.array(json.dumps(dataclasses.asdict(model))),
               "ids": np.array(ids, dtype=str).reshape(len(ids)),
-              **{f: np.asarray(matrices[f], np.float32).reshape(len(ids), model.emb_dim)
+              **{f: np.asarray(matrices[f], np.float32).reshape(len(ids), model.key_width)
                  for f in POOLED_FORMS}}
     atomic_write_bytes(self._index_path(model), _npz_bytes(arrays))
 
@@ -756,9 +904,9 @@ class PromptLibrary:
       except LibraryError as e:
         self.problems[entry.id] = str(e)
         continue
-      if any(v.shape != (entry.model.emb_dim,) for v in pooled.values()):
+      if any(v.shape != (entry.model.key_width,) for v in pooled.values()):
         self.problems[entry.id] = (f"Entry {entry.id!r} is corrupt: its pooled keys do not have "
-                                   f"the model's emb_dim {entry.model.emb_dim}")
+                                   f"the key width {entry.model.key_width}")
         continue
       ids, rows = grouped.setdefault(entry.model, ([], {f: [] for f in POOLED_FORMS}))
       ids.append(entry.id)
@@ -786,8 +934,9 @@ class PromptLibrary:
   def export(self, out: str, entries: list[Entry] | None = None) -> str:
     """Writes the entries (default all) for sharing; returns `out`.
 
-    `out` ending in .npz: one archive with `value/<id>`, `key/<id>` [L, embed] arrays and
-    `metadata` (a JSON list of the entries). Otherwise `out` becomes a new library holding
+    `out` ending in .npz: one archive with `value/<id>` (prompts [L, embed]; trainables as
+    `value/<id>/<dotted path>`), `key/<id>` arrays and `metadata` (a JSON list of the
+    entries). Otherwise `out` becomes a new library holding
     copies of the entries (ids and metadata kept).
     """
     entries = self.entries() if entries is None else entries
@@ -799,7 +948,12 @@ class PromptLibrary:
     if out.endswith(".npz"):
       arrays = {"metadata": np.array(json.dumps([e.to_dict() for e in entries]))}
       for e in entries:
-        arrays[f"value/{e.id}"], arrays[f"key/{e.id}"] = self.value(e.id), self.key(e.id)
+        value = self.value(e.id)
+        if isinstance(value, Mapping):
+          arrays.update({f"value/{e.id}/{name}": array for name, array in value.items()})
+        else:
+          arrays[f"value/{e.id}"] = value
+        arrays[f"key/{e.id}"] = self.key(e.id)
       atomic_write_bytes(out, _npz_bytes(arrays))
       return out
     target = PromptLibrary(out, create=True)

@@ -1,13 +1,20 @@
-"""Prompt transfer from retrieved library entries (SPoT §3.3, targeted SPoT).
+"""Transfer from retrieved library entries (SPoT §3.3, targeted SPoT), for every method.
 
 Three strategies turn the top-k retrieved entries into target runs of the normal trainer:
 
   best_of_top_k     k target runs, each initialised from one retrieved value; keep the best
                     by validation score.
   weighted_average  one target run initialised from sum_r alpha_r value_r with
-                    alpha_r = sim_r / sum_r sim_r (SPoT's top-k weighted average).
-  mixture           a source run on the retrieval mixture (the top-k tasks + the target,
-                    examples-proportional), then a target run initialised from its final prompt.
+                    alpha_r = sim_r / sum_r sim_r (SPoT's top-k weighted average; for
+                    non-prompt methods every trainable leaf is averaged so).
+  mixture           a source run of the same method on the retrieval mixture (the top-k tasks
+                    + the target, examples-proportional), then a target run initialised from
+                    its final checkpoint.
+
+The target runs train the entries' method (the gin config must select it, e.g.
+--gin_file=methods/lora.gin). `prompt` and `prompt_encoder` entries start their runs from a
+prompt file (PROMPT_INIT 'file', PROMPT_FILE); every other method's runs start from a numpy
+checkpoint directory of its trainables (TrainConfig.init_from).
 
 `plan_transfer` only decides (runs as `spot_jax.executor.RunSpec`s, initial prompts, files);
 `run_transfer` writes the initial prompts and OUT_DIR/transfer.json, then trains the runs with
@@ -17,6 +24,7 @@ through a launch script), skipping finished runs, so an interrupted transfer res
   OUT_DIR/transfer.json         strategy, query, metric, retrieved entries and similarities,
                                 alphas, runs with their status and scores, the best run
   OUT_DIR/init/<id>.npy         initial prompts [L, embed] (weighted_average.npy)
+  OUT_DIR/init/<id>/<dotted.path>  initial trainables of other methods (weighted_average/)
   OUT_DIR/runs/<name>/          each run's MODEL_DIR
 """
 
@@ -36,6 +44,7 @@ from spot_jax.fileio import atomic_write_bytes
 from spot_jax.gin_utils import gin_literal
 from spot_jax.library.retrieval import Ranked
 from spot_jax.library.store import LibraryError, PromptLibrary, npy_bytes
+from spot_jax.task_embedding import PROMPT_LIKE_METHODS
 from spot_jax.train import run_dir
 
 STRATEGIES = ("best_of_top_k", "weighted_average", "mixture")
@@ -45,9 +54,9 @@ TRAIN_GIN = "runs/prompt_train.gin"
 # TrainConfig field -> the gin macro of runs/prompt_train.gin that sets it.
 GIN_MACROS = {"model_dir": "MODEL_DIR", "task": "MIXTURE_OR_TASK_NAME",
               "train_steps": "TRAIN_STEPS", "prompt_init": "PROMPT_INIT",
-              "prompt_file": "PROMPT_FILE"}
+              "prompt_file": "PROMPT_FILE", "init_from": "TrainConfig.init_from"}
 # Set per run by the plan, never by base_config.
-PER_RUN_FIELDS = ("model_dir", "task", "prompt_init", "prompt_file")
+PER_RUN_FIELDS = ("model_dir", "task", "prompt_init", "prompt_file", "init_from")
 
 
 class TransferError(LibraryError):
@@ -73,6 +82,20 @@ def weighted_average_prompt(prompts: np.ndarray, similarities: np.ndarray) -> np
   return np.einsum("k,kle->le", sims / sims.sum(), prompts).astype(np.float32)
 
 
+def weighted_average_tree(trees: Sequence[Mapping[str, np.ndarray]], similarities: np.ndarray
+                          ) -> dict[str, np.ndarray]:
+  """`weighted_average_prompt` of every leaf: k trees {dotted path: array} of one method and
+  settings, [k] similarities -> one tree."""
+  names = sorted(trees[0]) if len(trees) else []
+  for tree in trees:
+    if sorted(tree) != names or any(np.shape(tree[n]) != np.shape(trees[0][n]) for n in names):
+      raise TransferError("The retrieved entries hold trainables of different names or shapes "
+                          "(other method settings); they cannot be averaged: use best_of_top_k")
+  return {n: weighted_average_prompt(np.stack([np.asarray(t[n]).reshape(1, -1) for t in trees]),
+                                     similarities).reshape(np.shape(trees[0][n]))
+          for n in names}
+
+
 def alphas(similarities: Sequence[float]) -> list[float]:
   sims = np.asarray(similarities, np.float64)
   return (sims / sims.sum()).tolist()
@@ -94,11 +117,13 @@ class TransferPlan:
   query: dict[str, Any]
   retrieved: list[dict[str, Any]]
   runs: list[RunSpec]
-  files: dict[str, np.ndarray]  # path -> prompt [L, E] written before the runs.
+  files: dict[str, np.ndarray]  # path -> prompt [L, E] or trainable written before the runs.
   entries: dict[str, list[str]]  # run name -> library ids it starts from.
   prompt_files: dict[str, str]  # run name -> its PROMPT_FILE (runs initialised from a file).
   alphas: list[float] | None = None
   mixture: str | None = None
+  method: str = "prompt"  # the entries' (and every run's) method.
+  init_dirs: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> init_from.
 
   @property
   def runs_by_name(self) -> dict[str, RunSpec]:
@@ -120,7 +145,7 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
                   base_config: Mapping[str, Any] | None = None, source_steps: int | None = None,
                   metric: str = "", query: Mapping[str, Any] | None = None,
                   gin_files: Sequence[str] = (), gin_bindings: Sequence[str] = (),
-                  prompt_length: int | None = None) -> TransferPlan:
+                  prompt_length: int | None = None, method: str | None = None) -> TransferPlan:
   """Plans a transfer from the top `k` of `ranked` (best first) to the task `target`.
 
   Every run is `spot-jax train` with `gin_files`, then `gin_bindings` ("MACRO = value"), then
@@ -129,7 +154,8 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
   MIXTURE_OR_TASK_NAME, PROMPT_INIT, PROMPT_FILE, TRAIN_STEPS of runs/prompt_train.gin, or,
   without gin files, the same TrainConfig fields directly. prompt_length
   (default base_config's) is checked against the retrieved prompts. source_steps: the length of
-  the mixture strategy's source run (default: base_config's train_steps).
+  the mixture strategy's source run (default: base_config's train_steps). method (default
+  base_config's): the method the runs train, checked against the entries'.
   """
   if strategy not in STRATEGIES:
     raise TransferError(f"Unknown transfer strategy {strategy!r}; choose one of {STRATEGIES}")
@@ -145,8 +171,20 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
   shared = [*gin_bindings, *(f"TrainConfig.{key} = {gin_literal(v)}" for key, v in base.items())]
   retrieved = [{"rank": r.rank, "id": r.entry.id, "task": r.entry.task, "seed": r.entry.seed,
                 "similarity": r.score} for r in top]
+  identity = top[0].entry.model
+  if any(r.entry.model != identity for r in top):
+    raise TransferError("The retrieved entries belong to several frozen models or methods; "
+                        "a transfer starts from one")
+  method = base.get("method") if method is None else method
+  # A prompt (a prompt encoder's output too) seeds any prompt-like method through PROMPT_FILE;
+  # other methods' trainables fit only their own method.
+  fits = PROMPT_LIKE_METHODS if identity.is_prompt else (identity.method,)
+  if method is not None and method not in fits:
+    raise TransferError(f"The retrieved entries are {identity.method} runs but the target runs "
+                        f"train {method!r}; select the entries' method in the runs' config "
+                        f"(--gin_file=methods/{identity.method}.gin after runs/prompt_train.gin)")
   plan = TransferPlan(strategy, target, out_dir, k, metric, dict(query or {}), retrieved, [],
-                      {}, {}, {})
+                      {}, {}, {}, method=identity.method)
   runs_dir, init_dir = os.path.join(out_dir, "runs"), os.path.join(out_dir, "init")
 
   def add_run(name: str, kind: str, overrides: dict[str, Any], entries: list[str],
@@ -171,12 +209,19 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
     plan.entries[name] = entries
     if "prompt_file" in overrides:
       plan.prompt_files[name] = overrides["prompt_file"]
+    if "init_from" in overrides:
+      plan.init_dirs[name] = overrides["init_from"]
 
-  def target_run(name: str, prompt_file: str, entries: list[str], after: str | None = None
-                 ) -> None:
-    add_run(name, "target", {"task": target, "prompt_init": "file",
-                             "prompt_file": prompt_file}, entries, after)
+  def target_run(name: str, start: str, entries: list[str], after: str | None = None) -> None:
+    """A target run starting from `start`: a prompt file, or a trainables directory."""
+    init = ({"prompt_init": "file", "prompt_file": start} if identity.is_prompt
+            else {"init_from": start})
+    add_run(name, "target", {"task": target, **init}, entries, after)
 
+  if not identity.is_prompt:
+    _plan_trees(plan, strategy, top, library, init_dir, target_run, add_run, base,
+                source_steps)
+    return plan
   if strategy == "best_of_top_k":
     for r, value in zip(top, _values(library, top, prompt_length)):
       path = os.path.join(init_dir, f"{r.entry.id}.npy")
@@ -201,6 +246,38 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
     target_run("mixture_target", run_dir.prompt_path(source_dir, steps), [],
                after="mixture_source")
   return plan
+
+
+def _plan_trees(plan: TransferPlan, strategy: str, top: Sequence[Ranked], library: PromptLibrary,
+                init_dir: str, target_run: Callable, add_run: Callable,
+                base: Mapping[str, Any], source_steps: int | None) -> None:
+  """The strategies for non-prompt entries: target runs with TrainConfig.init_from."""
+  def write_tree(directory: str, tree: Mapping[str, np.ndarray]) -> str:
+    for name, array in tree.items():
+      plan.files[os.path.join(directory, name)] = array
+    return directory
+
+  if strategy == "best_of_top_k":
+    for r in top:
+      start = write_tree(os.path.join(init_dir, r.entry.id), library.value(r.entry.id))
+      target_run(r.entry.id, start, [r.entry.id])
+  elif strategy == "weighted_average":
+    tree = weighted_average_tree([library.value(r.entry.id) for r in top],
+                                 [r.score for r in top])
+    plan.alphas = alphas([r.score for r in top])
+    start = write_tree(os.path.join(init_dir, "weighted_average"), tree)
+    target_run("weighted_average", start, [r.entry.id for r in top])
+  else:
+    from spot_jax.tasks_util import register_transfer_mixture
+    plan.mixture = register_transfer_mixture([r.entry.task for r in top] + [plan.target]).name
+    steps = int(source_steps or base.get("train_steps") or 0)
+    if steps <= 0:
+      raise TransferError("The mixture strategy needs source_steps (--source_steps)")
+    add_run("mixture_source", "source", {"task": plan.mixture, "train_steps": steps},
+            [r.entry.id for r in top])
+    source_dir = plan.runs_by_name["mixture_source"].model_dir
+    target_run("mixture_target", run_dir.checkpoint_dir(source_dir, steps), [],
+               after="mixture_source")
 
 
 # ----------------------------------------------------------------------------- running
@@ -257,7 +334,8 @@ def _check_resumable(plan: TransferPlan) -> None:
 
 def _record(plan: TransferPlan, runs: list[dict[str, Any]], best: dict[str, Any] | None
             ) -> dict[str, Any]:
-  return {"strategy": plan.strategy, "target": plan.target, "k": plan.k, "metric": plan.metric,
+  return {"strategy": plan.strategy, "target": plan.target, "method": plan.method, "k": plan.k,
+          "metric": plan.metric,
           "query": plan.query, "retrieved": plan.retrieved, "alphas": plan.alphas,
           "mixture": plan.mixture, "runs": runs, "best": best}
 
@@ -271,8 +349,8 @@ def _write_record(plan: TransferPlan, runs: list[dict[str, Any]],
 def _run_status(plan: TransferPlan, run: RunSpec, status: str, command: list[str]
                 ) -> dict[str, Any]:
   row = {"name": run.name, "role": run.kind, "model_dir": run.model_dir,
-         "task": run.target or plan.mixture,
-         "prompt_file": plan.prompt_files.get(run.name), "entries": plan.entries[run.name],
+         "task": run.target or plan.mixture, "prompt_file": plan.prompt_files.get(run.name),
+         "init_from": plan.init_dirs.get(run.name), "entries": plan.entries[run.name],
          "status": status, "command": shlex.join(command),
          "best_step": None, "best_score": None, "eval_metric": None}
   summary = executor.read_finished(run.model_dir, run.train_steps)

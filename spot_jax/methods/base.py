@@ -10,7 +10,6 @@ trainables are differentiated. A leaf is saved and named by its dotted path
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, ClassVar, Mapping
 
 import jax
@@ -18,13 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from spot_jax import task_embedding
 from spot_jax.models.layers import MethodHooks
 from spot_jax.models.t5 import T5
 
 Array = jax.Array
 Trainables = dict[str, Any]
-EMBEDDING_KINDS = ("layer_mean", "concat")
-_LAYER = re.compile(r"^(encoder|decoder)\.layers_(\d+)\.")
+EMBEDDING_KINDS = task_embedding.EMBEDDING_KINDS
 
 
 class MethodError(ValueError):
@@ -92,29 +91,13 @@ def layer_embedding(trainables: Mapping[str, Any], kind: str = "layer_mean") -> 
   `layer_mean` (the paper's definition): each layer's tuned parameters flattened and
   concatenated (in path order), averaged over the layers of a stack; the encoder's and the
   decoder's averages concatenated. `concat`: every parameter flattened and concatenated in
-  layer order (what the authors' released extraction script does).
+  layer order (what the authors' released extraction script does). The numpy definition is
+  `spot_jax.task_embedding.layer_embedding` (the library computes keys with it).
   """
-  if kind not in EMBEDDING_KINDS:
-    raise MethodError(f"Unknown embedding kind {kind!r}; choose one of {EMBEDDING_KINDS}")
-  flat = {p: np.asarray(v, np.float32).reshape(-1) for p, v in flatten(trainables).items()}
-
-  def order(path: str):
-    m = _LAYER.match(path)
-    return (m.group(1), int(m.group(2)), path) if m else ("~", -1, path)
-
-  paths = sorted(flat, key=order)
-  if kind == "concat":
-    return np.concatenate([flat[p] for p in paths])
-  per_layer: dict[tuple[str, int], list[np.ndarray]] = {}
-  for path in paths:
-    m = _LAYER.match(path)
-    if not m:
-      raise MethodError(f"Trainable {path} belongs to no layer; use the 'concat' embedding")
-    per_layer.setdefault((m.group(1), int(m.group(2))), []).append(flat[path])
-  stacks: dict[str, list[np.ndarray]] = {}
-  for (stack, _), leaves in sorted(per_layer.items()):
-    stacks.setdefault(stack, []).append(np.concatenate(leaves))
-  return np.concatenate([np.mean(np.stack(rows), axis=0) for _, rows in sorted(stacks.items())])
+  try:
+    return task_embedding.layer_embedding(trainables, kind)
+  except task_embedding.EmbeddingError as e:
+    raise MethodError(str(e)) from None
 
 
 @dataclasses.dataclass(frozen=True)

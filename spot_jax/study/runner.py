@@ -3,7 +3,7 @@
   STUDY_DIR/
     runs/source/<source>/seed_<s>/            a source prompt per seed (added to the library)
     runs/baseline/<target>/seed_<s>/          the target trained from scratch (source `none`)
-    runs/transfer/<source>/<target>/seed_<s>/ the target initialised from the source prompt of
+    runs/transfer/<source>/<target>/seed_<s>/ the target initialised from the source run of
                                               the same seed (its best checkpoint)
     logs/<job>.log                            worker-process output
     library/                                  the prompt library of the source runs (default)
@@ -12,9 +12,12 @@
 Every job is one `spot-jax train` invocation, fully described by gin flags (a
 `spot_jax.executor.RunSpec`), so running it in this process, in a worker process or on a cluster
 node is the same run; the run executor (`spot_jax.executor.execute`) trains them. A transfer
-reads its source's best prompt when it starts: `study/transfer.gin` binds PROMPT_FILE to
-`best_prompt_file(SOURCE_MODEL_DIR)`, evaluated by gin in the training process. Targets that are
-also sources get no self-transfer (the baseline already trains them from scratch).
+reads its source's best checkpoint when it starts: `study/transfer.gin` binds PROMPT_FILE to
+`best_prompt_file(SOURCE_MODEL_DIR)` (method `prompt`), `study/transfer_init_from.gin` binds
+TrainConfig.init_from to `best_checkpoint_dir(SOURCE_MODEL_DIR)` (every other method: all of its
+trainables), evaluated by gin in the training process. Every run trains the spec's `method`
+(its gin_configs/methods/<method>.gin after runs/prompt_train.gin). Targets that are also
+sources get no self-transfer (the baseline already trains them from scratch).
 
 Everything is idempotent: a finished run (run.json `finished` with all steps done) is skipped,
 an interrupted one resumes from its last checkpoint, library entries have deterministic ids and
@@ -43,6 +46,8 @@ PHASES = {"sources": ("source",), "baselines": ("baseline",), "transfers": ("tra
           "all": KINDS}
 TRAIN_GIN = "runs/prompt_train.gin"
 TRANSFER_GIN = "study/transfer.gin"
+TRANSFER_INIT_FROM_GIN = "study/transfer_init_from.gin"
+METHOD_GIN = "methods/{}.gin"
 RESULTS_CSV = "results.csv"
 BASELINE = "none"
 LAUNCHERS = tuple(sorted(launchers.LAUNCH_SCRIPTS))
@@ -83,7 +88,9 @@ def run_dir_of(study_dir: str, kind: str, source: str | None, target: str | None
 def plan(spec: StudySpec, study_dir: str) -> list[Job]:
   """Every run of the study, sources first, then baselines, then transfers."""
   shared = {k: gin_literal(v) for k, v in spec.run_bindings().items()}
-  train_files = (*spec.model, TRAIN_GIN)
+  method_files = () if spec.method == "prompt" else (METHOD_GIN.format(spec.method),)
+  train_files = (*spec.model, TRAIN_GIN, *method_files)
+  transfer_gin = TRANSFER_GIN if spec.method == "prompt" else TRANSFER_INIT_FROM_GIN
 
   def job(kind: str, source: str | None, target: str | None, seed: int) -> Job:
     model_dir = run_dir_of(study_dir, kind, source, target, seed)
@@ -99,7 +106,7 @@ def plan(spec: StudySpec, study_dir: str) -> list[Job]:
     if kind == "transfer":
       source_dir = run_dir_of(study_dir, "source", source, None, seed)
       bindings["SOURCE_MODEL_DIR"] = gin_literal(source_dir)
-      files, depends = (*train_files, TRANSFER_GIN), (source_dir,)
+      files, depends = (*train_files, transfer_gin), (source_dir,)
     name = executor.safe_name(kind, source or "", target or "", f"seed_{seed}")
     return RunSpec(name, model_dir, files, bindings, depends, kind=kind, source=source,
                    target=target, seed=seed)
@@ -145,14 +152,31 @@ def describe_plan(spec: StudySpec, jobs: Sequence[Job], first: int = 3) -> list[
 # ----------------------------------------------------------------------------- run state
 
 
-@gin.configurable
-def best_prompt_file(model_dir: str = gin.REQUIRED) -> str:
-  """The best-checkpoint prompt of a finished run (a transfer's PROMPT_FILE, study/transfer.gin)."""
+def _finished_source(model_dir: str) -> run_dir.RunSummary:
   summary = run_dir.read_summary(model_dir)
   if not summary.finished or summary.best_step is None:
     raise StudyError(f"Source run {model_dir} is not finished ({summary.steps_done}/"
                      f"{summary.train_steps} steps); run the study's sources first "
                      "(phase 1, or --phase sources)")
+  return summary
+
+
+@gin.configurable
+def best_checkpoint_dir(model_dir: str = gin.REQUIRED) -> str:
+  """The best numpy checkpoint directory of a finished run, every trainable of it (a
+  transfer's TrainConfig.init_from, study/transfer_init_from.gin)."""
+  summary = _finished_source(model_dir)
+  if summary.best_step not in run_dir.checkpoint_steps(model_dir):
+    raise StudyError(f"Source run {model_dir}: best step {summary.best_step} has no numpy "
+                     f"checkpoint ({run_dir.checkpoint_dir(model_dir, summary.best_step)} "
+                     "missing); rerun that source")
+  return run_dir.checkpoint_dir(model_dir, summary.best_step)
+
+
+@gin.configurable
+def best_prompt_file(model_dir: str = gin.REQUIRED) -> str:
+  """The best-checkpoint prompt of a finished run (a transfer's PROMPT_FILE, study/transfer.gin)."""
+  summary = _finished_source(model_dir)
   path = run_dir.prompt_path(model_dir, summary.best_step)
   if not os.path.exists(path):
     raise StudyError(f"Source run {model_dir}: best step {summary.best_step} has no prompt "
@@ -168,8 +192,11 @@ def library_path(spec: StudySpec, study_dir: str) -> str:
 
 
 def library_entry_id(spec: StudySpec, job: Job) -> str:
-  """Deterministic, so a source run enters the library once wherever the study dir lives."""
-  return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{spec.name}-{job.source}-s{job.seed}").lstrip(".")
+  """Deterministic, so a source run enters the library once wherever the study dir lives
+  (non-prompt methods name theirs: studies of several methods may share a library)."""
+  method = "" if spec.method == "prompt" else f"{spec.method}-"
+  return re.sub(r"[^A-Za-z0-9_.-]", "_",
+                f"{spec.name}-{method}{job.source}-s{job.seed}").lstrip(".")
 
 
 def add_to_library(spec: StudySpec, study_dir: str, job: Job) -> str | None:
@@ -179,7 +206,7 @@ def add_to_library(spec: StudySpec, study_dir: str, job: Job) -> str | None:
   entry_id = library_entry_id(spec, job)
   if entry_id in library.ids():
     return None
-  library.add_run_dir(job.model_dir, entry_id=entry_id)
+  library.add_run_dir(job.model_dir, entry_id=entry_id, embedding=spec.embedding)
   return entry_id
 
 

@@ -14,6 +14,8 @@
   source_prompt_init: sampled_vocab    # SPoT §2.1.4 (default)
   baseline_prompt_init: class_labels   # SPoT Appendix C (default); transfers start from a source
   gin_bindings: {LEARNING_RATE: 0.3}   # any other macro
+  method: prompt                       # any spot_jax.methods method (gin_configs/methods/*.gin)
+  embedding: layer_mean                # non-prompt methods: the library keys' embedding kind
 
 Optional run settings left out keep the defaults of runs/prompt_train.gin. `load_spec` and
 `StudySpec.from_dict` validate everything before a study starts: unknown keys (with the
@@ -32,6 +34,7 @@ import yaml
 
 # Macros the runner sets per job; a spec sets them through its own keys instead.
 RUNNER_MACROS = {
+    "METHOD": "method", "TrainConfig.init_from": "the transfer's source run",
     "MODEL_DIR": "the study layout", "MIXTURE_OR_TASK_NAME": "sources/targets",
     "TRAIN_STEPS": "source_steps/target_steps", "RANDOM_SEED": "seeds", "KEY_STEP": "key_step",
     "PROMPT_FILE": "the transfer's source run", "SOURCE_MODEL_DIR": "the transfer's source run",
@@ -87,6 +90,12 @@ class StudySpec:
   baseline_prompt_init: str = "class_labels"
   gin_bindings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   library: str | None = None  # default STUDY_DIR/library.
+  # The parameter-efficient method every run trains (spot_jax.methods; its gin file
+  # gin_configs/methods/<method>.gin sets its optimizer and settings). Transfers of `prompt`
+  # start from the source's best prompt (PROMPT_FILE), those of any other method from all of
+  # its best checkpoint's trainables (TrainConfig.init_from).
+  method: str = "prompt"
+  embedding: str | None = None  # non-prompt methods: task-embedding kind (default layer_mean).
   description: str = ""
   # Which settings the spec set explicitly (INITIAL_CHECKPOINT_PATH: null is meaningful).
   explicit: frozenset[str] = frozenset()
@@ -121,13 +130,22 @@ class StudySpec:
       raise SpecError(f"{where}: name must be a non-empty string")
     values["feature_lengths"] = _feature_lengths(where, data.get("feature_lengths"))
     values["gin_bindings"] = _gin_bindings(where, data.get("gin_bindings") or {})
-    for key in ("initial_checkpoint", "eval_metric", "library"):
+    for key in ("initial_checkpoint", "eval_metric", "library", "method", "embedding"):
       if data.get(key) is not None and not isinstance(data[key], str):
         raise SpecError(f"{where}: {key} must be a string or null, got {data[key]!r}")
     for key in ("source_prompt_init", "baseline_prompt_init"):
       if key in data and data[key] not in SCRATCH_PROMPT_INITS:
         raise SpecError(f"{where}: {key} {data[key]!r} is not one of {SCRATCH_PROMPT_INITS} "
                         "(transfers always start from their source)")
+    if data.get("method") is not None:
+      _check_method(where, data["method"])
+    else:
+      values.pop("method", None)
+    if data.get("embedding") is not None:
+      from spot_jax.task_embedding import EMBEDDING_KINDS
+      if data["embedding"] not in EMBEDDING_KINDS:
+        raise SpecError(f"{where}: embedding {data['embedding']!r} is not one of "
+                        f"{EMBEDDING_KINDS}")
     values["explicit"] = frozenset(k for k in RUN_SETTINGS if k in data)
     spec = cls(**values)
     _check_steps(where, spec)
@@ -141,12 +159,16 @@ class StudySpec:
 
   def prompt_init(self, kind: str, task: str) -> str | None:
     """PROMPT_INIT of a run: `source_prompt_init` for a source, `baseline_prompt_init` for a
-    baseline, None for a transfer (study/transfer.gin starts it from the source prompt).
+    baseline, None for a transfer (study/transfer.gin starts it from the source prompt) and
+    for methods that have no prompt.
 
     `class_labels` backs off to sampled vocabulary for the positions the labels leave free
     (SPoT Appendix C), so a baseline on a task without a label set (STS-B, ReCoRD...) gets
     `sampled_vocab`.
     """
+    from spot_jax.task_embedding import PROMPT_LIKE_METHODS
+    if self.method not in PROMPT_LIKE_METHODS:
+      return None
     if kind == "source":
       return self.source_prompt_init
     if kind != "baseline":
@@ -165,8 +187,9 @@ class StudySpec:
     return bindings
 
 
-def load_spec(path: str, check_tasks: bool = True) -> StudySpec:
-  """Reads and validates a YAML study spec."""
+def load_spec(path: str, check_tasks: bool = True, **overrides: Any) -> StudySpec:
+  """Reads and validates a YAML study spec; `overrides` replace its keys (e.g. method='lora',
+  `spot-jax study run --method`)."""
   try:
     with open(path) as f:
       data = yaml.safe_load(f)
@@ -174,6 +197,8 @@ def load_spec(path: str, check_tasks: bool = True) -> StudySpec:
     raise SpecError(f"{path} is not valid YAML: {e}") from None
   if data is None:
     raise SpecError(f"{path} is empty; see gin_configs/study/synthetic.yaml for a spec")
+  if overrides and isinstance(data, dict):
+    data.update({k: v for k, v in overrides.items() if v is not None})
   return StudySpec.from_dict(data, path, check_tasks)
 
 
@@ -187,6 +212,15 @@ def check_task_names(spec: StudySpec, where: str = "study spec") -> None:
         get_task_or_mixture(name)
       except ValueError as e:
         raise SpecError(f"{where}: {key}[{i}]: {e}") from None
+
+
+def _check_method(where: str, name: str) -> None:
+  """A registered spot_jax.methods method (imported here: it brings JAX)."""
+  from spot_jax import methods
+  try:
+    methods.method_class(name)
+  except methods.MethodError as e:
+    raise SpecError(f"{where}: method: {e}") from None
 
 
 def _has_labels(task: str) -> bool:

@@ -169,6 +169,27 @@ def prompt_steps(model_dir: str) -> list[int]:
   return sorted(steps)
 
 
+def checkpoint_names(directory: str) -> list[str]:
+  """The trainable leaves (dotted paths) saved in a numpy checkpoint directory, sorted
+  (temporary files of an interrupted write left out)."""
+  if not os.path.isdir(directory):
+    raise RunDirError(f"{directory} is not a numpy checkpoint directory")
+  names = sorted(n for n in os.listdir(directory) if not n.startswith("."))
+  if not names:
+    raise RunDirError(f"{directory} holds no saved trainables")
+  return names
+
+
+def checkpoint_steps(model_dir: str) -> list[int]:
+  """Steps with a non-empty numpy checkpoint (any method), ascending."""
+  root = os.path.join(model_dir, "numpy_checkpoints")
+  if not os.path.isdir(root):
+    return []
+  return sorted(int(m.group(1)) for d in os.listdir(root)
+                if (m := re.fullmatch(r"checkpoint_(\d+)", d))
+                and any(not n.startswith(".") for n in os.listdir(os.path.join(root, d))))
+
+
 def identity_diffs(old: RunSummary, new: RunSummary) -> list[str]:
   """`key: old vs new` for every identity entry that differs (missing ones included)."""
   a, b = old.identity(), new.identity()
