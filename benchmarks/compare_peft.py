@@ -313,7 +313,7 @@ def markdown(rows: list[dict[str, Any]], ceilings: list[dict[str, float]], comma
       f"{platform.platform()}; date {time.strftime('%Y-%m-%d')}.",
       f"Allocators: ours {runtime.describe_allocator(ENVIRONMENT['ours'])}, synchronous CPU "
       f"dispatch; PEFT {runtime.describe_allocator(ENVIRONMENT['peft'])}.",
-      "Float32 matmul ceiling (4096^3, best of numpy and jax.jit, before / after): "
+      f"Float32 matmul ceiling ({rows[0].get('matmul_size', 4096)}^3, best of numpy and jax.jit, before / after): "
       + " / ".join(f"{max(c.values()):.0f}" for c in ceilings) + " GFLOP/s.",
       "",
       "| config | method | ours ex/s | PEFT ex/s | ours/PEFT | ours GFLOP/s | PEFT GFLOP/s "
@@ -364,6 +364,9 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per side")
   parser.add_argument("--budget_seconds", type=float, default=25.0,
                       help="aim for about this many timed seconds per block")
+  parser.add_argument("--steps", type=int, default=None,
+                      help="timed steps per block (default: sized to --budget_seconds by one "
+                           "probe step per side, which costs a worker start each)")
   parser.add_argument("--matmul_size", type=int, default=4096)
   parser.add_argument("--json", default=os.path.join(HERE, "results", "compare_peft.jsonl"))
   parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
@@ -379,7 +382,8 @@ def main() -> None:
     # The last row of each (config, method); rows from before --methods are prompt rows.
     rows = list({(row["config"], row.get("method", "prompt")): row for row in rows}.values())
     names = list(dict.fromkeys(row.get("method", "prompt") for row in rows))
-    write_results(rows, rows[-1]["ceilings"], rows[-1]["command"], args.results,
+    write_results(rows, max((row["ceilings"] for row in rows), key=len), rows[-1]["command"],
+                  args.results,
                   results_section(names))
     return
   if args.worker:
@@ -399,23 +403,28 @@ def main() -> None:
   command = "python benchmarks/compare_peft.py " + shlex.join(sys.argv[1:])
   ceilings = [run_worker(["matmul", str(args.matmul_size), "3"], ENVIRONMENT["ours"])]
   print(f"matmul ceiling: {ceilings[0]}", flush=True)
+  os.makedirs(os.path.dirname(args.json), exist_ok=True)
   rows = []
   for model, input_length in configs:
     for method in method_names:
-      # One probe step each sizes the blocks to the time budget.
-      probe = {side: run_worker(worker_args(side, method, model, input_length, 1),
-                                ENVIRONMENT[side])["times"][0] for side in ("ours", "peft")}
-      steps = {side: max(1, min(50, round(args.budget_seconds / t)))
-               for side, t in probe.items()}
+      if args.steps:
+        steps = {"ours": args.steps, "peft": args.steps}
+      else:  # one probe step each sizes the blocks to the time budget.
+        probe = {side: run_worker(worker_args(side, method, model, input_length, 1),
+                                  ENVIRONMENT[side])["times"][0] for side in ("ours", "peft")}
+        steps = {side: max(1, min(50, round(args.budget_seconds / t)))
+                 for side, t in probe.items()}
       row = compare(method, model, input_length, args.rounds, steps, max(ceilings[0].values()))
+      row["matmul_size"] = args.matmul_size
       rows.append(row)
+      with open(args.json, "a") as f:  # each row as it comes (the ceiling before, so far).
+        f.write(json.dumps(dict(row, command=command, ceilings=ceilings)) + "\n")
       print(f"{row['config']} {method}: ours {row['ours']['examples_per_second']:.2f} ex/s, "
             f"PEFT {row['peft']['examples_per_second']:.2f} ex/s, ratio {row['ratio']:.2f}, "
             f"peak RSS ours {row['ours']['peak_rss_bytes'] / 2**30:.2f} GiB, PEFT "
             f"{row['peft']['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
   ceilings.append(run_worker(["matmul", str(args.matmul_size), "3"], ENVIRONMENT["ours"]))
-  os.makedirs(os.path.dirname(args.json), exist_ok=True)
-  with open(args.json, "a") as f:
+  with open(args.json, "a") as f:  # the complete run: every row with both ceilings.
     for row in rows:
       f.write(json.dumps(dict(row, command=command, ceilings=ceilings)) + "\n")
   write_results(rows, ceilings, command, args.results, results_section(method_names))
