@@ -175,6 +175,9 @@ def worker_peft(method: str, model: str, input_length: int, steps: int, learning
       dropout_rate=DROPOUT_RATE, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
   base = transformers.T5ForConditionalGeneration(config)
   config_class, settings = METHODS[method]["peft"]
+  if method == "prefix":  # PEFT takes d_model as heads x head_dim, which T5 1.1 small is not.
+    settings = dict(settings, num_attention_heads=shape["num_heads"],
+                    token_dim=shape["num_heads"] * shape["d_kv"])
   net = peft.get_peft_model(base, getattr(peft, config_class)(
       task_type=peft.TaskType.SEQ_2_SEQ_LM, **settings))
   net.train()
@@ -373,6 +376,7 @@ def main() -> None:
   parser.add_argument("--from_json", default=None,
                       help="only rewrite the table from the rows of one earlier run in this "
                            "JSONL file (the last run in it)")
+  parser.add_argument("--note", default="", help="a line added under the table (e.g. the load)")
   parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.from_json:
@@ -383,8 +387,7 @@ def main() -> None:
     rows = list({(row["config"], row.get("method", "prompt")): row for row in rows}.values())
     names = list(dict.fromkeys(row.get("method", "prompt") for row in rows))
     write_results(rows, max((row["ceilings"] for row in rows), key=len), rows[-1]["command"],
-                  args.results,
-                  results_section(names))
+                  args.results, results_section(names), args.note)
     return
   if args.worker:
     kind, *rest = args.worker
@@ -427,7 +430,7 @@ def main() -> None:
   with open(args.json, "a") as f:  # the complete run: every row with both ceilings.
     for row in rows:
       f.write(json.dumps(dict(row, command=command, ceilings=ceilings)) + "\n")
-  write_results(rows, ceilings, command, args.results, results_section(method_names))
+  write_results(rows, ceilings, command, args.results, results_section(method_names), args.note)
 
 
 TITLES = {"compare_peft": "Prompt-tuning throughput: ours against Hugging Face PEFT (CPU)",
@@ -436,8 +439,8 @@ TITLES = {"compare_peft": "Prompt-tuning throughput: ours against Hugging Face P
 
 
 def write_results(rows: list[dict[str, Any]], ceilings: list[dict[str, float]], command: str,
-                  path: str, section: str) -> None:
-  table = markdown(rows, ceilings, command)
+                  path: str, section: str, note: str = "") -> None:
+  table = markdown(rows, ceilings, command) + (f"\n{note}\n" if note else "")
   print(table)
   from results_md import update_section
   update_section(path, section, f"## {TITLES[section]}\n\n" + table)
