@@ -31,10 +31,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from spot_jax import methods  # noqa: E402
 from spot_jax.models import T5, get_config  # noqa: E402
 from spot_jax.models.flops import prompt_tuning_step_flops  # noqa: E402
-from spot_jax.prompts import from_sampled_vocab, with_prompt, without_prompt  # noqa: E402
-from spot_jax.train.optimizer import prompt_adafactor  # noqa: E402
+from spot_jax.prompts import from_sampled_vocab  # noqa: E402
+from spot_jax.train.optimizer import adamw_warmup, prompt_adafactor  # noqa: E402
 from spot_jax.train.step import (DEFAULT_RNG_IMPL, init_train_state,  # noqa: E402
                                  make_train_step)
 from timing import peak_rss_bytes, time_steps  # noqa: E402
@@ -102,23 +103,35 @@ def largest_batch(model_name: str, input_length: int, target_length: int, prompt
 
 def build_step(model_name: str, input_length: int, batch_size: int, target_length: int,
                prompt_length: int, dropout_rate: float, dtype: str,
-               rng_impl: str = DEFAULT_RNG_IMPL, **overrides
+               rng_impl: str = DEFAULT_RNG_IMPL, method: str = "prompt",
+               method_settings: dict[str, Any] | None = None, schedule_steps: int = 1000,
+               **overrides
                ) -> tuple[Callable[[], jax.Array], Any]:
   """The trainer's jitted step on random frozen weights and a random batch.
 
-  Returns (run_step, config): each run_step() call does one step and returns its loss.
+  `method` (a `spot_jax.methods` name; prompt-like ones take `prompt_length`) with
+  `method_settings`, trained with its default optimizer as the trainer does: Adafactor lr 0.3
+  for `prompt`, otherwise AdamW at the method's learning rate with 6% warmup over
+  `schedule_steps`. Returns (run_step, config): each run_step() call does one step and returns
+  its loss.
   """
   config = get_config(model_name, dropout_rate=dropout_rate, dtype=dtype, **overrides)
-  model = T5(config, prompt_length)
+  trained = methods.create(method, prompt_length, **(method_settings or {}))
+  model = T5(config, hooks=trained.hooks())
   rng = np.random.default_rng(0)
   batch = random_batch(rng, batch_size, input_length, target_length, config.vocab_size)
-  params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["encoder_input_tokens"][:1],
-                               batch["decoder_input_tokens"][:1])["params"]
-  frozen = without_prompt(params)
-  optimizer = prompt_adafactor()
-  state = init_train_state(with_prompt({}, from_sampled_vocab(
-      jax.random.PRNGKey(1), frozen["token_embedder"]["embedding"], prompt_length)),
-      optimizer, seed=0, rng_impl=rng_impl)
+  frozen = jax.jit(T5(config).init)(jax.random.PRNGKey(0), batch["encoder_input_tokens"][:1],
+                                    batch["decoder_input_tokens"][:1])["params"]
+  prompt = None
+  if trained.prompt_like:
+    prompt = from_sampled_vocab(jax.random.PRNGKey(1), frozen["token_embedder"]["embedding"],
+                                prompt_length)
+  params = trained.init(jax.random.PRNGKey(1), model, frozen, prompt)
+  if trained.default_optimizer == "adafactor":
+    optimizer = prompt_adafactor(trained.default_learning_rate)
+  else:
+    optimizer = adamw_warmup(trained.default_learning_rate, schedule_steps)
+  state = init_train_state(params, optimizer, seed=0, rng_impl=rng_impl)
   step = jax.jit(make_train_step(model, optimizer, rng_impl=rng_impl), donate_argnums=(0,))
   box = [state]
 
