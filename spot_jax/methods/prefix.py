@@ -5,8 +5,9 @@ gets `prefix_key` and `prefix_value` [length, heads, head_dim] prepended to its 
 values. Every query attends to them (padding and causality apply to the real tokens only); the
 relative position bias places them at the positions just before the first token, as HF T5 does
 for a past key/value cache. No reparametrisation (P-tuning v2 trains the prefixes directly).
-HF PEFT's prefix tuning on T5 feeds the prefix to the decoder's self- and cross-attention only;
-`decoder=True` with the encoder's prefix removed is the closest setting (see docs/methods.md).
+HF PEFT 0.21 prefix tuning on T5 ends up in the decoder's self-attention only (it builds
+cross-attention entries but the cache drops them); `decoder=True` is the closest setting, with an
+encoder prefix on top (see docs/methods.md).
 """
 
 from __future__ import annotations
