@@ -26,8 +26,12 @@ class TrainStateCheckpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def restore(self, template: TrainState) -> TrainState:
-    step = self.manager.latest_step()
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def restore(self, template: TrainState, step: int | None = None) -> TrainState:
+    """The state saved at `step` (default the latest)."""
+    step = self.manager.latest_step() if step is None else step
     return self.manager.restore(step, args=ocp.args.StandardRestore(template))
 
   def close(self) -> None:

@@ -31,6 +31,7 @@ from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import T5
 from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task_labels
 from spot_jax.train import checkpointer as checkpointer_lib, partitioning, run_dir
+from spot_jax.train import packed as packed_lib
 from spot_jax.train.data import TrainBatches
 from spot_jax.train.metrics_log import MetricsLogger
 from spot_jax.train.optimizer import (ADAMW_WARMUP_FRACTION, OPTIMIZERS, SPOT_WEIGHT_DECAY,
@@ -322,15 +323,103 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
   Everything checkable is validated before MODEL_DIR is touched; a finished run with nothing
   left to do returns its summary without writing anything (read-only directories work).
   """
+  return _train_runs([cfg], [gin_config], packed=False)[0]
+
+
+def train_packed(cfgs: Sequence[TrainConfig], gin_configs: Sequence[str] | None = None
+                 ) -> list[run_dir.RunSummary]:
+  """Trains (or resumes) compatible runs in one jitted step (`spot_jax.train.packed`): the
+  frozen model is built once, the trainables are stacked on a leading run axis, and each run
+  keeps its whole contract (its MODEL_DIR, data order, dropout keys, checkpoints, evaluation,
+  best step, run.json, resume). Runs must agree on every setting but `PACK_FREE_FIELDS`
+  (`check_packable`); returns their summaries in order. Finished runs are left as they are.
+  """
+  cfgs = list(cfgs)
+  gin_configs = list(gin_configs) if gin_configs is not None else [""] * len(cfgs)
+  if len(gin_configs) != len(cfgs):
+    raise ValueError(f"{len(cfgs)} runs but {len(gin_configs)} gin configs")
+  return _train_runs(cfgs, gin_configs, packed=True)
+
+
+# TrainConfig fields that may differ between the runs of a packed job: what a run trains on
+# and starts from, and how it is evaluated. Every other field shapes the one shared step.
+PACK_FREE_FIELDS = frozenset({
+    "model_dir", "task", "seed", "prompt_init", "prompt_file", "class_labels", "init_from",
+    "max_train_examples", "max_eval_examples", "eval_batch_size", "eval_metric", "eval_mode",
+    "key_step", "keep_train_states", "overwrite"})
+
+
+def pack_key(cfg: TrainConfig) -> tuple[tuple[str, Any], ...]:
+  """What runs packed together must share: every field but `PACK_FREE_FIELDS`, plus the seed
+  when the frozen model is randomly initialised (the seed then picks the frozen model)."""
+  key = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+         if f.name not in PACK_FREE_FIELDS}
+  if not cfg.initial_checkpoint:
+    key["seed"] = cfg.seed
+  return tuple(sorted((k, repr(v)) for k, v in key.items()))
+
+
+def check_packable(cfgs: Sequence[TrainConfig]) -> None:
+  """Refuses runs that cannot share one step, naming the first setting that differs."""
+  if not cfgs:
+    raise ValueError("Nothing to pack: no runs")
+  first = dict(pack_key(cfgs[0]))
+  dirs = [os.path.abspath(os.path.expanduser(c.model_dir)) for c in cfgs]
+  if len(set(dirs)) != len(dirs):
+    shared = sorted(d for d in dirs if dirs.count(d) > 1)[0]
+    raise ValueError(f"Packed runs share a MODEL_DIR: {shared}; give each run its own")
+  for cfg in cfgs[1:]:
+    for name, value in pack_key(cfg):
+      if first.get(name) != value:
+        raise ValueError(f"Runs {cfgs[0].model_dir} and {cfg.model_dir} cannot be packed: "
+                         f"{name} is {first.get(name)} vs {value}; pack only runs with the "
+                         "same model, lengths, batch, steps and optimizer settings")
+
+
+def _train_runs(cfgs: list[TrainConfig], gin_configs: list[str], packed: bool
+                ) -> list[run_dir.RunSummary]:
+  """`train` for one run (packed False) or `train_packed` for several: validation, one frozen
+  model, each run's summary, lock and config.gin, then the shared training loop."""
   partitioning.maybe_initialize_distributed()
   is_chief = jax.process_index() == 0
-  cfg = validate_config(cfg)
-  method = method_of(cfg)
-  model, frozen_params, identity, loaded = build_frozen_model(cfg, method)
-  _check_task(cfg, model)
-  offset = (step_offset(loaded, cfg.model) if cfg.step_offset is None
-            else (cfg.step_offset, "STEP_OFFSET"))
-  optimizer, optimizer_settings = make_optimizer(cfg, method, offset[0])
+  cfgs = [validate_config(cfg) for cfg in cfgs]
+  if packed:
+    check_packable(cfgs)
+  method = method_of(cfgs[0])  # gin-bound settings: the same for every run of a job.
+  model, frozen_params, identity, loaded = build_frozen_model(cfgs[0], method)
+  offset = (step_offset(loaded, cfgs[0].model) if cfgs[0].step_offset is None
+            else (cfgs[0].step_offset, "STEP_OFFSET"))
+  optimizer, optimizer_settings = make_optimizer(cfgs[0], method, offset[0])
+  summaries, todo = [], []
+  for cfg in cfgs:
+    _check_task(cfg, model)
+    summary = build_summary(cfg, method, identity, offset, optimizer_settings)
+    done = finished_summary(cfg, summary)
+    summaries.append(done or summary)
+    if done is None:
+      todo.append(len(summaries) - 1)
+  if not todo:
+    return summaries
+  with contextlib.ExitStack() as stack:
+    for i in todo:
+      cfg = cfgs[i]
+      if is_chief:
+        stack.enter_context(run_dir.locked(cfg.model_dir))
+      run_dir.check_compatible(cfg.model_dir, summaries[i], cfg.overwrite)
+      if is_chief and gin_configs[i]:
+        atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN),
+                           gin_configs[i].encode())
+    trained = _train([cfgs[i] for i in todo], method, model, frozen_params, optimizer, offset,
+                     [summaries[i] for i in todo], is_chief, packed)
+  for i, summary in zip(todo, trained):
+    summaries[i] = summary
+  return summaries
+
+
+def build_summary(cfg: TrainConfig, method: methods.Method, identity: dict[str, Any],
+                  offset: tuple[int, str], optimizer_settings: dict[str, Any]
+                  ) -> run_dir.RunSummary:
+  """A fresh run's run.json content (nothing trained yet)."""
   summary = run_dir.RunSummary(
       task=cfg.task, model=identity,
       prompt_length=cfg.prompt_length if method.prompt_like else 0, seed=cfg.seed,
@@ -341,15 +430,7 @@ def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
       eval_mode=check_eval_mode(cfg.eval_mode), settings=result_settings(cfg),
       method=method.name, method_settings=method.settings(), optimizer=optimizer_settings)
   summary.step_offset, summary.step_offset_source = offset
-  done = finished_summary(cfg, summary)
-  if done is not None:
-    return done
-  lock = run_dir.locked(cfg.model_dir) if is_chief else contextlib.nullcontext()
-  with lock:
-    run_dir.check_compatible(cfg.model_dir, summary, cfg.overwrite)
-    if is_chief and gin_config:
-      atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN), gin_config.encode())
-    return _train(cfg, method, model, frozen_params, optimizer, offset, summary, is_chief)
+  return summary
 
 
 def finished_summary(cfg: TrainConfig, summary: run_dir.RunSummary
@@ -493,79 +574,169 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
                              prompt_file=prompt_file)
 
 
-def _train(cfg: TrainConfig, method: methods.Method, model: T5, frozen_params: Any,
-           optimizer: Any, offset: tuple[int, str], summary: run_dir.RunSummary,
-           is_chief: bool) -> run_dir.RunSummary:
-  """The training loop proper, under MODEL_DIR's lock; `offset`: (step offset, its source)."""
-  state = init_train_state(initial_trainables(cfg, method, model, frozen_params),
-                           optimizer, cfg.seed)
-  checkpointer = checkpointer_lib.TrainStateCheckpointer(cfg.model_dir, cfg.keep_train_states)
-  if checkpointer.latest_step() is not None:
-    state = checkpointer.restore(state)
-    summary = run_dir.read_summary(cfg.model_dir)
-    if cfg.train_steps > summary.steps_done:  # extended: not finished until the new last step.
-      summary.finished = False
-    summary.train_steps = cfg.train_steps
-    summary.step_offset, summary.step_offset_source = offset
+@dataclasses.dataclass
+class _Run:
+  """One run's side of a training loop: its settings, summary and MODEL_DIR writers."""
+
+  cfg: TrainConfig
+  summary: run_dir.RunSummary
+  checkpointer: checkpointer_lib.TrainStateCheckpointer
+  batches: TrainBatches | None = None
+  evaluator: PromptEvaluator | None = None
+  logger: MetricsLogger | None = None
+
+  def close(self) -> None:
+    if self.logger is not None:
+      self.logger.close()
+    self.checkpointer.close()
+
+
+def _resume_step(runs: Sequence[_Run]) -> int | None:
+  """The train-state step the runs resume from (None: all start fresh). Packed runs resume
+  together from the newest step that every run still holds (a job killed between two runs'
+  checkpoints resumes from the earlier step, which redoes the later run's interval
+  identically)."""
+  latest = [run.checkpointer.latest_step() for run in runs]
+  if all(step is None for step in latest):
+    return None
+  kept = [set(run.checkpointer.all_steps()) for run in runs]
+  common = set.intersection(*kept)
+  if not common:
+    where = ", ".join(f"{run.cfg.model_dir} at {step}" for run, step in zip(runs, latest))
+    raise run_dir.RunDirError(f"Packed runs hold no common train-state step ({where}); train "
+                              "them one by one (--pack 1) or with runs at the same step")
+  return max(common)
+
+
+def _open_run(run: _Run, method: methods.Method, state: TrainState, start_step: int | None,
+              offset: tuple[int, str], is_chief: bool) -> TrainState:
+  """The run's state at `start_step` (restored, with its summary) or fresh (its trainables
+  saved as step 0)."""
+  cfg = run.cfg
+  if start_step is not None:
+    state = run.checkpointer.restore(state, start_step)
+    run.summary = run_dir.read_summary(cfg.model_dir)
+    if cfg.train_steps > run.summary.steps_done:  # extended: not finished until the new last step.
+      run.summary.finished = False
+    run.summary.train_steps = cfg.train_steps
+    run.summary.step_offset, run.summary.step_offset_source = offset
   elif is_chief:
     run_dir.save_trainables(cfg.model_dir, 0, method.saved_arrays(jax.device_get(state.params)))
-  start_step = int(state.step)
+  return state
 
-  mesh = partitioning.make_mesh(cfg.mesh_data, cfg.mesh_model)
-  frozen = partitioning.shard_params(frozen_params, mesh)
-  # Placed as the step returns it, so the second step reuses the first one's executable.
-  shardings = partitioning.state_shardings(state, partitioning.trainable_partition_specs(
-      state.params, frozen_params, cfg.trainable_sharding, mesh), mesh)
-  state = partitioning.place(state, shardings)
-  step_fn = partitioning.jit_train_step(make_train_step(model, optimizer, cfg.z_loss), mesh,
-                                        state, partitioning.param_shardings(frozen_params, mesh),
-                                        shardings)
-  batches = TrainBatches(cfg.task, cfg.feature_lengths,
-                         partitioning.host_batch_size(cfg.batch_size), seed=cfg.seed,
-                         start_step=start_step, shard_info=partitioning.host_shard_info(),
-                         max_examples=cfg.max_train_examples, model_dir=cfg.model_dir)
-  evaluator = None
-  if cfg.eval_period:
-    evaluator = PromptEvaluator(model, frozen, cfg.task, cfg.eval_batch_size or cfg.batch_size,
-                                mode=cfg.eval_mode, num_examples=cfg.max_eval_examples,
-                                place=lambda x: partitioning.replicate(x, mesh))
-  logger = MetricsLogger(cfg.model_dir, cfg.train_steps, start_step, cfg.batch_size,
-                         enabled=is_chief)
+
+def _train(cfgs: list[TrainConfig], method: methods.Method, model: T5, frozen_params: Any,
+           optimizer: Any, offset: tuple[int, str], summaries: list[run_dir.RunSummary],
+           is_chief: bool, packed: bool) -> list[run_dir.RunSummary]:
+  """The training loop proper, under the MODEL_DIRs' locks; `offset`: (step offset, its
+  source). One run (packed False) or several on a leading run axis (`spot_jax.train.packed`);
+  the schedule and optimizer are the first run's, shared by all (`check_packable`)."""
+  cfg = cfgs[0]
+  runs: list[_Run] = []
+  try:
+    for run_cfg, summary in zip(cfgs, summaries):
+      runs.append(_Run(run_cfg, summary, checkpointer_lib.TrainStateCheckpointer(
+          run_cfg.model_dir, run_cfg.keep_train_states)))
+    start = _resume_step(runs)
+    states = [_open_run(run, method, init_train_state(
+        initial_trainables(run.cfg, method, model, frozen_params), optimizer, run.cfg.seed),
+                        start, offset, is_chief) for run in runs]
+    start_step = start or 0
+
+    mesh = partitioning.make_mesh(cfg.mesh_data, cfg.mesh_model)
+    frozen = partitioning.shard_params(frozen_params, mesh)
+    step = make_train_step(model, optimizer, cfg.z_loss)
+    shardings = partitioning.state_shardings(states[0], partitioning.trainable_partition_specs(
+        states[0].params, frozen_params, cfg.trainable_sharding, mesh), mesh)
+    if packed:
+      step = packed_lib.make_packed_train_step(step)
+      state = packed_lib.stack_trees(states)
+      shardings = partitioning.with_run_axis(shardings)
+    else:
+      state = states[0]
+    # Placed as the step returns it, so the second step reuses the first one's executable.
+    state = partitioning.place(state, shardings)
+    step_fn = partitioning.jit_train_step(step, mesh, state,
+                                          partitioning.param_shardings(frozen_params, mesh),
+                                          shardings, run_axis=packed)
+    for run in runs:
+      run.batches = TrainBatches(
+          run.cfg.task, run.cfg.feature_lengths, partitioning.host_batch_size(cfg.batch_size),
+          seed=run.cfg.seed, start_step=start_step, shard_info=partitioning.host_shard_info(),
+          max_examples=run.cfg.max_train_examples, model_dir=run.cfg.model_dir)
+      if cfg.eval_period:
+        run.evaluator = PromptEvaluator(
+            model, frozen, run.cfg.task, run.cfg.eval_batch_size or cfg.batch_size,
+            mode=run.cfg.eval_mode, num_examples=run.cfg.max_eval_examples,
+            place=lambda x: partitioning.replicate(x, mesh))
+      run.logger = MetricsLogger(run.cfg.model_dir, cfg.train_steps, start_step,
+                                 cfg.batch_size, enabled=is_chief)
+
+    if packed:
+      def next_batch() -> dict[str, jax.Array]:
+        rows = packed_lib.stack_batches([next(run.batches) for run in runs])
+        return partitioning.make_global_batch(rows, mesh, run_axis=True)
+
+      def split(tree: Any) -> list[Any]:  # [runs, ...] leaves -> one host tree per run.
+        return packed_lib.unstack_tree(jax.device_get(tree))
+    else:
+      def next_batch() -> dict[str, jax.Array]:
+        return partitioning.make_global_batch(next(runs[0].batches), mesh)
+
+      def split(tree: Any) -> list[Any]:
+        return [tree]
+
+    _loop(runs, method, state, step_fn, frozen, next_batch, split, start_step, is_chief)
+  finally:
+    for run in runs:
+      run.close()
+  for run in runs:
+    run.summary.finished = True
+    if run.summary.best_step is None:
+      run.summary.best_step = run.summary.steps_done
+    if is_chief:
+      run_dir.write_summary(run.cfg.model_dir, run.summary)
+  return [run.summary for run in runs]
+
+
+def _loop(runs: list[_Run], method: methods.Method, state: Any, step_fn: Any, frozen: Any,
+          next_batch: Any, split: Any, start_step: int, is_chief: bool) -> None:
+  """Steps start_step+1 .. train_steps; logs and checkpoints each run on the shared schedule.
+  `split(tree)`: the step's state or metrics -> one tree per run, in order."""
+  cfg = runs[0].cfg
   pending: list[dict[str, jax.Array]] = []
   done = start_step
   try:
     for step in range(start_step + 1, cfg.train_steps + 1):
-      batch = partitioning.make_global_batch(next(batches), mesh)
-      state, metrics = step_fn(state, frozen, batch)
+      state, metrics = step_fn(state, frozen, next_batch())
       pending.append(metrics)
       at_checkpoint = step % cfg.checkpoint_period == 0 or step == cfg.train_steps
       if step % cfg.log_period == 0 or at_checkpoint:
-        logger.log_train(step, _mean_metrics(pending, step))
+        per_run = zip(*[split(m) for m in jax.device_get(pending)])
+        for run, run_metrics in zip(runs, per_run):
+          run.logger.log_train(step, _mean_metrics(list(run_metrics), step, run.cfg.model_dir
+                                                   if len(runs) > 1 else None))
         pending = []
       if at_checkpoint:
-        _checkpoint(cfg, method, state, step, checkpointer, evaluator, summary, logger,
-                    is_chief, batches)
+        for run, run_state in zip(runs, split(state)):
+          _checkpoint(run.cfg, method, run_state, step, run.checkpointer, run.evaluator,
+                      run.summary, run.logger, is_chief, run.batches)
       done = step
   except KeyboardInterrupt:
-    raise TrainingInterrupted(done, summary.steps_done) from None
-  finally:
-    logger.close()
-    checkpointer.close()
-  summary.finished = True
-  if summary.best_step is None:
-    summary.best_step = summary.steps_done
-  if is_chief:
-    run_dir.write_summary(cfg.model_dir, summary)
-  return summary
+    raise TrainingInterrupted(done, min(run.summary.steps_done for run in runs)) from None
 
 
-def _mean_metrics(pending: list[dict[str, jax.Array]], step: int) -> dict[str, float]:
-  """Fetches the metrics of the steps since the last log; stops on a non-finite loss."""
+def _mean_metrics(pending: list[dict[str, Any]], step: int, model_dir: str | None = None
+                  ) -> dict[str, float]:
+  """The mean metrics of the steps since the last log; stops on a non-finite loss (naming
+  the run's MODEL_DIR when given: one of a packed job's runs)."""
   fetched = jax.device_get(pending)
   losses = np.array([m["loss"] for m in fetched])
   if not np.all(np.isfinite(losses)):
+    where = f" of {model_dir}" if model_dir else ""
     raise NonFiniteLossError(
-        f"Non-finite loss at step {step - len(losses) + 1 + int(np.argmin(np.isfinite(losses)))}; "
+        f"Non-finite loss{where} at step "
+        f"{step - len(losses) + 1 + int(np.argmin(np.isfinite(losses)))}; "
         "stopped without writing a checkpoint, the last good one is intact. Lower the "
         "learning rate or check the inputs.")
   mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}

@@ -156,9 +156,10 @@ def make_mesh(data: int = -1, model: int = 1, devices: Sequence[Any] | None = No
                        devices=devices)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dim split over 'data', the rest replicated."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharding(mesh: Mesh, run_axis: bool = False) -> NamedSharding:
+  """The batch dim split over 'data', the rest replicated; the batch dim is the leading one,
+  or the second behind a packed job's run axis ([runs, batch, ...], `spot_jax.train.packed`)."""
+  return NamedSharding(mesh, P(None, DATA_AXIS) if run_axis else P(DATA_AXIS))
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
@@ -291,6 +292,12 @@ def state_shardings(state: Any, trainable_specs: Any, mesh: Mesh) -> Any:
   return jax.tree_util.tree_map_with_path(sharding, state)
 
 
+def with_run_axis(shardings: Any) -> Any:
+  """One run's state shardings -> those of a packed state (a leading run axis, unsplit)."""
+  return jax.tree.map(lambda s: NamedSharding(s.mesh, P(None, *s.spec)), shardings,
+                      is_leaf=lambda x: isinstance(x, NamedSharding))
+
+
 def place(tree: Any, shardings: Any) -> Any:
   """Host values, identical on every host -> global arrays with the matching `shardings`."""
   return jax.tree.map(_to_global, tree, shardings)
@@ -341,35 +348,40 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 # ----------------------------------------------------------------------------- batches and steps
 
 
-def make_global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """This host's rows [b / process_count, ...] -> global arrays [b, ...] split over 'data'."""
-  sharding = batch_sharding(mesh)
+def make_global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh, run_axis: bool = False
+                      ) -> dict[str, jax.Array]:
+  """This host's rows [b / process_count, ...] -> global arrays [b, ...] split over 'data'
+  (run_axis: [runs, b / process_count, ...] -> [runs, b, ...])."""
+  sharding = batch_sharding(mesh, run_axis)
   data_size = mesh.shape[DATA_AXIS]
+  axis = int(run_axis)
   out = {}
   for name, value in local_batch.items():
     value = np.asarray(value)
-    global_shape = (value.shape[0] * jax.process_count(),) + value.shape[1:]
-    if global_shape[0] % data_size:
-      raise ValueError(f"Global batch size {global_shape[0]} ({name}) is not divisible by the "
+    global_shape = (value.shape[:axis] + (value.shape[axis] * jax.process_count(),)
+                    + value.shape[axis + 1:])
+    if global_shape[axis] % data_size:
+      raise ValueError(f"Global batch size {global_shape[axis]} ({name}) is not divisible by the "
                        f"mesh 'data' axis size {data_size}")
     out[name] = jax.make_array_from_process_local_data(sharding, value, global_shape)
   return out
 
 
 def jit_train_step(step_fn: Callable[..., Any], mesh: Mesh, state: Any,
-                   frozen_params_shardings: Any, train_state_shardings: Any = None
-                   ) -> Callable[..., Any]:
+                   frozen_params_shardings: Any, train_state_shardings: Any = None,
+                   run_axis: bool = False) -> Callable[..., Any]:
   """jit(step_fn(state, frozen_params, batch) -> (state, metrics)) on `mesh`; donates the state.
 
   The state is placed per `train_state_shardings` (default replicated, see `state_shardings`),
   the metrics replicated, the batch split over 'data', the frozen params per
-  `frozen_params_shardings` (e.g. `param_shardings(params, mesh)`).
+  `frozen_params_shardings` (e.g. `param_shardings(params, mesh)`); run_axis: a packed step's
+  batch [runs, batch, ...] (`batch_sharding`).
   """
   replicated = replicated_sharding(mesh)
   if train_state_shardings is None:
     train_state_shardings = jax.tree.map(lambda _: replicated, state)
   return jax.jit(step_fn,
                  in_shardings=(train_state_shardings, frozen_params_shardings,
-                               batch_sharding(mesh)),
+                               batch_sharding(mesh, run_axis)),
                  out_shardings=(train_state_shardings, replicated),
                  donate_argnums=(0,))
