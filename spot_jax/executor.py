@@ -6,6 +6,9 @@ describe a training run as a `RunSpec`: the gin files and macro bindings of one
 in this process (`train_spec`: gin parsed exactly as the CLI parses it, `config.gin` written),
 in `processes` worker processes (`python -m spot_jax.cli.main train ...`), or through a launch
 script (`launch/*.sh`, SLURM with job dependencies); a dry run only prints the commands.
+With `pack` > 1, compatible runs (`spot_jax.train.loop.pack_key`) share one job that trains
+them in one jitted step (`spot_jax.train.loop.train_packed`); a packed job is a JSON file of
+its runs' specs, trained by `spot-jax train --packed_job FILE` (any launch script).
 
 This module imports numpy-free standard library only at the top; gin, JAX and the trainer are
 imported when a run is actually trained here.
@@ -127,19 +130,132 @@ def train_spec(spec: RunSpec, *, overwrite: bool = False) -> run_dir.RunSummary:
   return train(cfg, gin_config=gin_text)
 
 
+# ----------------------------------------------------------------------------- packed jobs
+
+Job = tuple[RunSpec, ...]  # runs trained together: one run, or a packed job of several.
+AUTO_PACK = 0  # `pack=AUTO_PACK`: the size `default_pack_size` picks for the runs' model.
+
+
+def train_specs_packed(specs: Sequence[RunSpec], *, overwrite: bool = False
+                       ) -> list[run_dir.RunSummary]:
+  """Trains (or resumes) `specs` as one packed job in this process: each spec's gin parsed as
+  `spot-jax train` parses it (its config.gin written), then `spot_jax.train.loop.train_packed`."""
+  from spot_jax.train.loop import train_packed
+  cfgs, texts = [], []
+  for spec in specs:
+    cfg, text = train_config(spec.gin_files, spec.bindings())
+    cfgs.append(dataclasses.replace(cfg, overwrite=True) if overwrite else cfg)
+    texts.append(text)
+  return train_packed(cfgs, texts)
+
+
+def write_packed_job(job: Job, path: str) -> str:
+  """Writes a packed job file: {"runs": [{name, model_dir, gin_files, gin_bindings}, ...]}."""
+  import json
+
+  from spot_jax.fileio import atomic_write_bytes
+  runs = [{"name": s.name, "model_dir": s.model_dir, "gin_files": list(s.gin_files),
+           "gin_bindings": dict(s.gin_bindings)} for s in job]
+  atomic_write_bytes(path, json.dumps({"runs": runs}, indent=2).encode())
+  return path
+
+
+def read_packed_job(path: str) -> list[RunSpec]:
+  """The run specs of a packed job file (`write_packed_job`)."""
+  import json
+  try:
+    with open(path) as f:
+      runs = json.load(f)["runs"]
+    return [RunSpec(r["name"], r["model_dir"], tuple(r["gin_files"]), dict(r["gin_bindings"]))
+            for r in runs]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path} is not a packed job file ({type(e).__name__}: {e}); write one "
+                     "with `spot-jax study run --emit_jobs` or executor.write_packed_job") from None
+
+
+def _planned_config(spec: RunSpec):
+  """The TrainConfig of `spec` before it runs, or None when its config does not parse (the run
+  then reports the error when it trains). PROMPT_FILE is left unevaluated: a transfer's is its
+  source's best prompt, known only once the source finished, and it never decides packing."""
+  import gin
+  bindings = spec.bindings() + (["PROMPT_FILE = None"] if spec.gin_files else [])
+  try:
+    return train_config(spec.gin_files, bindings)[0]
+  except Exception:  # noqa: BLE001 (any config error is the run's own, reported when it runs)
+    return None
+  finally:
+    gin.clear_config()
+
+
+def pack_key(spec: RunSpec) -> tuple[Any, ...] | None:
+  """What `spec` must share with the runs packed with it: `spot_jax.train.loop.pack_key` of its
+  config and the train-state step it resumes from; None: it trains alone."""
+  from spot_jax.train import loop
+  cfg = _planned_config(spec)
+  if cfg is None:
+    return None
+  return (loop.pack_key(cfg), run_dir.latest_train_state_step(spec.model_dir))
+
+
+def default_pack_size(spec: RunSpec) -> int:
+  """`spot_jax.train.loop.default_pack_size` of the run of `spec` on this host."""
+  from spot_jax.train import loop
+  cfg = _planned_config(spec)
+  return 1 if cfg is None else loop.default_pack_size(cfg)
+
+
+def pack_jobs(specs: Sequence[RunSpec], pack: int) -> list[Job]:
+  """Groups `specs` into jobs of up to `pack` runs with equal `pack_key`, in order; a run never
+  shares a job with a run it depends on. pack 1: one job per run; AUTO_PACK: per group, the
+  `default_pack_size` of its first run."""
+  if pack < 0:
+    raise ValueError(f"pack must be >= 1 (or {AUTO_PACK} for automatic), got {pack}")
+  if pack == 1 or len(specs) < 2:
+    return [(spec,) for spec in specs]
+  groups: list[tuple[Any, list[RunSpec], int]] = []
+  for spec in specs:
+    key = pack_key(spec)
+    for group_key, members, size in groups:
+      if (key is not None and group_key == key and len(members) < size
+          and not any(m.model_dir in spec.depends_on or spec.model_dir in m.depends_on
+                      for m in members)):
+        members.append(spec)
+        break
+    else:
+      size = 1 if key is None else (pack or default_pack_size(spec))
+      groups.append((key, [spec], max(size, 1)))
+  return [tuple(members) for _, members, _ in groups]
+
+
+def job_name(job: Job) -> str:
+  return job[0].name if len(job) == 1 else safe_name("pack", job[0].name, f"{len(job)}_runs")
+
+
 def worker_command(spec: RunSpec) -> list[str]:
   return [sys.executable, "-m", "spot_jax.cli.main", "train", *spec.flags()]
 
 
-def launch_command(spec: RunSpec, launcher: str | None, *, absolute: bool = True,
-                   sbatch_options: Sequence[str] = ()) -> list[str]:
-  """The command line that trains `spec`: `spot-jax train ...` (launcher None) or a launch
-  script (`sbatch [options] launch/slurm_gpu.sbatch ...` for SLURM)."""
+def job_flags(job: Job, job_dir: str | None) -> list[str]:
+  """The `spot-jax train` arguments of a job: the run's gin flags, or `--packed_job FILE` (the
+  file written under job_dir)."""
+  if len(job) == 1:
+    return job[0].flags()
+  if job_dir is None:
+    raise ValueError("packed jobs outside this process need a job_dir for their job files")
+  path = os.path.join(os.path.abspath(job_dir), f"{job_name(job)}.json")
+  return ["--packed_job", write_packed_job(job, path)]
+
+
+def launch_command(spec: RunSpec | Job, launcher: str | None, *, absolute: bool = True,
+                   sbatch_options: Sequence[str] = (), job_dir: str | None = None) -> list[str]:
+  """The command line that trains `spec` (or a job of specs): `spot-jax train ...` (launcher
+  None) or a launch script (`sbatch [options] launch/slurm_gpu.sbatch ...` for SLURM)."""
+  flags = job_flags(spec if isinstance(spec, tuple) else (spec,), job_dir)
   if launcher is None:
-    return ["spot-jax", "train", *spec.flags()]
+    return ["spot-jax", "train", *flags]
   prefix = launchers.launch_prefix(launcher, absolute=absolute,
                                    sbatch_options=tuple(sbatch_options))
-  return [*prefix, *spec.flags()]
+  return [*prefix, *flags]
 
 
 # ----------------------------------------------------------------------------- many runs
@@ -176,29 +292,32 @@ class Execution:
     return "dry_run" if spec.name in self.commands else "pending"
 
 
-def _blocker(spec: RunSpec, pending_dirs: set[str]) -> str | None:
-  """Why `spec` cannot start now: 'wait' while a dependency is still queued, else a reason."""
-  for dep in spec.depends_on:
-    if read_finished(dep) is not None:
-      continue
-    if dep in pending_dirs:
-      return "wait"
-    return (f"the run it starts from, {dep}, is not finished (failed, or not part of this "
-            "call: train it first)")
+def _blocker(job: Sequence[RunSpec], pending_dirs: set[str]) -> str | None:
+  """Why the job cannot start now: 'wait' while a dependency is still queued, else a reason."""
+  for spec in job:
+    for dep in spec.depends_on:
+      if read_finished(dep) is not None:
+        continue
+      if dep in pending_dirs:
+        return "wait"
+      return (f"the run it starts from, {dep}, is not finished (failed, or not part of this "
+              "call: train it first)")
   return None
 
 
 def execute(specs: Sequence[RunSpec], *, processes: int = 1, launcher: str | None = None,
             dry_run: bool = False, log_dir: str | None = None, log: Log = print,
             on_done: Callable[[RunSpec, run_dir.RunSummary], None] | None = None,
-            run_one: Callable[[RunSpec], Any] | None = None) -> Execution:
+            run_one: Callable[[RunSpec], Any] | None = None, pack: int = 1,
+            job_dir: str | None = None) -> Execution:
   """Trains every unfinished spec, dependencies first, skipping finished ones.
 
   launcher None: in this process (processes == 1, `run_one` or `train_spec`) or in `processes`
-  worker processes (output in log_dir/<name>.log). A launcher name: each run is the launch
-  script's command, run here in order (SLURM: submitted with sbatch, a run waiting on another
-  gets --dependency=afterok). dry_run: prints the commands. A failed run is reported with its
-  run directory and blocks only the runs that depend on it.
+  worker processes (output in log_dir/<job>.log). A launcher name: each job is the launch
+  script's command, run here in order (SLURM: submitted with sbatch, a job waiting on another
+  gets --dependency=afterok). dry_run: prints the commands. A failed job is reported with its
+  run directories and blocks only the runs that depend on it. pack: up to this many compatible
+  runs per job (`pack_jobs`; AUTO_PACK picks the size), packed job files under job_dir.
   """
   if processes < 1:
     raise ValueError(f"processes must be >= 1, got {processes}")
@@ -209,12 +328,13 @@ def execute(specs: Sequence[RunSpec], *, processes: int = 1, launcher: str | Non
       result.skipped.append(spec)
     else:
       todo.append(spec)
+  jobs = pack_jobs(todo, pack)
   if dry_run or launcher is not None:
-    _launch(todo, result, launcher, dry_run, log)
+    _launch(jobs, result, launcher, dry_run, log, job_dir)
   elif processes == 1:
-    _run_sequential(todo, result, log, on_done, run_one or train_spec)
+    _run_sequential(jobs, result, log, on_done, run_one or train_spec)
   else:
-    _run_workers(todo, result, processes, log_dir, log, on_done)
+    _run_workers(jobs, result, processes, log_dir, log, on_done, job_dir or log_dir)
   return result
 
 
@@ -228,24 +348,44 @@ def _finish(spec: RunSpec, result: Execution, on_done) -> None:
     on_done(spec, summary)
 
 
-def _run_sequential(todo: list[RunSpec], result: Execution, log: Log, on_done,
+def _describe(job: Job) -> str:
+  if len(job) == 1:
+    return f"{job[0].name}: {job[0].model_dir}"
+  return f"packed job of {len(job)} runs: " + ", ".join(s.name for s in job)
+
+
+def _run_sequential(jobs: list[Job], result: Execution, log: Log, on_done,
                     run_one: Callable[[RunSpec], Any]) -> None:
-  pending_dirs = {s.model_dir for s in todo}
-  for index, spec in enumerate(todo):
-    pending_dirs.discard(spec.model_dir)
-    why = _blocker(spec, set())
+  """Each job in order (a job waiting on a later job's run comes after it)."""
+  pending = list(jobs)
+  done = 0
+  while pending:
+    pending_dirs = {s.model_dir for job in pending for s in job}
+    ready = [job for job in pending if _blocker(job, pending_dirs) != "wait"]
+    if not ready:  # every job waits on a run that is itself waiting: a dependency cycle.
+      result.blocked += [(s, "its dependency never started") for job in pending for s in job]
+      return
+    job = ready[0]
+    pending.remove(job)
+    why = _blocker(job, pending_dirs)
     if why:
-      result.blocked.append((spec, why))
+      result.blocked += [(spec, why) for spec in job]
       continue
-    log(f"[{index + 1}/{len(todo)}] {spec.name}: {spec.model_dir}")
+    done += 1
+    log(f"[{done}/{len(jobs)}] {_describe(job)}")
     try:
-      run_one(spec)
+      if len(job) == 1:
+        run_one(job[0])
+      else:
+        train_specs_packed(job)
     except KeyboardInterrupt:
       raise
-    except Exception as e:  # one failed run must not stop the others.
-      result.failed.append((spec, f"{type(e).__name__}: {e} (run dir {spec.model_dir})"))
+    except Exception as e:  # one failed job must not stop the others.
+      dirs = ", ".join(s.model_dir for s in job)
+      result.failed += [(spec, f"{type(e).__name__}: {e} (run dir {dirs})") for spec in job]
       continue
-    _finish(spec, result, on_done)
+    for spec in job:
+      _finish(spec, result, on_done)
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -273,47 +413,53 @@ def start_worker(command: Sequence[str], log_file: Any) -> subprocess.Popen:
                           preexec_fn=_die_with_parent(os.getpid()))
 
 
-def log_path(log_dir: str, spec: RunSpec) -> str:
-  return os.path.join(os.path.abspath(log_dir), f"{spec.name}.log")
+def log_path(log_dir: str, spec: RunSpec | Job) -> str:
+  name = job_name(spec) if isinstance(spec, tuple) else spec.name
+  return os.path.join(os.path.abspath(log_dir), f"{name}.log")
 
 
-def _run_workers(todo: list[RunSpec], result: Execution, processes: int, log_dir: str | None,
-                 log: Log, on_done) -> None:
+def _run_workers(jobs: list[Job], result: Execution, processes: int, log_dir: str | None,
+                 log: Log, on_done, job_dir: str | None) -> None:
   """Up to `processes` `python -m spot_jax.cli.main train` workers, respecting dependencies."""
   if log_dir is None:
     raise ValueError("worker processes need a log_dir for their output")
-  pending = list(todo)
-  running: dict[subprocess.Popen, tuple[RunSpec, Any]] = {}
+  pending = list(jobs)
+  running: dict[subprocess.Popen, tuple[Job, Any]] = {}
   try:
     while pending or running:
-      pending_dirs = {s.model_dir for s in pending} | {s.model_dir for s, _ in running.values()}
-      for spec in list(pending):
+      pending_dirs = ({s.model_dir for job in pending for s in job}
+                      | {s.model_dir for job, _ in running.values() for s in job})
+      for job in list(pending):
         if len(running) >= processes:
           break
-        why = _blocker(spec, pending_dirs)
+        why = _blocker(job, pending_dirs)
         if why == "wait":
           continue
-        pending.remove(spec)
+        pending.remove(job)
         if why:
-          result.blocked.append((spec, why))
+          result.blocked += [(spec, why) for spec in job]
           continue
-        path = log_path(log_dir, spec)
+        path = log_path(log_dir, job)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         log_file = open(path, "ab")
-        log(f"start {spec.name} (log {path})")
-        running[start_worker(worker_command(spec), log_file)] = (spec, log_file)
+        log(f"start {job_name(job)} (log {path})")
+        command = [sys.executable, "-m", "spot_jax.cli.main", "train",
+                   *job_flags(job, job_dir)]
+        running[start_worker(command, log_file)] = (job, log_file)
       if not running:  # everything left waits on a run that can never start.
-        result.blocked += [(spec, "its dependency never started") for spec in pending]
+        result.blocked += [(s, "its dependency never started") for job in pending for s in job]
         return
       time.sleep(0.2)
       for process in [p for p in running if p.poll() is not None]:
-        spec, log_file = running.pop(process)
+        job, log_file = running.pop(process)
         log_file.close()
         if process.returncode == 0:
-          _finish(spec, result, on_done)
+          for spec in job:
+            _finish(spec, result, on_done)
         else:
-          result.failed.append((spec, f"exit code {process.returncode}; run dir "
-                                      f"{spec.model_dir}, log {log_path(log_dir, spec)}"))
+          dirs = ", ".join(s.model_dir for s in job)
+          result.failed += [(spec, f"exit code {process.returncode}; run dir {dirs}, log "
+                                   f"{log_path(log_dir, job)}") for spec in job]
   finally:  # an exception or Ctrl-C here stops the workers too (no orphans left training).
     for process in running:
       if process.poll() is None:
@@ -326,39 +472,49 @@ def _run_workers(todo: list[RunSpec], result: Execution, processes: int, log_dir
       log_file.close()
 
 
-def _launch(todo: list[RunSpec], result: Execution, launcher: str | None, dry_run: bool,
-            log: Log) -> None:
-  """Each run through its launch command (or printed with dry_run), in order."""
-  by_dir = {s.model_dir: s for s in todo}
-  for spec in todo:
+def _launch(jobs: list[Job], result: Execution, launcher: str | None, dry_run: bool,
+            log: Log, job_dir: str | None) -> None:
+  """Each job through its launch command (or printed with dry_run), in order."""
+  job_of = {s.model_dir: job for job in jobs for s in job}
+  for job in jobs:
     options: tuple[str, ...] = ()
     if launcher == "slurm_gpu":
-      waits = [by_dir[d].name for d in spec.depends_on if d in by_dir]
-      jobs = [result.submitted.get(n, f"<job id of {n}>") for n in waits]
-      options = ("--parsable",) + ((f"--dependency=afterok:{':'.join(jobs)}",) if jobs else ())
-    command = launch_command(spec, launcher, sbatch_options=options)
-    result.commands[spec.name] = command
+      waits = {job_name(job_of[d]) for s in job for d in s.depends_on if d in job_of}
+      ids = [result.submitted.get(n, f"<job id of {n}>") for n in sorted(waits)]
+      options = ("--parsable",) + ((f"--dependency=afterok:{':'.join(ids)}",) if ids else ())
+    command = launch_command(job, launcher, sbatch_options=options, job_dir=job_dir)
+    for spec in job:
+      result.commands[spec.name] = command
     if dry_run:
       log(shlex.join(command))
       continue
     log(f"$ {shlex.join(command)}")
     completed = subprocess.run(command, capture_output=launcher == "slurm_gpu", text=True)
     if completed.returncode != 0:
-      result.failed.append((spec, f"exit code {completed.returncode}: {shlex.join(command)}"))
+      result.failed += [(spec, f"exit code {completed.returncode}: {shlex.join(command)}")
+                        for spec in job]
       continue
     if launcher == "slurm_gpu":
-      result.submitted[spec.name] = completed.stdout.strip().split(";")[0]
-      log(f"submitted {spec.name}: job {result.submitted[spec.name]}")
+      job_id = completed.stdout.strip().split(";")[0]
+      for spec in job:
+        result.submitted[spec.name] = job_id
+      result.submitted[job_name(job)] = job_id
+      log(f"submitted {job_name(job)}: job {job_id}")
     else:
-      _finish(spec, result, None)
+      for spec in job:
+        _finish(spec, result, None)
 
 
 def emit_commands(specs: Sequence[RunSpec], launcher: str, path: str,
-                  sbatch_options: Callable[[RunSpec], Sequence[str]] = lambda spec: ()
-                  ) -> str:
-  """Writes the launch commands of `specs`, one per line (run from the checkout root)."""
+                  sbatch_options: Callable[[str], Sequence[str]] = lambda name: (),
+                  pack: int = 1, job_dir: str | None = None) -> str:
+  """Writes the launch commands of `specs`, one job per line (run from the checkout root);
+  pack > 1: compatible runs as packed jobs (`pack_jobs`, their job files under job_dir).
+  sbatch_options(job name): extra sbatch flags of a job."""
   from spot_jax.fileio import atomic_write_bytes
-  lines = [shlex.join(launch_command(s, launcher, absolute=False,
-                                     sbatch_options=sbatch_options(s))) for s in specs]
+  lines = [shlex.join(launch_command(job, launcher, absolute=False,
+                                     sbatch_options=sbatch_options(job_name(job)),
+                                     job_dir=job_dir))
+           for job in pack_jobs(list(specs), pack)]
   atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode())
   return path

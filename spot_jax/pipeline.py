@@ -40,10 +40,12 @@ Log = Callable[[str], None]
 
 def train_runs(specs: Sequence[RunSpec], *, processes: int = 1, launcher: str | None = None,
                dry_run: bool = False, log_dir: str | None = None, log: Log = print,
-               run_one: Callable[[RunSpec], Any] | None = None) -> Execution:
+               run_one: Callable[[RunSpec], Any] | None = None, pack: int = 1,
+               job_dir: str | None = None) -> Execution:
   """Trains every unfinished run of `specs` (see `spot_jax.executor.execute`)."""
   return executor.execute(specs, processes=processes, launcher=launcher, dry_run=dry_run,
-                          log_dir=log_dir, log=log, run_one=run_one)
+                          log_dir=log_dir, log=log, run_one=run_one, pack=pack,
+                          job_dir=job_dir)
 
 
 def add_to_library(library_path: str, model_dirs: Sequence[str], *,
@@ -262,11 +264,12 @@ def transfer(strategy: str, library, query: Query | Sequence[Query], *, target: 
              scorer: str = "cosine", center_keys: bool = False,
              source_steps: int | None = None, prompt_length: int | None = None,
              method: str | None = None, launcher: str | None = None, dry_run: bool = False,
-             log: Log = print):
+             log: Log = print, pack: int = 1):
   """Ranks the library for the query (the target's own task excluded; several queries, one
   per method, with an `ensemble:` scorer), then plans and trains the strategy's runs of the
   retrieved entries' method (spot_jax.library.transfer; `method`: the runs' configured method,
-  checked); returns (ranked, TransferResult)."""
+  checked; `pack`: runs per packed job, spot_jax.executor.pack_jobs); returns (ranked,
+  TransferResult)."""
   from spot_jax.library import transfer as transfer_lib
   ranked = rank_sources(library, query, scorer=scorer, k=k, exclude_task=target,
                         center_keys=center_keys, target=target)
@@ -276,7 +279,8 @@ def transfer(strategy: str, library, query: Query | Sequence[Query], *, target: 
       strategy, ranked, library, target=target, out_dir=out_dir, k=k, base_config=base_config,
       source_steps=source_steps, metric=scorer, query=description, gin_files=gin_files,
       gin_bindings=gin_bindings, prompt_length=prompt_length, method=method)
-  return ranked, transfer_lib.run_transfer(plan, launcher=launcher, dry_run=dry_run, echo=log)
+  return ranked, transfer_lib.run_transfer(plan, launcher=launcher, dry_run=dry_run, echo=log,
+                                           pack=pack)
 
 
 # ----------------------------------------------------------------------------- studies
@@ -285,7 +289,7 @@ def transfer(strategy: str, library, query: Query | Sequence[Query], *, target: 
 def run_study(spec, study_dir: str, **options):
   """A study spec (a StudySpec or a YAML path) -> its runs, library and results.csv
   (spot_jax.study.runner.run_study; options: processes, dry_run, phase, collect_only, log,
-  run_one)."""
+  run_one, pack)."""
   from spot_jax.study import runner
   from spot_jax.study.spec import load_spec
   if isinstance(spec, str):

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from spot_jax.models import T5, get_config
 from spot_jax.prompts import from_sampled_vocab, without_prompt
-from spot_jax.train import packed
+from spot_jax.tasks_util import register_all_tasks
+from spot_jax.train import loop, packed, run_dir
+from spot_jax.train.loop import TrainConfig
 from spot_jax.train.optimizer import prompt_adafactor
 from spot_jax.train.step import init_train_state, make_train_step
 
+register_all_tasks()
 PROMPT_LENGTH, INPUTS, TARGETS, BATCH = 4, 12, 4, 4
 
 
@@ -79,3 +86,91 @@ def test_packed_runs_equal_runs_trained_alone():
 
 
 PACKED_ATOL = 1e-4
+
+
+# ----------------------------------------------------------------------------- packed jobs
+
+TASKS = ("synthetic_sentiment_a", "synthetic_paraphrase_a")
+
+
+def packed_run(model_dir, task: str, **overrides) -> TrainConfig:
+  """A seconds-long run (random frozen tiny_byte model, dropout 0.1) as tests/test_train.py's."""
+  fields = dict(model_dir=str(model_dir), task=task, model="tiny_byte",
+                feature_lengths={"inputs": 48, "targets": 12}, train_steps=6, batch_size=8,
+                prompt_length=4, checkpoint_period=3, eval_period=3, max_eval_examples=8,
+                log_period=3, key_step=3)
+  fields.update(overrides)
+  return TrainConfig(**fields)
+
+
+def layout(model_dir) -> list[str]:
+  """The run directory's files, relative; orbax's train_state/{step} directories as such (their
+  file names are content hashes), TensorBoard event names and the lock left out."""
+  paths = set()
+  for root, _, files in os.walk(model_dir):
+    for name in files:
+      rel = os.path.relpath(os.path.join(root, name), model_dir)
+      if rel.startswith(run_dir.TRAIN_STATE_DIR + os.sep):
+        paths.add(os.path.join(*rel.split(os.sep)[:2]))
+      elif name != run_dir.LOCK_FILE and not name.startswith("events.out.tfevents"):
+        paths.add(rel)
+  return sorted(paths)
+
+
+def test_packed_job_keeps_each_runs_contract_and_equals_runs_trained_alone(tmp_path):
+  cfgs = [packed_run(tmp_path / "packed" / task, task) for task in TASKS]
+  summaries = loop.train_packed(cfgs, [f"# {task}\n" for task in TASKS])
+  for cfg, summary in zip(cfgs, summaries):
+    alone_dir = tmp_path / "alone" / cfg.task
+    alone = loop.train(dataclasses.replace(cfg, model_dir=str(alone_dir)), f"# {cfg.task}\n")
+    assert summary.finished and summary.steps_done == 6
+    assert layout(cfg.model_dir) == layout(alone_dir)
+    assert run_dir.read_summary(cfg.model_dir) == summary
+    assert summary.task == cfg.task and summary.best_step == alone.best_step
+    assert set(summary.checkpoints) == set(alone.checkpoints) == {"3", "6"}
+    for step in (0, 3, 6):
+      np.testing.assert_allclose(np.load(run_dir.prompt_path(cfg.model_dir, step)),
+                                 np.load(run_dir.prompt_path(str(alone_dir), step)),
+                                 rtol=0, atol=PACKED_ATOL)
+    for step, results in summary.checkpoints.items():
+      for task, metrics in results.items():
+        for name, value in metrics.items():
+          assert value == pytest.approx(alone.checkpoints[step][task][name], abs=1e-3)
+
+
+def test_packed_job_refuses_runs_that_cannot_share_a_step(tmp_path):
+  a, b = (packed_run(tmp_path / task, task) for task in TASKS)
+  with pytest.raises(ValueError, match="batch_size is 8 vs 4"):
+    loop.train_packed([a, dataclasses.replace(b, batch_size=4)])
+  with pytest.raises(ValueError, match="seed"):  # a random frozen model differs per seed.
+    loop.train_packed([a, dataclasses.replace(b, seed=1)])
+  with pytest.raises(ValueError, match="share a MODEL_DIR"):
+    loop.train_packed([a, dataclasses.replace(b, model_dir=a.model_dir)])
+  assert not os.path.exists(a.model_dir) and not os.path.exists(b.model_dir)
+
+
+def test_packed_job_killed_between_two_runs_checkpoints_resumes_bit_equal(tmp_path, monkeypatch):
+  straight = [packed_run(tmp_path / "straight" / task, task, eval_period=0, train_steps=9)
+              for task in TASKS]
+  loop.train_packed(straight)
+  killed = [dataclasses.replace(cfg, model_dir=str(tmp_path / "killed" / cfg.task))
+            for cfg in straight]
+  checkpoint = loop._checkpoint
+
+  def dies_at_second_runs_step_6(cfg, state, step, *args, **kwargs):
+    if step == 6 and cfg.task == TASKS[1]:  # the first run has step 6, the second not yet.
+      raise SystemExit("killed")
+    return checkpoint(cfg, state, step, *args, **kwargs)
+
+  monkeypatch.setattr(loop, "_checkpoint", dies_at_second_runs_step_6)
+  with pytest.raises(SystemExit):
+    loop.train_packed(killed)
+  monkeypatch.setattr(loop, "_checkpoint", checkpoint)
+  assert run_dir.prompt_steps(killed[0].model_dir) == [0, 3, 6]
+  assert run_dir.prompt_steps(killed[1].model_dir) == [0, 3]
+  loop.train_packed(killed)
+  for a, b in zip(straight, killed):
+    for step in (3, 6, 9):
+      np.testing.assert_array_equal(np.load(run_dir.prompt_path(b.model_dir, step)),
+                                    np.load(run_dir.prompt_path(a.model_dir, step)))
+    assert run_dir.read_summary(b.model_dir).finished

@@ -411,3 +411,29 @@ def test_failures_are_reported_and_block_only_dependants(tmp_path):
     runner.run_study(spec, str(tmp_path), phase="sources", log=lambda line: None)
   source, = [j for j in runner.plan(spec, str(tmp_path)) if j.kind == "source"]
   assert not os.path.exists(os.path.join(source.model_dir, "run.json"))  # nothing started.
+
+
+def test_packed_study_gives_the_unpacked_results(study, tmp_path, capsys):
+  """`study run --pack 2`: sources, then the baseline with a transfer, train as packed jobs;
+  results.csv equals the one-run-per-job study's (scores within float32 round-off)."""
+  spec, study_dir = study
+  spec_file = tmp_path / "spec.yaml"
+  spec_file.write_text("name: tiny\nsources: [synthetic_sentiment_a, synthetic_paraphrase_a]\n"
+                       "targets: [synthetic_sentiment_b]\nseeds: [0]\n"
+                       + "".join(f"{k}: {v}\n" for k, v in SMALL.items()))
+  emitted = runner.emit_jobs(spec, str(tmp_path / "packed"), "local", str(tmp_path / "emit"),
+                             pack=2)
+  lines = [open(path).read().splitlines() for path in emitted]
+  assert [len(phase) for phase in lines] == [2, 2]  # [sources], [baseline] / [2 transfers].
+  assert "--packed_job" in lines[0][0] and "--packed_job" in lines[1][0]
+  out = str(tmp_path / "packed")
+  assert main(["study", "run", str(spec_file), "--out", out, "--pack", "2"]) == 0
+  printed = capsys.readouterr().out
+  assert printed.count("packed job of 2 runs") == 2, printed
+  packed, alone = (read_rows(os.path.join(d, "results.csv")) for d in (out, study_dir))
+  assert [(r["source"], r["target"], r["seed"], r["metric"], r["step"]) for r in packed] == [
+      (r["source"], r["target"], r["seed"], r["metric"], r["step"]) for r in alone]
+  for p, a in zip(packed, alone):
+    assert float(p["score"]) == pytest.approx(float(a["score"]), abs=1e-3)
+  for job in runner.plan(spec, out):
+    assert runner.is_finished(job)

@@ -64,6 +64,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="train through launch/<launcher> instead of in-process")
   transfer.add_argument("--dry_run", action="store_true",
                         help="print the training commands instead of running them")
+  transfer.add_argument("--pack", type=int, default=0, metavar="N",
+                        help="train up to N of the target runs together in one jitted step "
+                             "(best_of_top_k); 1: one at a time; default: the size the model "
+                             "and memory allow")
   transfer.set_defaults(func=run_transfer, accepts_gin=True)
 
 
@@ -181,7 +185,7 @@ def run_transfer(args: argparse.Namespace) -> int:
       scorer=args.scorer or args.metric,
       center_keys=args.center, source_steps=args.source_steps or base.train_steps,
       prompt_length=base.prompt_length, method=base.method, launcher=args.launcher,
-      dry_run=args.dry_run)
+      dry_run=args.dry_run, pack=args.pack)
   for row in result.runs:
     score = "" if row["best_score"] is None else f" {row['eval_metric']} {row['best_score']:.4f}"
     print(f"{row['name']}: {row['status']}{score} ({row['model_dir']})")

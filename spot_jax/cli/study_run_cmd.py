@@ -41,10 +41,21 @@ def add_study_parser(study_subparsers: argparse._SubParsersAction) -> None:
   parser.add_argument("--embedding", default=None, choices=("layer_mean", "concat"),
                       help="non-prompt methods: the task-embedding kind of the library keys "
                            "(replaces the spec's `embedding`; default layer_mean)")
+  parser.add_argument("--pack", type=_pack_size, default=0, metavar="N",
+                      help="train up to N compatible runs (same model, lengths, batch, steps) "
+                           "together in one jitted step; 1: one run per job; default: the "
+                           "size the model and memory allow (docs/packing.md)")
   parser.add_argument("--collect", action="store_true",
                       help="train nothing: add finished sources to the library and rebuild "
                            "results.csv")
   parser.set_defaults(func=run_study_cmd)
+
+
+def _pack_size(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"--pack must be at least 1, got {value}")
+  return value
 
 
 def run_study_cmd(args: argparse.Namespace) -> int:
@@ -54,7 +65,7 @@ def run_study_cmd(args: argparse.Namespace) -> int:
     raise ValueError("--emit_jobs writes job files only; drop --dry_run/--collect")
   spec = load_spec(args.spec, method=args.method, embedding=args.embedding)
   if args.emit_jobs:
-    paths = runner.emit_jobs(spec, args.out, args.launcher, args.emit_jobs)
+    paths = runner.emit_jobs(spec, args.out, args.launcher, args.emit_jobs, pack=args.pack)
     for path in paths:
       with open(path) as f:
         print(f"{path}: {sum(1 for _ in f)} commands")
@@ -62,5 +73,5 @@ def run_study_cmd(args: argparse.Namespace) -> int:
           f"`spot-jax study run {args.spec} --out {args.out} --collect`.")
     return 0
   report = runner.run_study(spec, args.out, processes=args.processes, dry_run=args.dry_run,
-                            phase=args.phase, collect_only=args.collect)
+                            phase=args.phase, collect_only=args.collect, pack=args.pack)
   return 0 if report.ok else 1

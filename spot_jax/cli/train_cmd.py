@@ -2,6 +2,7 @@
 
   spot-jax train --gin_file=models/base.gin --gin_file=runs/prompt_train.gin \
       --gin.MODEL_DIR=/tmp/rte --gin.MIXTURE_OR_TASK_NAME=super_glue_rte --gin.TRAIN_STEPS=1000
+  spot-jax train --packed_job STUDY_DIR/jobs/pack_....json   (several runs in one step)
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                 description=GIN_HELP)
   train.add_argument("--overwrite", action="store_true",
                      help="delete a different run found in MODEL_DIR instead of refusing")
+  train.add_argument("--packed_job", metavar="FILE",
+                     help="train the runs of a packed job file (written by `study run "
+                          "--emit_jobs --pack N`) together, in one jitted step; no gin flags")
   train.set_defaults(func=run_train, accepts_gin=True)
   evaluate = subparsers.add_parser("eval", help="evaluate a prompt file on a task",
                                    description=GIN_HELP)
@@ -42,6 +46,14 @@ def run_train(args: argparse.Namespace) -> int:
 
   from spot_jax import executor
   from spot_jax.train.loop import train
+  if args.packed_job:
+    if args.gin_files or args.gin_bindings:
+      raise ValueError("--packed_job trains the runs its file describes; drop the gin flags")
+    specs = executor.read_packed_job(args.packed_job)
+    for spec, summary in zip(specs, executor.train_specs_packed(specs, overwrite=args.overwrite)):
+      print(f"Finished {summary.task} in {spec.model_dir}: {summary.steps_done} steps, best "
+            f"step {summary.best_step} ({summary.eval_metric} {summary.best_score}).")
+    return 0
   cfg, gin_text = executor.train_config(args.gin_files, args.gin_bindings)
   if args.overwrite:
     cfg = dataclasses.replace(cfg, overwrite=True)

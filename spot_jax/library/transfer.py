@@ -362,7 +362,8 @@ def _run_status(plan: TransferPlan, run: RunSpec, status: str, command: list[str
 
 def run_transfer(plan: TransferPlan, *, launcher: str | None = None, dry_run: bool = False,
                  echo: Callable[[str], None] = print,
-                 run_one: Callable[[RunSpec], Any] | None = None) -> TransferResult:
+                 run_one: Callable[[RunSpec], Any] | None = None, pack: int = 1
+                 ) -> TransferResult:
   """Writes the initial prompts and transfer.json, then trains the plan's runs in order with
   the run executor (`spot_jax.executor.execute`).
 
@@ -370,7 +371,9 @@ def run_transfer(plan: TransferPlan, *, launcher: str | None = None, dry_run: bo
   submitted with sbatch; the mixture target waits for its source job). Finished runs are skipped.
   dry_run echoes the commands instead of training (the prompts and transfer.json are still
   written, so the printed commands can be run as they are). run_one: how a run trains in this
-  process (default `spot_jax.executor.train_spec`).
+  process (default `spot_jax.executor.train_spec`). pack: best_of_top_k's k target runs train
+  together in jobs of up to `pack` runs (`spot_jax.executor.pack_jobs`; job files in
+  OUT_DIR/jobs).
   """
   _check_resumable(plan)
   _write_files(plan)
@@ -380,7 +383,8 @@ def run_transfer(plan: TransferPlan, *, launcher: str | None = None, dry_run: bo
       echo(f"skip {run.name}: {run.model_dir} is finished")
   try:
     execution = executor.execute(plan.runs, launcher=launcher, dry_run=dry_run, log=echo,
-                                 run_one=run_one)
+                                 run_one=run_one, pack=pack,
+                                 job_dir=os.path.join(plan.out_dir, "jobs"))
   except ValueError as e:
     raise TransferError(str(e)) from None
   rows, commands = [], []

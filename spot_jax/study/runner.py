@@ -6,6 +6,7 @@
     runs/transfer/<source>/<target>/seed_<s>/ the target initialised from the source run of
                                               the same seed (its best checkpoint)
     logs/<job>.log                            worker-process output
+    jobs/pack_<first run>_<n>_runs.json       packed jobs (--pack): the runs trained together
     library/                                  the prompt library of the source runs (default)
     results.csv                               source,target,seed,score,metric,step
 
@@ -278,16 +279,22 @@ def validate_jobs(jobs: Sequence[Job]) -> None:
     gin.clear_config()
 
 
+def jobs_dir(study_dir: str) -> str:
+  return os.path.join(os.path.abspath(study_dir), "jobs")
+
+
 def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: bool = False,
               phase: str = "all", collect_only: bool = False,
               log: Callable[[str], None] = print,
-              run_one: Callable[[Job], Any] | None = None) -> StudyReport:
+              run_one: Callable[[Job], Any] | None = None, pack: int = 1) -> StudyReport:
   """Trains every unfinished job of `phase` with the run executor (in this process, or in
   `processes` workers), then collects library entries and results.
 
   A transfer starts only after its source finished; a failed job is reported with its run dir
   (and log) and blocks only its dependants. run_one: how one job trains in this process
-  (default `spot_jax.executor.train_spec`; the demo passes its quiet runner).
+  (default `spot_jax.executor.train_spec`; the demo passes its quiet runner). pack: up to this
+  many compatible runs train together in one job (`spot_jax.executor.pack_jobs`;
+  executor.AUTO_PACK: the size the model and memory allow).
   """
   if processes < 1:
     raise StudyError(f"processes must be >= 1, got {processes}")
@@ -314,7 +321,8 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
 
     execution = executor.execute(jobs, processes=processes,
                                  log_dir=os.path.join(os.path.abspath(study_dir), "logs"),
-                                 log=log, on_done=on_done, run_one=run_one)
+                                 log=log, on_done=on_done, run_one=run_one, pack=pack,
+                                 job_dir=jobs_dir(study_dir))
     report.skipped, report.ran = execution.skipped, execution.ran
     report.failed = execution.failed
     report.blocked = [(job, f"{why}; run --phase sources first" if job.kind == "transfer"
@@ -334,8 +342,10 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
 # ----------------------------------------------------------------------------- cluster jobs
 
 
-def emit_jobs(spec: StudySpec, study_dir: str, launcher: str, out_dir: str) -> list[str]:
-  """Writes the unfinished jobs as two phase files of launcher commands, one per line.
+def emit_jobs(spec: StudySpec, study_dir: str, launcher: str, out_dir: str, pack: int = 1
+              ) -> list[str]:
+  """Writes the unfinished jobs as two phase files of launcher commands, one per line (pack:
+  compatible runs as packed jobs, `spot-jax train --packed_job STUDY_DIR/jobs/...json`).
 
   Phase 1: sources and baselines; phase 2: transfers (start it after phase 1 finished, each
   transfer reads its source's best prompt when it starts). Run the lines from the checkout
@@ -348,10 +358,10 @@ def emit_jobs(spec: StudySpec, study_dir: str, launcher: str, out_dir: str) -> l
   if launcher == "slurm_gpu":  # sbatch cannot create the directory of --output itself.
     os.makedirs(os.path.join(os.path.abspath(study_dir), "logs"), exist_ok=True)
 
-  def sbatch_options(job: Job) -> tuple[str, ...]:  # a job name and a log file per job.
-    log = os.path.join(os.path.abspath(study_dir), "logs", f"{job.name}-%j.log")
-    return (f"--job-name={job.name}", f"--output={log}")
+  def sbatch_options(name: str) -> tuple[str, ...]:  # a job name and a log file per job.
+    log = os.path.join(os.path.abspath(study_dir), "logs", f"{name}-%j.log")
+    return (f"--job-name={name}", f"--output={log}")
 
   return [executor.emit_commands(phase_jobs, launcher, os.path.join(out_dir, name),
-                                 sbatch_options)
+                                 sbatch_options, pack=pack, job_dir=jobs_dir(study_dir))
           for name, phase_jobs in zip(PHASE_FILES, phases)]

@@ -30,8 +30,12 @@ class TrainStateCheckpointer:
     return sorted(self.manager.all_steps())
 
   def restore(self, template: TrainState, step: int | None = None) -> TrainState:
-    """The state saved at `step` (default the latest)."""
+    """The state saved at `step` (default the latest); later saved steps are deleted (the run
+    redoes them)."""
     step = self.manager.latest_step() if step is None else step
+    for later in self.all_steps():
+      if later > step:
+        self.manager.delete(later)
     return self.manager.restore(step, args=ocp.args.StandardRestore(template))
 
   def close(self) -> None:

@@ -359,6 +359,31 @@ def pack_key(cfg: TrainConfig) -> tuple[tuple[str, Any], ...]:
   return tuple(sorted((k, repr(v)) for k, v in key.items()))
 
 
+def default_pack_size(cfg: TrainConfig) -> int:
+  """`spot_jax.train.packed.default_pack_size` for runs like `cfg` on this host: the default
+  device's memory limit (host memory on CPU) and the named model's weights."""
+  config = get_config(cfg.model)
+  memory = 0
+  try:
+    memory = int((jax.devices()[0].memory_stats() or {}).get("bytes_limit", 0))
+  except Exception:  # noqa: BLE001 (CPU backends report no memory stats)
+    pass
+  if not memory:
+    try:
+      memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+      memory = 2**33
+  d, f, v = config.emb_dim, config.mlp_dim, config.vocab_size
+  inner = config.num_heads * config.head_dim
+  layers = config.num_encoder_layers + config.num_decoder_layers
+  frozen = 4 * (2 * v * d + layers * (4 * d * inner + 3 * d * f) + config.num_decoder_layers
+                * 4 * d * inner)
+  return packed_lib.default_pack_size(
+      config, cfg.batch_size, cfg.feature_lengths["inputs"], cfg.feature_lengths["targets"],
+      cfg.prompt_length, memory_bytes=memory, frozen_bytes=frozen,
+      backend=jax.default_backend())
+
+
 def check_packable(cfgs: Sequence[TrainConfig]) -> None:
   """Refuses runs that cannot share one step, naming the first setting that differs."""
   if not cfgs:
@@ -677,8 +702,8 @@ def _train(cfgs: list[TrainConfig], method: methods.Method, model: T5, frozen_pa
         rows = packed_lib.stack_batches([next(run.batches) for run in runs])
         return partitioning.make_global_batch(rows, mesh, run_axis=True)
 
-      def split(tree: Any) -> list[Any]:  # [runs, ...] leaves -> one host tree per run.
-        return packed_lib.unstack_tree(jax.device_get(tree))
+      def split(tree: Any) -> list[Any]:  # [runs, ...] leaves -> one tree per run.
+        return packed_lib.unstack_tree(tree)
     else:
       def next_batch() -> dict[str, jax.Array]:
         return partitioning.make_global_batch(next(runs[0].batches), mesh)

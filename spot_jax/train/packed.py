@@ -18,11 +18,15 @@ models' throughput on a machine whose matmul units they cannot fill alone.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from spot_jax.models.config import T5Config
+from spot_jax.models.flops import prompt_tuning_step_flops
 
 Step = Callable[[Any, Any, Mapping[str, jax.Array]], tuple[Any, dict[str, jax.Array]]]
 
@@ -55,3 +59,49 @@ def make_packed_train_step(step: Step) -> Step:
   """The single-run `step(state, frozen, batch)` over a leading run axis of state and batch;
   metrics come back per run ([runs] each). Not yet jitted."""
   return jax.vmap(step, in_axes=(0, None, 0))
+
+
+# The default pack size (`default_pack_size`). A packed step's matrix products get `runs` times
+# the rows; packing pays until one step's work fills the machine's matrix units for long enough
+# to hide the per-op overheads: SATURATING_FLOPS per step (CPU: ~0.1-0.2 s of 2-core float32
+# matmul work, benchmarks/study_throughput.py; accelerators: ~10 ms of a modern GPU's bf16
+# peak). MAX_PACK bounds the per-run host work (data pipelines, evaluation) of one job.
+SATURATING_FLOPS = {"cpu": 2e10}
+ACCELERATOR_SATURATING_FLOPS = 5e12
+MAX_PACK = 16
+MEMORY_FRACTION = 0.5  # of the memory left beside the frozen weights, for the runs' activations.
+
+
+def run_step_bytes(config: T5Config, batch_size: int, input_length: int, target_length: int,
+                   prompt_length: int) -> int:
+  """An estimate of one run's activation memory in a train step (float32, kept for the
+  backward pass): per layer ~ b S (10 d + 3 f) + 2 b h S^2 (encoder; the decoder alike with T
+  and its cross-attention b h T S), plus the logits and their gradient 2 b T V."""
+  b, d, f, h, v = (batch_size, config.emb_dim, config.mlp_dim, config.num_heads,
+                   config.vocab_size)
+  s, t = prompt_length + input_length, target_length
+  encoder = b * s * (10 * d + 3 * f) + 2 * b * h * s * s
+  decoder = b * t * (14 * d + 3 * f) + 2 * b * h * (t * t + t * s)
+  values = (config.num_encoder_layers * encoder + config.num_decoder_layers * decoder
+            + 2 * b * t * v)
+  return 4 * values
+
+
+def default_pack_size(config: T5Config, batch_size: int, input_length: int, target_length: int,
+                      prompt_length: int, *, memory_bytes: int, frozen_bytes: int,
+                      backend: str = "cpu") -> int:
+  """How many runs one job packs by default: enough for a step of SATURATING_FLOPS (packing
+  beyond that adds no throughput), no more than fit in MEMORY_FRACTION of the memory beside
+  the frozen weights (`run_step_bytes` each), between 1 and MAX_PACK.
+
+  E.g. on CPU: tiny_byte at batch 8, 48+4 inputs -> MAX_PACK; small at SPoT's batch 32 x 512
+  -> 1 (one run already saturates the cores).
+  """
+  flops = prompt_tuning_step_flops(config, batch_size, input_length, target_length,
+                                   prompt_length).total
+  saturating = SATURATING_FLOPS.get(backend, ACCELERATOR_SATURATING_FLOPS)
+  by_compute = math.ceil(saturating / max(flops, 1))
+  free = MEMORY_FRACTION * max(memory_bytes - frozen_bytes, 0)
+  by_memory = int(free // max(run_step_bytes(config, batch_size, input_length, target_length,
+                                             prompt_length), 1))
+  return int(min(max(min(by_compute, by_memory), 1), MAX_PACK))

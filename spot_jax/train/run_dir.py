@@ -190,6 +190,13 @@ def checkpoint_steps(model_dir: str) -> list[int]:
                 and any(not n.startswith(".") for n in os.listdir(os.path.join(root, d))))
 
 
+def latest_train_state_step(model_dir: str) -> int:
+  """The newest train-state step saved in MODEL_DIR (0: none, a fresh run)."""
+  root = os.path.join(model_dir, TRAIN_STATE_DIR)
+  steps = [int(d) for d in os.listdir(root) if d.isdigit()] if os.path.isdir(root) else []
+  return max(steps, default=0)
+
+
 def identity_diffs(old: RunSummary, new: RunSummary) -> list[str]:
   """`key: old vs new` for every identity entry that differs (missing ones included)."""
   a, b = old.identity(), new.identity()

@@ -1,0 +1,145 @@
+"""Study throughput: runs per hour, packed in one job against one run after another.
+
+  python benchmarks/study_throughput.py                       # 8 tiny runs and 4 small runs
+  python benchmarks/study_throughput.py --small_steps 6 --tiny_steps 40
+
+Each side trains the same runs with the real trainer (`spot_jax.train.loop`: data pipelines,
+dropout 0.1, a train-state and prompt checkpoint at the end, no evaluation), on one random
+frozen model, the runs on different synthetic tasks:
+
+  sequential   `loop.train` for each run, one after another (what `--pack 1` does)
+  packed       `loop.train_packed` for all of them: one job, one jitted step (`--pack N`)
+
+Runs per hour = runs / the side's wall time (compilation, data and checkpoints included, as a
+study sees them). Each side runs in its own fresh process (`timing.run_worker`) so its peak
+resident memory is its own. The steady step is the trainer's own examples/s over its last
+log interval (after compilation); the fraction of the matmul ceiling is that step's matrix
+FLOPs (`spot_jax.models.flops`, times the runs for a packed step) per second over the best
+4096^3 float32 product (`train_step.matmul_ceiling`), measured in the same invocation. The
+machine may be shared: rerun for stable figures. Writes its RESULTS.md section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+
+from spot_jax import runtime
+
+if __name__ == "__main__":
+  runtime.configure_host()  # jemalloc and synchronous CPU dispatch, as `spot-jax` runs.
+
+import jax  # noqa: E402
+
+from spot_jax.models import get_config  # noqa: E402
+from spot_jax.models.flops import prompt_tuning_step_flops  # noqa: E402
+from timing import peak_rss_bytes, run_worker  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TASKS = ("synthetic_sentiment_a", "synthetic_sentiment_b", "synthetic_nli_facts",
+         "synthetic_nli_facts_hard", "synthetic_paraphrase_a", "synthetic_paraphrase_b",
+         "synthetic_topic_4way", "synthetic_topic_2way")
+BATCH, TARGETS, PROMPT = 32, 16, 20
+
+
+def worker(side: str, model: str, runs: int, steps: int, inputs: int) -> dict:
+  """Trains `runs` runs on `side` in a temporary directory; their wall time and steady step."""
+  from spot_jax.tasks_util import register_all_tasks
+  from spot_jax.train import loop
+  register_all_tasks()
+  with tempfile.TemporaryDirectory() as root:
+    cfgs = [loop.TrainConfig(
+        model_dir=os.path.join(root, f"run_{i}"), task=TASKS[i % len(TASKS)], model=model,
+        feature_lengths={"inputs": inputs, "targets": TARGETS}, train_steps=steps,
+        batch_size=BATCH, prompt_length=PROMPT, checkpoint_period=steps, eval_period=0,
+        log_period=max(steps // 2, 1), key_step=steps, seed=0) for i in range(runs)]
+    start = time.perf_counter()
+    if side == "packed":
+      loop.train_packed(cfgs)
+    else:
+      for cfg in cfgs:
+        loop.train(cfg)
+    wall = time.perf_counter() - start
+    with open(os.path.join(cfgs[0].model_dir, "metrics.jsonl")) as f:
+      last = [json.loads(line) for line in f if '"train"' in line][-1]
+  step = BATCH / last["examples_per_second"]  # seconds of one (packed) step, after compiling.
+  return {"wall": wall, "step": step, "peak": peak_rss_bytes()}
+
+
+def matmul_ceiling() -> float:
+  from train_step import matmul_ceiling as ceiling
+  return ceiling("float32")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--worker", nargs=5, metavar=("SIDE", "MODEL", "RUNS", "STEPS", "INPUTS"),
+                      help=argparse.SUPPRESS)
+  parser.add_argument("--tiny_runs", type=int, default=8)
+  parser.add_argument("--tiny_steps", type=int, default=60)
+  parser.add_argument("--tiny_inputs", type=int, default=128)
+  parser.add_argument("--small_runs", type=int, default=4)
+  parser.add_argument("--small_steps", type=int, default=8)
+  parser.add_argument("--small_inputs", type=int, default=128)
+  parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+  args = parser.parse_args()
+  if args.worker:
+    side, model, runs, steps, inputs = args.worker
+    print(json.dumps(worker(side, model, int(runs), int(steps), int(inputs))), flush=True)
+    return
+  ceiling = matmul_ceiling()
+  rows = []
+  for model, runs, steps, inputs in (("tiny", args.tiny_runs, args.tiny_steps, args.tiny_inputs),
+                                     ("small", args.small_runs, args.small_steps,
+                                      args.small_inputs)):
+    if runs < 1:
+      continue
+    flops = prompt_tuning_step_flops(get_config(model), BATCH, inputs, TARGETS, PROMPT).total
+    row = {"model": model, "runs": runs, "steps": steps, "inputs": inputs}
+    for side in ("sequential", "packed"):
+      result = run_worker(__file__, [side, model, str(runs), str(steps), str(inputs)], {})
+      per_step_runs = runs if side == "packed" else 1
+      row[side] = dict(result, runs_per_hour=runs * 3600 / result["wall"],
+                       mfu=flops * per_step_runs / result["step"] / ceiling)
+      print(f"{model} x{runs} {side}: {result['wall']:.1f} s, "
+            f"{row[side]['runs_per_hour']:.0f} runs/h, step {result['step']:.3f} s, "
+            f"{row[side]['mfu']:.1%} of the ceiling, peak {result['peak'] / 2**20:.0f} MiB",
+            flush=True)
+    rows.append(row)
+    write_section(args, rows, ceiling)  # after each model: a cut-short run keeps its numbers.
+
+
+def write_section(args: argparse.Namespace, rows: list[dict], ceiling: float) -> None:
+  command = "python benchmarks/study_throughput.py " + shlex.join(sys.argv[1:])
+  lines = [f"Command: `{command}` on {platform.machine()} ({os.cpu_count()} CPUs, shared with "
+           f"other work: figures are noisy; {jax.devices()[0].device_kind}); batch {BATCH}, "
+           f"targets {TARGETS}, prompt {PROMPT}, dropout 0.1, random frozen weights, one "
+           f"synthetic task per run, a checkpoint at the last step, no evaluation; wall time "
+           f"includes compilation, data pipelines and checkpoints; float32 matmul ceiling "
+           f"{ceiling / 1e9:.0f} GFLOP/s; {time.strftime('%Y-%m-%d')}. Target: packed tiny "
+           f">= 3x the runs per hour of one after another.", "",
+           "| model | runs x steps (inputs) | side | wall | runs/hour | packed/sequential | "
+           "steady step | of matmul ceiling | peak memory |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for r in rows:
+    for side in ("sequential", "packed"):
+      s = r[side]
+      ratio = s["runs_per_hour"] / r["sequential"]["runs_per_hour"]
+      lines.append(f"| {r['model']} | {r['runs']} x {r['steps']} ({r['inputs']}) | {side} | "
+                   f"{s['wall']:.0f} s | {s['runs_per_hour']:.0f} | {ratio:.2f}x | "
+                   f"{s['step']:.3f} s | {s['mfu']:.1%} | {s['peak'] / 2**20:.0f} MiB |")
+  table = "\n".join(lines) + "\n"
+  print(table)
+  from results_md import update_section
+  update_section(args.results, "study_throughput",
+                 "## Study throughput: packed runs against one after another\n\n" + table)
+
+
+if __name__ == "__main__":
+  main()
