@@ -28,3 +28,21 @@ def t5_vocab_path() -> Path:
   if not T5_VOCAB.exists():
     pytest.skip(f"T5 vocabulary fixture absent ({T5_VOCAB}); it lives in ../shared")
   return T5_VOCAB
+
+
+@pytest.fixture(scope="module")
+def compilation_cache(request):
+  """A persistent XLA cache for the module: runs of the same shapes after the first (in this
+  process and in worker processes) skip compilation."""
+  import jax
+  path = str(request.config.cache.mkdir("spot_jax_xla_cache"))
+  names = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0,
+           "jax_persistent_cache_min_entry_size_bytes": -1}
+  old = {name: getattr(jax.config, name) for name in names}
+  with pytest.MonkeyPatch.context() as patch:
+    for name, value in names.items():
+      jax.config.update(name, value)
+      patch.setenv(name.upper(), str(value))
+    yield
+  for name, value in old.items():
+    jax.config.update(name, value)

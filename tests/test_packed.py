@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from spot_jax import executor
+from spot_jax.executor import RunSpec
 from spot_jax.models import T5, get_config
 from spot_jax.prompts import from_sampled_vocab, without_prompt
 from spot_jax.tasks_util import register_all_tasks
@@ -19,6 +21,7 @@ from spot_jax.train.optimizer import prompt_adafactor
 from spot_jax.train.step import init_train_state, make_train_step
 
 register_all_tasks()
+pytestmark = pytest.mark.usefixtures("compilation_cache")  # one compilation per step shape.
 PROMPT_LENGTH, INPUTS, TARGETS, BATCH = 4, 12, 4, 4
 
 
@@ -174,3 +177,38 @@ def test_packed_job_killed_between_two_runs_checkpoints_resumes_bit_equal(tmp_pa
       np.testing.assert_array_equal(np.load(run_dir.prompt_path(b.model_dir, step)),
                                     np.load(run_dir.prompt_path(a.model_dir, step)))
     assert run_dir.read_summary(b.model_dir).finished
+
+
+def spec(name: str, tmp_path, task: str = TASKS[0], depends_on=(), **macros) -> RunSpec:
+  bindings = {"MODEL_DIR": repr(str(tmp_path / name)), "MIXTURE_OR_TASK_NAME": repr(task),
+              "TRAIN_STEPS": "6", "BATCH_SIZE": "8", "PROMPT_LENGTH": "4", **macros}
+  return RunSpec(name, str(tmp_path / name), ("models/tiny_byte.gin", "runs/prompt_train.gin"),
+                 bindings, tuple(str(tmp_path / d) for d in depends_on))
+
+
+def test_pack_jobs_groups_compatible_runs_never_with_their_dependency(tmp_path):
+  a, b = spec("a", tmp_path), spec("b", tmp_path, TASKS[1], PROMPT_INIT="'class_labels'")
+  longer, c = spec("longer", tmp_path, TRAIN_STEPS="12"), spec("c", tmp_path)
+  after_a = spec("after_a", tmp_path, depends_on=("a",))
+  jobs = executor.pack_jobs([a, b, longer, c, after_a], pack=3)
+  assert [[s.name for s in job] for job in jobs] == [["a", "b", "c"], ["longer"], ["after_a"]]
+  assert executor.pack_jobs([a, b, c], pack=2) == [(a, b), (c,)]
+  assert executor.pack_jobs([a, b], pack=1) == [(a,), (b,)]
+  # A packed job's command carries its job file, which lists its runs' specs.
+  command = executor.launch_command(jobs[0], "local", job_dir=str(tmp_path / "jobs"))
+  assert command[-2] == "--packed_job"
+  assert executor.read_packed_job(command[-1]) == list(jobs[0])
+  execution = executor.execute([a, b, c], pack=2, dry_run=True, log=lambda line: None,
+                               job_dir=str(tmp_path / "jobs"))
+  assert execution.commands["a"] == execution.commands["b"] != execution.commands["c"]
+
+
+def test_default_pack_size_follows_model_size_and_memory():
+  tiny, small = get_config("tiny"), get_config("small")
+  gib = 2**30
+  assert packed.default_pack_size(tiny, 32, 128, 16, 20, memory_bytes=64 * gib,
+                                  frozen_bytes=0) >= 8
+  assert packed.default_pack_size(small, 32, 512, 32, 100, memory_bytes=64 * gib,
+                                  frozen_bytes=0) == 1
+  few = packed.run_step_bytes(tiny, 32, 128, 16, 20) * 3  # room for 1.5 runs' activations.
+  assert packed.default_pack_size(tiny, 32, 128, 16, 20, memory_bytes=few, frozen_bytes=0) == 1

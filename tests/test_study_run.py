@@ -39,21 +39,9 @@ def small_spec(**overrides) -> StudySpec:
   return StudySpec.from_dict(data)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(request):
-  """All runs have the same shapes: a persistent XLA cache makes every run after the first
-  (in this process and in worker processes) skip compilation."""
-  path = str(request.config.cache.mkdir("spot_jax_xla_cache"))
-  names = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0,
-           "jax_persistent_cache_min_entry_size_bytes": -1}
-  old = {name: getattr(jax.config, name) for name in names}
-  with pytest.MonkeyPatch.context() as patch:
-    for name, value in names.items():
-      jax.config.update(name, value)
-      patch.setenv(name.upper(), str(value))
-    yield
-  for name, value in old.items():
-    jax.config.update(name, value)
+# All runs have the same shapes: the persistent XLA cache (conftest) makes every run after the
+# first (in this process and in worker processes) skip compilation.
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def read_rows(path) -> list[dict[str, str]]:

@@ -63,10 +63,10 @@ def make_packed_train_step(step: Step) -> Step:
 
 # The default pack size (`default_pack_size`). A packed step's matrix products get `runs` times
 # the rows; packing pays until one step's work fills the machine's matrix units for long enough
-# to hide the per-op overheads: SATURATING_FLOPS per step (CPU: ~0.1-0.2 s of 2-core float32
+# to hide the per-op overheads: SATURATING_FLOPS per step (CPU: ~0.5-1 s of 2-core float32
 # matmul work, benchmarks/study_throughput.py; accelerators: ~10 ms of a modern GPU's bf16
 # peak). MAX_PACK bounds the per-run host work (data pipelines, evaluation) of one job.
-SATURATING_FLOPS = {"cpu": 2e10}
+SATURATING_FLOPS = {"cpu": 1e11}
 ACCELERATOR_SATURATING_FLOPS = 5e12
 MAX_PACK = 16
 MEMORY_FRACTION = 0.5  # of the memory left beside the frozen weights, for the runs' activations.
