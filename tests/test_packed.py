@@ -13,7 +13,7 @@ import pytest
 from spot_jax import executor
 from spot_jax.executor import RunSpec
 from spot_jax.models import T5, get_config
-from spot_jax.prompts import from_sampled_vocab, without_prompt
+from spot_jax.prompts import from_sampled_vocab, with_prompt, without_prompt
 from spot_jax.tasks_util import register_all_tasks
 from spot_jax.train import loop, packed, run_dir
 from spot_jax.train.loop import TrainConfig
@@ -39,7 +39,7 @@ def _setup(dropout_rate: float = 0.1):
 def _state(frozen, optimizer, seed):
   prompt = from_sampled_vocab(jax.random.PRNGKey(100 + seed),
                               frozen["token_embedder"]["embedding"], PROMPT_LENGTH)
-  return init_train_state(prompt, optimizer, seed)
+  return init_train_state(with_prompt({}, prompt), optimizer, seed)
 
 
 def _batch(rng: np.random.Generator, vocab: int) -> dict[str, np.ndarray]:
