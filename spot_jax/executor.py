@@ -139,14 +139,27 @@ AUTO_PACK = 0  # `pack=AUTO_PACK`: the size `default_pack_size` picks for the ru
 def train_specs_packed(specs: Sequence[RunSpec], *, overwrite: bool = False
                        ) -> list[run_dir.RunSummary]:
   """Trains (or resumes) `specs` as one packed job in this process: each spec's gin parsed as
-  `spot-jax train` parses it (its config.gin written), then `spot_jax.train.loop.train_packed`."""
-  from spot_jax.train.loop import train_packed
-  cfgs, texts = [], []
+  `spot-jax train` parses it (its config.gin written), then `spot_jax.train.loop.train_packed`.
+  The method's gin-bound settings must agree (the job builds one method)."""
+  from spot_jax.train import loop
+  cfgs, texts, settings = [], [], []
   for spec in specs:
     cfg, text = train_config(spec.gin_files, spec.bindings())
+    settings.append(_method_settings(cfg))
+    if settings[-1] != settings[0]:
+      raise ValueError(f"Runs {specs[0].name} and {spec.name} cannot be packed: method settings "
+                       f"{settings[0]} vs {settings[-1]}")
     cfgs.append(dataclasses.replace(cfg, overwrite=True) if overwrite else cfg)
     texts.append(text)
-  return train_packed(cfgs, texts)
+  return loop.train_packed(cfgs, texts)
+
+
+def _method_settings(cfg) -> str:
+  """The run's method settings as gin binds them now, as canonical JSON."""
+  import json
+
+  from spot_jax.train import loop
+  return json.dumps(loop.method_of(cfg).settings(), sort_keys=True, default=str)
 
 
 def write_packed_job(job: Job, path: str) -> str:
@@ -174,13 +187,15 @@ def read_packed_job(path: str) -> list[RunSpec]:
 
 
 def _planned_config(spec: RunSpec):
-  """The TrainConfig of `spec` before it runs, or None when its config does not parse (the run
-  then reports the error when it trains). PROMPT_FILE is left unevaluated: a transfer's is its
-  source's best prompt, known only once the source finished, and it never decides packing."""
+  """(TrainConfig, method settings) of `spec` before it runs, or None when its config does not
+  parse (the run then reports the error when it trains). PROMPT_FILE is left unevaluated: a
+  transfer's is its source's best prompt, known only once the source finished, and it never
+  decides packing."""
   import gin
   bindings = spec.bindings() + (["PROMPT_FILE = None"] if spec.gin_files else [])
   try:
-    return train_config(spec.gin_files, bindings)[0]
+    cfg = train_config(spec.gin_files, bindings)[0]
+    return cfg, _method_settings(cfg)
   except Exception:  # noqa: BLE001 (any config error is the run's own, reported when it runs)
     return None
   finally:
@@ -189,19 +204,21 @@ def _planned_config(spec: RunSpec):
 
 def pack_key(spec: RunSpec) -> tuple[Any, ...] | None:
   """What `spec` must share with the runs packed with it: `spot_jax.train.loop.pack_key` of its
-  config and the train-state step it resumes from; None: it trains alone."""
+  config, its method settings and the train-state step it resumes from; None: it trains
+  alone."""
   from spot_jax.train import loop
-  cfg = _planned_config(spec)
-  if cfg is None:
+  planned = _planned_config(spec)
+  if planned is None:
     return None
-  return (loop.pack_key(cfg), run_dir.latest_train_state_step(spec.model_dir))
+  cfg, settings = planned
+  return (loop.pack_key(cfg), settings, run_dir.latest_train_state_step(spec.model_dir))
 
 
 def default_pack_size(spec: RunSpec) -> int:
   """`spot_jax.train.loop.default_pack_size` of the run of `spec` on this host."""
   from spot_jax.train import loop
-  cfg = _planned_config(spec)
-  return 1 if cfg is None else loop.default_pack_size(cfg)
+  planned = _planned_config(spec)
+  return 1 if planned is None else loop.default_pack_size(planned[0])
 
 
 def pack_jobs(specs: Sequence[RunSpec], pack: int) -> list[Job]:

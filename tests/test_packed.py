@@ -160,10 +160,10 @@ def test_packed_job_killed_between_two_runs_checkpoints_resumes_bit_equal(tmp_pa
             for cfg in straight]
   checkpoint = loop._checkpoint
 
-  def dies_at_second_runs_step_6(cfg, state, step, *args, **kwargs):
+  def dies_at_second_runs_step_6(cfg, method, state, step, *args, **kwargs):
     if step == 6 and cfg.task == TASKS[1]:  # the first run has step 6, the second not yet.
       raise SystemExit("killed")
-    return checkpoint(cfg, state, step, *args, **kwargs)
+    return checkpoint(cfg, method, state, step, *args, **kwargs)
 
   monkeypatch.setattr(loop, "_checkpoint", dies_at_second_runs_step_6)
   with pytest.raises(SystemExit):
@@ -179,11 +179,13 @@ def test_packed_job_killed_between_two_runs_checkpoints_resumes_bit_equal(tmp_pa
     assert run_dir.read_summary(b.model_dir).finished
 
 
-def spec(name: str, tmp_path, task: str = TASKS[0], depends_on=(), **macros) -> RunSpec:
+def spec(name: str, tmp_path, task: str = TASKS[0], depends_on=(), files=(), **macros
+         ) -> RunSpec:
   bindings = {"MODEL_DIR": repr(str(tmp_path / name)), "MIXTURE_OR_TASK_NAME": repr(task),
               "TRAIN_STEPS": "6", "BATCH_SIZE": "8", "PROMPT_LENGTH": "4", **macros}
-  return RunSpec(name, str(tmp_path / name), ("models/tiny_byte.gin", "runs/prompt_train.gin"),
-                 bindings, tuple(str(tmp_path / d) for d in depends_on))
+  return RunSpec(name, str(tmp_path / name),
+                 ("models/tiny_byte.gin", "runs/prompt_train.gin", *files), bindings,
+                 tuple(str(tmp_path / d) for d in depends_on))
 
 
 def test_pack_jobs_groups_compatible_runs_never_with_their_dependency(tmp_path):
@@ -194,6 +196,10 @@ def test_pack_jobs_groups_compatible_runs_never_with_their_dependency(tmp_path):
   assert [[s.name for s in job] for job in jobs] == [["a", "b", "c"], ["longer"], ["after_a"]]
   assert executor.pack_jobs([a, b, c], pack=2) == [(a, b), (c,)]
   assert executor.pack_jobs([a, b], pack=1) == [(a,), (b,)]
+  # The method's gin-bound settings are part of what packed runs share.
+  lora = [spec(f"lora_{i}", tmp_path, files=("methods/lora.gin",), **{"Lora.rank": rank})
+          for i, rank in enumerate(("4", "4", "8"))]
+  assert [len(job) for job in executor.pack_jobs(lora, pack=3)] == [2, 1]
   # A packed job's command carries its job file, which lists its runs' specs.
   command = executor.launch_command(jobs[0], "local", job_dir=str(tmp_path / "jobs"))
   assert command[-2] == "--packed_job"
