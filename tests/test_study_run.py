@@ -412,8 +412,9 @@ def test_packed_study_gives_the_unpacked_results(study, tmp_path, capsys):
   emitted = runner.emit_jobs(spec, str(tmp_path / "packed"), "local", str(tmp_path / "emit"),
                              pack=2)
   lines = [open(path).read().splitlines() for path in emitted]
-  assert [len(phase) for phase in lines] == [2, 2]  # [sources], [baseline] / [2 transfers].
+  assert [len(phase) for phase in lines] == [2, 1]  # [2 sources], [baseline] / [2 transfers].
   assert "--packed_job" in lines[0][0] and "--packed_job" in lines[1][0]
+  assert "--packed_job" not in lines[0][1]
   out = str(tmp_path / "packed")
   assert main(["study", "run", str(spec_file), "--out", out, "--pack", "2"]) == 0
   printed = capsys.readouterr().out
