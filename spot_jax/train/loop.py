@@ -517,9 +517,8 @@ def _train(cfg: TrainConfig, method: methods.Method, model: T5, frozen_params: A
   shardings = partitioning.state_shardings(state, partitioning.trainable_partition_specs(
       state.params, frozen_params, cfg.trainable_sharding, mesh), mesh)
   state = partitioning.place(state, shardings)
-  step_fn = partitioning.jit_train_step(make_train_step(model, optimizer, cfg.z_loss), mesh,
-                                        state, partitioning.param_shardings(frozen_params, mesh),
-                                        shardings)
+  step_fn = _jitted_train_step(model, optimizer, summary.optimizer, cfg.z_loss, mesh, state,
+                               frozen_params, shardings)
   batches = TrainBatches(cfg.task, cfg.feature_lengths,
                          partitioning.host_batch_size(cfg.batch_size), seed=cfg.seed,
                          start_step=start_step, shard_info=partitioning.host_shard_info(),
@@ -557,6 +556,32 @@ def _train(cfg: TrainConfig, method: methods.Method, model: T5, frozen_params: A
   if is_chief:
     run_dir.write_summary(cfg.model_dir, summary)
   return summary
+
+
+# Jitted steps of the runs trained in this process, by everything that defines the step: a
+# later run with the same model, optimizer, loss, trainables and placement (a study's or the
+# demo's runs) reuses the traced and compiled step instead of tracing and compiling it again.
+_STEP_CACHE: dict[tuple, Any] = {}
+_STEP_CACHE_SIZE = 4
+
+
+def _jitted_train_step(model: T5, optimizer: Any, optimizer_settings: Mapping[str, Any],
+                       z_loss: float, mesh: Any, state: TrainState, frozen_params: Any,
+                       shardings: Any):
+  """The jitted step of `make_train_step(model, optimizer, z_loss)`, from the cache when a run
+  with the same model, optimizer settings (`make_optimizer`'s), loss, mesh, train-state
+  structure, shapes and shardings built it before."""
+  key = (model, tuple(sorted(optimizer_settings.items())), z_loss, mesh,
+         jax.tree.structure(state),
+         tuple((np.shape(x), np.result_type(x)) for x in jax.tree.leaves(state)),
+         tuple(jax.tree.leaves(shardings)))
+  if key not in _STEP_CACHE:
+    if len(_STEP_CACHE) >= _STEP_CACHE_SIZE:
+      _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+    _STEP_CACHE[key] = partitioning.jit_train_step(
+        make_train_step(model, optimizer, z_loss), mesh, state,
+        partitioning.param_shardings(frozen_params, mesh), shardings)
+  return _STEP_CACHE[key]
 
 
 def _mean_metrics(pending: list[dict[str, jax.Array]], step: int) -> dict[str, float]:
