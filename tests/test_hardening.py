@@ -444,4 +444,4 @@ def test_runs_in_one_process_reuse_the_jitted_step_of_the_same_settings(tmp_path
   first = train(small_run(tmp_path / "a", train_steps=2))
   second = train(small_run(tmp_path / "b", train_steps=2, seed=1))
   assert len(built) == 1 and first.finished and second.finished
-  assert [key[1][0] for key in loop._STEP_CACHE] == [first.settings["learning_rate"]]
+  assert [key[1] for key in loop._STEP_CACHE] == [tuple(sorted(first.optimizer.items()))]
