@@ -573,7 +573,7 @@ def _jitted_train_step(model: T5, optimizer: Any, optimizer_settings: Mapping[st
   structure, shapes and shardings built it before."""
   key = (model, tuple(sorted(optimizer_settings.items())), z_loss, mesh,
          jax.tree.structure(state),
-         tuple((np.shape(x), np.result_type(x)) for x in jax.tree.leaves(state)),
+         tuple((np.shape(x), getattr(x, "dtype", type(x))) for x in jax.tree.leaves(state)),
          tuple(jax.tree.leaves(shardings)))
   if key not in _STEP_CACHE:
     if len(_STEP_CACHE) >= _STEP_CACHE_SIZE:
