@@ -51,6 +51,8 @@ class DemoConfig:
   pretrain_task: str = "synthetic_pretraining"
   pretrain_steps: int = 1500
   pretrain_seed: int = 0
+  pretrain_feature_lengths: Mapping[str, int] = dataclasses.field(
+      default_factory=lambda: {"inputs": 96, "targets": 64})
   sources: tuple[str, ...] = ("synthetic_sentiment_a", "synthetic_topic_4way")
   targets: tuple[str, ...] = ("synthetic_sentiment_b", "synthetic_topic_2way")
   seeds: tuple[int, ...] = (0,)
@@ -63,6 +65,10 @@ class DemoConfig:
       default_factory=lambda: {"inputs": 128, "targets": 16})
   batch_size: int = 32
   prompt_length: int = 20
+  # How checkpoints are scored: 'rank_classification' (the best of the task's labels) scores
+  # an untrained prompt near chance; 'greedy' (T5X's default) scores it 0 when it decodes no
+  # label at all.
+  eval_mode: str = "rank_classification"
   ranking_methods: tuple[str, ...] = ("cosine", "per_token_cosine", "euclidean", "manhattan")
   center_keys: bool = True
   top_k: int = 2
@@ -157,6 +163,7 @@ def pretrain_stage(cfg: DemoConfig, console: Console) -> str:
   pcfg = PretrainConfig(output_dir=os.path.join(cfg.output_dir, "frozen_model"),
                         task=cfg.pretrain_task, model=cfg.model,
                         train_steps=cfg.pretrain_steps, seed=cfg.pretrain_seed,
+                        feature_lengths=dict(cfg.pretrain_feature_lengths),
                         log_period=max(cfg.pretrain_steps // 10, 1))
   path = checkpoint_path(pcfg)
   if os.path.exists(path):
@@ -185,7 +192,8 @@ def study_spec(cfg: DemoConfig, checkpoint: str):
       eval_metric="accuracy",
       # Targets start like sources (sampled vocabulary), so their KEY_STEP prompts (the task
       # keys) are comparable with the library's keys.
-      source_prompt_init="sampled_vocab", baseline_prompt_init="sampled_vocab"))
+      source_prompt_init="sampled_vocab", baseline_prompt_init="sampled_vocab",
+      gin_bindings={"EVAL_MODE": cfg.eval_mode}))
 
 
 def describe_run(spec) -> str:
@@ -246,12 +254,12 @@ def untrained_scores(cfg: DemoConfig, checkpoint: str, study_dir: str) -> dict[s
   for target in cfg.targets:
     baseline = runner.run_dir_of(study_dir, "baseline", None, target, cfg.seeds[0])
     prompt = run_dir.prompt_path(baseline, 0)
-    key = f"{target}@{checkpoint}"
+    key = f"{target}@{checkpoint}@{cfg.eval_mode}@{cfg.eval_num_examples}"
     if key not in cached:
       results = evaluate_prompt(EvalConfig(
           task=target, prompt_file=prompt, model=cfg.model, initial_checkpoint=checkpoint,
-          batch_size=cfg.batch_size,
-          prompt_length=cfg.prompt_length, num_examples=cfg.eval_num_examples))
+          batch_size=cfg.batch_size, prompt_length=cfg.prompt_length,
+          num_examples=cfg.eval_num_examples, eval_mode=cfg.eval_mode))
       cached[key] = results[target]["accuracy"]
       atomic_write_bytes(path, json.dumps(cached, indent=2).encode())
     scores[target] = cached[key]

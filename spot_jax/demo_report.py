@@ -245,7 +245,8 @@ def blocks(data: Mapping[str, Any]) -> list[tuple]:
                    f" Prompts: {cfg['prompt_length']} tokens, batch {cfg['batch_size']}, "
                    f"sources {cfg['source_steps']} steps, targets {cfg['target_steps']} steps, "
                    f"keys at step {cfg['key_step']}, seeds {cfg['seeds']}, validation on "
-                   f"{cfg['eval_num_examples']} examples (accuracy, %)."))
+                   f"{cfg['eval_num_examples']} examples (accuracy, %, "
+                   f"{cfg['eval_mode'].replace('_', ' ')})."))
   fam = data["world"]["families"]
   out.append(("table", ("source task", "family", "accuracy after tuning"), [
       (_short(s), fam[s], _fmt(v["score"])) for s, v in data["sources"].items()]))

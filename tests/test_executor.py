@@ -49,8 +49,8 @@ def test_in_process_run_writes_config_gin_and_extension_killed_is_not_finished(
 
   # Extended to 4 steps and killed after step 3: neither request reads as finished.
   original = loop._checkpoint
-  def checkpoint_then_die(cfg, state, step, *args):
-    original(cfg, state, step, *args)
+  def checkpoint_then_die(cfg, method, state, step, *args):
+    original(cfg, method, state, step, *args)
     if step == 3:
       raise KeyboardInterrupt
   monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)

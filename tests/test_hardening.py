@@ -424,3 +424,24 @@ def test_former_macro_name_eval_num_examples_binds_max_eval_examples():
   files, bindings, rest = split_gin_args(["train", "--gin.EVAL_NUM_EXAMPLES=32",
                                           "--gin.BATCH_SIZE", "8"])
   assert bindings == ["MAX_EVAL_EXAMPLES = 32", "BATCH_SIZE = 8"] and rest == ["train"]
+
+
+def test_every_eval_mode_the_evaluator_has_is_accepted_and_others_refused(tmp_path):
+  from spot_jax.evaluation.evaluator import EVAL_MODES
+  for mode in EVAL_MODES:
+    assert loop.validate_config(small_run(tmp_path / "run", eval_mode=mode)).eval_mode == mode
+  with pytest.raises(ValueError, match="Unknown EVAL_MODE 'rank'"):
+    loop.validate_config(small_run(tmp_path / "run", eval_mode="rank"))
+
+
+def test_runs_in_one_process_reuse_the_jitted_step_of_the_same_settings(tmp_path, monkeypatch):
+  from spot_jax.train import partitioning
+  built = []
+  jit_train_step = partitioning.jit_train_step
+  monkeypatch.setattr(loop, "_STEP_CACHE", {})
+  monkeypatch.setattr(partitioning, "jit_train_step",
+                      lambda *args, **kw: built.append(1) or jit_train_step(*args, **kw))
+  first = train(small_run(tmp_path / "a", train_steps=2))
+  second = train(small_run(tmp_path / "b", train_steps=2, seed=1))
+  assert len(built) == 1 and first.finished and second.finished
+  assert [key[1] for key in loop._STEP_CACHE] == [tuple(sorted(first.optimizer.items()))]

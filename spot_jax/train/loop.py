@@ -670,20 +670,17 @@ def _train(cfgs: list[TrainConfig], method: methods.Method, model: T5, frozen_pa
 
     mesh = partitioning.make_mesh(cfg.mesh_data, cfg.mesh_model)
     frozen = partitioning.shard_params(frozen_params, mesh)
-    step = make_train_step(model, optimizer, cfg.z_loss)
     shardings = partitioning.state_shardings(states[0], partitioning.trainable_partition_specs(
         states[0].params, frozen_params, cfg.trainable_sharding, mesh), mesh)
     if packed:
-      step = packed_lib.make_packed_train_step(step)
       state = packed_lib.stack_trees(states)
       shardings = partitioning.with_run_axis(shardings)
     else:
       state = states[0]
     # Placed as the step returns it, so the second step reuses the first one's executable.
     state = partitioning.place(state, shardings)
-    step_fn = partitioning.jit_train_step(step, mesh, state,
-                                          partitioning.param_shardings(frozen_params, mesh),
-                                          shardings, run_axis=packed)
+    step_fn = _jitted_train_step(model, optimizer, summaries[0].optimizer, cfg.z_loss, mesh,
+                                 state, frozen_params, shardings, packed)
     for run in runs:
       run.batches = TrainBatches(
           run.cfg.task, run.cfg.feature_lengths, partitioning.host_batch_size(cfg.batch_size),
@@ -749,6 +746,36 @@ def _loop(runs: list[_Run], method: methods.Method, state: Any, step_fn: Any, fr
       done = step
   except KeyboardInterrupt:
     raise TrainingInterrupted(done, min(run.summary.steps_done for run in runs)) from None
+
+
+# Jitted steps of the runs trained in this process, by everything that defines the step: a
+# later run (or packed job) with the same model, optimizer, loss, trainables and placement (a
+# study's or the demo's runs) reuses the traced and compiled step instead of tracing and
+# compiling it again.
+_STEP_CACHE: dict[tuple, Any] = {}
+_STEP_CACHE_SIZE = 4
+
+
+def _jitted_train_step(model: T5, optimizer: Any, optimizer_settings: Mapping[str, Any],
+                       z_loss: float, mesh: Any, state: Any, frozen_params: Any,
+                       shardings: Any, packed: bool):
+  """The jitted step of `make_train_step(model, optimizer, z_loss)` (vmapped over a leading
+  run axis when `packed`), from the cache when a run with the same model, optimizer settings
+  (`make_optimizer`'s), loss, mesh, train-state structure, shapes and shardings built it."""
+  key = (model, tuple(sorted(optimizer_settings.items())), z_loss, mesh, packed,
+         jax.tree.structure(state),
+         tuple((np.shape(x), getattr(x, "dtype", type(x))) for x in jax.tree.leaves(state)),
+         tuple(jax.tree.leaves(shardings)))
+  if key not in _STEP_CACHE:
+    if len(_STEP_CACHE) >= _STEP_CACHE_SIZE:
+      _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+    step = make_train_step(model, optimizer, z_loss)
+    if packed:
+      step = packed_lib.make_packed_train_step(step)
+    _STEP_CACHE[key] = partitioning.jit_train_step(
+        step, mesh, state, partitioning.param_shardings(frozen_params, mesh), shardings,
+        run_axis=packed)
+  return _STEP_CACHE[key]
 
 
 def _mean_metrics(pending: list[dict[str, Any]], step: int, model_dir: str | None = None
