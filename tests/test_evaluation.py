@@ -77,7 +77,7 @@ def make_evaluator(frozen, task, mode, **kwargs):
 def test_every_synthetic_task_evaluates(frozen, task, mode):
   if mode == "rank_classification" and not synthetic.task_labels(task):
     pytest.skip(f"{task} has no label set to rank")
-  results = make_evaluator(frozen, task, mode).evaluate(frozen[2])
+  results = make_evaluator(frozen, task, mode).evaluate(with_prompt({}, frozen[2]))
   metrics = results[task]
   assert set(metrics) == set(synthetic.synthetic_task_info(task).metric_names)
   assert all(0.0 <= v <= 100.0 for v in metrics.values())
@@ -95,7 +95,7 @@ def test_predictions_of_different_token_lengths_are_scored(frozen, mode, monkeyp
   monkeypatch.setattr(
       evaluator_lib.scoring, "greedy_decode",
       lambda model, params, tokens, length, eos: rows[first_is_a(tokens).astype(int)])
-  results = make_evaluator(frozen, MOCK_TASK, mode).evaluate(frozen[2])
+  results = make_evaluator(frozen, MOCK_TASK, mode).evaluate(with_prompt({}, frozen[2]))
   # Correct: examples 1, 2, 3 and 6 of 6.
   np.testing.assert_allclose(results[MOCK_TASK]["accuracy"], 100 * 4 / 6)
 
@@ -127,8 +127,8 @@ def test_no_truncation_and_one_compilation_per_bucket(frozen, caplog):
   jax.clear_caches()
   with jax.log_compiles(True), caplog.at_level(logging.WARNING,
                                                logger="jax._src.interpreters.pxla"):
-    evaluator.evaluate(frozen[2], step=1)
-    evaluator.evaluate(frozen[2] + 1.0, step=2)
+    evaluator.evaluate(with_prompt({}, frozen[2]), step=1)
+    evaluator.evaluate(with_prompt({}, frozen[2] + 1.0), step=2)
   buckets = {t.shape for _, t, _ in evaluator.tasks[LONG_TASK].batches}
   assert buckets == {(8, 8), (8, 16), (8, 32), (8, 64), (8, 131)}  # inputs + EOS
   compiled = collections.Counter(re.findall(r"Compiling (jit\([^)]*\))", caplog.text))
@@ -144,7 +144,7 @@ def test_predictions_in_split_order_postprocessed(frozen, monkeypatch):
           rows[(np.asarray(tokens)[:, 0] != vocabulary.encode("a")[0]).astype(int)],
           ((0, 0), (0, length - rows.shape[1]))))
   evaluator = make_evaluator(frozen, MOCK_TASK, "greedy", split="test")
-  predicted = evaluator.predict(frozen[2])[MOCK_TASK]
+  predicted = evaluator.predict(with_prompt({}, frozen[2]))[MOCK_TASK]
   assert [p for _, p in predicted] == ["entailment", "not_entailment"] * 3
   assert [e["inputs_pretokenized"].decode() for e, _ in predicted] == [i for i, _ in MOCK_EXAMPLES]
 
@@ -174,7 +174,7 @@ def test_greedy_output_with_a_leading_space_is_wrong(frozen, monkeypatch):
     return np.tile(row, (len(tokens), 1))
 
   monkeypatch.setattr(evaluator_lib.scoring, "greedy_decode", decode)
-  results = make_evaluator(frozen, task, "greedy").evaluate(frozen[2])
+  results = make_evaluator(frozen, task, "greedy").evaluate(with_prompt({}, frozen[2]))
   assert results[task]["accuracy"] == 0.0
 
 
