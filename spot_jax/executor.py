@@ -123,11 +123,16 @@ def train_config(gin_files: Sequence[str], gin_bindings: Sequence[str]):
 def train_spec(spec: RunSpec, *, overwrite: bool = False) -> run_dir.RunSummary:
   """Trains (or resumes) `spec` in this process, exactly as `spot-jax train FLAGS` does: same
   gin parsing, same trainer, config.gin written to the run directory."""
+  import gin
+
   from spot_jax.train.loop import train
-  cfg, gin_text = train_config(spec.gin_files, spec.bindings())
-  if overwrite:
-    cfg = dataclasses.replace(cfg, overwrite=True)
-  return train(cfg, gin_config=gin_text)
+  try:
+    cfg, gin_text = train_config(spec.gin_files, spec.bindings())
+    if overwrite:
+      cfg = dataclasses.replace(cfg, overwrite=True)
+    return train(cfg, gin_config=gin_text)
+  finally:  # the run's bindings must not leak into later runs or TrainConfig()s of the process.
+    gin.clear_config()
 
 
 # ----------------------------------------------------------------------------- packed jobs
@@ -141,17 +146,22 @@ def train_specs_packed(specs: Sequence[RunSpec], *, overwrite: bool = False
   """Trains (or resumes) `specs` as one packed job in this process: each spec's gin parsed as
   `spot-jax train` parses it (its config.gin written), then `spot_jax.train.loop.train_packed`.
   The method's gin-bound settings must agree (the job builds one method)."""
+  import gin
+
   from spot_jax.train import loop
   cfgs, texts, settings = [], [], []
-  for spec in specs:
-    cfg, text = train_config(spec.gin_files, spec.bindings())
-    settings.append(_method_settings(cfg))
-    if settings[-1] != settings[0]:
-      raise ValueError(f"Runs {specs[0].name} and {spec.name} cannot be packed: method settings "
-                       f"{settings[0]} vs {settings[-1]}")
-    cfgs.append(dataclasses.replace(cfg, overwrite=True) if overwrite else cfg)
-    texts.append(text)
-  return loop.train_packed(cfgs, texts)
+  try:
+    for spec in specs:
+      cfg, text = train_config(spec.gin_files, spec.bindings())
+      settings.append(_method_settings(cfg))
+      if settings[-1] != settings[0]:
+        raise ValueError(f"Runs {specs[0].name} and {spec.name} cannot be packed: method "
+                         f"settings {settings[0]} vs {settings[-1]}")
+      cfgs.append(dataclasses.replace(cfg, overwrite=True) if overwrite else cfg)
+      texts.append(text)
+    return loop.train_packed(cfgs, texts)
+  finally:  # the job's bindings must not leak into later runs or TrainConfig()s of the process.
+    gin.clear_config()
 
 
 def _method_settings(cfg) -> str:
@@ -249,6 +259,7 @@ def job_name(job: Job) -> str:
 
 
 def worker_command(spec: RunSpec) -> list[str]:
+  """The worker process command that trains one run (a packed job: `job_flags`)."""
   return [sys.executable, "-m", "spot_jax.cli.main", "train", *spec.flags()]
 
 
@@ -460,8 +471,9 @@ def _run_workers(jobs: list[Job], result: Execution, processes: int, log_dir: st
         os.makedirs(os.path.dirname(path), exist_ok=True)
         log_file = open(path, "ab")
         log(f"start {job_name(job)} (log {path})")
-        command = [sys.executable, "-m", "spot_jax.cli.main", "train",
-                   *job_flags(job, job_dir)]
+        command = (worker_command(job[0]) if len(job) == 1 else
+                   [sys.executable, "-m", "spot_jax.cli.main", "train",
+                    *job_flags(job, job_dir)])
         running[start_worker(command, log_file)] = (job, log_file)
       if not running:  # everything left waits on a run that can never start.
         result.blocked += [(s, "its dependency never started") for job in pending for s in job]

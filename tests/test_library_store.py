@@ -416,13 +416,14 @@ def test_cli_add_list_show_remove_export_similarity(runs, tmp_path, capsys):
 
   assert main(["library", "list", "--library", lib, "--model", model.fingerprint]) == 0
   lines = capsys.readouterr().out.splitlines()
-  assert lines[0].split() == ["id", "task", "seed", "model", "L", "key", "step", "value", "step",
-                              "score"]
+  assert lines[0].split() == ["id", "task", "seed", "model", "method", "L", "key", "step",
+                              "value", "step", "score"]
   rows = {line.split()[0]: line.split() for line in lines[1:]}
-  assert len(rows) == 3 and rows["imported-9"][1:5] == ["imported", "9",
-                                                        f"{model.name}:{model.fingerprint}", "4"]
+  assert len(rows) == 3 and rows["imported-9"][1:6] == ["imported", "9",
+                                                        f"{model.name}:{model.fingerprint}",
+                                                        "prompt", "4"]
   run_entry = next(e for e in library.entries(model=model) if e.run)
-  assert rows[run_entry.id][5:7] == ["5", str(run_entry.value_step)]
+  assert rows[run_entry.id][6:8] == ["5", str(run_entry.value_step)]
 
   assert main(["library", "show", "--library", lib, "imported-9"]) == 0
   shown = json.loads(capsys.readouterr().out)

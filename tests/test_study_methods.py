@@ -18,7 +18,7 @@ from spot_jax.study import runner
 from spot_jax.study.spec import SpecError, StudySpec, load_spec
 from spot_jax.train import run_dir
 # The persistent XLA cache fixture of the prompt study tests (autouse) and their tiny settings.
-from test_study_run import SMALL, SOURCES, TARGET, compilation_cache  # noqa: F401
+from test_study_run import SMALL, SOURCES, TARGET
 
 SPEC = dict(name="tiny", sources=SOURCES, targets=[TARGET], seeds=[0],
             **dict(SMALL, source_steps=6, target_steps=6, key_step=3, checkpoint_period=3,
