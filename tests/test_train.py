@@ -159,6 +159,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     return poisoned
 
   monkeypatch.setattr(loop, "make_train_step", nan_from_step_12)
+  monkeypatch.setattr(loop, "_STEP_CACHE", {})  # the first run's compiled step is not reused.
   with pytest.raises(NonFiniteLossError, match="Non-finite loss at step 12"):
     train(dataclasses.replace(cfg, train_steps=20))
   assert run_dir.prompt_steps(str(tmp_path)) == [0, 5, 10]
