@@ -275,18 +275,17 @@ def state_shardings(state: Any, trainable_specs: Any, mesh: Mesh) -> Any:
   """Shardings for a train state: its `params` per `trainable_specs`, every optimizer-state leaf
   shaped like a trainable (Adam's moments) like that trainable, the rest (step, rng, factored
   Adafactor statistics) replicated."""
-  by_path = {}
-  for key_path, spec in jax.tree_util.tree_flatten_with_path(
-      trainable_specs, is_leaf=lambda x: isinstance(x, P))[0]:
-    by_path[param_path(key_path)] = spec
+  specs = {param_path(k): spec for k, spec in jax.tree_util.tree_flatten_with_path(
+      trainable_specs, is_leaf=lambda x: isinstance(x, P))[0]}
   shapes = {param_path(k): tuple(np.shape(v))
             for k, v in jax.tree_util.tree_flatten_with_path(state.params)[0]}
 
   def sharding(key_path, leaf):
-    path = param_path(key_path)
-    for trainable, spec in by_path.items():
-      if path.endswith("/" + trainable) and tuple(np.shape(leaf)) == shapes[trainable]:
-        return NamedSharding(mesh, spec)
+    parts = param_path(key_path).split("/")
+    for start in range(1, len(parts)):  # the trainable path a state leaf ends with, if any.
+      trainable = "/".join(parts[start:])
+      if trainable in specs and tuple(np.shape(leaf)) == shapes[trainable]:
+        return NamedSharding(mesh, specs[trainable])
     return replicated_sharding(mesh)
 
   return jax.tree_util.tree_map_with_path(sharding, state)
