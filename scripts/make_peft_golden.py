@@ -1,4 +1,5 @@
-"""Writes tests/golden/peft_t5_tiny_golden.npz: HF PEFT LoRA and IA3 logits on the tiny HF T5.
+"""Writes tests/golden/peft_t5_tiny_golden.npz: HF PEFT LoRA, IA3 and prefix-tuning logits on the
+tiny HF T5.
 
 Run from the repository root with the `bench` extra installed (torch, transformers 4.x, peft),
 after scripts/make_hf_golden.py (it reads tests/golden/hf_t5_tiny and the inputs of
@@ -10,9 +11,12 @@ For each method the adapter weights are set to random values (LoRA B non-zero, I
 around 1, so the adapters change the logits) and stored under our parameter names with our
 layouts: `lora/<dotted path>.lora_a` [in, r] = PEFT lora_A.weight^T, `.lora_b` [r, out] =
 lora_B.weight^T; `ia3/<dotted path>.ia3_scale` = PEFT ia3_l flattened ([out] for k and v, [in]
-for the feed-forward wo). `<method>_logits` [2, 7, 256] are PEFT's float32 eval-mode logits.
-LoRA: r=4, alpha=8, target q and v (PEFT's T5 default), no dropout. IA3: PEFT's T5 default
-(k, v, wo; wo feed-forward).
+for the feed-forward wo); `prefix/decoder.layers_<j>.self_attention.prefix_key` (and
+`.prefix_value`) [P, heads, head_dim] = the key/value PEFT's cache hands decoder layer j.
+`<method>_logits` [2, 7, 256] are PEFT's float32 eval-mode logits. LoRA: r=4, alpha=8, target
+q and v (PEFT's T5 default), no dropout. IA3: PEFT's T5 default (k, v, wo; wo feed-forward).
+Prefix: 3 virtual tokens, no projection; PEFT places them in the decoder self-attention only
+(`PeftModel.get_prompt` empties the cross-attention cache; the encoder gets no cache).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ INPUTS = GOLDEN / "hf_t5_tiny_golden.npz"
 OUT = GOLDEN / "peft_t5_tiny_golden.npz"
 SEED = 20240612
 LORA_RANK, LORA_ALPHA = 4, 8
+PREFIX_LENGTH = 3
 
 _MODULES = {"SelfAttention": "attention", "EncDecAttention": "encoder_decoder_attention",
             "DenseReluDense": "mlp"}
@@ -99,12 +104,29 @@ def ia3(inputs, gen: torch.Generator) -> dict[str, np.ndarray]:
   return out
 
 
+@torch.no_grad()
+def prefix(inputs, gen: torch.Generator) -> dict[str, np.ndarray]:
+  config = peft.PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=PREFIX_LENGTH)
+  model = peft.get_peft_model(base_model(), config).eval()
+  table = model.prompt_encoder["default"].embedding.weight  # [P, layers * 2 * d_model]
+  table.copy_(torch.randn(table.shape, generator=gen))
+  cache = model.get_prompt(batch_size=1)  # what forward hands the base model.
+  assert not cache.cross_attention_cache.layers, "PEFT now prefixes the cross-attention"
+  out = {}
+  for j, layer in enumerate(cache.self_attention_cache.layers):  # [1, heads, P, head_dim]
+    path = f"decoder.layers_{j}.self_attention"
+    out[f"prefix/{path}.prefix_key"] = layer.keys[0].permute(1, 0, 2).numpy().copy()
+    out[f"prefix/{path}.prefix_value"] = layer.values[0].permute(1, 0, 2).numpy().copy()
+  out["prefix_logits"] = logits(model, inputs)
+  return out
+
+
 def main() -> None:
   with np.load(INPUTS) as data:
     inputs = {k: data[k] for k in ("encoder_input_tokens", "decoder_input_tokens",
                                    "decoder_target_tokens")}
   gen = torch.Generator().manual_seed(SEED)
-  arrays = {**lora(inputs, gen), **ia3(inputs, gen)}
+  arrays = {**lora(inputs, gen), **ia3(inputs, gen), **prefix(inputs, gen)}
   np.savez(OUT, **arrays)
   print(f"{OUT.relative_to(ROOT)}: {OUT.stat().st_size} bytes (torch {torch.__version__}, "
         f"transformers {transformers.__version__}, peft {peft.__version__})")

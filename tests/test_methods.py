@@ -166,6 +166,80 @@ def test_prefix_keeps_padding_and_causality():
   assert not np.allclose(c[:, 3:], d[:, 3:])
 
 
+PLACEMENTS = [(True, False), (True, True), (False, True)]  # (encoder, decoder); last: PEFT's.
+
+
+@pytest.mark.parametrize("encoder, decoder", PLACEMENTS)
+def test_prefix_placement_decides_the_trainables_and_the_embedding(encoder, decoder):
+  config = get_config("tiny", **ODD)
+  method = methods.create("prefix", length=3, encoder=encoder, decoder=decoder)
+  assert method.settings() == {"length": 3, "decoder": decoder, "encoder": encoder}
+  frozen = jax.eval_shape(T5(config).init, jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32),
+                          jnp.ones((1, 4), jnp.int32))["params"]
+  trainables = method.init(jax.random.PRNGKey(2), T5(config, hooks=method.hooks()), frozen)
+  stacks = [s for s, on in (("encoder.layers_{}.attention", encoder),
+                            ("decoder.layers_{}.self_attention", decoder)) if on]
+  expected = {f"{s.format(i)}.{leaf}" for s in stacks for i in range(2)
+              for leaf in ("prefix_key", "prefix_value")}
+  assert {p: v.shape for p, v in methods.flatten(trainables).items()} == {
+      p: (3, 2, 10) for p in expected}
+  assert method.embedding(trainables).shape == (len(stacks) * 2 * 3 * 20,)
+  assert method.embedding(trainables, "concat").shape == (len(stacks) * 2 * 2 * 3 * 20,)
+
+
+def test_prefix_needs_a_stack():
+  with pytest.raises(methods.MethodError, match="encoder=False and decoder=False has no "
+                                                "prefixes; set Prefix.encoder and/or"):
+    methods.create("prefix", encoder=False).hooks()
+
+
+@pytest.mark.parametrize("encoder, decoder", PLACEMENTS[1:])
+def test_prefix_cached_decoding_equals_the_full_decoder(encoder, decoder):
+  """The decode cache holds the real positions; the prefix is prepended after it."""
+  import functools
+
+  from spot_jax.evaluation import scoring
+  config = get_config("tiny", **ODD)
+  method = methods.create("prefix", length=3, encoder=encoder, decoder=decoder)
+  model = T5(config, hooks=method.hooks())
+  tokens = jnp.ones((1, 4), jnp.int32)
+  frozen = jax.jit(T5(config).init)(jax.random.PRNGKey(0), tokens, tokens)["params"]
+  params = methods.combine(frozen, method.init(jax.random.PRNGKey(2), model, frozen))
+  batch = batch_of(np.random.default_rng(5))
+  enc, targets = batch["encoder_input_tokens"], batch["decoder_target_tokens"].at[1, -1].set(7)
+  encoded, mask = model.apply({"params": params}, enc, method=T5.encode)
+  full = model.apply({"params": params}, encoded, mask, scoring.shift_right(targets),
+                     method=T5.decode)
+  cache = scoring.init_decode_cache(model, params, encoded, mask, 5)
+  step = jax.jit(functools.partial(model.apply, method=T5.decode_step, mutable=["cache"]),
+                 static_argnums=4)
+  inputs = scoring.shift_right(targets)
+  for i in range(5):
+    logits, variables = step({"params": params, "cache": cache}, encoded, mask,
+                             inputs[:, i:i + 1], 5)
+    cache = variables["cache"]
+    np.testing.assert_allclose(logits[:, 0], full[:, i], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(scoring.greedy_decode(model, params, enc, 5),
+                                scoring.greedy_decode_uncached(model, params, enc, 5))
+
+
+def test_a_decoder_only_prefix_run_saves_and_records_its_placement(tmp_path):
+  import gin
+  gin.bind_parameter("spot_jax.methods.Prefix.encoder", False)
+  gin.bind_parameter("spot_jax.methods.Prefix.decoder", True)
+  try:
+    summary = train(small_run(tmp_path, "prefix", train_steps=2, checkpoint_period=2,
+                              key_step=2))
+  finally:
+    gin.clear_config()
+  assert summary.method_settings == {"length": 20, "decoder": True, "encoder": False}
+  written = os.listdir(run_dir.checkpoint_dir(str(tmp_path), 2))
+  assert sorted(written) == sorted(f"decoder.layers_{i}.self_attention.{leaf}"
+                                   for i in range(2) for leaf in ("prefix_key", "prefix_value"))
+  assert np.load(os.path.join(run_dir.checkpoint_dir(str(tmp_path), 2), written[0])).shape == (
+      20, 4, 16)
+
+
 # ----------------------------------------------------------------------------- runs
 
 

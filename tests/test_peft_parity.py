@@ -1,9 +1,10 @@
-"""Our LoRA and IA3 on weights read from a Hugging Face T5 match HF PEFT's logits.
+"""Our LoRA, IA3 and prefix on weights read from a Hugging Face T5 match HF PEFT's logits.
 
 Golden file from `scripts/make_peft_golden.py` (torch + transformers + peft, not needed here),
 on the model of tests/golden/hf_t5_tiny with the inputs of hf_t5_tiny_golden.npz. HF does not
 mask queries at padded decoder positions and we do (as T5X), so logits are compared where the
-labels are not padding.
+labels are not padding. PEFT's T5 prefix sits in the decoder self-attention only, which is
+`Prefix(encoder=False, decoder=True)`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def adapter(golden, name: str) -> dict:
 
 @pytest.mark.parametrize("name, method", [
     ("lora", methods.create("lora", rank=4, alpha=8.0)),
-    ("ia3", methods.create("ia3"))])
+    ("ia3", methods.create("ia3")),
+    ("prefix", methods.create("prefix", length=3, encoder=False, decoder=True))])
 def test_logits_match_peft(golden, model_params, name, method):
   params, config = model_params
   model = T5(config, hooks=method.hooks())

@@ -63,8 +63,9 @@ class MethodHooks:
   bias_targets: str = ""
   ia3_targets: str = ""  # output scaling; `ia3_input_targets`: input scaling (MLP hidden).
   ia3_input_targets: str = ""
-  prefix_length: int = 0  # per-layer key/value prefixes in the encoder self-attention.
-  prefix_decoder: bool = False  # also in the decoder self-attention.
+  prefix_length: int = 0  # per-layer key/value prefixes [P, heads, head_dim] in self-attention:
+  prefix_encoder: bool = True  # in the encoder's,
+  prefix_decoder: bool = False  # in the decoder's.
 
 
 class HookedDense(nn.Module):

@@ -36,10 +36,10 @@ class EncoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
-    """x [b, l, e], bias [b, h, l, P+l] (P = hooks.prefix_length) -> [b, l, e]."""
+    """x [b, l, e], bias [b, h, l, P+l] (P = encoder prefix length) -> [b, l, e]."""
     cfg, hooks = self.config, self.hooks
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="pre_attention_layer_norm")(x)
-    y = layers.MultiHeadAttention(cfg, hooks, hooks.prefix_length, name="attention")(
+    y = layers.MultiHeadAttention(cfg, hooks, encoder_prefix_length(hooks), name="attention")(
         y, y, bias, deterministic)
     x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="pre_mlp_layer_norm")(x)
@@ -75,7 +75,13 @@ class DecoderLayer(nn.Module):
     return x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
 
 
+def encoder_prefix_length(hooks: MethodHooks) -> int:
+  """P of the encoder self-attention's key/value prefixes (0: none)."""
+  return hooks.prefix_length if hooks.prefix_encoder else 0
+
+
 def decoder_prefix_length(hooks: MethodHooks) -> int:
+  """P of the decoder self-attention's key/value prefixes (0: none)."""
   return hooks.prefix_length if hooks.prefix_decoder else 0
 
 
@@ -105,7 +111,7 @@ class Encoder(nn.Module):
     elif hooks.prompt_length:
       x, mask = Prompt(hooks.prompt_length, cfg.emb_dim, name="prompt")(x, mask)
     x = layers.sublayer_dropout(cfg)(x, deterministic=deterministic)
-    length, prefix = x.shape[1], hooks.prefix_length
+    length, prefix = x.shape[1], encoder_prefix_length(hooks)
     relpos = layers.RelativePositionBias(
         cfg.num_heads, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
         bidirectional=True, dtype=cfg.compute_dtype, name="relpos_bias")
