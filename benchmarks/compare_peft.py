@@ -23,12 +23,11 @@ Methods (`--methods`; METHODS below):
   ia3     key and value outputs scaled, MLP hidden scaled at the input of wo;
           `IA3Config(target_modules=["k", "v", "wo"], feedforward_modules=["wo"])` (PEFT's T5
           defaults).
-  prefix  20 key/value prefixes per layer; `PrefixTuningConfig(num_virtual_tokens=20)`. Not the
-          same placement: PEFT's T5 prefix goes to the decoder self-attention only (PEFT 0.21
-          with transformers >= 4.56 resets the cross-attention cache it also fills), so its
-          backward pass never enters the encoder; ours has no decoder-only setting, and the
-          closest, `Prefix(length=20, decoder=True)`, adds prefixes to the encoder and the
-          decoder self-attention, so its step also differentiates through the encoder.
+  prefix  20 key/value prefixes per decoder self-attention; `PrefixTuningConfig(
+          num_virtual_tokens=20)`, whose T5 prefix goes to the decoder self-attention only
+          (PEFT 0.21 `get_prompt` empties the cross-attention cache it also fills), and ours
+          `Prefix(length=20, encoder=False, decoder=True)`, the same placement (logits equal:
+          tests/test_peft_parity.py).
   The non-prompt methods use AdamW at our method's default learning rate, weight decay 0, with
   a linear warmup over 6% of 1000 steps then linear decay (ours `adamw_warmup`, PEFT
   `torch.optim.AdamW` and `get_linear_schedule_with_warmup`).
@@ -87,7 +86,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "lora": {"ours": {"rank": 8, "alpha": 8.0},
              "peft": ("LoraConfig", {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0,
                                      "target_modules": ["q", "v"]})},
-    "prefix": {"ours": {"length": 20, "decoder": True},
+    "prefix": {"ours": {"length": 20, "encoder": False, "decoder": True},
                "peft": ("PrefixTuningConfig", {"num_virtual_tokens": 20})},
     "ia3": {"ours": {}, "peft": ("IA3Config", {"target_modules": ["k", "v", "wo"],
                                                "feedforward_modules": ["wo"]})},
@@ -98,10 +97,8 @@ NOTES = {
     "prompt": "100-token soft prompt, Adafactor lr 0.3 both sides.",
     "lora": "rank 8, alpha 8 on all attention q and v (PEFT target_modules q, v).",
     "ia3": "k, v outputs and the wo input scaled (PEFT's T5 defaults k, v, wo; wo feed-forward).",
-    "prefix": "20 prefixes; PEFT's T5 prefix goes to the decoder self-attention only, so its "
-              "backward never enters the encoder; ours (Prefix.decoder=True, the closest "
-              "setting: no decoder-only option) adds the encoder's self-attention prefixes and "
-              "differentiates through the encoder, more work per step.",
+    "prefix": "20 prefixes in each decoder self-attention, PEFT's T5 placement (ours "
+              "Prefix(encoder=False, decoder=True)).",
 }
 
 

@@ -43,7 +43,8 @@ def test_our_settings_build_the_method_peft_is_configured_with():
       assert peft_settings["target_modules"] == ["q", "v"]
       assert peft_settings["lora_dropout"] == 0.0  # ours has no LoRA dropout.
     if name == "prefix":
-      assert method.length == peft_settings["num_virtual_tokens"] and method.decoder
+      assert method.length == peft_settings["num_virtual_tokens"]
+      assert method.decoder and not method.encoder  # PEFT's T5 placement.
     if name == "ia3":
       assert peft_settings["feedforward_modules"] == ["wo"]
     assert config_class.endswith("Config")

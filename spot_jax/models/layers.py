@@ -165,7 +165,7 @@ class MultiHeadAttention(nn.Module):
 
   With `prefix_length` P > 0 (prefix tuning, P-tuning v2), learned `prefix_key` and
   `prefix_value` [P, heads, head_dim] are prepended to the projected keys and values; the bias
-  then covers P + k keys (see `prefix_bias`).
+  then covers P + k keys (see `prefix_position_bias`).
   """
 
   config: T5Config
