@@ -35,7 +35,9 @@ def compilation_cache(request):
   """A persistent XLA cache for the module: runs of the same shapes after the first (in this
   process and in worker processes) skip compilation."""
   import jax
-  path = str(request.config.cache.mkdir("spot_jax_xla_cache"))
+  cache = getattr(request.config, "cache", None)  # None under `-p no:cacheprovider`.
+  path = str(cache.mkdir("spot_jax_xla_cache") if cache is not None
+             else request.getfixturevalue("tmp_path_factory").mktemp("spot_jax_xla_cache"))
   names = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0,
            "jax_persistent_cache_min_entry_size_bytes": -1}
   old = {name: getattr(jax.config, name) for name in names}

@@ -1,6 +1,7 @@
 """`spot-jax demo --quick` end to end, as CI runs it: every report section with finite numbers,
 the claims (a)-(c) hold or the report says which did not, a clean stdout, and a rerun after
-deleting one source run retrains only that run."""
+deleting one source run retrains only that run. Slow (the quick demo takes minutes): CI runs the
+slow tests after the default suite (.ci/run)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import sys
 import pytest
 
 from conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
 
 RUN_LINE = re.compile(r"^\s+\[\d+/\d+\] (.+?):")
 NOISE = re.compile(r"WARNING|absl|tensorflow|TensorFlow|cuda|I0000|W0000|Got: |Max Lengths|"

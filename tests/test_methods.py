@@ -31,11 +31,17 @@ ODD = dict(vocab_size=72, emb_dim=24, num_heads=2, head_dim=10, mlp_dim=36, drop
 SETTINGS = {"prefix": {"length": 3, "decoder": True}, "lora": {"rank": 3}}
 
 
+_FROZEN = {}
+
+
 def make(name: str, config, prompt_length: int = 4):
   method = methods.create(name, prompt_length, **SETTINGS.get(name, {}))
   model = T5(config, hooks=method.hooks())
   tokens = jnp.ones((1, 4), jnp.int32)
-  frozen = jax.jit(T5(config).init)(jax.random.PRNGKey(0), tokens, tokens)["params"]
+  key = repr(config)  # one frozen init (one compilation) per config for the whole module.
+  if key not in _FROZEN:
+    _FROZEN[key] = jax.jit(T5(config).init)(jax.random.PRNGKey(0), tokens, tokens)["params"]
+  frozen = _FROZEN[key]
   prompt = prompts.from_sampled_vocab(jax.random.PRNGKey(1), frozen["token_embedder"]["embedding"],
                                       prompt_length)
   return method, model, frozen, method.init(jax.random.PRNGKey(2), model, frozen, prompt)
@@ -203,7 +209,10 @@ def test_prefix_cached_decoding_equals_the_full_decoder():
   method = methods.create("prefix", length=3, encoder=False, decoder=True)
   model = T5(config, hooks=method.hooks())
   tokens = jnp.ones((1, 4), jnp.int32)
-  frozen = jax.jit(T5(config).init)(jax.random.PRNGKey(0), tokens, tokens)["params"]
+  key = repr(config)  # one frozen init (one compilation) per config for the whole module.
+  if key not in _FROZEN:
+    _FROZEN[key] = jax.jit(T5(config).init)(jax.random.PRNGKey(0), tokens, tokens)["params"]
+  frozen = _FROZEN[key]
   params = methods.combine(frozen, method.init(jax.random.PRNGKey(2), model, frozen))
   batch = batch_of(np.random.default_rng(5))
   enc, targets = batch["encoder_input_tokens"], batch["decoder_target_tokens"].at[1, -1].set(7)
@@ -223,6 +232,7 @@ def test_prefix_cached_decoding_equals_the_full_decoder():
                                 scoring.greedy_decode_uncached(model, params, enc, 5))
 
 
+@pytest.mark.slow
 def test_a_decoder_only_prefix_run_saves_and_records_its_placement(tmp_path):
   import gin
   gin.bind_parameter("spot_jax.methods.Prefix.encoder", False)
@@ -256,7 +266,10 @@ class Interrupted(RuntimeError):
   pass
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "prompt"])
+# LoRA in the default suite; the other methods (same code path, other leaves) are slow tests.
+@pytest.mark.parametrize("name", [
+    n if n == "lora" else pytest.param(n, marks=pytest.mark.slow)
+    for n in NAMES if n != "prompt"])
 def test_run_saves_every_leaf_and_an_interrupted_run_resumes_bit_equal(name, tmp_path,
                                                                        monkeypatch):
   straight = train(small_run(tmp_path / "straight", name))
