@@ -192,6 +192,7 @@ def spot_jax(*args, **kwargs) -> subprocess.Popen:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+@pytest.mark.slow  # two CLI processes; the default suite resumes in-process (test_methods, test_packed).
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
   straight, killed = tmp_path / "straight", tmp_path / "killed"
   uninterrupted = spot_jax("train", *TRAIN_ARGS, f"--gin.MODEL_DIR={straight}")
