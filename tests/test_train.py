@@ -192,27 +192,39 @@ def spot_jax(*args, **kwargs) -> subprocess.Popen:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-@pytest.mark.slow  # two CLI processes; the default suite resumes in-process (test_methods, test_packed).
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+def _checkpoint_files(model_dir, step: int) -> dict[str, np.ndarray]:
+  """{file: array} of every trainable leaf saved at `step`."""
+  path = run_dir.checkpoint_dir(str(model_dir), step)
+  return {name: np.load(os.path.join(path, name)) for name in sorted(os.listdir(path))}
+
+
+@pytest.mark.slow  # two CLI processes per method; the default suite resumes in-process too.
+@pytest.mark.parametrize("method", ["prompt", "prompt_encoder", "prefix", "lora", "bias", "ia3"])
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, method):
+  """SIGKILL after step 12's checkpoint, `train` again: every leaf equals an uninterrupted run."""
+  args = [*TRAIN_ARGS, f"--gin_file=methods/{method}.gin"]
   straight, killed = tmp_path / "straight", tmp_path / "killed"
-  uninterrupted = spot_jax("train", *TRAIN_ARGS, f"--gin.MODEL_DIR={straight}")
-  victim = spot_jax("train", *TRAIN_ARGS, f"--gin.MODEL_DIR={killed}")
+  uninterrupted = spot_jax("train", *args, f"--gin.MODEL_DIR={straight}")
+  victim = spot_jax("train", *args, f"--gin.MODEL_DIR={killed}")
   deadline = time.time() + 240
-  while not os.path.exists(run_dir.prompt_path(str(killed), 12)):
+  while not os.path.exists(run_dir.checkpoint_dir(str(killed), 16)):
     assert victim.poll() is None, victim.stdout.read()
-    assert time.time() < deadline, "run never reached step 12"
+    assert time.time() < deadline, "run never reached step 16"
     time.sleep(0.05)
-  victim.send_signal(signal.SIGKILL)
+  victim.send_signal(signal.SIGKILL)  # possibly in the middle of writing step 16.
   victim.wait()
-  assert not os.path.exists(run_dir.prompt_path(str(killed), 40))
-  resumed = spot_jax("train", *TRAIN_ARGS, f"--gin.MODEL_DIR={killed}")
+  assert not os.path.exists(run_dir.checkpoint_dir(str(killed), 40))
+  resumed = spot_jax("train", *args, f"--gin.MODEL_DIR={killed}")
   for process in (uninterrupted, resumed):
     output = process.communicate(timeout=300)[0]
     assert process.returncode == 0, output
   for step in (20, 40):
-    np.testing.assert_array_equal(np.load(run_dir.prompt_path(str(killed), step)),
-                                  np.load(run_dir.prompt_path(str(straight), step)))
-  assert run_dir.read_summary(str(killed)).finished
+    expected, got = _checkpoint_files(straight, step), _checkpoint_files(killed, step)
+    assert set(got) == set(expected) and expected
+    for name in expected:
+      np.testing.assert_array_equal(got[name], expected[name], err_msg=f"{name} at {step}")
+  summary = run_dir.read_summary(str(killed))
+  assert summary.finished and summary.method == method
 
 
 def test_gin_errors_name_the_closest_valid_names(tmp_path):
