@@ -291,6 +291,10 @@ def test_cli_retrieve_writes_predictions(library, tmp_path, capsys):
   assert lines[0].split() == ["rank", "id", "task", "seed", "similarity"]
   assert [line.split()[:3] for line in lines[1:3]] == [  # the query itself is a TARGET key.
       ["1", ids[TARGET], TARGET], ["2", ids["synthetic_copy"], "synthetic_copy"]]
+  # A scorer that is not a similarity labels its column "score".
+  assert main(["retrieve", "--library", lib.root, "--key", str(key), "--model", "fp-test",
+               "--k", "2", "--scorer", "max_pairwise"]) == 0
+  assert capsys.readouterr().out.splitlines()[0].split() == ["rank", "id", "task", "seed", "score"]
   with open(out) as f:
     rows = list(csv.DictReader(f))
   entries, keys = lib.pooled_keys("mean", model=MODEL)

@@ -122,8 +122,12 @@ def report_problems(library) -> None:
     print(f"warning: skipped corrupt entry {entry_id}: {why}", file=sys.stderr)
 
 
-def _print_ranked(ranked) -> None:
-  rows = [("rank", "id", "task", "seed", "similarity")] + [
+def _print_ranked(ranked, scorer: str) -> None:
+  """One row per ranked entry; the score column says what it is (a similarity or a learned
+  scorer's predicted gain)."""
+  from spot_jax.library import similarity
+  column = "similarity" if scorer in similarity.METRICS else "score"
+  rows = [("rank", "id", "task", "seed", column)] + [
       (str(r.rank), r.entry.id, r.entry.task, str(r.entry.seed), f"{r.score:.6f}")
       for r in ranked]
   widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -140,7 +144,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
   query = _query(args, library)
   options = dict(scorer=args.scorer or args.metric, exclude_task=args.exclude_task,
                  center_keys=args.center, by_task=args.by_task, target=args.target)
-  _print_ranked(pipeline.rank_sources(library, query, k=args.k, **options))
+  _print_ranked(pipeline.rank_sources(library, query, k=args.k, **options), options["scorer"])
   if args.out:
     target = args.target or _task(query)
     if not target:
