@@ -34,14 +34,19 @@ SETTINGS = {"prefix": {"length": 3, "decoder": True}, "lora": {"rank": 3}}
 _FROZEN = {}
 
 
+def frozen_params(config):
+  """The random frozen model of `config`: one init (one compilation) per config per module."""
+  key = repr(config)
+  if key not in _FROZEN:
+    tokens = jnp.ones((1, 4), jnp.int32)
+    _FROZEN[key] = jax.jit(T5(config).init)(jax.random.PRNGKey(0), tokens, tokens)["params"]
+  return _FROZEN[key]
+
+
 def make(name: str, config, prompt_length: int = 4):
   method = methods.create(name, prompt_length, **SETTINGS.get(name, {}))
   model = T5(config, hooks=method.hooks())
-  tokens = jnp.ones((1, 4), jnp.int32)
-  key = repr(config)  # one frozen init (one compilation) per config for the whole module.
-  if key not in _FROZEN:
-    _FROZEN[key] = jax.jit(T5(config).init)(jax.random.PRNGKey(0), tokens, tokens)["params"]
-  frozen = _FROZEN[key]
+  frozen = frozen_params(config)
   prompt = prompts.from_sampled_vocab(jax.random.PRNGKey(1), frozen["token_embedder"]["embedding"],
                                       prompt_length)
   return method, model, frozen, method.init(jax.random.PRNGKey(2), model, frozen, prompt)
@@ -208,11 +213,7 @@ def test_prefix_cached_decoding_equals_the_full_decoder():
   config = get_config("tiny", **ODD)
   method = methods.create("prefix", length=3, encoder=False, decoder=True)
   model = T5(config, hooks=method.hooks())
-  tokens = jnp.ones((1, 4), jnp.int32)
-  key = repr(config)  # one frozen init (one compilation) per config for the whole module.
-  if key not in _FROZEN:
-    _FROZEN[key] = jax.jit(T5(config).init)(jax.random.PRNGKey(0), tokens, tokens)["params"]
-  frozen = _FROZEN[key]
+  frozen = frozen_params(config)
   params = methods.combine(frozen, method.init(jax.random.PRNGKey(2), model, frozen))
   batch = batch_of(np.random.default_rng(5))
   enc, targets = batch["encoder_input_tokens"], batch["decoder_target_tokens"].at[1, -1].set(7)
