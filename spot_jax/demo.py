@@ -65,6 +65,7 @@ class DemoConfig:
       default_factory=lambda: {"inputs": 128, "targets": 16})
   batch_size: int = 32
   prompt_length: int = 20
+  learning_rate: float | None = None  # None: the method's default (prompt: 0.3, SPoT).
   # How checkpoints are scored: 'rank_classification' (the best of the task's labels) scores
   # an untrained prompt near chance; 'greedy' (T5X's default) scores it 0 when it decodes no
   # label at all.
@@ -149,7 +150,8 @@ def quiet_libraries(log_path: str):
 
 
 def _task_name(task: str) -> str:
-  return task.removeprefix("synthetic_")
+  from tasks import synthetic
+  return synthetic.unprefixed_name(task)
 
 
 def family(task: str) -> str:
@@ -193,7 +195,7 @@ def study_spec(cfg: DemoConfig, checkpoint: str):
       # Targets start like sources (sampled vocabulary), so their KEY_STEP prompts (the task
       # keys) are comparable with the library's keys.
       source_prompt_init="sampled_vocab", baseline_prompt_init="sampled_vocab",
-      gin_bindings={"EVAL_MODE": cfg.eval_mode}))
+      gin_bindings={"EVAL_MODE": cfg.eval_mode, "LEARNING_RATE": cfg.learning_rate}))
 
 
 def describe_run(spec) -> str:

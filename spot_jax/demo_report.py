@@ -213,7 +213,8 @@ def _fmt(value: Any, digits: int = 1, sign: bool = False) -> str:
 
 
 def _short(task: str) -> str:
-  return task.removeprefix("synthetic_")
+  from tasks import synthetic
+  return synthetic.unprefixed_name(task)
 
 
 def blocks(data: Mapping[str, Any]) -> list[tuple]:

@@ -4,7 +4,10 @@ Importing this module registers, with the default seed and prefix `synthetic_`, 
 per synthetic task (`synthetic_sentiment_a`, ...) plus `synthetic_corpus`, a prefix-LM task
 over the generated corpus used to pretrain the embedded tiny model. Registration is cheap:
 examples are generated lazily, on the first `get_dataset`, and cached per (seed, name, split).
-All tasks use the byte vocabulary with EOS on both features; classification tasks report
+The same world is registered twice: tokenised by bytes under `synthetic_` (the tests' worlds:
+no vocabulary file at all) and by words under `synthetic_words_` (`get_synthetic_word_vocabulary`,
+one SentencePiece piece per word: sequences 5x shorter, and a word is one token, as in a real
+subword vocabulary; the demo's world). EOS is on both features; classification tasks report
 accuracy and macro F1, transform tasks exact match (all in percent).
 """
 
@@ -22,17 +25,21 @@ import tensorflow as tf
 from tasks.synthetic_world import (CORPUS_SIZES, DEFAULT_PREFIX, SPLITS, TASKS, SyntheticTaskSpec,
                                    SyntheticWorld, TaskInfo, corpus_documents, corpus_examples,
                                    generate_world, task_families, task_info)
-from tasks.vocabulary import get_byte_vocabulary
+from tasks.vocabulary import get_byte_vocabulary, get_synthetic_word_vocabulary
 
 DEFAULT_SEED = 0
 CORPUS_TASK = "corpus"
+WORDS_PREFIX = "synthetic_words_"
+VOCABULARIES = ("bytes", "words")
+_REGISTERED_PREFIXES: set[str] = set()
 
 __all__ = [
     "CORPUS_TASK", "DEFAULT_PREFIX", "DEFAULT_SEED", "METRIC_FNS", "SyntheticTaskSpec",
     "SyntheticWorld", "accuracy", "corpus_documents", "exact_match", "generate_world",
     "macro_f1", "register_synthetic_tasks", "strip_text", "synthetic_examples",
     "synthetic_task_info", "synthetic_task_names", "task_families", "task_labels",
-    "PRETRAINING_TASKS", "register_pretraining_mixture",
+    "PRETRAINING_TASKS", "register_pretraining_mixture", "VOCABULARIES", "WORDS_PREFIX",
+    "unprefixed_name",
 ]
 
 
@@ -110,8 +117,10 @@ class _SyntheticDatasetFn:
 # -------------------------------------------------------------------------------- registration
 
 
-def _output_features() -> dict[str, seqio.Feature]:
-  vocab = get_byte_vocabulary()
+def _output_features(vocabulary: str, seed: int) -> dict[str, seqio.Feature]:
+  if vocabulary not in VOCABULARIES:
+    raise ValueError(f"unknown synthetic vocabulary {vocabulary!r}; expected one of {VOCABULARIES}")
+  vocab = get_byte_vocabulary() if vocabulary == "bytes" else get_synthetic_word_vocabulary(seed)
   return {"inputs": seqio.Feature(vocab, add_eos=True, required=True),
           "targets": seqio.Feature(vocab, add_eos=True)}
 
@@ -125,21 +134,25 @@ def _check_registered_seed(full_name: str, seed: int) -> None:
 
 
 def _register(full_name: str, seed: int, name: str, sizes: Mapping[str, int],
-              metric_names: Sequence[str]) -> None:
+              metric_names: Sequence[str], vocabulary: str) -> None:
   source = seqio.FunctionDataSource(_SyntheticDatasetFn(seed, name), splits=SPLITS,
                                     num_input_examples=dict(sizes))
   seqio.TaskRegistry.add(
-      full_name, source=source, output_features=_output_features(),
+      full_name, source=source, output_features=_output_features(vocabulary, seed),
       preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
       postprocess_fn=strip_text, metric_fns=[METRIC_FNS[m] for m in metric_names])
 
 
-def register_synthetic_tasks(seed: int = DEFAULT_SEED, prefix: str = DEFAULT_PREFIX) -> list[str]:
-  """Registers every synthetic task and the corpus task; returns their names (corpus last).
+def register_synthetic_tasks(seed: int = DEFAULT_SEED, prefix: str = DEFAULT_PREFIX,
+                             vocabulary: str = "bytes") -> list[str]:
+  """Registers every synthetic task and the corpus task, tokenised by `vocabulary` ('bytes' or
+  'words'); returns their names (corpus last).
 
   Idempotent: names already registered are skipped (a ValueError if they belong to another
-  seed). Use a different prefix per seed.
+  seed). Use a different prefix per seed and per vocabulary.
   """
+  _output_features(vocabulary, seed)  # Checks the vocabulary name before anything registers.
+  _REGISTERED_PREFIXES.add(prefix)
   entries = [(info.name, info.sizes, info.metric_names) for info in TASKS]
   entries.append((CORPUS_TASK, CORPUS_SIZES, ()))
   names = []
@@ -148,7 +161,7 @@ def register_synthetic_tasks(seed: int = DEFAULT_SEED, prefix: str = DEFAULT_PRE
     if full_name in seqio.TaskRegistry.names():
       _check_registered_seed(full_name, seed)
     else:
-      _register(full_name, seed, name, sizes, metric_names)
+      _register(full_name, seed, name, sizes, metric_names, vocabulary)
     names.append(full_name)
   return names
 
@@ -169,10 +182,11 @@ def _prepend_task_name(name: str):
 
 
 def register_pretraining_mixture(seed: int = DEFAULT_SEED, prefix: str = DEFAULT_PREFIX,
-                                 tasks: Sequence[str] = PRETRAINING_TASKS) -> str:
+                                 tasks: Sequence[str] = PRETRAINING_TASKS,
+                                 vocabulary: str = "bytes") -> str:
   """Registers `{prefix}pretraining`: the corpus plus `tasks` with their names as an input
   prefix (`{prefix}pretrain_{name}`), mixed in proportion to their sizes. Returns its name."""
-  register_synthetic_tasks(seed, prefix)
+  register_synthetic_tasks(seed, prefix, vocabulary)
   mixture = f"{prefix}pretraining"
   if mixture in seqio.MixtureRegistry.names():
     return mixture
@@ -184,7 +198,7 @@ def register_pretraining_mixture(seed: int = DEFAULT_SEED, prefix: str = DEFAULT
       source = seqio.FunctionDataSource(_SyntheticDatasetFn(seed, name), splits=SPLITS,
                                         num_input_examples=dict(info.sizes))
       seqio.TaskRegistry.add(
-          full_name, source=source, output_features=_output_features(),
+          full_name, source=source, output_features=_output_features(vocabulary, seed),
           preprocessors=[_prepend_task_name(name), seqio.preprocessors.tokenize,
                          seqio.preprocessors.append_eos_after_trim],
           postprocess_fn=strip_text, metric_fns=[METRIC_FNS[m] for m in info.metric_names])
@@ -199,8 +213,17 @@ def synthetic_task_names(seed: int = DEFAULT_SEED, prefix: str = DEFAULT_PREFIX)
   return [prefix + info.name for info in TASKS]
 
 
+def unprefixed_name(name: str) -> str:
+  """A synthetic task's world name (`synthetic_words_topic_2way` -> `topic_2way`)."""
+  return _unprefixed(name, DEFAULT_PREFIX)
+
+
 def _unprefixed(name: str, prefix: str) -> str:
-  return name[len(prefix):] if prefix and name.startswith(prefix) else name
+  """`name` without `prefix` or, failing that, the longest registered prefix it starts with."""
+  for candidate in sorted({prefix, *_REGISTERED_PREFIXES}, key=len, reverse=True):
+    if candidate and name.startswith(candidate):
+      return name[len(candidate):]
+  return name
 
 
 def task_labels(name: str, prefix: str = DEFAULT_PREFIX) -> tuple[str, ...] | None:
@@ -215,3 +238,5 @@ def synthetic_task_info(name: str, prefix: str = DEFAULT_PREFIX) -> TaskInfo:
 
 register_synthetic_tasks()
 register_pretraining_mixture()
+register_synthetic_tasks(prefix=WORDS_PREFIX, vocabulary="words")
+register_pretraining_mixture(prefix=WORDS_PREFIX, vocabulary="words")

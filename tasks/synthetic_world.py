@@ -556,6 +556,16 @@ def generate_world(seed: int = 0) -> SyntheticWorld:
   return SyntheticWorld(seed=seed, lexicon=lex, tasks=MappingProxyType(tasks))
 
 
+def vocabulary_words(lexicon: Lexicon) -> tuple[str, ...]:
+  """Every whitespace-separated word the world's texts can contain, sorted: the lexicon, the
+  uppercase task's outputs, template glue words, labels, punctuation and the `name:` cues of
+  the pretraining mixture. `tasks.vocabulary.get_synthetic_word_vocabulary` makes one
+  SentencePiece piece of each."""
+  words = set(lexicon.words()) | {w.upper() for w in lexicon.misc_words} | _excluded_words()
+  words |= {".", ",", ":"} | {f"{info.name}:" for info in TASKS}
+  return tuple(sorted(words))
+
+
 def task_info(name: str) -> TaskInfo:
   """The static description of task `name` (unprefixed)."""
   for info in TASKS:

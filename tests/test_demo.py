@@ -123,7 +123,8 @@ def test_rerun_after_deleting_one_source_run_retrains_only_that_run(quick, tmp_p
   rerun = demo(out).stdout
   retrained = [RUN_LINE.match(line).group(1) for line in rerun.splitlines()
                if RUN_LINE.match(line)]
-  assert retrained == [f"source {source.removeprefix('synthetic_')}"], rerun
+  from tasks import synthetic
+  assert retrained == [f"source {synthetic.unprefixed_name(source)}"], rerun
   again = json.loads((out / "results.json").read_text())
   assert again["transfer_matrix"] == data["transfer_matrix"]  # fixed seeds: the same numbers.
   assert again["checks"] == data["checks"]

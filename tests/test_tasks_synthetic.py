@@ -8,7 +8,9 @@ import itertools
 
 import pytest
 import seqio
+import tensorflow as tf
 
+from spot_jax.models.config import get_config
 from tasks import synthetic
 from tasks import synthetic_world as sw
 from tasks.vocabulary import get_byte_vocabulary
@@ -215,3 +217,68 @@ def test_corpus_is_prefix_lm():
   # The corpus states the latent facts the tasks rely on, with the label words.
   text = " ".join(docs)
   assert "means positive" in text and "is about sports" in text and "are same" in text
+
+
+# ----------------------------------------------------------------- the world tokenised by words
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_word_vocabulary_gives_every_word_of_the_world_one_id(seed):
+  from tasks.vocabulary import get_synthetic_word_vocabulary
+  vocab = get_synthetic_word_vocabulary(seed)
+  words = sw.vocabulary_words(sw.build_lexicon(seed))
+  assert vocab.vocab_size == len(words) + 3 <= get_config("tiny_words").vocab_size
+  world = sw.generate_world(seed)
+  texts = [text for info in sw.TASKS for ex in world.task(info.name).generate("validation")[:50]
+           for text in (ex["inputs"], ex["targets"], f"{info.name}: {ex['inputs']}")]
+  texts += world.corpus(50)
+  for text in texts:
+    ids = vocab.encode(text)
+    assert len(ids) == len(text.split()) and vocab.unk_id not in ids, text
+    assert vocab.decode(ids) == text
+  # The TensorFlow path seqio tokenises with gives the same ids as the python one.
+  batch = texts[:20]
+  tf_ids = vocab.encode_tf(tf.constant(batch)).to_list()
+  assert tf_ids == [vocab.encode(text) for text in batch]
+
+
+def test_word_model_is_one_piece_per_word_and_reproducible():
+  from tasks.vocabulary import word_model_proto
+  first = word_model_proto(("kelo", "rami", "."))
+  assert first == word_model_proto(("kelo", "rami", "."))
+  import sentencepiece
+  processor = sentencepiece.SentencePieceProcessor(model_proto=first)
+  assert [processor.id_to_piece(i) for i in range(6)] == [
+      "<pad>", "</s>", "<unk>", "\u2581kelo", "\u2581rami", "\u2581."]
+  assert processor.encode("rami kelo zzz .") == [4, 3, 2, 5]
+  with pytest.raises(ValueError, match="distinct"):
+    word_model_proto(("kelo", "kelo"))
+  with pytest.raises(ValueError, match="whitespace"):
+    word_model_proto(("two words",))
+
+
+def test_words_tasks_are_the_same_world_tokenised_by_words():
+  from tasks.vocabulary import get_synthetic_word_vocabulary
+  assert synthetic.unprefixed_name("synthetic_words_topic_2way") == "topic_2way"
+  assert synthetic.unprefixed_name("synthetic_topic_2way") == "topic_2way"
+  assert synthetic.unprefixed_name("glue_rte") == "glue_rte"
+  assert synthetic.task_labels("synthetic_words_topic_2way") == ("sports", "food")
+  assert synthetic.synthetic_task_info("synthetic_words_nli_facts").family == "nli"
+  lengths = {"inputs": 24, "targets": 4}
+  words = seqio.get_mixture_or_task("synthetic_words_sentiment_b").get_dataset(
+      lengths, split="validation", shuffle=False)
+  by_bytes = seqio.get_mixture_or_task("synthetic_sentiment_b").get_dataset(
+      {"inputs": 128, "targets": 16}, split="validation", shuffle=False)
+  vocab = get_synthetic_word_vocabulary(0)
+  for ex_words, ex_bytes in itertools.islice(zip(words.as_numpy_iterator(),
+                                                 by_bytes.as_numpy_iterator()), 20):
+    assert ex_words["inputs_pretokenized"] == ex_bytes["inputs_pretokenized"]
+    assert vocab.decode(ex_words["inputs"].tolist()) == ex_words["inputs_pretokenized"].decode()
+    assert ex_words["inputs"][-1] == ex_words["targets"][-1] == 1  # EOS
+    assert len(ex_words["targets"]) == 2  # one word and EOS.
+  mixture = seqio.get_mixture_or_task("synthetic_words_pretraining")
+  assert {t.name for t in mixture.tasks} == {"synthetic_words_corpus"} | {
+      f"synthetic_words_pretrain_{name}" for name in synthetic.PRETRAINING_TASKS}
+  with pytest.raises(ValueError, match="unknown synthetic vocabulary"):
+    synthetic.register_synthetic_tasks(prefix="synthetic_test_chars_", vocabulary="chars")
+  assert not any(n.startswith("synthetic_test_chars_") for n in seqio.TaskRegistry.names())

@@ -52,6 +52,10 @@ CONFIGS: dict[str, T5Config] = {
     # The tiny shape with a byte vocabulary (259 ids, padded to 384): the synthetic world.
     "tiny_byte": T5Config(vocab_size=384, emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,
                           num_encoder_layers=2, num_decoder_layers=2),
+    # The tiny shape with the synthetic world's word vocabulary (431 ids, padded to 512):
+    # the embedded demo's frozen model.
+    "tiny_words": T5Config(vocab_size=512, emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,
+                           num_encoder_layers=2, num_decoder_layers=2),
     "small": T5Config(emb_dim=512, num_heads=6, head_dim=64, mlp_dim=1024,
                       num_encoder_layers=8, num_decoder_layers=8),
     "base": T5Config(emb_dim=768, num_heads=12, head_dim=64, mlp_dim=2048,
@@ -81,7 +85,7 @@ def released_checkpoint_step(name: str) -> int | None:
 
 
 def get_config(name: str, **overrides: Any) -> T5Config:
-  """Returns the named config (tiny, tiny_byte, small, base, large, xl, xxl) with overrides."""
+  """Returns the named config (tiny, tiny_byte, tiny_words, small, base, large, xl, xxl) with overrides."""
   if name not in CONFIGS:
     close = difflib.get_close_matches(name, CONFIGS, n=3, cutoff=0.3)
     hint = f" Did you mean {close}?" if close else ""
