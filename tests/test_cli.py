@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import PROJECT_ROOT
 
 
@@ -40,3 +42,18 @@ def test_train_step_benchmark_prints_and_records(tmp_path):
   result = json.loads(out.read_text())
   assert result["examples_per_second"] > 0 and result["peak_memory_bytes"] > 0
   assert abs(result["tokens_per_second"] - result["examples_per_second"] * (16 + 4 + 8)) < 1e-6 * result["tokens_per_second"]
+
+
+@pytest.mark.slow
+def test_world_vocabulary_benchmark_writes_its_section(tmp_path):
+  results = tmp_path / "RESULTS.md"
+  process = run("benchmarks/world_vocabulary.py", "--steps", "2", "--num_examples", "6",
+                "--work_dir", str(tmp_path / "work"), "--results", str(results))
+  assert process.returncode == 0, process.stderr[-3000:]
+  text = results.read_text()
+  assert "<!-- begin world_vocabulary -->" in text
+  rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+  assert len(rows) == 1 + 8  # the header, then a source and its target for 4 families.
+  assert rows[2].startswith("| sentiment_b | sentiment_a | 50 |")
+  cells = [float(c) for row in rows[1:] for c in row.strip("| ").split(" | ")[2:]]
+  assert len(cells) == 8 * 5 and all(0 <= c <= 100 for c in cells)

@@ -4,6 +4,7 @@ and resume after an interruption."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -52,3 +53,10 @@ def test_interrupted_pretraining_resumes_to_the_same_model(tmp_path):
 def _leaves(tree):
   import jax
   return jax.tree_util.tree_leaves(tree)
+
+
+def test_warmup_longer_than_the_run_is_refused_before_anything_is_written(tmp_path):
+  cfg = PretrainConfig(output_dir=str(tmp_path), **dict(TINY, warmup_steps=4))
+  with pytest.raises(ValueError, match="warmup_steps < train_steps"):
+    pretrain(cfg, log=lambda line: None)
+  assert not os.listdir(tmp_path)

@@ -75,6 +75,10 @@ def pretrain(cfg: PretrainConfig, log=print) -> str:
   import orbax.checkpoint as ocp
 
   from spot_jax.fileio import atomic_write_bytes
+  if not 0 <= cfg.warmup_steps < cfg.train_steps:
+    raise ValueError(f"Pretraining needs 0 <= warmup_steps < train_steps, got warmup_steps="
+                     f"{cfg.warmup_steps} and train_steps={cfg.train_steps}; lower "
+                     "PretrainConfig.warmup_steps or train longer.")
   path = checkpoint_path(cfg)
   if os.path.exists(os.path.join(path, t5x.CHECKPOINT_FILE)):
     log(f"Reusing pretrained model {path}")
