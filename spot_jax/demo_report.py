@@ -179,8 +179,8 @@ def affinity_sentence(info: Mapping[str, Any]) -> str:
           f"on the measured transfer gains of the other targets (leave one target out: "
           f"{len(info['folds'])} folds of {'/'.join(map(str, pairs))} training pairs; "
           f"{len(info['seeds'])} seeds averaged, {info['train_steps']} steps, no validation "
-          "on the held-out target), so it ranks each target's sources without having seen "
-          "any of its transfers.")
+          "on the held-out target; keys not centred), so it ranks each target's sources "
+          "without having seen any of its transfers.")
 
 
 def best_of_top_k_plot(rankings: Mapping[str, Any], methods: Sequence[str],
