@@ -10,8 +10,9 @@ Through the pipeline API (`spot_jax.pipeline`), with every knob in gin_configs/d
   3. on held-out targets: baselines, the source x target transfer matrix by brute force (the
      ground truth) and the untrained prompt;
   4. embed each target (its baseline's KEY_STEP prompt), rank the sources with every ranking
-     method (similarity metrics; learned scorers by name) and evaluate the rankings against
-     the ground truth;
+     method (similarity metrics; learned scorers by name; `affinity_head`: the light affinity
+     head trained here for each target on the other targets' gains only) and evaluate the
+     rankings against the ground truth;
   5. BEST OF TOP-k (read off the brute-force matrix: the same runs), TOP-k WEIGHTED AVERAGE
      and TOP-k MULTI-TASK MIXTURE;
   6. report.md, report.html (figures inline) and results.json (`spot_jax.demo_report`).
@@ -38,6 +39,9 @@ import gin
 DEMO_GIN = "demo.gin"
 QUICK_GIN = "demo_quick.gin"
 NUM_STAGES = 6
+# The ranking method of the learned affinity head, trained leave-one-target-out on the demo's
+# own transfer matrix (affinity_stage).
+AFFINITY_HEAD = "affinity_head"
 
 
 @gin.configurable
@@ -71,6 +75,10 @@ class DemoConfig:
   # label at all.
   eval_mode: str = "rank_classification"
   ranking_methods: tuple[str, ...] = ("cosine", "per_token_cosine", "euclidean", "manhattan")
+  # AFFINITY_HEAD in ranking_methods: its spot_jax.affinity.train.AffinityConfig (demo.gin:
+  # affinity/light.gin) and the seeds of each fold's heads (their mean predicted gain ranks).
+  affinity: Any = None
+  affinity_seeds: tuple[int, ...] = (0, 1, 2)
   center_keys: bool = True
   top_k: int = 2
   strategies: tuple[str, ...] = ("best_of_top_k", "weighted_average", "mixture")
@@ -277,19 +285,56 @@ def target_keys(cfg: DemoConfig, library, study_dir: str) -> dict[str, Any]:
       for t in cfg.targets}
 
 
+def affinity_stage(cfg: DemoConfig, study_dir: str, results_csv: str, out_dir: str,
+                   console: Console) -> tuple[Any, dict[str, Any]]:
+  """The AFFINITY_HEAD scorer: for each target, `cfg.affinity_seeds` light heads trained only
+  on the pairs of the other targets (leave one target out; no validation on the held-out
+  target) in OUT_DIR/affinity/<target>/seed_<s>/, reused on a rerun. Gains come from the
+  study's results.csv (transfer minus baseline means), keys from its source and baseline runs'
+  KEY_STEP prompts. Returns (predict.HeldOutScorer, what was trained, for the report)."""
+  from spot_jax.affinity import predict, train
+  from spot_jax.study import affinity_eval
+  if cfg.affinity is None:
+    raise ValueError(f"The ranking method {AFFINITY_HEAD!r} needs its head config: bind "
+                     "DemoConfig.affinity = @AffinityConfig() (gin_configs/demo.gin includes "
+                     "affinity/light.gin)")
+  start = time.perf_counter()
+  inputs = affinity_eval.load_inputs(results_csv, study_dir=study_dir)
+  folds = train.train_held_out_heads(cfg.affinity, inputs.gains, inputs.task_keys, out_dir,
+                                     cfg.affinity_seeds)
+  heads = [[predict.AffinityHead.load(d) for d in predict.head_dirs(f)] for f in folds]
+  scorer = predict.held_out_folds(heads, AFFINITY_HEAD)
+  info = {"variant": cfg.affinity.variant, "seeds": list(cfg.affinity_seeds),
+          "train_steps": cfg.affinity.train_steps,
+          "folds": {"+".join(held): {"train_pairs": len(fold[0].record["train_pairs"]),
+                                     "sources": sorted({s for s, _ in
+                                                        fold[0].record["train_pairs"]})}
+                    for fold, held in zip(heads, folds.values())},
+          "seconds": round(time.perf_counter() - start, 1)}
+  pairs = sorted({v["train_pairs"] for v in info["folds"].values()})
+  console.say(f"      affinity head: {len(folds)} leave-one-target-out folds x "
+              f"{len(cfg.affinity_seeds)} seeds, {'/'.join(map(str, pairs))} training pairs "
+              f"each ({info['seconds']:.0f} s)")
+  return scorer, info
+
+
 def rank_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], results_csv: str,
-               out_dir: str) -> dict[str, Any]:
-  """Ranks the sources of every target with every method, writes predictions/<method>.csv
-  and evaluates each ranking (and the expected random ranking) against the ground truth."""
+               out_dir: str, learned: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Ranks the sources of every target with every method (`learned`: {method: scorer object}
+  for methods that are no scorer name; they rate the raw keys, never centred), writes
+  predictions/<method>.csv and evaluates each ranking (and the expected random ranking)
+  against the ground truth."""
   from spot_jax import pipeline
   from spot_jax.fileio import atomic_write_bytes
   os.makedirs(out_dir, exist_ok=True)
+  learned = learned or {}
   rankings = {}
   for method in cfg.ranking_methods:
     rows = ["target,source,score"]
     for target, query in queries.items():
-      ranked = pipeline.rank_sources(library, query, scorer=method, exclude_task=target,
-                                     center_keys=cfg.center_keys, by_task=True)
+      ranked = pipeline.rank_sources(library, query, scorer=learned.get(method, method),
+                                     exclude_task=target, by_task=True,
+                                     center_keys=cfg.center_keys and method not in learned)
       body = pipeline.predictions_csv(target, ranked).decode().splitlines()[1:]
       rows += body
     path = os.path.join(out_dir, f"{method}.csv")
@@ -412,7 +457,12 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     library = PromptLibrary(runner.library_path(spec, study_dir))
     queries = target_keys(cfg, library, study_dir)
     results_csv = os.path.join(study_dir, runner.RESULTS_CSV)
-    rankings = rank_stage(cfg, library, queries, results_csv, os.path.join(out, "predictions"))
+    learned, affinity = {}, None
+    if AFFINITY_HEAD in cfg.ranking_methods:
+      learned[AFFINITY_HEAD], affinity = affinity_stage(
+          cfg, study_dir, results_csv, os.path.join(out, "affinity"), console)
+    rankings = rank_stage(cfg, library, queries, results_csv, os.path.join(out, "predictions"),
+                          learned)
     similarity_csv = os.path.join(out, "task_similarity.csv")
     similarity_stage(cfg, library, queries, similarity_csv)
     stage(5, f"Transfer strategies with the top-{cfg.top_k} sources "
@@ -425,7 +475,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     summary = pipeline.analyse(results_csv, analysis_dir, similarity_csv_path=similarity_csv)
     data = demo_report.collect(cfg, checkpoint=checkpoint, study_dir=study_dir,
                                untrained=untrained, rankings=rankings, strategies=strategies,
-                               analysis=summary, analysis_dir=analysis_dir,
+                               analysis=summary, analysis_dir=analysis_dir, affinity=affinity,
                                families={t: family(t) for t in (*cfg.sources, *cfg.targets)})
     data["seconds"] = round(time.perf_counter() - start, 1)
     paths = demo_report.write(data, out)

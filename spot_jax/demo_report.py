@@ -40,8 +40,10 @@ def _matrix(array: np.ndarray) -> list[list[float | None]]:
 def collect(cfg, *, checkpoint: str, study_dir: str, untrained: Mapping[str, float],
             rankings: Mapping[str, Any], strategies: Mapping[str, Any],
             analysis: Mapping[str, Any], analysis_dir: str,
-            families: Mapping[str, str]) -> dict[str, Any]:
-  """Every section of results.json from the demo's files and stage outputs."""
+            families: Mapping[str, str], affinity: Mapping[str, Any] | None = None
+            ) -> dict[str, Any]:
+  """Every section of results.json from the demo's files and stage outputs (`affinity`: how
+  the affinity_head ranking method was trained, demo.affinity_stage)."""
   from spot_jax.study import runner
   from spot_jax.study.analysis import analyze
   from spot_jax.study.results import read_results
@@ -129,6 +131,7 @@ def collect(cfg, *, checkpoint: str, study_dir: str, untrained: Mapping[str, flo
                          "oracle_relative_error_reduction"]} for t in targets},
       "similarity": analysis.get("similarity", {}),
       "rankings": ranking_rows,
+      "affinity_head": dict(affinity) if affinity else None,
       "strategies": strategy_rows,
       "checks": checks,
       "figures": figures,
@@ -167,6 +170,17 @@ def evaluate_checks(cfg, targets: Mapping[str, Any], rankings: Mapping[str, Any]
             "other_methods": {m: r["average"]["regret_at_1"] for m, r in rankings.items()
                               if m not in (method, "random")}},
   }
+
+
+def affinity_sentence(info: Mapping[str, Any]) -> str:
+  """How the affinity_head ranking was trained, in one sentence."""
+  pairs = sorted({f["train_pairs"] for f in info["folds"].values()})
+  return (f"affinity_head: the {info['variant']} affinity head, trained for each target only "
+          f"on the measured transfer gains of the other targets (leave one target out: "
+          f"{len(info['folds'])} folds of {'/'.join(map(str, pairs))} training pairs; "
+          f"{len(info['seeds'])} seeds averaged, {info['train_steps']} steps, no validation "
+          "on the held-out target; keys not centred), so it ranks each target's sources "
+          "without having seen any of its transfers.")
 
 
 def best_of_top_k_plot(rankings: Mapping[str, Any], methods: Sequence[str],
@@ -286,6 +300,8 @@ def blocks(data: Mapping[str, Any]) -> list[tuple]:
                            for k in SCALARS), _fmt(share, 2)))
   out.append(("table", ("method", "Spearman", "Pearson", "Regret@1", "Regret@3", "NDCG",
                         "rho", "oracle gain share@1"), rows))
+  if data.get("affinity_head"):
+    out.append(("p", affinity_sentence(data["affinity_head"])))
   out.append(("img", data["figures"]["best_of_top_k"], "Best of top-k, per ranking method"))
   out.append(("img", data["figures"]["similarity_heatmap"], "Task similarity of the keys "
                                                              "(clustered)"))

@@ -9,6 +9,7 @@ closest valid names, so a typo never silently trains with a default.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import tokenize
@@ -102,11 +103,22 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
   gin.clear_config()
   for directory in _search_paths():
     gin.add_config_file_search_path(directory)
+  root = logging.getLogger()
+  root.addFilter(_quiet_include_probe)
   try:
     gin.parse_config_files_and_bindings(paths, bindings, finalize_config=False)
   except (ValueError, KeyError, SyntaxError, tokenize.TokenError) as e:
     raise ValueError(f"Bad gin config in {paths or 'the --gin. bindings'} or the bindings "
                      f"{list(bindings)}: {type(e).__name__}: {e}; fix the gin syntax") from None
+  finally:
+    root.removeFilter(_quiet_include_probe)
+
+
+def _quiet_include_probe(record: logging.LogRecord) -> bool:
+  """Drops gin's `Path not found` errors: an `include` probes each prefix as a Python package
+  (gin/resource_reader.py system_path_file_exists) before the search paths, logging one error
+  per miss; gin raises its own IOError when no prefix holds the file."""
+  return record.msg != "Path not found: %s"
 
 
 def gin_literal(value: Any) -> str:

@@ -163,13 +163,14 @@ def scorer_names() -> list[str]:
   return scorers.scorer_names()
 
 
-def rank_sources(library, query: Query | Sequence[Query], *, scorer: str = "cosine",
+def rank_sources(library, query: Query | Sequence[Query], *, scorer: Any = "cosine",
                  k: int | None = None, exclude_task: str | None = None,
                  center_keys: bool = False, by_task: bool = False,
                  target: str | None = None) -> list:
   """Library entries (tasks with by_task) best first for the query, by `scorer`: a similarity
   metric (spot_jax.library.similarity.METRICS, exact top-k) or any scorer spec of
-  spot_jax.library.scorers (`affinity:PATH`, `max_pairwise`, `data_size`, `random:SEED`...).
+  spot_jax.library.scorers (`affinity:PATH`, `max_pairwise`, `data_size`, `random:SEED`...),
+  or a scorer object (e.g. spot_jax.affinity.predict.HeldOutScorer).
   `target` (default: the query run's task) names the target for scorers that need it.
 
   `ensemble:METRIC` takes one query per method (each searching only its own method's entries)
@@ -179,7 +180,7 @@ def rank_sources(library, query: Query | Sequence[Query], *, scorer: str = "cosi
   from spot_jax.library import scorers, similarity
   from spot_jax.library.retrieval import Ranked, retrieve, top_k
   queries = [query] if isinstance(query, Query) else list(query)
-  if scorer.partition(":")[0] == scorers.ENSEMBLE:
+  if isinstance(scorer, str) and scorer.partition(":")[0] == scorers.ENSEMBLE:
     ensemble = scorers.get_scorer(scorer)
     if len({q.model for q in queries}) != len(queries):
       raise ValueError("An ensemble takes one query per method (or embedding kind); two "
@@ -201,11 +202,12 @@ def rank_sources(library, query: Query | Sequence[Query], *, scorer: str = "cosi
   query = queries[0]
   options = dict(model=query.model, k=k, exclude_task=exclude_task, center_keys=center_keys,
                  by_task=by_task)
-  if scorer in similarity.METRICS:
+  if isinstance(scorer, str) and scorer in similarity.METRICS:
     return retrieve(library, query.key, metric=scorer, **options)
-  from spot_jax.study.ranking import registry_train_size
-  return retrieve(library, query.key, scorer=scorers.get_scorer(scorer, size_of=registry_train_size),
-                  target=target or query.task, **options)
+  if isinstance(scorer, str):
+    from spot_jax.study.ranking import registry_train_size
+    scorer = scorers.get_scorer(scorer, size_of=registry_train_size)
+  return retrieve(library, query.key, scorer=scorer, target=target or query.task, **options)
 
 
 def predictions_csv(target: str, ranked) -> bytes:

@@ -58,6 +58,13 @@ def test_report_has_every_section_with_finite_numbers(quick):
   assert _finite(matrix["score"]) and _finite(matrix["baseline"])
   assert _finite(matrix["relative_error_reduction"])
   assert set(data["rankings"]) == {*data["config"]["ranking_methods"], "random"}
+  if "affinity_head" in data["config"]["ranking_methods"]:  # leave one target out.
+    sources, targets = data["config"]["sources"], data["config"]["targets"]
+    folds = data["affinity_head"]["folds"]
+    assert set(folds) == set(targets)
+    for fold in folds.values():
+      assert fold["train_pairs"] == len(sources) * (len(targets) - 1)
+    assert "leave one target out" in (out / "report.md").read_text()
   for method, ranking in data["rankings"].items():
     for metric in ("regret_at_1", "regret_at_3", "rho"):
       assert ranking["average"][metric] is not None and math.isfinite(

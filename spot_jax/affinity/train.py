@@ -352,7 +352,8 @@ def train_seeds(cfg: AffinityConfig, gains: dict, task_keys: dict[str, np.ndarra
     seed_cfg = dataclasses.replace(cfg, seed=int(seed))
     split = data_lib.make_split(gains, held, cfg.num_pairs, int(seed), exclude)
     info = {"val_targets": split.val_targets, "excluded": sorted(exclude),
-            "available_pairs": split.available}
+            "available_pairs": split.available,
+            "data_fingerprint": training_fingerprint(split.train, gains, task_keys)}
     records[int(seed)] = train_head(
         seed_cfg, bank, bank.examples(split.train, gains), bank.examples(split.val, gains),
         os.path.join(out_dir, f"seed_{seed}"), backbone=backbone, split_info=info, log=log)
@@ -369,3 +370,78 @@ def train_seeds(cfg: AffinityConfig, gains: dict, task_keys: dict[str, np.ndarra
   atomic_write_bytes(os.path.join(out_dir, "summary.json"),
                      (json.dumps(summary, indent=2) + "\n").encode())
   return summary
+
+
+# ----------------------------------------------------------------------------- folds
+
+
+def training_fingerprint(pairs: Sequence[tuple[str, str]], gains: dict,
+                         task_keys: dict[str, np.ndarray]) -> str:
+  """sha256 of the training pairs, their gains and their tasks' keys: a head whose record holds
+  the same fingerprint (and config) was trained on exactly these data."""
+  import hashlib
+  digest = hashlib.sha256()
+  for pair in sorted(pairs):
+    digest.update(json.dumps([*pair, repr(float(gains[tuple(pair)]))]).encode())
+  for task in sorted({t for pair in pairs for t in pair}):
+    keys = np.ascontiguousarray(task_keys[task], np.float32)
+    digest.update(task.encode() + str(keys.shape).encode() + keys.tobytes())
+  return digest.hexdigest()
+
+
+def _reusable(head_dir: str, cfg: AffinityConfig, fingerprint: str) -> bool:
+  try:
+    with open(os.path.join(head_dir, HEAD_JSON)) as f:
+      record = json.load(f)
+  except (FileNotFoundError, json.JSONDecodeError):
+    return False
+  return (record.get("data_fingerprint") == fingerprint
+          and record.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg)))
+          and os.path.exists(os.path.join(head_dir, BEST_PARAMS)))
+
+
+def held_out_config(cfg: AffinityConfig) -> AffinityConfig:
+  """`cfg` without validation: no early stopping and no best step, the last step's params."""
+  return dataclasses.replace(cfg, eval_period=0, patience=0)
+
+
+def train_held_out_heads(cfg: AffinityConfig, gains: dict, task_keys: dict[str, np.ndarray],
+                         out_dir: str, seeds: Sequence[int],
+                         folds: Sequence[Sequence[str]] | None = None, *,
+                         log: bool = False) -> dict[str, list[str]]:
+  """Cross-validated heads: for each fold of held-out targets (default: leave one target out),
+  the heads of `seeds` in OUT_DIR/<targets joined by +>/seed_<s>/, trained only on pairs that
+  touch none of the fold's targets (`data.make_split`).
+
+  The held-out gains never reach training: the heads train `held_out_config(cfg)` (no
+  validation, so no early stopping or best-step selection on the held-out targets; the last
+  step's params). A head whose record matches the config and the training data
+  (`training_fingerprint`) is reused; a stale one is trained again from scratch.
+  Returns {fold directory: its held-out targets}; `predict.held_out_folds` scores with them.
+  """
+  import shutil
+
+  from spot_jax.affinity import data as data_lib
+  cfg = held_out_config(cfg)
+  targets = sorted({t for _, t in gains})
+  folds = [[t] for t in targets] if folds is None else [sorted(f) for f in folds]
+  seen = [t for fold in folds for t in fold]
+  if len(seen) != len(set(seen)) or not set(seen) <= set(targets):
+    raise data_lib.AffinityDataError(f"Folds {folds} must hold each target of {targets} at "
+                                     "most once")
+  out = {}
+  for fold in folds:
+    fold_dir = os.path.join(out_dir, "+".join(fold))
+    stale = []
+    for seed in seeds:
+      split = data_lib.make_split(gains, fold, cfg.num_pairs, int(seed))
+      head_dir = os.path.join(fold_dir, f"seed_{seed}")
+      if not _reusable(head_dir, dataclasses.replace(cfg, seed=int(seed)),
+                       training_fingerprint(split.train, gains, task_keys)):
+        stale.append(head_dir)
+    for head_dir in stale:  # another config or other data (or never trained): from scratch.
+      shutil.rmtree(head_dir, ignore_errors=True)
+    if stale:
+      train_seeds(cfg, gains, task_keys, fold_dir, seeds, val_targets=fold, log=log)
+    out[fold_dir] = fold
+  return out
