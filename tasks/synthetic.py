@@ -117,9 +117,13 @@ class _SyntheticDatasetFn:
 # -------------------------------------------------------------------------------- registration
 
 
-def _output_features(vocabulary: str, seed: int) -> dict[str, seqio.Feature]:
+def _check_vocabulary(vocabulary: str) -> None:
   if vocabulary not in VOCABULARIES:
     raise ValueError(f"unknown synthetic vocabulary {vocabulary!r}; expected one of {VOCABULARIES}")
+
+
+def _output_features(vocabulary: str, seed: int) -> dict[str, seqio.Feature]:
+  _check_vocabulary(vocabulary)
   vocab = get_byte_vocabulary() if vocabulary == "bytes" else get_synthetic_word_vocabulary(seed)
   return {"inputs": seqio.Feature(vocab, add_eos=True, required=True),
           "targets": seqio.Feature(vocab, add_eos=True)}
@@ -151,7 +155,7 @@ def register_synthetic_tasks(seed: int = DEFAULT_SEED, prefix: str = DEFAULT_PRE
   Idempotent: names already registered are skipped (a ValueError if they belong to another
   seed). Use a different prefix per seed and per vocabulary.
   """
-  _output_features(vocabulary, seed)  # Checks the vocabulary name before anything registers.
+  _check_vocabulary(vocabulary)  # before anything registers.
   _REGISTERED_PREFIXES.add(prefix)
   entries = [(info.name, info.sizes, info.metric_names) for info in TASKS]
   entries.append((CORPUS_TASK, CORPUS_SIZES, ()))
