@@ -77,6 +77,56 @@ def matmul_ceiling() -> float:
   return ceiling("float32")
 
 
+def step_products(model: str, inputs: int) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+  """The main matrix products of one run's train step, as (name, lhs shape, rhs shape) with
+  `jnp.matmul` semantics: the encoder's (whose rows are batch x (prompt + inputs) tokens) and
+  the logits' (batch x targets rows; forward and the activation gradient)."""
+  c = get_config(model)
+  rows, inner, heads = BATCH * (PROMPT + inputs), c.num_heads * c.head_dim, BATCH * c.num_heads
+  length = PROMPT + inputs
+  return [("q/k/v projection", (rows, c.emb_dim), (c.emb_dim, inner)),
+          ("MLP in", (rows, c.emb_dim), (c.emb_dim, c.mlp_dim)),
+          ("MLP out", (rows, c.mlp_dim), (c.mlp_dim, c.emb_dim)),
+          ("attention scores", (heads, length, c.head_dim), (heads, c.head_dim, length)),
+          ("logits", (BATCH * TARGETS, c.emb_dim), (c.emb_dim, c.vocab_size)),
+          ("logits gradient", (BATCH * TARGETS, c.vocab_size), (c.vocab_size, c.emb_dim))]
+
+
+def product_speed(lhs: tuple[int, ...], rhs: tuple[int, ...], runs: int, repeats: int = 7
+                  ) -> float:
+  """FLOP/s of one product as `runs` packed runs compute it: the shared-weight products get
+  `runs` times the rows (what `jax.vmap` over the run axis compiles to), the batched attention
+  products `runs` times the batch. Best of `repeats`."""
+  import jax.numpy as jnp
+  import numpy as np
+  lhs = (lhs[0] * runs, *lhs[1:])
+  if len(rhs) == 3:
+    rhs = (rhs[0] * runs, *rhs[1:])
+  a = jnp.asarray(np.random.default_rng(0).standard_normal(lhs, np.float32))
+  b = jnp.asarray(np.random.default_rng(1).standard_normal(rhs, np.float32))
+  product = jax.jit(jnp.matmul)
+  jax.block_until_ready(product(a, b))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(product(a, b))
+    best = min(best, time.perf_counter() - start)
+  flops = 2 * int(np.prod(lhs)) * rhs[-1]
+  return flops / best
+
+
+def product_rows(model: str, inputs: int, runs: int) -> list[dict]:
+  """Each of `step_products` at one run and at `runs` packed runs: what packing can gain is
+  bounded by how much faster a step's products run with `runs` times the rows."""
+  rows = []
+  for name, lhs, rhs in step_products(model, inputs):
+    one, packed = product_speed(lhs, rhs, 1), product_speed(lhs, rhs, runs)
+    rows.append({"product": name, "lhs": lhs, "rhs": rhs, "one": one, "packed": packed})
+    print(f"{model} {name} {lhs}x{rhs}: {one / 1e9:.1f} GFLOP/s alone, {packed / 1e9:.1f} "
+          f"packed x{runs}", flush=True)
+  return rows
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--worker", nargs=5, metavar=("SIDE", "MODEL", "RUNS", "STEPS", "INPUTS"),
@@ -94,6 +144,7 @@ def main() -> None:
     print(json.dumps(worker(side, model, int(runs), int(steps), int(inputs))), flush=True)
     return
   ceiling = matmul_ceiling()
+  products = product_rows("tiny", args.tiny_inputs, args.tiny_runs) if args.tiny_runs else []
   rows = []
   for model, runs, steps, inputs in (("tiny", args.tiny_runs, args.tiny_steps, args.tiny_inputs),
                                      ("small", args.small_runs, args.small_steps,
@@ -112,10 +163,11 @@ def main() -> None:
             f"{row[side]['mfu']:.1%} of the ceiling, peak {result['peak'] / 2**20:.0f} MiB",
             flush=True)
     rows.append(row)
-    write_section(args, rows, ceiling)  # after each model: a cut-short run keeps its numbers.
+    write_section(args, rows, ceiling, products)  # a cut-short run keeps its numbers.
 
 
-def write_section(args: argparse.Namespace, rows: list[dict], ceiling: float) -> None:
+def write_section(args: argparse.Namespace, rows: list[dict], ceiling: float,
+                  products: list[dict]) -> None:
   command = "python benchmarks/study_throughput.py " + shlex.join(sys.argv[1:])
   lines = [f"Command: `{command}` on {platform.machine()} ({os.cpu_count()} CPUs, shared with "
            f"other work: figures are noisy; {jax.devices()[0].device_kind}); batch {BATCH}, "
@@ -134,6 +186,17 @@ def write_section(args: argparse.Namespace, rows: list[dict], ceiling: float) ->
       lines.append(f"| {r['model']} | {r['runs']} x {r['steps']} ({r['inputs']}) | {side} | "
                    f"{s['wall']:.0f} s | {s['runs_per_hour']:.0f} | {ratio:.2f}x | "
                    f"{s['step']:.3f} s | {s['mfu']:.1%} | {s['peak'] / 2**20:.0f} MiB |")
+  if products:
+    lines += ["", f"Where a packed tiny step's time goes: the step's main products (batch {BATCH}, "
+              f"{args.tiny_inputs} inputs + {PROMPT} prompt, {TARGETS} targets) timed alone, "
+              f"for one run and as {args.tiny_runs} packed runs compute them ({args.tiny_runs}x "
+              "the rows), in the same invocation:", "",
+              "| product | one run: shapes | one run | packed | packed/one |",
+              "| --- | --- | --- | --- | --- |"]
+    for p in products:
+      shapes = f"{'x'.join(map(str, p['lhs']))} @ {'x'.join(map(str, p['rhs']))}"
+      lines.append(f"| {p['product']} | {shapes} | {p['one'] / 1e9:.1f} GFLOP/s | "
+                   f"{p['packed'] / 1e9:.1f} GFLOP/s | {p['packed'] / p['one']:.2f}x |")
   table = "\n".join(lines) + "\n"
   print(table)
   from results_md import update_section

@@ -288,3 +288,14 @@ def test_glue_and_superglue_averages(tmp_path, capsys):
   printed = capsys.readouterr().out
   assert "glue (2 tasks)" in printed and "56.50 +- 2.12" in printed
   assert read_csv(tmp_path / "a" / "benchmarks.csv")[1][:3] == ["none", "glue", "56.5"]
+
+
+def test_relative_error_reduction_colours_stop_at_minus_100():
+  from spot_jax.study import plots
+  # One target near 100% that a source pulls down reads -900%: without the limit it would set
+  # the scale and a 50% reduction would be drawn almost white.
+  values = np.array([[50.0, -900.0], [np.nan, 10.0]])
+  assert plots.colour_limit(values, plots.RELATIVE_ERROR_REDUCTION_LIMIT) == 100.0
+  assert plots.colour_limit(values) == 900.0  # absolute gains: the largest |value|
+  assert plots.colour_limit(np.array([[3.0, -2.0]]), 100.0) == 3.0
+  assert plots.colour_limit(np.array([[np.nan, 0.0]])) == 1.0

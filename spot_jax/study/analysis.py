@@ -253,7 +253,8 @@ def run_analysis(results_path: str, out_dir: str, similarity_path: str | None = 
       analysis.relative_error_reduction if use_rer else analysis.gain,
       os.path.join(out_dir, "transfer_heatmap.png"),
       f"Transfer over the no-transfer baseline ({metric})",
-      "relative error reduction (%)" if use_rer else f"gain ({metric})")
+      "relative error reduction (%)" if use_rer else f"gain ({metric})",
+      limit=plots.RELATIVE_ERROR_REDUCTION_LIMIT if use_rer else None)
   benchmarks, notes = benchmark_averages(results)
   if benchmarks:
     summary["benchmarks"] = benchmarks

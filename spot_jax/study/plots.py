@@ -42,13 +42,27 @@ def _annotate(ax, values: np.ndarray, norm: Normalize, fmt: str) -> None:
               color="white" if dark else "black")
 
 
-def transfer_heatmap(sources: Sequence[str], targets: Sequence[str], values: np.ndarray,
-                     path: str, title: str, label: str) -> None:
-  """values [sources, targets] (NaN = not run, grey); colour limits symmetric around 0."""
-  values = np.asarray(values, np.float64)
+# Relative error reduction is at most 100% (no error left) and unbounded below (a target near
+# 100% whose transfer drops a few points reads -900%): its colours stop at -100% (the error
+# doubled), so one such cell cannot wash out the rest; the cells keep their true values.
+RELATIVE_ERROR_REDUCTION_LIMIT = 100.0
+
+
+def colour_limit(values: np.ndarray, limit: float | None = None) -> float:
+  """The symmetric colour limit of a heatmap: the largest |value|, at most `limit` (1.0 when
+  nothing is finite and non-zero)."""
   finite = np.abs(values[np.isfinite(values)])
-  limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-  norm = Normalize(-limit, limit)
+  largest = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+  return min(largest, limit) if limit else largest
+
+
+def transfer_heatmap(sources: Sequence[str], targets: Sequence[str], values: np.ndarray,
+                     path: str, title: str, label: str, limit: float | None = None) -> None:
+  """values [sources, targets] (NaN = not run, grey); colour limits symmetric around 0, at
+  most `limit` (beyond it cells take the end colour and the colour bar shows an arrow)."""
+  values = np.asarray(values, np.float64)
+  bound = colour_limit(values, limit)
+  norm = Normalize(-bound, bound)
   figure = Figure(figsize=(2.5 + 0.7 * len(targets), 1.5 + 0.4 * len(sources)))
   ax = figure.add_subplot()
   image = ax.imshow(values, cmap=_diverging_cmap(), norm=norm, aspect="auto")
@@ -58,7 +72,11 @@ def transfer_heatmap(sources: Sequence[str], targets: Sequence[str], values: np.
   ax.set_ylabel("source task")
   ax.set_title(title)
   _annotate(ax, values, norm, ".1f")
-  figure.colorbar(image, ax=ax, label=label)
+  finite = values[np.isfinite(values)]
+  below, above = bool((finite < -bound).any()), bool((finite > bound).any())
+  extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+      (below, above), "neither")
+  figure.colorbar(image, ax=ax, label=label, extend=extend)
   save_figure(figure, path)
 
 
