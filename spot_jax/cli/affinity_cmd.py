@@ -60,8 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="held-out targets (default: AffinityConfig.val_fraction of them)")
   split.add_argument("--leave_family_out", default=None,
                      help="hold out every target of this family and train without its tasks")
-  split.add_argument("--cross_validate", type=_fold_count, nargs="?", const=LEAVE_ONE_OUT, default=None,
-                     metavar="K",
+  split.add_argument("--cross_validate", type=_fold_count, nargs="?", const=LEAVE_ONE_OUT,
+                     default=None, metavar="K",
                      help="cross-validation folds under --out (OUT/<held-out targets>/seed_<s>/):"
                           " one per target (leave one target out), or K folds of targets drawn "
                           "with AffinityConfig.split_seed; no validation, so no early stopping "
