@@ -50,6 +50,23 @@ def held_out_spearman(scorer, keys, gains, targets, sources) -> float:
                                     np.array([gains[p] for p in pairs]))
 
 
+def library_and_results(tmp_path, kind: str, n_tasks: int) -> str:
+  """A planted pool as a prompt library (tmp_path/lib, returned) and tmp_path/results.csv
+  (baseline 50, transfer 50 + gain, one seed)."""
+  from spot_jax.library.store import ModelIdentity, PromptLibrary
+  from spot_jax.study import results
+  tasks, keys, gains = planted_pool(kind, n_tasks=n_tasks)
+  library = PromptLibrary(str(tmp_path / "lib"), create=True)
+  for task in tasks:
+    library.add(task=task, value=keys[task][0], key=keys[task][0],
+                model=ModelIdentity("tiny", 8, "fp"), seed=0)
+  rows = [{"source": "none", "target": t, "seed": 0, "score": 50.0} for t in tasks]
+  rows += [{"source": s, "target": t, "seed": 0, "score": 50.0 + g}
+           for (s, t), g in gains.items()]
+  results.write_results(str(tmp_path / "results.csv"), rows)
+  return str(tmp_path / "lib")
+
+
 def train_planted(kind: str, out_dir: str):
   tasks, keys, gains = planted_pool(kind)
   summary = train.train_seeds(LIGHT, gains, keys, out_dir, [0], log=False)
@@ -164,17 +181,8 @@ def test_encoder_head_trains_on_a_tiny_backbone(tmp_path, freeze):
 def test_train_predict_evaluate_from_the_cli(tmp_path, capsys):
   """A results CSV and a library -> affinity train -> predict -> study evaluate accepts it."""
   from spot_jax.cli.main import main
-  from spot_jax.library.store import ModelIdentity, PromptLibrary
   from spot_jax.study import results
-  tasks, keys, gains = planted_pool("cosine", n_tasks=8)
-  model = ModelIdentity("tiny", 8, "fp")
-  library = PromptLibrary(str(tmp_path / "lib"), create=True)
-  for task in tasks:
-    library.add(task=task, value=keys[task][0], key=keys[task][0], model=model, seed=0)
-  rows = [{"source": "none", "target": t, "seed": 0, "score": 50.0} for t in tasks]
-  rows += [{"source": s, "target": t, "seed": 0, "score": 50.0 + g}
-           for (s, t), g in gains.items()]
-  results.write_results(str(tmp_path / "results.csv"), rows)
+  library_and_results(tmp_path, "cosine", 8)
   heads, csv = str(tmp_path / "heads"), str(tmp_path / "results.csv")
   steps = ["--gin.AffinityConfig.train_steps=40", "--gin.AffinityConfig.eval_period=20",
            "--gin.AffinityConfig.val_fraction=0.25"]
@@ -197,7 +205,63 @@ def test_train_predict_evaluate_from_the_cli(tmp_path, capsys):
                  "random (expected)"):
     assert method in printed
   assert "data_size left out" in printed  # the planted tasks have no known sizes.
+  # selected on the targets it is evaluated on: one note pointing at the clean protocol.
+  assert printed.count("selected (early stopping, best step) on the validation Spearman of "
+                       f"{', '.join(summary['val_targets'])}") == 1
+  assert "--cross_validate" in printed
   assert open(out).readline().startswith("method,spearman,pearson,regret_at_1")
+
+
+def test_cross_validate_trains_folds_that_never_see_their_targets_and_evaluate_finds_them(
+    tmp_path, capsys):
+  """`affinity train --cross_validate [K]` writes one fold per target (or K folds) without
+  validation; `affinity evaluate --head OUT` scores every target with its fold, no leak note."""
+  from spot_jax.affinity.predict import fold_dirs
+  from spot_jax.cli.main import main
+  from spot_jax.study import results
+  tasks, _, _ = planted_pool("cosine", n_tasks=4)
+  library = library_and_results(tmp_path, "cosine", 4)
+  csv, out = str(tmp_path / "results.csv"), str(tmp_path / "folds")
+  steps = ["--gin.AffinityConfig.train_steps=10", "--gin.AffinityConfig.eval_period=5"]
+  train_cmd = ["affinity", "train", csv, "--library", library, *steps, "--seeds"]
+  assert main([*train_cmd, "0", "1", "--out", out, "--cross_validate"]) == 0
+  printed = capsys.readouterr().out
+  assert fold_dirs(out) == [os.path.join(out, t) for t in tasks]
+  for target in tasks:
+    assert f"held out {target}: 2 heads on 6 training pairs in {os.path.join(out, target)}" \
+        in printed
+    for seed in (0, 1):
+      record = json.loads(open(os.path.join(out, target, f"seed_{seed}", "head.json")).read())
+      assert record["val_targets"] == [target] and record["config"]["eval_period"] == 0
+      assert len(record["train_pairs"]) == 6  # the 3 other tasks' pairs among themselves.
+      assert all(target not in pair for pair in record["train_pairs"])
+  assert "4 folds (leave one target out" in printed
+  assert main(["affinity", "evaluate", csv, "--head", out, "--library", library]) == 0
+  printed = capsys.readouterr().out
+  assert f"targets: {', '.join(tasks)} (cross-validated: 4 folds)" in printed
+  assert "affinity (mean over 2 seeds)" in printed and "early stopping, best step" not in printed
+  predictions = str(tmp_path / "predictions.csv")
+  assert main(["affinity", "predict", "--scorer", f"affinity:{out}", "--library", library,
+               "--results", csv, "--out", predictions]) == 0
+  assert len(results.read_predictions(predictions).score) == 4 * 3
+
+  k_out = str(tmp_path / "k_folds")
+  assert main([*train_cmd, "0", "--out", k_out, "--cross_validate", "2"]) == 0
+  held = [json.loads(open(os.path.join(d, "seed_0", "head.json")).read())["val_targets"]
+          for d in fold_dirs(k_out)]
+  assert sorted(t for fold in held for t in fold) == tasks and list(map(len, held)) == [2, 2]
+  assert "2 folds (K folds" in capsys.readouterr().out
+  with pytest.raises(data.AffinityDataError, match="pick 2 <= K <= 4"):
+    data.target_folds(tasks, 5, 0)
+  os.remove(os.path.join(out, "folds.json"))  # fold directories without a listing are found.
+  assert fold_dirs(out) == [os.path.join(out, t) for t in tasks]
+  assert fold_dirs(os.path.join(out, tasks[0])) is None
+
+  for other in (["--val_targets", tasks[0]], ["--leave_family_out", "sentiment"]):
+    with pytest.raises(SystemExit):
+      main([*train_cmd, "0", "--out", str(tmp_path / "x"), "--cross_validate", *other])
+    assert "not allowed with argument" in capsys.readouterr().err
+  assert not os.path.exists(tmp_path / "x")
 
 
 def test_cross_validated_evaluation_scores_each_target_with_the_fold_that_held_it_out(
@@ -207,18 +271,9 @@ def test_cross_validated_evaluation_scores_each_target_with_the_fold_that_held_i
   from spot_jax.affinity.predict import AffinityHead, HeadScorer, held_out_folds
   from spot_jax.cli.main import main
   from spot_jax.library.similarity import LibraryError
-  from spot_jax.library.store import ModelIdentity, PromptLibrary
-  from spot_jax.study import results
-  tasks, keys, gains = planted_pool("cosine", n_tasks=6)
-  library = PromptLibrary(str(tmp_path / "lib"), create=True)
-  for task in tasks:
-    library.add(task=task, value=keys[task][0], key=keys[task][0],
-                model=ModelIdentity("tiny", 8, "fp"), seed=0)
-  rows = [{"source": "none", "target": t, "seed": 0, "score": 50.0} for t in tasks]
-  rows += [{"source": s, "target": t, "seed": 0, "score": 50.0 + g}
-           for (s, t), g in gains.items()]
+  tasks, keys, _ = planted_pool("cosine", n_tasks=6)
+  library_and_results(tmp_path, "cosine", 6)
   csv = str(tmp_path / "results.csv")
-  results.write_results(csv, rows)
   steps = ["--gin.AffinityConfig.train_steps=20", "--gin.AffinityConfig.eval_period=10"]
   folds = {"a": tasks[:2], "b": tasks[2:4], "c": tasks[1:3]}
   for fold, held in folds.items():
@@ -230,6 +285,7 @@ def test_cross_validated_evaluation_scores_each_target_with_the_fold_that_held_i
                "--library", str(tmp_path / "lib"), "--out", out]) == 0
   printed = capsys.readouterr().out
   assert f"targets: {', '.join(tasks[:4])} (cross-validated: 2 folds)" in printed
+  assert "early stopping, best step" in printed  # --val_targets folds validate on their targets.
   heads = {f: [AffinityHead.load(str(tmp_path / f / "seed_0"))] for f in folds}
   scorer = held_out_folds([heads["a"], heads["b"]], "affinity")
   for target, fold in ((tasks[0], "a"), (tasks[3], "b")):

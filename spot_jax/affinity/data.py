@@ -99,6 +99,17 @@ def split_targets(targets: Sequence[str], fraction: float, seed: int) -> list[st
   return sorted(targets[i] for i in order[:count])
 
 
+def target_folds(targets: Sequence[str], k: int, seed: int) -> list[list[str]]:
+  """K cross-validation folds of the targets: a seeded permutation cut into k near-equal parts
+  (sizes differ by at most one), each sorted; k = len(targets) is leave one target out."""
+  targets = sorted(targets)
+  if not 2 <= k <= len(targets):
+    raise AffinityDataError(f"{k} folds of {len(targets)} targets: pick 2 <= K <= "
+                            f"{len(targets)} (K = {len(targets)}: leave one target out)")
+  order = np.random.default_rng(seed).permutation(len(targets))
+  return sorted(sorted(targets[i] for i in part) for part in np.array_split(order, k))
+
+
 def family_targets(targets: Sequence[str], family: str,
                    family_of: Callable[[str], str]) -> list[str]:
   """The targets of one family (leave-family-out validation)."""

@@ -2,6 +2,8 @@
 
 PATH is a head directory (head.json + best_params.npz) or a directory of them (`seed_*/`, as
 `spot-jax affinity train --seeds` writes): the scorer then averages the heads' predicted gains.
+A cross-validation directory (`affinity train --cross_validate`: fold directories of `seed_*/`
+heads) scores each target with the heads of the fold that held it out.
 Scores are predicted gains (the target's score points over its baseline), higher = better.
 """
 
@@ -141,6 +143,50 @@ def head_dirs(path: str) -> list[str]:
   return found
 
 
-def load_scorer(path: str) -> HeadScorer:
-  """The `affinity:PATH` scorer."""
+def fold_dirs(path: str) -> list[str] | None:
+  """The fold directories of a cross-validation directory (`spot-jax affinity train
+  --cross_validate`, `train.train_held_out_heads`): those its folds.json lists, else every
+  subdirectory holding `seed_*` heads; None when `path` is a head or a directory of heads."""
+  record = train_lib.read_folds(path)
+  if record is not None:
+    return [os.path.join(path, fold["dir"]) for fold in record["folds"]]
+  if os.path.exists(os.path.join(path, train_lib.HEAD_JSON)) or glob.glob(
+      os.path.join(path, "*", train_lib.HEAD_JSON)):
+    return None
+  found = sorted({os.path.dirname(os.path.dirname(p)) for p in
+                  glob.glob(os.path.join(path, "*", "seed_*", train_lib.HEAD_JSON))})
+  return found or None
+
+
+def load_folds(paths: Sequence[str]) -> tuple[list[list[AffinityHead]], bool]:
+  """(folds, cross-validated) of `affinity evaluate --head PATH...`: each path is a head
+  directory (one fold) or a cross-validation directory (its folds); several folds, or any
+  cross-validation directory, are scored by `held_out_folds`."""
+  folds, cross_validated = [], len(paths) > 1
+  for path in paths:
+    dirs = fold_dirs(path)
+    cross_validated |= dirs is not None
+    folds += [[AffinityHead.load(d) for d in head_dirs(f)] for f in (dirs or [path])]
+  return folds, cross_validated
+
+
+def selected_on(heads: Sequence[AffinityHead], targets: Sequence[str]) -> list[str]:
+  """The `targets` some head was early-stopped or best-step-selected on: held out as its
+  validation targets while training evaluated them (`eval_period` > 0, a finite best score).
+  Heads of `train.held_out_config` (cross-validation) never are."""
+  chosen = set()
+  for head in heads:
+    if (head.record["config"].get("eval_period") and
+        head.record.get("best_val_spearman") is not None):
+      chosen |= set(head.record.get("val_targets") or ()) & set(targets)
+  return sorted(chosen)
+
+
+def load_scorer(path: str) -> HeadScorer | HeldOutScorer:
+  """The `affinity:PATH` scorer: a cross-validation directory's folds score each target with
+  the fold that held it out."""
+  folds = fold_dirs(path)
+  if folds is not None:
+    return held_out_folds([[AffinityHead.load(d) for d in head_dirs(f)] for f in folds],
+                          f"affinity:{path}")
   return HeadScorer([AffinityHead.load(p) for p in head_dirs(path)], f"affinity:{path}")

@@ -40,6 +40,7 @@ from spot_jax.fileio import atomic_write_bytes
 
 HEAD_JSON, BEST_PARAMS = "head.json", "best_params.npz"
 FORMAT_NAME, FORMAT_VERSION = "spot-jax affinity head", 1
+FOLDS_JSON, FOLDS_FORMAT = "folds.json", "spot-jax affinity folds"
 
 
 @gin.configurable
@@ -417,6 +418,9 @@ def train_held_out_heads(cfg: AffinityConfig, gains: dict, task_keys: dict[str, 
   validation, so no early stopping or best-step selection on the held-out targets; the last
   step's params). A head whose record matches the config and the training data
   (`training_fingerprint`) is reused; a stale one is trained again from scratch.
+  OUT_DIR/folds.json lists the folds (directory, held-out targets, training pairs per seed);
+  `predict.fold_dirs` reads it. Fold directories of other folds already in OUT_DIR are kept
+  but no longer listed.
   Returns {fold directory: its held-out targets}; `predict.held_out_folds` scores with them.
   """
   import shutil
@@ -429,9 +433,9 @@ def train_held_out_heads(cfg: AffinityConfig, gains: dict, task_keys: dict[str, 
   if len(seen) != len(set(seen)) or not set(seen) <= set(targets):
     raise data_lib.AffinityDataError(f"Folds {folds} must hold each target of {targets} at "
                                      "most once")
-  out = {}
+  out, listed = {}, []
   for fold in folds:
-    fold_dir = os.path.join(out_dir, "+".join(fold))
+    fold_dir = os.path.join(out_dir, fold_name(fold))
     stale = []
     for seed in seeds:
       split = data_lib.make_split(gains, fold, cfg.num_pairs, int(seed))
@@ -444,4 +448,34 @@ def train_held_out_heads(cfg: AffinityConfig, gains: dict, task_keys: dict[str, 
     if stale:
       train_seeds(cfg, gains, task_keys, fold_dir, seeds, val_targets=fold, log=log)
     out[fold_dir] = fold
+    pairs = {}
+    for seed in seeds:
+      with open(os.path.join(fold_dir, f"seed_{seed}", HEAD_JSON)) as f:
+        pairs[str(seed)] = len(json.load(f)["train_pairs"])
+    listed.append({"dir": os.path.basename(fold_dir), "held_out": fold, "train_pairs": pairs})
+  record = {"format": FOLDS_FORMAT, "seeds": [int(s) for s in seeds], "folds": listed}
+  atomic_write_bytes(os.path.join(out_dir, FOLDS_JSON),
+                     (json.dumps(record, indent=2) + "\n").encode())
   return out
+
+
+def read_folds(out_dir: str) -> dict[str, Any] | None:
+  """OUT_DIR/folds.json of `train_held_out_heads` ({"seeds", "folds": [{"dir", "held_out",
+  "train_pairs": {seed: count}}]}), None when there is none."""
+  path = os.path.join(out_dir, FOLDS_JSON)
+  try:
+    with open(path) as f:
+      record = json.load(f)
+  except FileNotFoundError:
+    return None
+  if record.get("format") != FOLDS_FORMAT:
+    raise ValueError(f"{path} is not a {FOLDS_FORMAT!r} record")
+  return record
+
+
+def fold_name(fold: Sequence[str]) -> str:
+  """A fold's directory name: its targets joined by +, or fold_<sha256 prefix> when that would
+  be too long for a file name."""
+  import hashlib
+  name = "+".join(fold)
+  return name if len(name) <= 128 else "fold_" + hashlib.sha256(name.encode()).hexdigest()[:16]

@@ -5,6 +5,8 @@
   spot-jax affinity predict --scorer affinity:heads/ --study_dir STUDY --results results.csv \
       --out predictions.csv
   spot-jax affinity evaluate results.csv --head heads/ --study_dir STUDY --out table.csv
+  spot-jax affinity train results.csv --study_dir STUDY --out folds/ --cross_validate [K]
+  spot-jax affinity evaluate results.csv --head folds/ --study_dir STUDY
   spot-jax affinity ablate results.csv --study_dir STUDY --out ablation/ --gin_file=affinity/light.gin
 
 Keys come from a prompt library (--library, every task of the results must have entries) or
@@ -17,6 +19,16 @@ import argparse
 import os
 
 from spot_jax.cli.train_cmd import GIN_HELP
+
+LEAVE_ONE_OUT = 0  # `--cross_validate` without K (an explicit K must be >= 2).
+
+
+def _fold_count(text: str) -> int:
+  k = int(text)
+  if k < 2:
+    raise argparse.ArgumentTypeError(f"K = {k}: cross-validation needs K >= 2 folds (omit K "
+                                     "for one fold per target)")
+  return k
 
 
 def _keys_args(parser: argparse.ArgumentParser) -> None:
@@ -43,10 +55,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   _keys_args(train)
   train.add_argument("--out", required=True, help="head directory (seed_<s>/ per seed)")
   train.add_argument("--seeds", type=int, nargs="+", default=[0])
-  train.add_argument("--val_targets", nargs="+", default=None,
+  split = train.add_mutually_exclusive_group()
+  split.add_argument("--val_targets", nargs="+", default=None,
                      help="held-out targets (default: AffinityConfig.val_fraction of them)")
-  train.add_argument("--leave_family_out", default=None,
+  split.add_argument("--leave_family_out", default=None,
                      help="hold out every target of this family and train without its tasks")
+  split.add_argument("--cross_validate", type=_fold_count, nargs="?", const=LEAVE_ONE_OUT,
+                     default=None, metavar="K",
+                     help="cross-validation folds under --out (OUT/<held-out targets>/seed_<s>/):"
+                          " one per target (leave one target out), or K folds of targets drawn "
+                          "with AffinityConfig.split_seed; no validation, so no early stopping "
+                          "or best step on the held-out targets (last step's params). "
+                          "`affinity evaluate --head OUT` scores each target with its fold")
   _family_args(train)
   train.set_defaults(func=run_train, accepts_gin=True)
 
@@ -65,9 +85,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   evaluate = sub.add_parser("evaluate", help="every scorer side by side (paper Table 1/2)")
   evaluate.add_argument("results", help="results CSV")
   evaluate.add_argument("--head", required=True, nargs="+",
-                        help="head directory (one head or seed_*/); several: cross-validation "
-                             "folds (one `affinity train --val_targets` each), every target "
-                             "scored by the fold that held it out")
+                        help="head directory (one head or seed_*/); a cross-validation "
+                             "directory (`affinity train --cross_validate`) or several head "
+                             "directories (one `affinity train --val_targets` each): folds, "
+                             "every target scored by the fold that held it out")
   _keys_args(evaluate)
   evaluate.add_argument("--targets", nargs="+", default=None,
                         help="evaluated targets (default: the heads' held-out targets)")
@@ -146,14 +167,31 @@ def _print_summary(summary: dict, out: str) -> None:
   print(f"held-out targets: {', '.join(summary['val_targets'])}; heads in {out}")
 
 
+def _cross_validate(args: argparse.Namespace, cfg, inputs) -> int:
+  from spot_jax.affinity import data, train
+  targets = sorted({t for _, t in inputs.gains})
+  folds = (None if args.cross_validate == LEAVE_ONE_OUT
+           else data.target_folds(targets, args.cross_validate, cfg.split_seed))
+  train.train_held_out_heads(cfg, inputs.gains, inputs.task_keys, args.out, args.seeds, folds,
+                             log=True)
+  listed = train.read_folds(args.out)["folds"]
+  for fold in listed:
+    pairs = "/".join(map(str, sorted(set(fold["train_pairs"].values()))))
+    print(f"held out {', '.join(fold['held_out'])}: {len(args.seeds)} heads on {pairs} "
+          f"training pairs in {os.path.join(args.out, fold['dir'])}")
+  print(f"{len(listed)} folds ({'leave one target out' if folds is None else 'K folds'}, no "
+        f"validation); evaluate with `spot-jax affinity evaluate RESULTS --head {args.out}`")
+  return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
   from spot_jax.affinity.train import train_seeds
   cfg = _config(args)
   inputs = _inputs(args, args.results)
+  if args.cross_validate is not None:
+    return _cross_validate(args, cfg, inputs)
   val_targets, exclude = args.val_targets, ()
   if args.leave_family_out:
-    if val_targets:
-      raise ValueError("--val_targets and --leave_family_out exclude each other")
     val_targets, exclude = _family_split(inputs, args.leave_family_out, _family_of(args))
   summary = train_seeds(cfg, inputs.gains, inputs.task_keys, args.out, args.seeds,
                         val_targets=val_targets, exclude=exclude)
@@ -189,13 +227,13 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-  from spot_jax.affinity.predict import AffinityHead, HeadScorer, head_dirs, held_out_folds
+  from spot_jax.affinity.predict import HeadScorer, held_out_folds, load_folds, selected_on
   from spot_jax.library import scorers
   from spot_jax.study import affinity_eval
   inputs = _inputs(args, args.results)
-  folds = [[AffinityHead.load(d) for d in head_dirs(path)] for path in args.head]
+  folds, cross_validated = load_folds(args.head)
   heads = folds[0]
-  if len(folds) > 1:  # cross-validation: each target scored by the fold that held it out.
+  if cross_validated:  # each target scored by the fold that held it out.
     scorer = held_out_folds(folds, "affinity")
     targets = args.targets or sorted(scorer.by_target)
     per_seed_scorers = ([held_out_folds([f[i:i + 1] for f in folds], "affinity")
@@ -230,8 +268,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
   if len(per_seed_scorers) > 1:
     rows.insert(1, seed_row)
   print(f"targets: {', '.join(sorted(targets))}" + (
-      f" (cross-validated: {len(folds)} folds)" if len(folds) > 1 else ""))
+      f" (cross-validated: {len(folds)} folds)" if cross_validated else ""))
   print(affinity_eval.format_rows(rows))
+  selected = selected_on([h for fold in folds for h in fold], targets)
+  if selected:
+    notes.append(f"the heads were selected (early stopping, best step) on the validation "
+                 f"Spearman of {', '.join(selected)}, the targets evaluated here, so the "
+                 "affinity rows are optimistic; for a clean estimate train with `spot-jax "
+                 "affinity train --cross_validate` and evaluate that directory")
   for note in notes:
     print(f"note: {note}")
   if args.out:
