@@ -2,6 +2,7 @@
 
   python benchmarks/study_throughput.py                       # 8 tiny runs and 4 small runs
   python benchmarks/study_throughput.py --small_steps 6 --tiny_steps 40
+  python benchmarks/study_throughput.py --repeats 3            # each side 3 times, medians
 
 Each side trains the same runs with the real trainer (`spot_jax.train.loop`: data pipelines,
 dropout 0.1, a train-state and prompt checkpoint at the end, no evaluation), on one random
@@ -26,6 +27,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -137,6 +139,8 @@ def main() -> None:
   parser.add_argument("--small_runs", type=int, default=4)
   parser.add_argument("--small_steps", type=int, default=8)
   parser.add_argument("--small_inputs", type=int, default=128)
+  parser.add_argument("--repeats", type=int, default=1,
+                      help="trials of each side (alternating); the table gives the medians")
   parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
   args = parser.parse_args()
   if args.worker:
@@ -153,12 +157,21 @@ def main() -> None:
       continue
     flops = prompt_tuning_step_flops(get_config(model), BATCH, inputs, TARGETS, PROMPT).total
     row = {"model": model, "runs": runs, "steps": steps, "inputs": inputs}
-    for side in ("sequential", "packed"):
-      result = run_worker(__file__, [side, model, str(runs), str(steps), str(inputs)], {})
+    trials = {"sequential": [], "packed": []}
+    for _ in range(args.repeats):  # the sides alternate, so slow spells of a shared machine
+      for side in trials:          # fall on both.
+        trials[side].append(run_worker(__file__, [side, model, str(runs), str(steps),
+                                                  str(inputs)], {}))
+        print(f"{model} x{runs} {side}: {trials[side][-1]['wall']:.1f} s", flush=True)
+    for side, results in trials.items():
+      walls = sorted(r["wall"] for r in results)
+      result = dict(results[0], wall=statistics.median(walls), walls=walls,
+                    step=statistics.median(r["step"] for r in results),
+                    peak=max(r["peak"] for r in results))
       per_step_runs = runs if side == "packed" else 1
       row[side] = dict(result, runs_per_hour=runs * 3600 / result["wall"],
                        mfu=flops * per_step_runs / result["step"] / ceiling)
-      print(f"{model} x{runs} {side}: {result['wall']:.1f} s, "
+      print(f"{model} x{runs} {side}: median {result['wall']:.1f} s, "
             f"{row[side]['runs_per_hour']:.0f} runs/h, step {result['step']:.3f} s, "
             f"{row[side]['mfu']:.1%} of the ceiling, peak {result['peak'] / 2**20:.0f} MiB",
             flush=True)
@@ -174,18 +187,20 @@ def write_section(args: argparse.Namespace, rows: list[dict], ceiling: float,
            f"targets {TARGETS}, prompt {PROMPT}, dropout 0.1, random frozen weights, one "
            f"synthetic task per run, a checkpoint at the last step, no evaluation; wall time "
            f"includes compilation, data pipelines and checkpoints; float32 matmul ceiling "
-           f"{ceiling / 1e9:.0f} GFLOP/s; {time.strftime('%Y-%m-%d')}. Target: packed tiny "
-           f">= 3x the runs per hour of one after another.", "",
+           f"{ceiling / 1e9:.0f} GFLOP/s; {time.strftime('%Y-%m-%d')}; each side run "
+           f"{args.repeats} time(s), alternating, medians (walls of every trial in the last "
+           f"column). Target: packed tiny >= 3x the runs per hour of one after another.", "",
            "| model | runs x steps (inputs) | side | wall | runs/hour | packed/sequential | "
-           "steady step | of matmul ceiling | peak memory |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "steady step | of matmul ceiling | peak memory | trials' walls |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for r in rows:
     for side in ("sequential", "packed"):
       s = r[side]
       ratio = s["runs_per_hour"] / r["sequential"]["runs_per_hour"]
       lines.append(f"| {r['model']} | {r['runs']} x {r['steps']} ({r['inputs']}) | {side} | "
                    f"{s['wall']:.0f} s | {s['runs_per_hour']:.0f} | {ratio:.2f}x | "
-                   f"{s['step']:.3f} s | {s['mfu']:.1%} | {s['peak'] / 2**20:.0f} MiB |")
+                   f"{s['step']:.3f} s | {s['mfu']:.1%} | {s['peak'] / 2**20:.0f} MiB | "
+                   f"{', '.join(f'{w:.0f}' for w in s['walls'])} s |")
   if products:
     lines += ["", f"Where a packed tiny step's time goes: the step's main products (batch {BATCH}, "
               f"{args.tiny_inputs} inputs + {PROMPT} prompt, {TARGETS} targets) timed alone, "
