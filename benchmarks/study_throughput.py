@@ -106,15 +106,8 @@ def product_speed(lhs: tuple[int, ...], rhs: tuple[int, ...], runs: int, repeats
     rhs = (rhs[0] * runs, *rhs[1:])
   a = jnp.asarray(np.random.default_rng(0).standard_normal(lhs, np.float32))
   b = jnp.asarray(np.random.default_rng(1).standard_normal(rhs, np.float32))
-  product = jax.jit(jnp.matmul)
-  jax.block_until_ready(product(a, b))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(product(a, b))
-    best = min(best, time.perf_counter() - start)
-  flops = 2 * int(np.prod(lhs)) * rhs[-1]
-  return flops / best
+  from train_step import best_product_seconds
+  return 2 * int(np.prod(lhs)) * rhs[-1] / best_product_seconds(a, b, repeats)
 
 
 def product_rows(model: str, inputs: int, runs: int) -> list[dict]:

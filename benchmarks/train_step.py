@@ -62,6 +62,11 @@ def matmul_ceiling(dtype: str, repeats: int = 5) -> float:
   size = 4096 if jax.default_backend() == "cpu" else 8192
   a = jax.random.normal(jax.random.PRNGKey(0), (size, size), dtype)
   b = jax.random.normal(jax.random.PRNGKey(1), (size, size), dtype)
+  return 2 * size ** 3 / best_product_seconds(a, b, repeats)
+
+
+def best_product_seconds(a: jax.Array, b: jax.Array, repeats: int) -> float:
+  """The fastest of `repeats` timed calls of the jitted `a @ b` (after one that compiles)."""
   product = jax.jit(jnp.matmul)
   jax.block_until_ready(product(a, b))
   best = float("inf")
@@ -69,7 +74,7 @@ def matmul_ceiling(dtype: str, repeats: int = 5) -> float:
     start = time.perf_counter()
     jax.block_until_ready(product(a, b))
     best = min(best, time.perf_counter() - start)
-  return 2 * size ** 3 / best
+  return best
 
 
 def fits(model_name: str, input_length: int, batch_size: int, target_length: int,
