@@ -185,8 +185,6 @@ def selected_on(heads: Sequence[AffinityHead], targets: Sequence[str]) -> list[s
 def load_scorer(path: str) -> HeadScorer | HeldOutScorer:
   """The `affinity:PATH` scorer: a cross-validation directory's folds score each target with
   the fold that held it out."""
-  folds = fold_dirs(path)
-  if folds is not None:
-    return held_out_folds([[AffinityHead.load(d) for d in head_dirs(f)] for f in folds],
-                          f"affinity:{path}")
-  return HeadScorer([AffinityHead.load(p) for p in head_dirs(path)], f"affinity:{path}")
+  folds, cross_validated = load_folds([path])
+  name = f"affinity:{path}"
+  return held_out_folds(folds, name) if cross_validated else HeadScorer(folds[0], name)

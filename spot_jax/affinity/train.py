@@ -436,9 +436,10 @@ def train_held_out_heads(cfg: AffinityConfig, gains: dict, task_keys: dict[str, 
   out, listed = {}, []
   for fold in folds:
     fold_dir = os.path.join(out_dir, fold_name(fold))
-    stale = []
+    stale, pairs = [], {}
     for seed in seeds:
-      split = data_lib.make_split(gains, fold, cfg.num_pairs, int(seed))
+      split = data_lib.make_split(gains, fold, cfg.num_pairs, int(seed))  # as train_seeds's.
+      pairs[str(seed)] = len(split.train)
       head_dir = os.path.join(fold_dir, f"seed_{seed}")
       if not _reusable(head_dir, dataclasses.replace(cfg, seed=int(seed)),
                        training_fingerprint(split.train, gains, task_keys)):
@@ -448,10 +449,6 @@ def train_held_out_heads(cfg: AffinityConfig, gains: dict, task_keys: dict[str, 
     if stale:
       train_seeds(cfg, gains, task_keys, fold_dir, seeds, val_targets=fold, log=log)
     out[fold_dir] = fold
-    pairs = {}
-    for seed in seeds:
-      with open(os.path.join(fold_dir, f"seed_{seed}", HEAD_JSON)) as f:
-        pairs[str(seed)] = len(json.load(f)["train_pairs"])
     listed.append({"dir": os.path.basename(fold_dir), "held_out": fold, "train_pairs": pairs})
   record = {"format": FOLDS_FORMAT, "seeds": [int(s) for s in seeds], "folds": listed}
   atomic_write_bytes(os.path.join(out_dir, FOLDS_JSON),

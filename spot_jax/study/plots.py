@@ -74,8 +74,7 @@ def transfer_heatmap(sources: Sequence[str], targets: Sequence[str], values: np.
   _annotate(ax, values, norm, ".1f")
   finite = values[np.isfinite(values)]
   below, above = bool((finite < -bound).any()), bool((finite > bound).any())
-  extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
-      (below, above), "neither")
+  extend = ("neither", "min", "max", "both")[below + 2 * above]
   figure.colorbar(image, ax=ax, label=label, extend=extend)
   save_figure(figure, path)
 
