@@ -17,6 +17,13 @@ def get_task_or_mixture(name: str) -> seqio.Task | seqio.Mixture:
   try:
     return seqio.get_mixture_or_task(name)
   except ValueError:
+    pass
+  # The registry registers lazily: a name not registered yet makes every task module register
+  # once (an entry point need not remember to call `register_all_tasks` before a lookup).
+  register_all_tasks()
+  try:
+    return seqio.get_mixture_or_task(name)
+  except ValueError:
     if name.startswith(TRANSFER_MIXTURE_PREFIX):
       return register_transfer_mixture(mixture_members(name))
     names = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
@@ -59,8 +66,10 @@ def task_labels(name: str) -> tuple[str, ...] | None:
   return None
 
 
+@functools.cache
 def register_all_tasks() -> None:
-  """Imports every task module of `tasks/`: the synthetic world, real tasks and mixtures."""
+  """Imports every task module of `tasks/`: the synthetic world, real tasks and mixtures (once
+  per process; later calls return at once)."""
   import tasks.synthetic  # noqa: F401
   from tasks import registry
   registry.register_all()

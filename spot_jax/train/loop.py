@@ -430,10 +430,14 @@ def _train_runs(cfgs: list[TrainConfig], gin_configs: list[str], packed: bool
       cfg = cfgs[i]
       if is_chief:
         stack.enter_context(run_dir.locked(cfg.model_dir))
-      run_dir.check_compatible(cfg.model_dir, summaries[i], cfg.overwrite)
-      if is_chief and gin_configs[i]:
-        atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN),
-                           gin_configs[i].encode())
+      run_dir.check_compatible(cfg.model_dir, summaries[i], cfg.overwrite, gin_configs[i])
+      if is_chief:
+        if gin_configs[i]:
+          atomic_write_bytes(os.path.join(cfg.model_dir, run_dir.CONFIG_GIN),
+                             gin_configs[i].encode())
+        # run.json is the run's identity: written before any state exists, so a run killed at
+        # any later moment is recognised (and resumed) by the same command.
+        run_dir.start_summary(cfg.model_dir, summaries[i])
     trained = _train([cfgs[i] for i in todo], method, model, frozen_params, optimizer, offset,
                      [summaries[i] for i in todo], is_chief, packed)
   for i, summary in zip(todo, trained):

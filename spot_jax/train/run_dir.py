@@ -41,6 +41,9 @@ RUN_SUMMARY = "run.json"
 CONFIG_GIN = "config.gin"
 TRAIN_STATE_DIR = "train_state"
 LOCK_FILE = ".lock"
+# Everything a run writes in MODEL_DIR (what `remove_run` deletes; anything else is kept).
+RUN_FILES = (RUN_SUMMARY, CONFIG_GIN, "metrics.jsonl", "numpy_checkpoints", TRAIN_STATE_DIR,
+             "data_state", "tensorboard")
 
 
 class RunDirError(ValueError):
@@ -204,19 +207,39 @@ def identity_diffs(old: RunSummary, new: RunSummary) -> list[str]:
           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def check_compatible(model_dir: str, summary: RunSummary, overwrite: bool) -> None:
+def start_summary(model_dir: str, summary: RunSummary) -> None:
+  """Writes a fresh run's run.json (nothing trained yet) unless MODEL_DIR already holds this
+  run's: the first write after config.gin, before any train state, so every later kill point
+  leaves a MODEL_DIR whose identity `check_compatible` can read."""
+  if not os.path.exists(os.path.join(model_dir, RUN_SUMMARY)):
+    write_summary(model_dir, summary)
+
+
+def check_compatible(model_dir: str, summary: RunSummary, overwrite: bool,
+                     gin_config: str | None = None) -> None:
   """Refuses a MODEL_DIR holding another run: any setting that changes the result differs
   (`RunSummary.identity`), or its run.json is unreadable.
 
-  With `overwrite`, the old run's files are removed instead (a corrupt run.json included).
+  A MODEL_DIR without run.json never recorded a step (run.json is written before any state,
+  `start_summary`): when its config.gin is absent or equals `gin_config`, it is the same run
+  killed while starting, and its partial files are removed so that it starts cleanly. With
+  `overwrite`, the old run's files are removed instead (a corrupt run.json included).
   """
-  has_state = os.path.isdir(os.path.join(model_dir, TRAIN_STATE_DIR))
-  if not os.path.exists(os.path.join(model_dir, RUN_SUMMARY)) and not has_state:
-    return
-  try:
-    diffs = identity_diffs(read_summary(model_dir), summary)
-  except RunDirError as e:
-    diffs = [str(e)]
+  if not os.path.exists(os.path.join(model_dir, RUN_SUMMARY)):
+    if not _has_run_files(model_dir):
+      return
+    config_path = os.path.join(model_dir, CONFIG_GIN)
+    old_config = open(config_path).read() if os.path.exists(config_path) else None
+    if overwrite or old_config is None or old_config == gin_config:
+      remove_run(model_dir)  # a start killed before its first step: restart it cleanly.
+      return
+    diffs = [f"{os.path.join(model_dir, RUN_SUMMARY)} not found and its config.gin differs "
+             "from the requested one"]
+  else:
+    try:
+      diffs = identity_diffs(read_summary(model_dir), summary)
+    except RunDirError as e:
+      diffs = [str(e)]
   if not diffs:
     return
   if not overwrite:
@@ -225,10 +248,15 @@ def check_compatible(model_dir: str, summary: RunSummary, overwrite: bool) -> No
   remove_run(model_dir)
 
 
+def _has_run_files(model_dir: str) -> bool:
+  """Whether MODEL_DIR holds any file a run writes besides config.gin and the lock."""
+  return any(os.path.exists(os.path.join(model_dir, name)) for name in RUN_FILES
+             if name not in (CONFIG_GIN, RUN_SUMMARY))
+
+
 def remove_run(model_dir: str) -> None:
   """Deletes a run's files from MODEL_DIR (anything else there is kept)."""
-  for name in (RUN_SUMMARY, CONFIG_GIN, "metrics.jsonl", "numpy_checkpoints", TRAIN_STATE_DIR,
-               "data_state", "tensorboard"):
+  for name in RUN_FILES:
     path = os.path.join(model_dir, name)
     if os.path.isdir(path):
       shutil.rmtree(path)
