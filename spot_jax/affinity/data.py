@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from spot_jax.affinity.pairs import sample_indices
+
 BASELINE = "none"
 
 
@@ -160,12 +162,28 @@ def make_split(gains: Mapping[Pair, float], val_targets: Sequence[str], num_pair
     raise AffinityDataError(f"No training pairs left after holding out {sorted(banned)}")
   if not val:
     raise AffinityDataError(f"No validation pairs for the held-out targets {sorted(held)}")
-  if num_pairs is not None and num_pairs < len(pool):
-    order = np.random.default_rng(seed).permutation(len(pool))[:num_pairs]
-    train = [pool[i] for i in sorted(order)]
-  else:
-    train = pool
+  train = [pool[i] for i in sample_indices(len(pool), num_pairs, seed)]
   return Split(train=train, val=val, val_targets=sorted(held), available=len(pool))
+
+
+def pool_split(gains: Mapping[Pair, float], novel_targets: Sequence[str], num_pairs: int | None,
+               seed: int) -> Split:
+  """The paper's protocol (Feng et al. 2023, §3.2-3.3): training = M pairs sampled (seeded)
+  among the pool-internal transfers (source i -> source j), validation = every pool source ->
+  each novel target. A novel target that is itself the source of a transfer is an error: it
+  would be part of the pool."""
+  novel = set(novel_targets)
+  missing = sorted(novel - {t for _, t in gains})
+  if missing:
+    raise AffinityDataError(f"No transfer results for the novel targets {missing}")
+  as_source = sorted(novel & {s for s, _ in gains})
+  if as_source:
+    raise AffinityDataError(f"Novel target(s) {', '.join(as_source)} is a source of transfers "
+                            "in the results; a novel target must stay out of the pool")
+  split = make_split(gains, sorted(novel), num_pairs, seed)
+  leaked = sorted({t for pair in split.train for t in pair} & novel)
+  assert not leaked, f"novel targets {leaked} entered the training pairs"
+  return split
 
 
 # ----------------------------------------------------------------------------- examples
