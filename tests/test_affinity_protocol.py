@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spot_jax.affinity import data, pairs
@@ -106,3 +107,154 @@ def test_per_run_training_caps_follow_task_then_role():
     small_spec(max_train_examples={"target": 20})
   with pytest.raises(SpecError, match=r"max_train_examples.targets must be a positive integer"):
     small_spec(max_train_examples={"targets": 0})
+
+
+# ----------------------------------------------------------------------------- a fake pool study
+
+POOL = [f"p{i:02d}" for i in range(10)]
+NOVEL = ["n_ner", "n_sent", "n_nli"]
+TYPES = ["NER", "POS", "Sentiment Classification", "NLI", "QA"]
+FAMILIES = {**{t: TYPES[i % len(TYPES)] for i, t in enumerate(POOL)},
+            "n_ner": "NER", "n_sent": "Sentiment Classification", "n_nli": "NLI"}
+FAST = ["--gin_file=affinity/light.gin", "--gin.AffinityConfig.train_steps=30",
+        "--gin.AffinityConfig.warmup_steps=5", "--gin.AffinityConfig.checkpoint_period=1000"]
+
+
+def fake_pool_study(tmp_path, num_pairs: int = 40):
+  """A pool-pair study without training T5: a spec (10 pool tasks, 3 novel targets, M pool
+  pairs), a prompt library of keys [L=4, E=8] and results.csv (two seeds: every baseline, the
+  spec's sampled pool transfers, every pool source -> each novel target). Gains are a planted
+  function of both tasks' latents. Returns (spec path, library path, results path)."""
+  import yaml
+
+  from spot_jax.library.store import ModelIdentity, PromptLibrary
+  from spot_jax.study import results
+  rng = np.random.default_rng(0)
+  tasks = POOL + NOVEL
+  z = {t: rng.normal(size=8) for t in tasks}
+  spec_path = tmp_path / "spec.yaml"
+  spec_path.write_text(yaml.safe_dump(dict(
+      name="fake_pool", model="models/tiny_byte.gin", sources=POOL, targets=NOVEL, seeds=[0, 1],
+      source_steps=10, target_steps=10, key_step=5, families=FAMILIES,
+      pool_pairs={"num_pairs": num_pairs, "seed": 0},
+      max_train_examples={"sources": 50000, "targets": 2000})))
+  spec = StudySpec.from_dict(yaml.safe_load(spec_path.read_text()), check_tasks=False)
+  library = PromptLibrary(str(tmp_path / "lib"), create=True)
+  for task in tasks:
+    key = (50 * (z[task] + 0.05 * rng.normal(size=(4, 8)))).astype(np.float32)
+    library.add(task=task, value=key, key=key, model=ModelIdentity("tiny", 8, "fp"), seed=0)
+  transfers = spec.pool_transfers() + [(s, t) for s in POOL for t in NOVEL]
+  rows = []
+  for seed in (0, 1):
+    rows += [{"source": "none", "target": t, "seed": seed, "score": 60.0} for t in tasks]
+    rows += [{"source": s, "target": t, "seed": seed,
+              "score": 60.0 + 8 * np.tanh(z[t][0] * z[s][1]) + 3 * np.sin(z[s][2])
+              + 0.1 * seed} for s, t in transfers]
+  results.write_results(str(tmp_path / "results.csv"), rows)
+  return str(spec_path), str(tmp_path / "lib"), str(tmp_path / "results.csv")
+
+
+def spot_jax(*argv: str) -> str:
+  """Runs the installed `spot-jax` entry point in a fresh process; returns its stdout."""
+  import subprocess
+  import sys
+  exe = os.path.join(os.path.dirname(sys.executable), "spot-jax")
+  done = subprocess.run([exe, *argv], capture_output=True, text=True, timeout=600,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert done.returncode == 0, done.stdout + done.stderr
+  return done.stdout
+
+
+@pytest.mark.slow
+def test_train_on_pool_pairs_and_evaluate_novel_targets_through_the_cli(tmp_path):
+  """`affinity train --spec` trains on pool pairs only; `evaluate` writes Table 1 and Figure 3
+  for the novel targets (the head, D_cos, D^_cos, the oracle)."""
+  import csv
+  import json
+  spec, lib, csv_path = fake_pool_study(tmp_path, num_pairs=40)
+  heads = str(tmp_path / "heads")
+  printed = spot_jax("affinity", "train", csv_path, "--library", lib, "--out", heads, "--spec",
+                     spec, "--seeds", "0", "1", *FAST)
+  assert "2 heads on 40 pool pairs each (of 40 pool transfers; M = 40), no validation" in printed
+  for seed in (0, 1):
+    record = json.loads(open(os.path.join(heads, f"seed_{seed}", "head.json")).read())
+    assert record["val_targets"] == sorted(NOVEL)
+    assert all(s in POOL and t in POOL for s, t in record["train_pairs"])
+    assert len(record["train_pairs"]) == 40
+  out = str(tmp_path / "eval.csv")
+  printed = spot_jax("affinity", "evaluate", csv_path, "--head", heads, "--library", lib,
+                     "--out", out)
+  assert "Table 1 (Feng et al.)" in printed and "Figure 3 (Feng et al.)" in printed
+  assert "selected (early stopping" not in printed  # nothing was selected on novel targets.
+  with open(str(tmp_path / "eval_table1.csv")) as f:
+    table1 = list(csv.DictReader(f))
+  assert list(table1[0]) == ["method", *sorted(NOVEL), "mean_delta"]
+  assert table1[0]["method"] == "no_transfer" and float(table1[0]["n_ner"]) == pytest.approx(60.0)
+  brute = next(r for r in table1 if r["method"] == "brute_force")
+  for row in table1[1:]:  # nobody beats the oracle on any target.
+    for target in NOVEL:
+      assert float(row[target]) <= float(brute[target]) + 1e-9
+  with open(str(tmp_path / "eval_figure3.csv")) as f:
+    figure3 = {r["method"]: r for r in csv.DictReader(f)}
+  assert {"affinity (ensemble)", "cosine", "per_token_cosine", "brute_force"} <= set(figure3)
+  # best of top-3 >= best of top-1, both <= the oracle's gain.
+  for row in figure3.values():
+    assert float(row["top3_best_gain"]) >= float(row["top1_gain"]) - 1e-9
+    assert float(row["top3_best_gain"]) <= float(figure3["brute_force"]["top1_gain"]) + 1e-9
+
+
+def test_ablate_writes_each_figure_from_a_small_pool_study(tmp_path):
+  """Figures 2, 3, 4, 5 and §4.6.2 from fake results + keys (light heads, a few steps)."""
+  import csv
+  import dataclasses as dc
+
+  from spot_jax.affinity.train import AffinityConfig
+  from spot_jax.study import affinity_ablate, affinity_eval, results
+  spec_path, lib, csv_path = fake_pool_study(tmp_path, num_pairs=40)
+  spec = StudySpec.from_dict(__import__("yaml").safe_load(open(spec_path)), check_tasks=False)
+  study = affinity_ablate.pool_study(affinity_eval.load_inputs(csv_path, library=lib), spec)
+  sizes = {}
+  for size, gain in ((2000, 9.0), (5000, 4.0)):
+    path = str(tmp_path / f"size_{size}.csv")
+    results.write_results(path, [
+        {"source": "none", "target": "n_sent", "seed": s, "score": 50.0} for s in (0, 1)] + [
+        {"source": "p00", "target": "n_sent", "seed": s, "score": 50.0 + gain} for s in (0, 1)])
+    sizes[size] = path
+  cfg = dc.replace(AffinityConfig(variant="light", hidden_dim=16, learning_rate=3e-3,
+                                  train_steps=20, warmup_steps=2, checkpoint_period=1000))
+  out = str(tmp_path / "ablate")
+  done = affinity_ablate.run_ablations(study, cfg, out, [0, 1], betas=[0.5, 1.0],
+                                       num_pairs=[20, 40], sizes=sizes, size_target="n_sent",
+                                       size_source="p00", log=lambda _: None)
+
+  def read(name):
+    assert os.path.getsize(os.path.join(out, f"{name}.png")) > 0
+    with open(os.path.join(out, f"{name}.csv")) as f:
+      return list(csv.DictReader(f))
+  beta = read("figure2_beta")
+  assert [float(r["beta"]) for r in beta] == [0.5, 1.0] and all(r["spearman_std"] for r in beta)
+  figure3 = read("figure3_num_pairs")
+  assert [(r["num_pairs"], r["method"]) for r in figure3][:2] == [("20", "affinity"),
+                                                                  ("40", "affinity")]
+  assert {r["method"] for r in figure3[2:]} == {"cosine", "per_token_cosine", "brute_force"}
+  # §4.6.2: the sequence-labelling types (NER, POS) of the pool left out, tested on n_ner.
+  general = read("generalisation")
+  assert {r["targets"] for r in general} == {"n_ner"}
+  assert {r["left_out"] for r in general} == {"NER+POS"}
+  assert general[0]["pool_tasks_left_out"] == "4"  # p00, p05 (NER) and p01, p06 (POS).
+  assert {"affinity", "cosine", "per_token_cosine", "brute_force"} <= {r["method"]
+                                                                        for r in general}
+  sizes_rows = read("figure4_target_size")
+  assert [(int(r["size"]), float(r["gain"])) for r in sizes_rows] == [(2000, 9.0), (5000, 4.0)]
+  types = read("figure5_type_gains")
+  assert len(types) == len(POOL) * len(NOVEL)
+  assert {r["group"] for r in types} == {"sequence labelling", "text classification", "NLI",
+                                         "QA"}
+  assert set(done) == {"figure2_beta", "figure3_num_pairs", "generalisation",
+                       "figure4_target_size", "figure5_type_gains"}
+  # The generalisation heads never trained on a left-out task nor on a novel target.
+  import json
+  record = json.loads(open(os.path.join(out, "heads", "generalisation", "seed_0",
+                                        "head.json")).read())
+  left_out = {"p00", "p05", "p01", "p06", *NOVEL}
+  assert not {t for pair in record["train_pairs"] for t in pair} & left_out

@@ -140,6 +140,21 @@ def task_family(task: str) -> str:
   return groups[0]
 
 
+def leave_families_out(pool: Sequence[str], novel_targets: Sequence[str],
+                       families: Sequence[str], family_of: Callable[[str], str]
+                       ) -> tuple[list[str], list[str]]:
+  """(novel targets of `families`, pool tasks of `families`): the paper's generalisation test
+  (§4.6.2) holds the first out and trains without the second."""
+  known = {family_of(t) for t in [*pool, *novel_targets]}
+  unknown = sorted(set(families) - known)
+  if unknown:
+    raise AffinityDataError(f"No task of family {unknown}; families: {sorted(known)}")
+  held = sorted(t for t in novel_targets if family_of(t) in families)
+  if not held:
+    raise AffinityDataError(f"No novel target of the families {sorted(families)} to test on")
+  return held, sorted(t for t in pool if family_of(t) in families)
+
+
 @dataclasses.dataclass(frozen=True)
 class Split:
   """Training pairs (the sampled M) and validation pairs (targets held out)."""
@@ -167,11 +182,11 @@ def make_split(gains: Mapping[Pair, float], val_targets: Sequence[str], num_pair
 
 
 def pool_split(gains: Mapping[Pair, float], novel_targets: Sequence[str], num_pairs: int | None,
-               seed: int) -> Split:
+               seed: int, exclude: Sequence[str] = ()) -> Split:
   """The paper's protocol (Feng et al. 2023, §3.2-3.3): training = M pairs sampled (seeded)
-  among the pool-internal transfers (source i -> source j), validation = every pool source ->
-  each novel target. A novel target that is itself the source of a transfer is an error: it
-  would be part of the pool."""
+  among the pool-internal transfers (source i -> source j) touching no `exclude` task (§4.6.2:
+  a task type left out), validation = every pool source -> each novel target. A novel target
+  that is itself the source of a transfer is an error: it would be part of the pool."""
   novel = set(novel_targets)
   missing = sorted(novel - {t for _, t in gains})
   if missing:
@@ -180,10 +195,17 @@ def pool_split(gains: Mapping[Pair, float], novel_targets: Sequence[str], num_pa
   if as_source:
     raise AffinityDataError(f"Novel target(s) {', '.join(as_source)} is a source of transfers "
                             "in the results; a novel target must stay out of the pool")
-  split = make_split(gains, sorted(novel), num_pairs, seed)
-  leaked = sorted({t for pair in split.train for t in pair} & novel)
-  assert not leaked, f"novel targets {leaked} entered the training pairs"
+  split = make_split(gains, sorted(novel), num_pairs, seed,
+                     sorted(set(exclude) | set(outside_pool(gains))))
+  trained = {t for pair in split.train for t in pair}
+  leaked = sorted((trained - {s for s, _ in gains}) | (trained & novel))
+  assert not leaked, f"tasks outside the pool {leaked} entered the training pairs"
   return split
+
+
+def outside_pool(gains: Mapping[Pair, float]) -> list[str]:
+  """Targets that are never a source: outside the pool, so never in a pool-internal pair."""
+  return sorted({t for _, t in gains} - {s for s, _ in gains})
 
 
 # ----------------------------------------------------------------------------- examples

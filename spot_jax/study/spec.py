@@ -222,6 +222,14 @@ class StudySpec:
     role = "targets" if kind != "source" and task in self.targets else "sources"
     return caps.get(role)
 
+  def affinity_config(self, base: Any) -> Any:
+    """`base` (an AffinityConfig) with the spec's `affinity` settings; on a pool-pair study M
+    (num_pairs) defaults to the pool pairs the study ran (Feng et al. 2023 §4.2: M = 400)."""
+    overrides = dict(self.affinity or {})
+    if self.pool_pairs:
+      overrides.setdefault("num_pairs", self.pool_pairs["num_pairs"])
+    return dataclasses.replace(base, **overrides)
+
   def family_of(self, task: str) -> str:
     """The spec's family of a task (`families`)."""
     if not self.families or task not in self.families:
