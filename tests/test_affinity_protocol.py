@@ -201,6 +201,41 @@ def test_train_on_pool_pairs_and_evaluate_novel_targets_through_the_cli(tmp_path
   for row in figure3.values():
     assert float(row["top3_best_gain"]) >= float(row["top1_gain"]) - 1e-9
     assert float(row["top3_best_gain"]) <= float(figure3["brute_force"]["top1_gain"]) + 1e-9
+  # The paper's figures through the entry point (one beta, one M, one seed: a smoke run).
+  size_csv = str(tmp_path / "size_2000.csv")
+  with open(csv_path) as f, open(size_csv, "w") as g:
+    g.write(f.read())
+  ablation = str(tmp_path / "paper")
+  printed = spot_jax("affinity", "ablate", csv_path, "--library", lib, "--spec", spec, "--out",
+                     ablation, "--betas", "1.0", "--num_pairs", "20", "--seeds", "0",
+                     "--target_sizes", f"2000={size_csv}", "--size_target", "n_sent",
+                     "--size_source", "p00", *FAST)
+  for name in ("figure2_beta", "figure3_num_pairs", "generalisation", "figure4_target_size",
+               "figure5_type_gains"):
+    assert os.path.exists(os.path.join(ablation, f"{name}.csv")), printed
+    assert os.path.exists(os.path.join(ablation, f"{name}.png"))
+  assert "generalisation (n_ner without NER+POS, 4 pool tasks left out)" in printed
+  assert "n_sent at 2000: p00 gains" in printed
+
+
+def test_ablate_without_a_spec_writes_the_beta_m_and_family_curves(tmp_path, capsys):
+  """The split-based ablation (no pool pairs): heads on `train_seeds`'s split per setting."""
+  import csv
+  from spot_jax.cli.main import main
+  _, lib, csv_path = fake_pool_study(tmp_path, num_pairs=40)
+  families = tmp_path / "families.csv"
+  families.write_text("task,family\n" + "".join(f"{t},{f}\n" for t, f in FAMILIES.items()))
+  out = str(tmp_path / "ablate")
+  assert main(["affinity", "ablate", csv_path, "--library", lib, "--out", out, "--betas", "1.0",
+               "2.0", "--num_pairs", "20", "--seeds", "0", "--leave_family_out", "--families",
+               str(families), *FAST]) == 0
+  printed = capsys.readouterr().out
+  assert "beta=2.0" in printed and "num_pairs=20" in printed
+  with open(os.path.join(out, "beta.csv")) as f:
+    assert [r["beta"] for r in csv.DictReader(f)] == ["1.0", "2.0"]
+  with open(os.path.join(out, "family.csv")) as f:
+    assert {r["family"] for r in csv.DictReader(f)} == set(FAMILIES.values())
+  assert os.path.exists(os.path.join(out, "num_pairs.png"))
 
 
 def test_ablate_writes_each_figure_from_a_small_pool_study(tmp_path):
@@ -254,7 +289,7 @@ def test_ablate_writes_each_figure_from_a_small_pool_study(tmp_path):
                        "figure4_target_size", "figure5_type_gains"}
   # The generalisation heads never trained on a left-out task nor on a novel target.
   import json
-  record = json.loads(open(os.path.join(out, "heads", "generalisation", "seed_0",
+  record = json.loads(open(os.path.join(out, "heads", "left_out_NER+POS", "seed_0",
                                         "head.json")).read())
   left_out = {"p00", "p05", "p01", "p06", *NOVEL}
   assert not {t for pair in record["train_pairs"] for t in pair} & left_out

@@ -385,52 +385,14 @@ def _ablate_paper(args: argparse.Namespace) -> int:
 def run_ablate(args: argparse.Namespace) -> int:
   if args.spec:
     return _ablate_paper(args)
-
-  from spot_jax.affinity.predict import AffinityHead
-  from spot_jax.affinity.train import train_seeds
-  from spot_jax.study import affinity_eval
-  cfg = _config(args)
+  from spot_jax.study import affinity_ablate, affinity_eval
   inputs = _inputs(args, args.results)
-  os.makedirs(args.out, exist_ok=True)
-
-  def trainer(val_targets=None, exclude=()):
-    def train(overrides: dict, head_dir: str) -> str:
-      settings = {k: v for k, v in overrides.items() if k != "family"}
-      train_seeds(dataclasses.replace(cfg, **settings), inputs.gains, inputs.task_keys,
-                  head_dir, args.seeds, val_targets=val_targets, exclude=exclude, log=False)
-      return head_dir
-    return train
-
-  def held_out(path: str) -> list[str]:
-    from spot_jax.affinity.predict import head_dirs
-    return AffinityHead.load(head_dirs(path)[0]).record["val_targets"]
-
-  curves = {"beta": [{"beta": b} for b in args.betas],
-            "num_pairs": [{"num_pairs": m} for m in args.num_pairs]}
-  for parameter, settings in curves.items():
-    if not settings:
-      continue
-    rows = affinity_eval.ablation_curve(inputs, trainer(), settings, args.out, held_out,
-                                        args.seeds, parameter)
-    _write_curve(args.out, parameter, rows)
-  if args.leave_family_out:
-    family_of = _family_of(args)
-    rows = []
-    for family in sorted({family_of(t) for _, t in inputs.gains}):
-      held, exclude = _family_split(inputs, family, family_of)
-      rows += affinity_eval.ablation_curve(inputs, trainer(held, exclude), [{"family": family}],
-                                           args.out, held_out, args.seeds, "family")
-    _write_curve(args.out, "family", rows, plot=False)
+  curves = affinity_ablate.split_ablations(
+      inputs, _config(args), args.out, args.seeds, betas=args.betas, num_pairs=args.num_pairs,
+      family_of=_family_of(args) if args.leave_family_out else None)
+  for parameter, (path, rows) in curves.items():
+    print(f"{parameter}:")
+    print(affinity_eval.format_rows([{**r, "method": f"{parameter}={r['value']}"}
+                                     for r in rows]))
+    print(f"wrote {path}" + (" and .png" if parameter != "family" else ""))
   return 0
-
-
-def _write_curve(out: str, parameter: str, rows: list, plot: bool = True) -> None:
-  from spot_jax.study import affinity_eval, results
-  columns = ["value", *affinity_eval.COLUMNS, *(f"{c}_std" for c in affinity_eval.COLUMNS)]
-  path = os.path.join(out, f"{parameter}.csv")
-  results.write_csv(path, [parameter, *columns[1:]], [[r[c] for c in columns] for r in rows])
-  print(f"{parameter}:")
-  print(affinity_eval.format_rows([{**r, "method": f"{parameter}={r['value']}"} for r in rows]))
-  if plot:
-    affinity_eval.plot_curve(os.path.join(out, f"{parameter}.png"), rows, parameter)
-  print(f"wrote {path}" + (" and .png" if plot else ""))

@@ -65,22 +65,35 @@ class PoolStudy:
   family_of: Callable[[str], str]
 
 
-def _heads(study: PoolStudy, cfg: train_lib.AffinityConfig, head_dir: str, seeds: Sequence[int],
-           novel: Sequence[str], exclude: Sequence[str] = ()) -> list[Any]:
-  from spot_jax.affinity.predict import AffinityHead, HeadScorer, head_dirs
-  train_lib.train_pool_heads(cfg, study.inputs.gains, study.inputs.task_keys, head_dir, seeds,
-                             novel, exclude=exclude, log=False)
-  return [HeadScorer([AffinityHead.load(d)], "affinity") for d in head_dirs(head_dir)]
+def pool_trainer(study: PoolStudy, cfg: train_lib.AffinityConfig, seeds: Sequence[int],
+                 novel: Sequence[str], exclude: Sequence[str] = ()
+                 ) -> Callable[[dict[str, Any], str], str]:
+  """`affinity_eval.ablation_curve`'s trainer: heads per seed on pool pairs only
+  (`train_pool_heads`) with the setting's AffinityConfig overrides (other keys, such as a
+  setting's label, are ignored)."""
+  fields = {f.name for f in dataclasses.fields(train_lib.AffinityConfig)}
+
+  def train(overrides: dict[str, Any], head_dir: str) -> str:
+    settings = {k: v for k, v in overrides.items() if k in fields}
+    train_lib.train_pool_heads(dataclasses.replace(cfg, **settings), study.inputs.gains,
+                               study.inputs.task_keys, head_dir, seeds, novel,
+                               exclude=exclude, log=False)
+    return head_dir
+  return train
 
 
-def head_row(study: PoolStudy, cfg: train_lib.AffinityConfig, head_dir: str,
-             seeds: Sequence[int], novel: Sequence[str], exclude: Sequence[str] = ()
-             ) -> dict[str, Any]:
-  """Trains a head per seed and returns the head's comparison row on `novel` (mean ± std
-  over seeds)."""
-  per_seed = [affinity_eval.compare(study.inputs, {"affinity": s}, novel)
-              for s in _heads(study, cfg, head_dir, seeds, novel, exclude)]
-  return {**affinity_eval.seed_rows(per_seed, "affinity"), "method": "affinity"}
+def head_curve(study: PoolStudy, cfg: train_lib.AffinityConfig, parameter: str,
+               values: Sequence[Any], seeds: Sequence[int], out_dir: str,
+               novel: Sequence[str] | None = None, exclude: Sequence[str] = ()
+               ) -> list[dict[str, Any]]:
+  """One row per value of `parameter` (the head's metrics on `novel`, default the study's
+  novel targets, mean ± std over seeds), the value also under the parameter's name."""
+  novel = list(study.novel if novel is None else novel)
+  rows = affinity_eval.ablation_curve(
+      study.inputs, pool_trainer(study, cfg, seeds, novel, exclude),
+      [{parameter: v} for v in values], os.path.join(out_dir, "heads"), lambda _: novel, seeds,
+      parameter)
+  return [{**r, parameter: r["value"]} for r in rows]
 
 
 def baseline_rows(study: PoolStudy, targets: Sequence[str],
@@ -97,18 +110,14 @@ def baseline_rows(study: PoolStudy, targets: Sequence[str],
 def beta_curve(study: PoolStudy, cfg: train_lib.AffinityConfig, betas: Sequence[float],
                seeds: Sequence[int], out_dir: str) -> list[dict[str, Any]]:
   """Figure 2: one row per beta (the head's metrics on the novel targets, mean ± std)."""
-  return [{**head_row(study, dataclasses.replace(cfg, beta=float(b)),
-                      os.path.join(out_dir, "heads", f"beta_{b}"), seeds, study.novel),
-           "beta": float(b)} for b in betas]
+  return head_curve(study, cfg, "beta", [float(b) for b in betas], seeds, out_dir)
 
 
 def num_pairs_curve(study: PoolStudy, cfg: train_lib.AffinityConfig, num_pairs: Sequence[int],
                     seeds: Sequence[int], out_dir: str) -> list[dict[str, Any]]:
   """Figure 3: rows (num_pairs, method) with the best-of-top-1/top-3 gains: the head per M,
   and D_cos, D^_cos and the oracle (the same at every M, listed once with num_pairs NaN)."""
-  rows = [{**head_row(study, dataclasses.replace(cfg, num_pairs=int(m)),
-                      os.path.join(out_dir, "heads", f"num_pairs_{m}"), seeds, study.novel),
-           "num_pairs": int(m)} for m in num_pairs]
+  rows = head_curve(study, cfg, "num_pairs", [int(m) for m in num_pairs], seeds, out_dir)
   rows += [{**r, "num_pairs": math.nan} for r in baseline_rows(study, study.novel)
            if r["method"] in FIGURE3_METHODS]
   return rows
@@ -124,8 +133,7 @@ def generalisation(study: PoolStudy, cfg: train_lib.AffinityConfig, seeds: Seque
                        if type_group(study.family_of(t)) == SEQUENCE_LABELLING})
   held, exclude = data_lib.leave_families_out(study.pool, study.novel, families,
                                               study.family_of)
-  rows = [head_row(study, cfg, os.path.join(out_dir, "heads", "generalisation"), seeds, held,
-                   exclude)]
+  rows = head_curve(study, cfg, "left_out", ["+".join(families)], seeds, out_dir, held, exclude)
   rows += baseline_rows(study, held, tuple(scorers_lib.SIMILARITY_SCORERS))
   note = {"left_out": "+".join(families), "pool_tasks_left_out": len(exclude),
           "targets": "+".join(held)}
@@ -349,3 +357,59 @@ def run_ablations(study: PoolStudy, cfg: train_lib.AffinityConfig, out_dir: str,
     wrote("figure4_target_size", target_size_curve(sizes, size_target, size_source),
           write_target_size)
   return done
+
+
+# ----------------------------------------------------------------------------- split ablations
+
+
+def split_ablations(inputs: affinity_eval.Inputs, cfg: train_lib.AffinityConfig, out_dir: str,
+                    seeds: Sequence[int], *, betas: Sequence[float] = (),
+                    num_pairs: Sequence[int] = (),
+                    family_of: Callable[[str], str] | None = None
+                    ) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+  """The beta and M curves (and, with `family_of`, leave-each-family-out) on a study without
+  pool pairs: heads per setting and seed on `train_seeds`'s split (validation targets drawn
+  with cfg.split_seed), each evaluated on its held-out targets. Writes OUT/<parameter>.csv
+  (+ .png for the curves); returns {parameter: (csv path, rows)}."""
+  from spot_jax.affinity.predict import AffinityHead, head_dirs
+  os.makedirs(out_dir, exist_ok=True)
+
+  def trainer(val_targets=None, exclude=()):
+    def train(overrides: dict, head_dir: str) -> str:
+      settings = {k: v for k, v in overrides.items() if k != "family"}
+      train_lib.train_seeds(dataclasses.replace(cfg, **settings), inputs.gains,
+                            inputs.task_keys, head_dir, seeds, val_targets=val_targets,
+                            exclude=exclude, log=False)
+      return head_dir
+    return train
+
+  def held_out(path: str) -> list[str]:
+    return AffinityHead.load(head_dirs(path)[0]).record["val_targets"]
+
+  out: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+  for parameter, values in (("beta", betas), ("num_pairs", num_pairs)):
+    if values:
+      rows = affinity_eval.ablation_curve(inputs, trainer(), [{parameter: v} for v in values],
+                                          out_dir, held_out, seeds, parameter)
+      out[parameter] = (write_curve(out_dir, parameter, rows), rows)
+  if family_of is not None:
+    rows = []
+    targets = sorted({t for _, t in inputs.gains})
+    for family in sorted({family_of(t) for t in targets}):
+      held = data_lib.family_targets(targets, family, family_of)
+      exclude = [t for t in sorted(inputs.task_keys) if family_of(t) == family]
+      rows += affinity_eval.ablation_curve(inputs, trainer(held, exclude), [{"family": family}],
+                                           out_dir, held_out, seeds, "family")
+    out["family"] = (write_curve(out_dir, "family", rows, plot=False), rows)
+  return out
+
+
+def write_curve(out_dir: str, parameter: str, rows: Sequence[Mapping[str, Any]],
+                plot: bool = True) -> str:
+  """OUT/<parameter>.csv (value, metrics and their stds) and, when `plot`, its PNG."""
+  columns = ["value", *_metric_columns(affinity_eval.COLUMNS)]
+  path = os.path.join(out_dir, f"{parameter}.csv")
+  results.write_csv(path, [parameter, *columns[1:]], [[r[c] for c in columns] for r in rows])
+  if plot:
+    affinity_eval.plot_curve(os.path.join(out_dir, f"{parameter}.png"), rows, parameter)
+  return path
