@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from spot_jax.affinity.pairs import sample_indices
+
 BASELINE = "none"
 
 
@@ -138,6 +140,21 @@ def task_family(task: str) -> str:
   return groups[0]
 
 
+def leave_families_out(pool: Sequence[str], novel_targets: Sequence[str],
+                       families: Sequence[str], family_of: Callable[[str], str]
+                       ) -> tuple[list[str], list[str]]:
+  """(novel targets of `families`, pool tasks of `families`): the paper's generalisation test
+  (§4.6.2) holds the first out and trains without the second."""
+  known = {family_of(t) for t in [*pool, *novel_targets]}
+  unknown = sorted(set(families) - known)
+  if unknown:
+    raise AffinityDataError(f"No task of family {unknown}; families: {sorted(known)}")
+  held = sorted(t for t in novel_targets if family_of(t) in families)
+  if not held:
+    raise AffinityDataError(f"No novel target of the families {sorted(families)} to test on")
+  return held, sorted(t for t in pool if family_of(t) in families)
+
+
 @dataclasses.dataclass(frozen=True)
 class Split:
   """Training pairs (the sampled M) and validation pairs (targets held out)."""
@@ -160,12 +177,35 @@ def make_split(gains: Mapping[Pair, float], val_targets: Sequence[str], num_pair
     raise AffinityDataError(f"No training pairs left after holding out {sorted(banned)}")
   if not val:
     raise AffinityDataError(f"No validation pairs for the held-out targets {sorted(held)}")
-  if num_pairs is not None and num_pairs < len(pool):
-    order = np.random.default_rng(seed).permutation(len(pool))[:num_pairs]
-    train = [pool[i] for i in sorted(order)]
-  else:
-    train = pool
+  train = [pool[i] for i in sample_indices(len(pool), num_pairs, seed)]
   return Split(train=train, val=val, val_targets=sorted(held), available=len(pool))
+
+
+def pool_split(gains: Mapping[Pair, float], novel_targets: Sequence[str], num_pairs: int | None,
+               seed: int, exclude: Sequence[str] = ()) -> Split:
+  """The paper's protocol (Feng et al. 2023, §3.2-3.3): training = M pairs sampled (seeded)
+  among the pool-internal transfers (source i -> source j) touching no `exclude` task (§4.6.2:
+  a task type left out), validation = every pool source -> each novel target. A novel target
+  that is itself the source of a transfer is an error: it would be part of the pool."""
+  novel = set(novel_targets)
+  missing = sorted(novel - {t for _, t in gains})
+  if missing:
+    raise AffinityDataError(f"No transfer results for the novel targets {missing}")
+  as_source = sorted(novel & {s for s, _ in gains})
+  if as_source:
+    raise AffinityDataError(f"Novel target(s) {', '.join(as_source)} is a source of transfers "
+                            "in the results; a novel target must stay out of the pool")
+  split = make_split(gains, sorted(novel), num_pairs, seed,
+                     sorted(set(exclude) | set(outside_pool(gains))))
+  trained = {t for pair in split.train for t in pair}
+  leaked = sorted((trained - {s for s, _ in gains}) | (trained & novel))
+  assert not leaked, f"tasks outside the pool {leaked} entered the training pairs"
+  return split
+
+
+def outside_pool(gains: Mapping[Pair, float]) -> list[str]:
+  """Targets that are never a source: outside the pool, so never in a pool-internal pair."""
+  return sorted({t for _, t in gains} - {s for s, _ in gains})
 
 
 # ----------------------------------------------------------------------------- examples

@@ -406,6 +406,26 @@ def held_out_config(cfg: AffinityConfig) -> AffinityConfig:
   return dataclasses.replace(cfg, eval_period=0, patience=0)
 
 
+def train_pool_heads(cfg: AffinityConfig, gains: dict, task_keys: dict[str, np.ndarray],
+                     out_dir: str, seeds: Sequence[int], novel_targets: Sequence[str], *,
+                     exclude: Sequence[str] = (), log: bool = True) -> dict[str, Any]:
+  """The paper's protocol (Feng et al. 2023, §3.2-3.3, §4.6.2) on a pool-pair study: heads
+  of `seeds` (OUT_DIR/seed_<s>/) trained on M = cfg.num_pairs pool-internal pairs sampled per
+  seed (`data.pool_split`; none touching an `exclude` task or a task outside the pool),
+  never on a novel target, and
+  without validation (`held_out_config`: nothing is selected on the novel targets). The heads
+  record the novel targets as their held-out targets, which `affinity evaluate` scores.
+  Returns `train_seeds`'s summary plus each seed's training pairs and the pool pairs available."""
+  from spot_jax.affinity import data as data_lib
+  splits = {int(seed): data_lib.pool_split(gains, novel_targets, cfg.num_pairs, int(seed),
+                                           exclude) for seed in seeds}  # checks, no leak.
+  exclude = sorted(set(exclude) | set(data_lib.outside_pool(gains)) - set(novel_targets))
+  summary = train_seeds(held_out_config(cfg), gains, task_keys, out_dir, seeds,
+                        val_targets=sorted(novel_targets), exclude=exclude, log=log)
+  return {**summary, "train_pairs": {s: split.train for s, split in splits.items()},
+          "available_pairs": next(iter(splits.values())).available}
+
+
 def train_held_out_heads(cfg: AffinityConfig, gains: dict, task_keys: dict[str, np.ndarray],
                          out_dir: str, seeds: Sequence[int],
                          folds: Sequence[Sequence[str]] | None = None, *,

@@ -2,12 +2,16 @@
 
   spot-jax affinity train results.csv --study_dir STUDY --out heads/ --seeds 0 1 2 \
       --gin_file=affinity/light.gin
+  spot-jax affinity train results.csv --study_dir STUDY --out heads/ --spec SPEC.yaml
   spot-jax affinity predict --scorer affinity:heads/ --study_dir STUDY --results results.csv \
       --out predictions.csv
   spot-jax affinity evaluate results.csv --head heads/ --study_dir STUDY --out table.csv
   spot-jax affinity train results.csv --study_dir STUDY --out folds/ --cross_validate [K]
   spot-jax affinity evaluate results.csv --head folds/ --study_dir STUDY
   spot-jax affinity ablate results.csv --study_dir STUDY --out ablation/ --gin_file=affinity/light.gin
+  spot-jax affinity ablate results.csv --study_dir STUDY --spec SPEC.yaml --out paper/ \
+      --target_sizes 2000=sst2_2k/results.csv 5000=... --size_target glue_sst2 \
+      --size_source glue_mnli
 
 Keys come from a prompt library (--library, every task of the results must have entries) or
 from a study directory (--study_dir: the key_step prompts of its source and baseline runs).
@@ -16,6 +20,7 @@ from a study directory (--study_dir: the key_step prompts of its source and base
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from spot_jax.cli.train_cmd import GIN_HELP
@@ -58,8 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   split = train.add_mutually_exclusive_group()
   split.add_argument("--val_targets", nargs="+", default=None,
                      help="held-out targets (default: AffinityConfig.val_fraction of them)")
-  split.add_argument("--leave_family_out", default=None,
-                     help="hold out every target of this family and train without its tasks")
+  split.add_argument("--leave_family_out", default=None, nargs="+", metavar="FAMILY",
+                     help="hold out every target of these families and train without their "
+                          "tasks (with --spec: the paper's §4.6.2 generalisation test)")
   split.add_argument("--cross_validate", type=_fold_count, nargs="?", const=LEAVE_ONE_OUT,
                      default=None, metavar="K",
                      help="cross-validation folds under --out (OUT/<held-out targets>/seed_<s>/):"
@@ -67,6 +73,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                           "with AffinityConfig.split_seed; no validation, so no early stopping "
                           "or best step on the held-out targets (last step's params). "
                           "`affinity evaluate --head OUT` scores each target with its fold")
+  train.add_argument("--spec", default=None,
+                     help="the study's spec (pool_pairs): the paper's protocol, heads trained "
+                          "on pool-internal pairs only (M = pool_pairs.num_pairs unless its "
+                          "`affinity:` sets num_pairs), the spec's targets held out as novel "
+                          "targets, no validation; families from its `families:`")
   _family_args(train)
   train.set_defaults(func=run_train, accepts_gin=True)
 
@@ -107,6 +118,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   ablate.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   ablate.add_argument("--leave_family_out", action="store_true",
                       help="also train without each family and test on its targets")
+  ablate.add_argument("--spec", default=None,
+                      help="a pool-pair study's spec: the paper's figures (2: beta, 3: M with "
+                           "D_cos, D^_cos and the oracle, §4.6.2 generalisation, 4: target "
+                           "size, 5: gains by source type) on its novel targets")
+  ablate.add_argument("--leave_out", nargs="+", default=None, metavar="FAMILY",
+                      help="--spec: the families left out for §4.6.2 (default: the "
+                           "sequence-labelling types)")
+  ablate.add_argument("--target_sizes", nargs="+", default=[], metavar="SIZE=RESULTS",
+                      help="--spec, Figure 4: a results CSV per target training size")
+  ablate.add_argument("--size_target", default=None, help="Figure 4's target (e.g. glue_sst2)")
+  ablate.add_argument("--size_source", default=None, help="Figure 4's source (e.g. glue_mnli)")
   _family_args(ablate)
   ablate.set_defaults(func=run_ablate, accepts_gin=True)
 
@@ -124,10 +146,10 @@ def _inputs(args: argparse.Namespace, results_path: str):
                                    study_dir=args.study_dir, model=args.model)
 
 
-def _family_of(args: argparse.Namespace):
+def _family_of(args: argparse.Namespace, spec=None):
   from spot_jax.affinity import data
   if not args.families:
-    return data.task_family
+    return spec.family_of if spec is not None and spec.families else data.task_family
   from spot_jax.study import results
   _, rows = results.read_csv_rows(args.families, ("task", "family"), "a families table")
   table = {row["task"]: row["family"] for _, row in rows}
@@ -150,12 +172,13 @@ def _size_of(sizes_path: str | None):
   return size_of
 
 
-def _family_split(inputs, family: str, family_of):
+def _family_split(inputs, families, family_of):
   from spot_jax.affinity import data
+  families = [families] if isinstance(families, str) else families
   targets = sorted({t for _, t in inputs.gains})
-  held = data.family_targets(targets, family, family_of)
+  held = sorted({t for f in families for t in data.family_targets(targets, f, family_of)})
   tasks = sorted(inputs.task_keys)
-  return held, [t for t in tasks if family_of(t) == family]
+  return held, [t for t in tasks if family_of(t) in families]
 
 
 def _print_summary(summary: dict, out: str) -> None:
@@ -184,10 +207,36 @@ def _cross_validate(args: argparse.Namespace, cfg, inputs) -> int:
   return 0
 
 
+def _train_pool(args: argparse.Namespace, cfg, inputs) -> int:
+  from spot_jax.affinity import data, train
+  from spot_jax.study.spec import load_spec
+  if args.val_targets or args.cross_validate is not None:
+    raise ValueError("--spec holds out the spec's targets (the novel targets); drop "
+                     "--val_targets / --cross_validate")
+  spec = load_spec(args.spec, check_tasks=False)
+  cfg = spec.affinity_config(cfg)
+  novel, exclude = list(spec.targets), []
+  if args.leave_family_out:
+    novel, exclude = data.leave_families_out(spec.sources, spec.targets, args.leave_family_out,
+                                             _family_of(args, spec))
+  summary = train.train_pool_heads(cfg, inputs.gains, inputs.task_keys, args.out, args.seeds,
+                                   novel, exclude=exclude)
+  counts = "/".join(str(n) for n in sorted({len(p) for p in summary["train_pairs"].values()}))
+  print(f"{len(summary['seeds'])} heads on {counts} pool pairs each (of "
+        f"{summary['available_pairs']} pool transfers; M = {cfg.num_pairs}), no validation"
+        + (f"; left out {len(exclude)} pool tasks of {', '.join(args.leave_family_out)}"
+           if exclude else ""))
+  print(f"novel targets (never in training): {', '.join(summary['val_targets'])}; heads in "
+        f"{args.out}; score them with `spot-jax affinity evaluate RESULTS --head {args.out}`")
+  return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
   from spot_jax.affinity.train import train_seeds
   cfg = _config(args)
   inputs = _inputs(args, args.results)
+  if args.spec:
+    return _train_pool(args, cfg, inputs)
   if args.cross_validate is not None:
     return _cross_validate(args, cfg, inputs)
   val_targets, exclude = args.val_targets, ()
@@ -276,62 +325,74 @@ def run_evaluate(args: argparse.Namespace) -> int:
                  f"Spearman of {', '.join(selected)}, the targets evaluated here, so the "
                  "affinity rows are optimistic; for a clean estimate train with `spot-jax "
                  "affinity train --cross_validate` and evaluate that directory")
+  header, table1 = affinity_eval.table1_rows(rows)
+  figure3 = affinity_eval.figure3_rows(rows)
+  print("\nTable 1 (Feng et al.): score after transfer from each method's top-1 source; "
+        "mean_delta = mean gain over no transfer")
+  print(affinity_eval.format_grid(header, table1))
+  print("\nFigure 3 (Feng et al.): mean gain of the best of the top-1 / top-3 sources")
+  print(affinity_eval.format_rows(figure3, affinity_eval.FIGURE3_COLUMNS))
   for note in notes:
     print(f"note: {note}")
   if args.out:
+    from spot_jax.study import results
+    stem = os.path.splitext(args.out)[0]
     affinity_eval.write_rows(args.out, rows)
-    print(f"wrote {args.out}")
+    results.write_csv(f"{stem}_table1.csv", header, table1)
+    affinity_eval.write_rows(f"{stem}_figure3.csv", figure3, affinity_eval.FIGURE3_COLUMNS)
+    print(f"wrote {args.out}, {stem}_table1.csv and {stem}_figure3.csv")
+  return 0
+
+
+def _sizes(pairs: list[str]) -> dict[int, str]:
+  out = {}
+  for item in pairs:
+    size, sep, path = item.partition("=")
+    if not sep or not size.isdigit() or not path:
+      raise ValueError(f"--target_sizes {item!r}: write SIZE=RESULTS_CSV, e.g. "
+                       "2000=sst2_2k/results.csv")
+    out[int(size)] = path
+  return out
+
+
+def _ablate_paper(args: argparse.Namespace) -> int:
+  from spot_jax.study import affinity_ablate, affinity_eval
+  from spot_jax.study.spec import load_spec
+  spec = load_spec(args.spec, check_tasks=False)
+  cfg = spec.affinity_config(_config(args))
+  study = affinity_ablate.pool_study(_inputs(args, args.results), spec)
+  if args.families:
+    study = dataclasses.replace(study, family_of=_family_of(args))
+  done = affinity_ablate.run_ablations(
+      study, cfg, args.out, args.seeds, betas=args.betas, num_pairs=args.num_pairs,
+      leave_out=args.leave_out, sizes=_sizes(args.target_sizes), size_target=args.size_target,
+      size_source=args.size_source)
+  for name, key in (("figure2_beta", "beta"), ("figure3_num_pairs", "num_pairs")):
+    if name in done:
+      print(f"{name}:")
+      print(affinity_eval.format_rows([{**r, "method": f"{r['method']} {key}={r[key]}"}
+                                       for r in done[name]]))
+  if "generalisation" in done:
+    row = done["generalisation"][0]
+    print(f"generalisation ({row['targets']} without {row['left_out']}, "
+          f"{row['pool_tasks_left_out']} pool tasks left out):")
+    print(affinity_eval.format_rows(done["generalisation"]))
+  for row in done.get("figure4_target_size", []):
+    print(f"{row['target']} at {row['size']}: {row['source']} gains {row['gain']:.2f}")
   return 0
 
 
 def run_ablate(args: argparse.Namespace) -> int:
-  import dataclasses
-
-  from spot_jax.affinity.predict import AffinityHead
-  from spot_jax.affinity.train import train_seeds
-  from spot_jax.study import affinity_eval
-  cfg = _config(args)
+  if args.spec:
+    return _ablate_paper(args)
+  from spot_jax.study import affinity_ablate, affinity_eval
   inputs = _inputs(args, args.results)
-  os.makedirs(args.out, exist_ok=True)
-
-  def trainer(val_targets=None, exclude=()):
-    def train(overrides: dict, head_dir: str) -> str:
-      settings = {k: v for k, v in overrides.items() if k != "family"}
-      train_seeds(dataclasses.replace(cfg, **settings), inputs.gains, inputs.task_keys,
-                  head_dir, args.seeds, val_targets=val_targets, exclude=exclude, log=False)
-      return head_dir
-    return train
-
-  def held_out(path: str) -> list[str]:
-    from spot_jax.affinity.predict import head_dirs
-    return AffinityHead.load(head_dirs(path)[0]).record["val_targets"]
-
-  curves = {"beta": [{"beta": b} for b in args.betas],
-            "num_pairs": [{"num_pairs": m} for m in args.num_pairs]}
-  for parameter, settings in curves.items():
-    if not settings:
-      continue
-    rows = affinity_eval.ablation_curve(inputs, trainer(), settings, args.out, held_out,
-                                        args.seeds, parameter)
-    _write_curve(args.out, parameter, rows)
-  if args.leave_family_out:
-    family_of = _family_of(args)
-    rows = []
-    for family in sorted({family_of(t) for _, t in inputs.gains}):
-      held, exclude = _family_split(inputs, family, family_of)
-      rows += affinity_eval.ablation_curve(inputs, trainer(held, exclude), [{"family": family}],
-                                           args.out, held_out, args.seeds, "family")
-    _write_curve(args.out, "family", rows, plot=False)
+  curves = affinity_ablate.split_ablations(
+      inputs, _config(args), args.out, args.seeds, betas=args.betas, num_pairs=args.num_pairs,
+      family_of=_family_of(args) if args.leave_family_out else None)
+  for parameter, (path, rows) in curves.items():
+    print(f"{parameter}:")
+    print(affinity_eval.format_rows([{**r, "method": f"{parameter}={r['value']}"}
+                                     for r in rows]))
+    print(f"wrote {path}" + (" and .png" if parameter != "family" else ""))
   return 0
-
-
-def _write_curve(out: str, parameter: str, rows: list, plot: bool = True) -> None:
-  from spot_jax.study import affinity_eval, results
-  columns = ["value", *affinity_eval.COLUMNS, *(f"{c}_std" for c in affinity_eval.COLUMNS)]
-  path = os.path.join(out, f"{parameter}.csv")
-  results.write_csv(path, [parameter, *columns[1:]], [[r[c] for c in columns] for r in rows])
-  print(f"{parameter}:")
-  print(affinity_eval.format_rows([{**r, "method": f"{parameter}={r['value']}"} for r in rows]))
-  if plot:
-    affinity_eval.plot_curve(os.path.join(out, f"{parameter}.png"), rows, parameter)
-  print(f"wrote {path}" + (" and .png" if plot else ""))

@@ -22,6 +22,11 @@ from spot_jax.library import scorers as scorers_lib
 from spot_jax.study import ranking, results
 
 COLUMNS = ("spearman", "pearson", "regret_at_1", "regret_at_3", "top1_gain", "top3_best_gain")
+# Feng et al. 2023 Figure 3: the best of the top-1 / top-3 sources of the head against the two
+# cosine baselines (D_cos = `cosine`, D^_cos = `per_token_cosine`) and the oracle.
+FIGURE3_COLUMNS = ("top1_gain", "top3_best_gain")
+FIGURE3_BASELINES = ("cosine", "per_token_cosine", "brute_force")
+NO_TRANSFER = "no_transfer"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +79,10 @@ def summarize(report: Mapping[str, Any]) -> dict[str, float]:
     return float(np.mean(values)) if values else math.nan
   return {"spearman": avg["spearman"], "pearson": avg["pearson"],
           "regret_at_1": avg["regret_at_1"], "regret_at_3": avg["regret_at_3"],
-          "top1_gain": gain(1), "top3_best_gain": gain(3)}
+          "top1_gain": gain(1), "top3_best_gain": gain(3),
+          # Table 1: each target's score after transfer from the top-1 source, and baseline.
+          "top1_scores": {t: m["curve"]["best_of_top_k"][0] for t, m in report["targets"].items()},
+          "baselines": {t: m["baseline"] for t, m in report["targets"].items()}}
 
 
 def score_table(inputs: Inputs, scorer: Any, targets: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -112,7 +120,40 @@ def seed_rows(rows_per_seed: Sequence[Sequence[dict[str, Any]]], label: str) -> 
   return out
 
 
-def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+def table1_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+  """Feng et al. 2023 Table 1: (header, rows) with, per method, each target's score after
+  transfer from the method's top-1 source and MEAN(Δ), the mean gain over the baselines; a
+  first `no_transfer` row holds the baselines. Rows without per-target scores (means over
+  seeds) are left out; `random (expected)` is the expectation of one uniform draw."""
+  scored = [r for r in rows if "top1_scores" in r]
+  if not scored:
+    return [], []
+  targets = sorted(scored[0]["top1_scores"])
+  header = ["method", *targets, "mean_delta"]
+  out = [[NO_TRANSFER, *(scored[0]["baselines"][t] for t in targets), math.nan]]
+  out += [[r["method"], *(r["top1_scores"][t] for t in targets), r["top1_gain"]] for r in scored]
+  return header, out
+
+
+def figure3_rows(rows: Sequence[Mapping[str, Any]], head: str = "affinity"
+                 ) -> list[dict[str, Any]]:
+  """Feng et al. 2023 Figure 3: the mean gain of the best of the top-1 and top-3 sources for
+  the head rows (names starting with `head`), D_cos, D^_cos and the oracle (brute force)."""
+  return [{"method": r["method"], **{c: r[c] for c in FIGURE3_COLUMNS},
+           **{f"{c}_std": r[f"{c}_std"] for c in FIGURE3_COLUMNS if f"{c}_std" in r}}
+          for r in rows if str(r["method"]).startswith(head) or r["method"] in FIGURE3_BASELINES]
+
+
+def format_grid(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """Rows of a method name and numbers as aligned text (NaN as -)."""
+  def cell(value: Any) -> str:
+    if isinstance(value, float):
+      return "-" if math.isnan(value) else f"{value:.2f}"
+    return str(value)
+  return "\n".join(results.format_table([list(header)] + [[cell(v) for v in r] for r in rows]))
+
+
+def format_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
   """The comparison as aligned text; `x ± s` where a std over seeds is known."""
   def cell(row: Mapping[str, Any], column: str) -> str:
     value = row.get(column)
@@ -120,13 +161,14 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
       return "-"
     std = row.get(f"{column}_std")
     return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
-  table = [("method", *COLUMNS)] + [(str(r["method"]), *(cell(r, c) for c in COLUMNS))
+  table = [("method", *columns)] + [(str(r["method"]), *(cell(r, c) for c in columns))
                                     for r in rows]
   return "\n".join(results.format_table(table))
 
 
-def write_rows(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
-  columns = ["method", *COLUMNS, *(f"{c}_std" for c in COLUMNS)]
+def write_rows(path: str, rows: Sequence[Mapping[str, Any]],
+               metrics: Sequence[str] = COLUMNS) -> None:
+  columns = ["method", *metrics, *(f"{c}_std" for c in metrics)]
   results.write_csv(path, columns, [[r.get(c, "") for c in columns] for r in rows])
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import gin
 
@@ -87,7 +87,11 @@ def run_dir_of(study_dir: str, kind: str, source: str | None, target: str | None
 
 
 def plan(spec: StudySpec, study_dir: str) -> list[Job]:
-  """Every run of the study, sources first, then baselines, then transfers."""
+  """Every run of the study, sources first, then baselines, then transfers.
+
+  A pool-pair study (`spec.pool_pairs`) also trains every source task's baseline and the
+  sampled transfers source i -> source j (`StudySpec.pool_transfers`), before the transfers
+  to the targets (every source -> each target, the targets' brute force)."""
   shared = {k: gin_literal(v) for k, v in spec.run_bindings().items()}
   method_files = () if spec.method == "prompt" else (METHOD_GIN.format(spec.method),)
   train_files = (*spec.model, TRAIN_GIN, *method_files)
@@ -101,7 +105,10 @@ def plan(spec: StudySpec, study_dir: str) -> list[Job]:
                 "TRAIN_STEPS": str(steps), "RANDOM_SEED": str(seed),
                 "KEY_STEP": str(spec.key_step), **shared}
     files, depends = train_files, ()
-    prompt_init = spec.prompt_init(kind, source if kind == "source" else target)
+    task = source if kind == "source" else target
+    prompt_init = spec.prompt_init(kind, task)
+    if isinstance(spec.max_train_examples, Mapping):  # per-run caps (StudySpec.train_cap).
+      bindings["MAX_TRAIN_EXAMPLES"] = gin_literal(spec.train_cap(kind, task))
     if prompt_init is not None:
       bindings["PROMPT_INIT"] = gin_literal(prompt_init)
     if kind == "transfer":
@@ -113,9 +120,12 @@ def plan(spec: StudySpec, study_dir: str) -> list[Job]:
                    target=target, seed=seed)
 
   jobs = [job("source", s, None, seed) for s in spec.sources for seed in spec.seeds]
-  jobs += [job("baseline", None, t, seed) for t in spec.targets for seed in spec.seeds]
-  jobs += [job("transfer", s, t, seed) for s in spec.sources for t in spec.targets
-           if s != t for seed in spec.seeds]
+  pool = spec.pool_transfers()
+  baselined = list(dict.fromkeys([*(spec.sources if pool else ()), *spec.targets]))
+  jobs += [job("baseline", None, t, seed) for t in baselined for seed in spec.seeds]
+  transfers = pool + [(s, t) for s in spec.sources for t in spec.targets
+                      if s != t and (s, t) not in set(pool)]
+  jobs += [job("transfer", s, t, seed) for s, t in transfers for seed in spec.seeds]
   return jobs
 
 
@@ -129,6 +139,11 @@ def describe_plan(spec: StudySpec, jobs: Sequence[Job], first: int = 3) -> list[
   """Counts per kind, total runs and train steps, and the first commands."""
   count = {k: sum(j.kind == k for j in jobs) for k in KINDS}
   n_s, n_t, n_seeds = len(spec.sources), len(spec.targets), len(spec.seeds)
+  pool = set(spec.pool_transfers())
+  pool_runs = sum(j.kind == "transfer" and (j.source, j.target) in pool for j in jobs)
+  pool_baselines = sum(j.kind == "baseline" and j.target not in spec.targets for j in jobs)
+  count["transfer"] -= pool_runs
+  count["baseline"] -= pool_baselines
   self_pairs = len(set(spec.sources) & set(spec.targets))
   done = sum(is_finished(j) for j in jobs)
   steps = sum(j.train_steps for j in jobs)
@@ -136,9 +151,17 @@ def describe_plan(spec: StudySpec, jobs: Sequence[Job], first: int = 3) -> list[
   if count["source"]:
     lines.append(f"  {n_s} sources x {n_seeds} seeds = {count['source']} source runs "
                  f"({spec.source_steps} steps each)")
+  if pool_baselines:
+    lines.append(f"  {n_s - len(set(spec.sources) & set(spec.targets))} pool tasks x "
+                 f"{n_seeds} seeds = {pool_baselines} pool baseline runs "
+                 f"({spec.target_steps} steps each)")
   if count["baseline"]:
     lines.append(f"  {n_t} targets x {n_seeds} seeds = {count['baseline']} baseline runs "
                  f"({spec.target_steps} steps each)")
+  if pool_runs:
+    lines.append(f"  {len(pool)} pool pairs (source i -> source j, sampled with seed "
+                 f"{spec.pool_pairs['seed']}) x {n_seeds} seeds = {pool_runs} pool transfer "
+                 f"runs ({spec.target_steps} steps each)")
   if count["transfer"]:
     skip = f" - {self_pairs} self-transfers" if self_pairs else ""
     lines.append(f"  {n_s} sources x {n_t} targets{skip} x {n_seeds} seeds = "

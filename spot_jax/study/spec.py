@@ -16,6 +16,20 @@
   gin_bindings: {LEARNING_RATE: 0.3}   # any other macro
   method: prompt                       # any spot_jax.methods method (gin_configs/methods/*.gin)
   embedding: layer_mean                # non-prompt methods: the library keys' embedding kind
+  pool_pairs: {num_pairs: 400, seed: 0}   # also M transfers sampled inside the source pool
+  max_train_examples: {sources: 50000, targets: 2000, glue_sst2: 5000}  # or one number
+  families: {glue_mnli: NLI, ...}      # task -> family (leave-family-out of the head)
+  affinity: {beta: 1.0, learning_rate: 2e-5}   # the head's AffinityConfig on this study
+
+Pool-pair studies (`pool_pairs`, Feng et al. EMNLP 2023 §3.2): besides every source run, the
+study trains every source task's baseline, the M sampled transfers source i -> source j
+(`spot_jax.affinity.pairs.sample_pool_pairs`), and every source -> each target (the novel
+targets' brute force, the ground truth of `spot-jax affinity evaluate`).
+
+Training caps: `max_train_examples` is one number for every run, or a mapping whose keys are
+`sources` (source runs, and baselines and transfers trained on a source task), `targets`
+(baselines and transfers trained on a target) and task names (every run trained on that task,
+over its role); a run with no matching key, or a null value, keeps its whole training split.
 
 Optional run settings left out keep the defaults of runs/prompt_train.gin. `load_spec` and
 `StudySpec.from_dict` validate everything before a study starts: unknown keys (with the
@@ -28,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -55,7 +69,8 @@ RUN_SETTINGS = {
     "eval_period": "EVAL_PERIOD", "eval_metric": "EVAL_METRIC",
 }
 POSITIVE_INTS = ("source_steps", "target_steps", "key_step", "batch_size", "prompt_length",
-                 "max_train_examples", "max_eval_examples", "checkpoint_period", "eval_period")
+                 "max_eval_examples", "checkpoint_period", "eval_period")
+CAP_ROLES = ("sources", "targets")  # `max_train_examples` mapping keys besides task names.
 SCRATCH_PROMPT_INITS = ("sampled_vocab", "class_labels", "uniform")
 
 
@@ -79,7 +94,7 @@ class StudySpec:
   feature_lengths: Mapping[str, int] | None = None
   batch_size: int | None = None
   prompt_length: int | None = None
-  max_train_examples: int | None = None
+  max_train_examples: int | Mapping[str, int | None] | None = None
   max_eval_examples: int | None = None
   checkpoint_period: int | None = None
   eval_period: int | None = None
@@ -97,6 +112,10 @@ class StudySpec:
   method: str = "prompt"
   embedding: str | None = None  # non-prompt methods: task-embedding kind (default layer_mean).
   description: str = ""
+  # {num_pairs: M, seed: s}: M transfers sampled inside the source pool (see the docstring).
+  pool_pairs: Mapping[str, int] | None = None
+  families: Mapping[str, str] | None = None  # task -> family (e.g. the paper's task types).
+  affinity: Mapping[str, Any] | None = None  # AffinityConfig overrides for this study's head.
   # Which settings the spec set explicitly (INITIAL_CHECKPOINT_PATH: null is meaningful).
   explicit: frozenset[str] = frozenset()
 
@@ -129,6 +148,12 @@ class StudySpec:
     if not isinstance(data["name"], str) or not data["name"].strip():
       raise SpecError(f"{where}: name must be a non-empty string")
     values["feature_lengths"] = _feature_lengths(where, data.get("feature_lengths"))
+    values["max_train_examples"] = _train_caps(where, data.get("max_train_examples"),
+                                               values["sources"] + values["targets"])
+    values["pool_pairs"] = _pool_pairs(where, data.get("pool_pairs"), values["sources"])
+    values["families"] = _families(where, data.get("families"),
+                                   values["sources"] + values["targets"])
+    values["affinity"] = _affinity(where, data.get("affinity"))
     values["gin_bindings"] = _gin_bindings(where, data.get("gin_bindings") or {})
     for key in ("initial_checkpoint", "eval_metric", "library", "method", "embedding"):
       if data.get(key) is not None and not isinstance(data[key], str):
@@ -177,10 +202,48 @@ class StudySpec:
       return "sampled_vocab"
     return self.baseline_prompt_init
 
+  def pool_transfers(self) -> list[tuple[str, str]]:
+    """The (source i, source j) transfers sampled inside the pool (`pool_pairs`; [] without)."""
+    if not self.pool_pairs:
+      return []
+    from spot_jax.affinity.pairs import sample_pool_pairs
+    return sample_pool_pairs(self.sources, self.pool_pairs["num_pairs"],
+                             self.pool_pairs["seed"])
+
+  def train_cap(self, kind: str, task: str) -> int | None:
+    """MAX_TRAIN_EXAMPLES of a run of `kind` (source | baseline | transfer) trained on `task`:
+    the task's own cap, else its role's (`sources` for source runs and for runs trained on a
+    pool task, `targets` for runs trained on a target), else None (the whole split)."""
+    caps = self.max_train_examples
+    if not isinstance(caps, Mapping):
+      return caps
+    if task in caps:
+      return caps[task]
+    role = "targets" if kind != "source" and task in self.targets else "sources"
+    return caps.get(role)
+
+  def affinity_config(self, base: Any) -> Any:
+    """`base` (an AffinityConfig) with the spec's `affinity` settings; on a pool-pair study M
+    (num_pairs) defaults to the pool pairs the study ran (Feng et al. 2023 §4.2: M = 400)."""
+    overrides = dict(self.affinity or {})
+    if self.pool_pairs:
+      overrides.setdefault("num_pairs", self.pool_pairs["num_pairs"])
+    return dataclasses.replace(base, **overrides)
+
+  def family_of(self, task: str) -> str:
+    """The spec's family of a task (`families`)."""
+    if not self.families or task not in self.families:
+      raise SpecError(f"study {self.name!r} names no family for task {task!r}; add it under "
+                      "`families:`")
+    return self.families[task]
+
   def run_bindings(self) -> dict[str, Any]:
-    """Macro -> value for the shared run settings the spec sets, then `gin_bindings`."""
+    """Macro -> value for the shared run settings the spec sets, then `gin_bindings`
+    (MAX_TRAIN_EXAMPLES only when one number caps every run; else `train_cap` per run)."""
     bindings = {macro: getattr(self, key) for key, macro in RUN_SETTINGS.items()
                 if key in self.explicit or getattr(self, key) is not None}
+    if isinstance(self.max_train_examples, Mapping):
+      bindings.pop("MAX_TRAIN_EXAMPLES", None)
     if bindings.get("TASK_FEATURE_LENGTHS") is not None:
       bindings["TASK_FEATURE_LENGTHS"] = dict(bindings["TASK_FEATURE_LENGTHS"])
     bindings.update(self.gin_bindings)
@@ -261,6 +324,75 @@ def _positive_int(where: str, key: str, value: Any) -> int:
   if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
     raise SpecError(f"{where}: {key} must be a positive integer, got {value!r}")
   return value
+
+
+def _train_caps(where: str, value: Any, tasks: Sequence[str]
+                ) -> int | dict[str, int | None] | None:
+  """One positive number, or {sources|targets|task: positive number or null}."""
+  if value is None or not isinstance(value, Mapping):
+    return None if value is None else _positive_int(where, "max_train_examples", value)
+  out = {}
+  for key, cap in value.items():
+    if key not in CAP_ROLES and key not in tasks:
+      close = difflib.get_close_matches(str(key), [*CAP_ROLES, *tasks], n=1, cutoff=0.6)
+      hint = f"; did you mean {close[0]!r}?" if close else ""
+      raise SpecError(f"{where}: max_train_examples: {key!r} is neither {CAP_ROLES[0]!r}, "
+                      f"{CAP_ROLES[1]!r} nor a source or target of the study{hint}")
+    out[key] = None if cap is None else _positive_int(where, f"max_train_examples.{key}", cap)
+  return out
+
+
+def _pool_pairs(where: str, value: Any, sources: Sequence[str]) -> dict[str, int] | None:
+  """{num_pairs: M, seed: s (default 0)}, M at most n (n - 1) for n sources."""
+  if value is None:
+    return None
+  if not isinstance(value, Mapping) or "num_pairs" not in value or not set(value) <= {
+      "num_pairs", "seed"}:
+    raise SpecError(f"{where}: pool_pairs must be {{num_pairs: M, seed: S}} (seed optional), "
+                    f"got {value!r}")
+  out = {"num_pairs": _positive_int(where, "pool_pairs.num_pairs", value["num_pairs"]),
+         "seed": value.get("seed", 0)}
+  if not isinstance(out["seed"], int) or isinstance(out["seed"], bool) or out["seed"] < 0:
+    raise SpecError(f"{where}: pool_pairs.seed must be a non-negative integer, got "
+                    f"{out['seed']!r}")
+  from spot_jax.affinity.pairs import PairSamplingError, sample_pool_pairs
+  try:
+    sample_pool_pairs(sources, out["num_pairs"], out["seed"])
+  except PairSamplingError as e:
+    raise SpecError(f"{where}: pool_pairs: {e}") from None
+  return out
+
+
+def _families(where: str, value: Any, tasks: Sequence[str]) -> dict[str, str] | None:
+  """{task: family} naming only the study's tasks, with non-empty string families."""
+  if value is None:
+    return None
+  if not isinstance(value, Mapping) or not all(
+      isinstance(f, str) and f.strip() for f in value.values()):
+    raise SpecError(f"{where}: families must map task: family (non-empty strings), got "
+                    f"{value!r}")
+  unknown = sorted(set(value) - set(tasks))
+  if unknown:
+    raise SpecError(f"{where}: families names {unknown}, which are neither sources nor "
+                    "targets of the study")
+  return dict(value)
+
+
+def _affinity(where: str, value: Any) -> dict[str, Any] | None:
+  """AffinityConfig field: value overrides (the field names are checked)."""
+  if value is None:
+    return None
+  from spot_jax.affinity.train import AffinityConfig
+  names = [f.name for f in dataclasses.fields(AffinityConfig)]
+  if not isinstance(value, Mapping):
+    raise SpecError(f"{where}: affinity must map AffinityConfig fields to values, got "
+                    f"{value!r}")
+  for key in value:
+    if key not in names:
+      close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+      hint = f"; did you mean {close[0]!r}?" if close else f"; fields: {names}"
+      raise SpecError(f"{where}: affinity: unknown AffinityConfig field {key!r}{hint}")
+  return dict(value)
 
 
 def _feature_lengths(where: str, value: Any) -> dict[str, int] | None:
