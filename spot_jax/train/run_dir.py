@@ -16,7 +16,9 @@
     .lock                           fcntl.flock target: one writer at a time (`RunDirLock`)
 
 Every file is written to a temporary name and renamed, so a run killed at any moment leaves
-complete files only.
+complete files only. run.json is written right after config.gin, before any state: a MODEL_DIR
+killed at any later write names its run, and the same command resumes it (a start killed before
+run.json left only config.gin and is restarted; tests/test_run_dir_kill_points.py).
 """
 
 from __future__ import annotations
