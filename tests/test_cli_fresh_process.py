@@ -103,7 +103,7 @@ def test_study_run_dry_run_plans_every_run_in_a_fresh_process(tmp_path):
   printed = spot_jax("study", "run", "gin_configs/study/synthetic.yaml", "--out",
                      str(tmp_path / "study"), "--dry_run").stdout
   # 4 sources + 4 baselines + 4 x 4 transfers, times 3 seeds.
-  assert "total: 72 runs" in printed and "synthetic_nli_facts_hard" in printed, printed
+  assert "total: 72 runs" in printed and "4 targets x 3 seeds" in printed, printed
 
 
 def test_affinity_predict_scores_library_sources_in_a_fresh_process(world, tmp_path):
