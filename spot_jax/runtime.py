@@ -160,7 +160,7 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
   None when switched off ($SPOT_JAX_COMPILATION_CACHE=0). The cache is keyed on the program,
   the jax/XLA version and the device, so one directory serves every backend."""
   import jax
-  path = path or jax.config.values.get("jax_compilation_cache_dir") or compilation_cache_dir()
+  path = path or getattr(jax.config, "jax_compilation_cache_dir", None) or compilation_cache_dir()
   if path is None:
     return None
   jax.config.update("jax_compilation_cache_dir", path)
@@ -237,7 +237,9 @@ def describe_backend() -> dict[str, Any]:
   devices = jax.devices()
   return {"backend": jax.default_backend(), "device_kind": devices[0].device_kind,
           "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
-          "process_count": jax.process_count(), "jax": jax.__version__}
+          "process_count": jax.process_count(), "jax": jax.__version__,
+          "tensorflow_accelerators_hidden": (tensorflow_devices_hidden()
+                                             if "tensorflow" in sys.modules else None)}
 
 
 def log_backend(log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -247,7 +249,7 @@ def log_backend(log: Callable[[str], None] | None = None) -> dict[str, Any]:
   info = describe_backend()
   log = log or logging.getLogger("spot_jax").info
   log(f"jax {info['jax']}: backend {info['backend']}, {info['device_count']} x "
-      f"{info['device_kind']}")
+      f"{info['device_kind']} ({info['process_count']} process(es))")
   visible = system_accelerators()
   if info["backend"] == "cpu" and visible and not os.environ.get("JAX_PLATFORMS"):
     warnings.warn(f"The system shows accelerator(s) {visible[:4]} but jax runs on the CPU: "

@@ -24,7 +24,7 @@ import numpy as np
 
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax import methods, prompts, runtime
-from spot_jax.checkpoints.load import LoadedModel, fingerprint, load_model, step_offset
+from spot_jax.checkpoints.load import LoadedModel, load_model, step_offset
 from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode, encode_labels
 from spot_jax.models.config import get_config
 from spot_jax.models.init import init_frozen, random_fingerprint
@@ -433,8 +433,8 @@ def _train_runs(cfgs: list[TrainConfig], gin_configs: list[str], packed: bool
   """`train` for one run (packed False) or `train_packed` for several: validation, one frozen
   model, each run's summary, lock and config.gin, then the shared training loop."""
   partitioning.maybe_initialize_distributed()
-  backend = runtime.log_backend()
   is_chief = jax.process_index() == 0
+  backend = runtime.log_backend(print if is_chief else lambda _: None)
   cfgs = [validate_config(cfg) for cfg in cfgs]
   if packed:
     check_packable(cfgs)
