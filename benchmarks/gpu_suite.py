@@ -1,33 +1,41 @@
-"""GPU figures in one command: ours against Hugging Face PEFT on the same card, bfloat16.
+"""GPU figures in one command, each part measured and saved the moment it finishes.
 
-  bash benchmarks/gpu_suite.sh                 # on the GPU machine; writes results/gpu_suite.jsonl
-  python benchmarks/gpu_suite.py --from_json benchmarks/results/gpu_suite.jsonl
-                                               # rewrite the RESULTS.md section from that file
+  bash benchmarks/gpu_suite.sh --out DIR            # on the GPU machine (first run: ~8 min)
+  bash benchmarks/gpu_suite.sh --out DIR --parts second   # XXL, largest batch, packing
+  python benchmarks/gpu_suite.py --cpu_smoke --out /tmp/smoke   # every part, tiny, on CPU
+  python benchmarks/gpu_suite.py --from_json DIR/gpu_suite.jsonl   # RESULTS.md's GPU section
 
-For T5 1.1 base and large shapes (random weights: the step costs the same as with the released
-ones), prompt length 100, batch 32, inputs 512, targets 8, dropout 0.1, bfloat16 compute with
-float32 parameters on both sides:
+Every part runs in a fresh worker process under its own time limit (and what is left of
+`--budget_seconds`); a part that overruns is killed and recorded as "over N s", and the rest
+still run. Each finished part is printed and appended to DIR/gpu_suite.jsonl as one JSON line.
+
+For T5 1.1 shapes with random frozen weights (the step costs the same as with the released
+ones), prompt length 100, batch 32, inputs 512, targets 8, dropout 0.1, bf16 compute, float32
+parameters on both sides:
   ours      the trainer's jitted step (`benchmarks/train_step.py`: `spot_jax.train.step`,
-            Adafactor lr 0.3), examples/s and MFU against the card's bf16 matmul ceiling
-            (the best 8192^3 product of jax.jit, measured in the same run);
+            Adafactor lr 0.3), frozen weights drawn leaf by leaf (`spot_jax.models.init`),
+            layers under nn.scan unless the part says unrolled. Recorded: seconds from process
+            start to the first finished step (`time_to_first_step_seconds`; imports, init,
+            compile and the step), its parts (`import_seconds`, `init_seconds`,
+            `first_step_seconds`), `compile_seconds` (first step minus a steady one), the
+            steady step (median of 20), MFU against the card's bf16 matmul ceiling (the best
+            8192^3 product of jax.jit, measured in the same run), peak device memory;
+  warm      the same in a second process over the first one's persistent compilation cache;
   PEFT      `PromptTuningConfig(num_virtual_tokens=100)` on transformers'
-            T5ForConditionalGeneration under `torch.autocast(bfloat16)`, Adafactor lr 0.3,
-            loss.backward(), optimizer.step();
-  largest   the largest batch of ours whose step fits in device memory (doubling from 32, then
-            bisecting to 1/8 of the last good size);
-  packed    N runs packed into one jitted step (`spot_jax.train.packed`) against the same N
-            trained one after another, when that module exists.
-Each measurement runs in a fresh worker process (JAX and PyTorch each take the card alone).
-Parts are skipped, and say so, once `--budget_seconds` is spent.
+            T5ForConditionalGeneration under `torch.autocast(bfloat16)`, Adafactor lr 0.3;
+  levers    base with XLA's GPU autotuning off (`--xla_gpu_autotune_level=0`), unrolled
+            layers, and the old whole-model `jit(T5.init)`, each against the base part.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any
@@ -37,45 +45,91 @@ sys.path.insert(0, HERE)
 import timing  # noqa: E402
 from timing import time_steps  # noqa: E402
 
-BATCH_SIZE, INPUT_LENGTH, TARGET_LENGTH, PROMPT_LENGTH, DROPOUT_RATE = 32, 512, 8, 100, 0.1
-STEPS = 20
+T0_VARIABLE = "GPU_SUITE_T0"  # the wall-clock time the parent started the worker process.
 
 
-def step_flops(model: str, batch_size: int) -> float:
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  batch_size: int = 32
+  input_length: int = 512
+  target_length: int = 8
+  prompt_length: int = 100
+  dropout_rate: float = 0.1
+  steps: int = 20
+  dtype: str = "bfloat16"
+
+
+GPU_SHAPE = Shape()
+SMOKE_SHAPE = Shape(batch_size=2, input_length=32, target_length=4, prompt_length=4, steps=2,
+                    dtype="float32")
+
+
+def shape_from_env() -> Shape:
+  return Shape(**json.loads(os.environ.get("GPU_SUITE_SHAPE", "{}")))
+
+
+def step_flops(model: str, shape: Shape, batch_size: int | None = None) -> float:
   from spot_jax.models import get_config
   from spot_jax.models.flops import prompt_tuning_step_flops
-  return prompt_tuning_step_flops(get_config(model), batch_size, INPUT_LENGTH, TARGET_LENGTH,
-                                  PROMPT_LENGTH).total
+  return prompt_tuning_step_flops(get_config(model), batch_size or shape.batch_size,
+                                  shape.input_length, shape.target_length,
+                                  shape.prompt_length).total
 
 
 # ----------------------------------------------------------------------------- workers
 
 
+def _since_start() -> float:
+  return time.time() - float(os.environ.get(T0_VARIABLE, time.time()))
+
+
 def worker_matmul() -> dict[str, Any]:
   import jax
   import train_step
-  return {"jax_bf16_gflops": train_step.matmul_ceiling("bfloat16", repeats=10) / 1e9,
-          "device": jax.devices()[0].device_kind}
+  repeats = 10 if jax.default_backend() != "cpu" else 2  # a CPU 4096^3 product takes seconds.
+  return {"ceiling_gflops": train_step.matmul_ceiling(shape_from_env().dtype, repeats) / 1e9,
+          "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+          "versions": {"jax": jax.__version__}}
 
 
-def worker_ours(model: str) -> dict[str, Any]:
+def worker_ours(model: str, layout: str = "scan", frozen_init: str = "leaf",
+                frozen_dtype: str = "float32", remat: str = "none") -> dict[str, Any]:
+  """One model's time to the first step and steady step, from a fresh process."""
+  shape = shape_from_env()
+  from spot_jax import runtime
+  runtime.hide_accelerators_from_tensorflow()
+  cache = runtime.enable_compilation_cache()
   import jax
   import train_step
-  run_step, _ = train_step.build_step(model, INPUT_LENGTH, BATCH_SIZE, TARGET_LENGTH,
-                                      PROMPT_LENGTH, DROPOUT_RATE, "bfloat16")
+  imported = _since_start()
+  overrides = {"scan_layers": layout == "scan"}
+  if remat != "none":
+    overrides.update(remat=True, remat_policy=remat)
+  run_step, _ = train_step.build_step(model, shape.input_length, shape.batch_size,
+                                      shape.target_length, shape.prompt_length,
+                                      shape.dropout_rate, shape.dtype, frozen_init=frozen_init,
+                                      frozen_dtype=frozen_dtype, **overrides)
+  built = _since_start()
   start = time.perf_counter()
   jax.block_until_ready(run_step())
-  warmup = time.perf_counter() - start
-  times = time_steps(run_step, STEPS, jax.block_until_ready)
-  return {"times": times, "warmup_seconds": warmup,
-          "peak_memory_bytes": train_step.peak_memory_bytes(),
-          "versions": {"jax": jax.__version__}}
+  first = time.perf_counter() - start
+  first_done = _since_start()
+  times = time_steps(run_step, shape.steps, jax.block_until_ready)
+  step = statistics.median(times)
+  return {"time_to_first_step_seconds": first_done, "import_seconds": imported,
+          "init_seconds": built - imported, "first_step_seconds": first,
+          "compile_seconds": max(first - step, 0.0), "step_seconds_median": step,
+          "times": times, "peak_memory_bytes": train_step.peak_memory_bytes(),
+          "compilation_cache": cache, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "backend": jax.default_backend(), "versions": {"jax": jax.__version__}}
 
 
 def worker_largest(model: str) -> dict[str, Any]:
   import train_step
-  return {"largest_batch": train_step.largest_batch(model, INPUT_LENGTH, TARGET_LENGTH,
-                                                    PROMPT_LENGTH, "bfloat16", BATCH_SIZE)}
+  shape = shape_from_env()
+  return {"largest_batch": train_step.largest_batch(
+      model, shape.input_length, shape.target_length, shape.prompt_length, shape.dtype,
+      shape.batch_size, scan_layers=True)}
 
 
 def worker_peft(model: str) -> dict[str, Any]:
@@ -88,17 +142,20 @@ def worker_peft(model: str) -> dict[str, Any]:
   except ImportError:  # newer transformers: PyTorch's own.
     Adafactor = None
 
+  shape = shape_from_env()
+  imported = _since_start()
   cfg = get_config(model)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
   torch.manual_seed(0)
   config = transformers.T5Config(
       vocab_size=cfg.vocab_size, d_model=cfg.emb_dim, d_kv=cfg.head_dim, d_ff=cfg.mlp_dim,
       num_layers=cfg.num_encoder_layers, num_decoder_layers=cfg.num_decoder_layers,
       num_heads=cfg.num_heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-      dropout_rate=DROPOUT_RATE, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+      dropout_rate=shape.dropout_rate, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
   net = peft.get_peft_model(transformers.T5ForConditionalGeneration(config),
                             peft.PromptTuningConfig(task_type=peft.TaskType.SEQ_2_SEQ_LM,
-                                                    num_virtual_tokens=PROMPT_LENGTH))
-  net = net.cuda().train()
+                                                    num_virtual_tokens=shape.prompt_length))
+  net = net.to(device).train()
   trainable = [p for p in net.parameters() if p.requires_grad]
   if Adafactor is not None:
     optimizer = Adafactor(trainable, lr=0.3, scale_parameter=False, relative_step=False,
@@ -106,26 +163,31 @@ def worker_peft(model: str) -> dict[str, Any]:
   else:
     optimizer = torch.optim.Adafactor(trainable, lr=0.3, weight_decay=1e-5)
   generator = torch.Generator().manual_seed(0)
-  input_ids = torch.randint(2, cfg.vocab_size, (BATCH_SIZE, INPUT_LENGTH),
-                            generator=generator).cuda()
-  labels = torch.randint(2, cfg.vocab_size, (BATCH_SIZE, TARGET_LENGTH),
-                         generator=generator).cuda()
+  input_ids = torch.randint(2, cfg.vocab_size, (shape.batch_size, shape.input_length),
+                            generator=generator).to(device)
+  labels = torch.randint(2, cfg.vocab_size, (shape.batch_size, shape.target_length),
+                         generator=generator).to(device)
   attention_mask = torch.ones_like(input_ids)
 
   def run_step():
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=shape.dtype == "bfloat16"):
       loss = net(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss
 
+  built = _since_start()
   start = time.perf_counter()
   run_step().item()
-  warmup = time.perf_counter() - start
-  times = time_steps(run_step, STEPS, lambda loss: loss.item())
-  return {"times": times, "warmup_seconds": warmup,
-          "peak_memory_bytes": int(torch.cuda.max_memory_allocated()),
+  first = time.perf_counter() - start
+  first_done = _since_start()
+  times = time_steps(run_step, shape.steps, lambda loss: loss.item())
+  return {"time_to_first_step_seconds": first_done, "import_seconds": imported,
+          "init_seconds": built - imported, "first_step_seconds": first,
+          "step_seconds_median": statistics.median(times), "times": times,
+          "peak_memory_bytes": int(torch.cuda.max_memory_allocated()) if device == "cuda"
+          else timing.peak_rss_bytes(),
           "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                        "peft": peft.__version__}}
 
@@ -134,181 +196,300 @@ def worker_packed(model: str, runs: int) -> dict[str, Any]:
   import jax
   from spot_jax.train import packed  # noqa: F401  (raises ImportError where packing is absent)
   import train_step
-  return train_step.packed_benchmark(model, INPUT_LENGTH, BATCH_SIZE, TARGET_LENGTH,
-                                     PROMPT_LENGTH, DROPOUT_RATE, "bfloat16", runs, STEPS,
-                                     sync=jax.block_until_ready)
+  shape = shape_from_env()
+  from spot_jax import runtime
+  runtime.enable_compilation_cache()
+  return train_step.packed_benchmark(model, shape.input_length, shape.batch_size,
+                                     shape.target_length, shape.prompt_length,
+                                     shape.dropout_rate, shape.dtype, int(runs), shape.steps,
+                                     sync=jax.block_until_ready, scan_layers=True)
 
 
 WORKERS = {"matmul": worker_matmul, "ours": worker_ours, "peft": worker_peft,
            "largest": worker_largest, "packed": worker_packed}
 
 
-def run_worker(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-  return timing.run_worker(__file__, args, dict(env or {}, TRANSFORMERS_NO_ADVISORY_WARNINGS="1",
-                                                USE_TF="0", USE_JAX="0"))
+# ----------------------------------------------------------------------------- the parts
 
 
-# ----------------------------------------------------------------------------- the suite
+@dataclasses.dataclass(frozen=True)
+class Part:
+  """One measurement: a worker in a fresh process, under `limit_seconds`."""
+
+  name: str
+  worker: tuple[str, ...]
+  limit_seconds: float
+  env: tuple[tuple[str, str], ...] = ()
+  cache: str = ""  # the persistent compilation cache directory's name ("" none; shared = warm).
 
 
-def suite(models: list[str], budget_seconds: float, packed_runs: int, partial_path: str
-          ) -> dict[str, Any]:
-  """Runs every part; after each, the record so far is written to `partial_path`."""
+def first_parts(models: tuple[str, ...] = ("base", "large")) -> list[Part]:
+  """The first run (at most 7.5 minutes on an H200): the ceiling, base and large (ours cold,
+  ours warm from the cache, PEFT), then the compile levers on base while budget remains."""
+  base = models[0]
+  parts = [Part("ceiling", ("matmul",), 40)]
+  for model in models:
+    parts += [Part(f"{model} ours", ("ours", model), 100 if model == base else 130,
+                   cache=f"{model}_scan"),
+              Part(f"{model} ours warm cache", ("ours", model), 40, cache=f"{model}_scan"),
+              Part(f"{model} PEFT", ("peft", model), 75 if model == base else 90)]
+  parts += [
+      Part(f"{base} ours, XLA GPU autotuning off", ("ours", base), 60,
+           env=(("XLA_FLAGS", "--xla_gpu_autotune_level=0"),), cache=f"{base}_noautotune"),
+      Part(f"{base} ours, unrolled layers", ("ours", base, "unrolled"), 90,
+           cache=f"{base}_unrolled"),
+      Part(f"{base} ours, whole-model jit(init)", ("ours", base, "scan", "jit"), 60,
+           cache=f"{base}_jit_init"),
+  ]
+  return parts
+
+
+def second_parts() -> list[Part]:
+  """The second run: XXL on one card (bf16 frozen weights, remat), largest batches, packing."""
+  return [Part("ceiling", ("matmul",), 60),
+          Part("xxl ours, bf16 frozen, remat", ("ours", "xxl", "scan", "leaf", "bfloat16",
+                                                "full"), 240, cache="xxl"),
+          Part("xxl PEFT", ("peft", "xxl"), 150),
+          Part("base largest batch", ("largest", "base"), 150,
+               env=(("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95"),)),
+          Part("large largest batch", ("largest", "large"), 150,
+               env=(("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95"),)),
+          Part("base packed 4", ("packed", "base", "4"), 120),
+          Part("base packed 8", ("packed", "base", "8"), 150)]
+
+
+def smoke_parts() -> list[Part]:
+  """Every kind of part of both runs at the tiny shape, for a CPU check of the suite."""
+  first = first_parts(("tiny", "tiny_byte"))
+  second = [Part("tiny ours, bf16 frozen, remat", ("ours", "tiny", "scan", "leaf", "bfloat16",
+                                                   "full"), 120, cache="tiny_bf16"),
+            Part("tiny largest batch", ("largest", "tiny"), 5),
+            Part("tiny packed 2", ("packed", "tiny", "2"), 120)]
+  return first + second
+
+
+def run_part(part: Part, shape: Shape, limit: float, cache_root: str) -> dict[str, Any]:
+  """Runs one part; returns its record (status ok / over / failed) without raising."""
+  env = {k: v for k, v in os.environ.items() if k not in timing.ALLOCATOR_VARIABLES}
+  env.update(TF_CPP_MIN_LOG_LEVEL="3", TRANSFORMERS_NO_ADVISORY_WARNINGS="1", USE_TF="0",
+             USE_JAX="0", GPU_SUITE_SHAPE=json.dumps(dataclasses.asdict(shape)),
+             SPOT_JAX_COMPILATION_CACHE=(os.path.join(cache_root, part.cache) if part.cache
+                                         else "0"), **dict(part.env))
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  env[T0_VARIABLE] = repr(time.time())
   start = time.perf_counter()
-  spent = lambda: time.perf_counter() - start  # noqa: E731
-  record: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "rows": [], "skipped": []}
-  ceiling = run_worker(["matmul"])
-  record.update(device=ceiling["device"], ceiling_gflops=ceiling["jax_bf16_gflops"])
-  print(f"{ceiling['device']}: bf16 matmul ceiling {ceiling['jax_bf16_gflops']:.0f} GFLOP/s",
-        flush=True)
-  for model in models:
-    flops = step_flops(model, BATCH_SIZE)
-    row: dict[str, Any] = {"model": model, "step_gflop": flops / 1e9}
-    for side in ("ours", "peft"):
-      try:
-        result = run_worker([side, model])
-      except RuntimeError as e:
-        row[side] = {"error": str(e)[-500:]}
-        print(f"{model} {side}: failed: {str(e)[-300:]}", flush=True)
-        continue
-      step = statistics.median(result["times"])
-      row[side] = dict(result, examples_per_second=BATCH_SIZE / step, step_seconds_median=step,
-                       mfu=flops / step / 1e9 / record["ceiling_gflops"])
-      save_partial(record, partial_path, row)
-      print(f"{model} {side}: {BATCH_SIZE / step:.1f} examples/s, "
-            f"MFU {100 * row[side]['mfu']:.1f}%, peak "
-            f"{result['peak_memory_bytes'] / 2**30:.2f} GiB", flush=True)
-    record["rows"].append(row)
-  for model in models:
-    if spent() > budget_seconds or record["device"].lower() == "cpu":
-      reason = "budget spent" if spent() > budget_seconds else "no accelerator memory to fill"
-      record["skipped"].append(f"largest batch of {model}: {reason}")
+  record: dict[str, Any] = {"part": part.name, "worker": list(part.worker),
+                            "env": dict(part.env), "limit_seconds": round(limit, 1)}
+  try:
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *part.worker],
+                          capture_output=True, text=True, env=env, timeout=limit)
+  except subprocess.TimeoutExpired:
+    return dict(record, status="over", wall_seconds=round(time.perf_counter() - start, 1),
+                message=f"over {limit:.0f} s")
+  record["wall_seconds"] = round(time.perf_counter() - start, 1)
+  lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+  if done.returncode != 0 or not lines:
+    return dict(record, status="failed", message=(done.stderr or done.stdout)[-1500:])
+  return dict(record, status="ok", result=json.loads(lines[-1]))
+
+
+def describe(record: dict[str, Any]) -> str:
+  """One line per part, as printed."""
+  if record["status"] != "ok":
+    message = record["message"].strip().splitlines()[-1] if record["message"].strip() else ""
+    return f"{record['part']}: {record['status'].upper()} ({message})"
+  r = record["result"]
+  bits = []
+  if "ceiling_gflops" in r:
+    bits.append(f"{r['device']}: matmul ceiling {r['ceiling_gflops'] / 1000:.0f} TFLOP/s")
+  if "time_to_first_step_seconds" in r:
+    bits.append(f"first step at {r['time_to_first_step_seconds']:.1f} s "
+                f"(init {r['init_seconds']:.1f} s, first step {r['first_step_seconds']:.1f} s)")
+  if "step_seconds_median" in r:
+    bits.append(f"step {1000 * r['step_seconds_median']:.1f} ms")
+  if "mfu" in record:
+    bits.append(f"MFU {100 * record['mfu']:.1f}%")
+  if "peak_memory_bytes" in r:
+    bits.append(f"peak {r['peak_memory_bytes'] / 2**30:.2f} GiB")
+  if "largest_batch" in r:
+    bits.append(f"largest batch {r['largest_batch']}")
+  if "packed_examples_per_second" in r:
+    bits.append(f"packed {r['packed_examples_per_second']:.1f} ex/s vs sequential "
+                f"{r['sequential_examples_per_second']:.1f}")
+  return f"{record['part']}: " + ", ".join(bits)
+
+
+def suite(parts: list[Part], shape: Shape, budget_seconds: float, out_path: str,
+          cache_root: str) -> list[dict[str, Any]]:
+  """Runs `parts` in order, each under min(its limit, what is left of the budget); appends
+  each record to `out_path` (JSON lines) and prints it as it finishes."""
+  start = time.perf_counter()
+  records, ceiling = [], None
+  header = {"part": "suite", "status": "ok", "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                    time.gmtime()),
+            "shape": dataclasses.asdict(shape), "parts": [p.name for p in parts],
+            "command": "bash benchmarks/gpu_suite.sh " + shlex.join(sys.argv[1:])}
+  _append(out_path, header)
+  for part in parts:
+    left = budget_seconds - (time.perf_counter() - start)
+    if left < 5:
+      record = {"part": part.name, "status": "skipped", "message": "suite budget spent"}
+    else:
+      record = run_part(part, shape, min(part.limit_seconds, left), cache_root)
+    result = record.get("result", {})
+    if "ceiling_gflops" in result:
+      ceiling = result["ceiling_gflops"]
+    if ceiling and "step_seconds_median" in result and part.worker[0] in ("ours", "peft"):
+      record["step_gflop"] = step_flops(part.worker[1], shape) / 1e9
+      record["mfu"] = record["step_gflop"] / result["step_seconds_median"] / ceiling
+      record["examples_per_second"] = shape.batch_size / result["step_seconds_median"]
+    _append(out_path, record)
+    records.append(record)
+    print(describe(record) if record["status"] != "skipped"
+          else f"{part.name}: SKIPPED (suite budget spent)", flush=True)
+  return records
+
+
+def _append(path: str, record: dict[str, Any]) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+# ----------------------------------------------------------------------------- RESULTS.md
+
+
+def read_records(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """The last suite run in a JSON-lines file: (its header, its part records)."""
+  with open(path) as f:
+    lines = [json.loads(line) for line in f if line.strip()]
+  starts = [i for i, r in enumerate(lines) if r.get("part") == "suite"]
+  if not starts:
+    raise SystemExit(f"{path}: no suite header line; not a gpu_suite.jsonl")
+  return lines[starts[-1]], lines[starts[-1] + 1:]
+
+
+def markdown(header: dict[str, Any], records: list[dict[str, Any]]) -> str:
+  """RESULTS.md's GPU section: card, versions, date, then one row per part."""
+  ok = {r["part"]: r for r in records if r["status"] == "ok"}
+  ceiling = next((r["result"] for r in ok.values() if "ceiling_gflops" in r["result"]), {})
+  versions = {}
+  for r in ok.values():
+    versions.update(r["result"].get("versions", {}))
+  shape = Shape(**header["shape"])
+  lines = [f"Command: `{header['command']}`", "",
+           f"Card: {ceiling.get('device', 'unknown')}; {header['date']}; versions: "
+           + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+           + f"; bf16 matmul ceiling (8192^3, jax.jit, best of 10): "
+           f"{ceiling.get('ceiling_gflops', float('nan')) / 1000:.0f} TFLOP/s. Batch "
+           f"{shape.batch_size}, inputs {shape.input_length} + prompt {shape.prompt_length}, "
+           f"targets {shape.target_length}, dropout {shape.dropout_rate}, {shape.dtype} "
+           "compute, random frozen weights. Time to first step: from the worker process's "
+           "start to its first finished training step (imports, init, compile, step).", "",
+           "| part | time to first step | init | first step | compile | steady step | ex/s "
+           "| MFU | peak memory | note |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  fmt = lambda v, unit="s", scale=1.0: "-" if v is None else f"{v * scale:.{3 if scale == 1 and v < 1 else 1}f} {unit}"  # noqa: E731
+  for r in records:
+    if r["part"] == "ceiling":
       continue
-    result = run_worker(["largest", model], {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.95"})
-    next(r for r in record["rows"] if r["model"] == model)["largest_batch"] = (
-        result["largest_batch"])
-    print(f"{model}: largest batch {result['largest_batch']}", flush=True)
-  if spent() > budget_seconds:
-    record["skipped"].append("packed runs: budget spent")
-  else:
-    try:
-      record["packed"] = dict(run_worker(["packed", models[0], str(packed_runs)]),
-                              model=models[0], runs=packed_runs)
-      print(f"packed: {record['packed']}", flush=True)
-    except RuntimeError as e:
-      reason = "no spot_jax.train.packed" if "spot_jax.train.packed" in str(e) else str(e)[-300:]
-      record["skipped"].append(f"packed runs: {reason}")
-  record["seconds"] = spent()
-  return record
+    res = r.get("result", {})
+    note = {"ok": "", "over": r.get("message", ""), "failed": "failed: " + (
+        r.get("message", "").strip().splitlines() or [""])[-1][:80],
+            "skipped": "skipped: " + r.get("message", "")}[r["status"]]
+    if "largest_batch" in res:
+      note = f"largest batch {res['largest_batch']}"
+    if "packed_examples_per_second" in res:
+      note = (f"packed {res['packed_examples_per_second']:.1f} ex/s vs one after another "
+              f"{res['sequential_examples_per_second']:.1f} "
+              f"({res['packed_examples_per_second'] / res['sequential_examples_per_second']:.2f}x)")
+    peak = res.get("peak_memory_bytes")
+    lines.append(
+        f"| {r['part']} | {fmt(res.get('time_to_first_step_seconds'))} "
+        f"| {fmt(res.get('init_seconds'))} | {fmt(res.get('first_step_seconds'))} "
+        f"| {fmt(res.get('compile_seconds'))} "
+        f"| {fmt(res.get('step_seconds_median'), 'ms', 1000)} "
+        f"| {r['examples_per_second']:.1f} | {100 * r['mfu']:.1f}% "
+        if "mfu" in r else
+        f"| {r['part']} | {fmt(res.get('time_to_first_step_seconds'))} "
+        f"| {fmt(res.get('init_seconds'))} | {fmt(res.get('first_step_seconds'))} "
+        f"| {fmt(res.get('compile_seconds'))} "
+        f"| {fmt(res.get('step_seconds_median'), 'ms', 1000)} | - | - ")
+    lines[-1] += f"| {'-' if peak is None else f'{peak / 2**30:.1f} GiB'} | {note} |"
+  return "\n".join(lines + [""] + target_lines(records)) + "\n"
 
 
-def record_from_log(text: str, command: str) -> dict[str, Any]:
-  """The record of a run from the lines it printed (for a run cut short before its JSON)."""
-  import re
-  record: dict[str, Any] = {"rows": [], "skipped": [], "command": command,
-                            "date": time.strftime("%Y-%m-%d")}
-  for line in text.splitlines():
-    if m := re.fullmatch(r"(.+): bf16 matmul ceiling ([\d.]+) GFLOP/s", line.strip()):
-      record.update(device=m.group(1), ceiling_gflops=float(m.group(2)))
-    elif m := re.fullmatch(r"(\w+) (ours|peft): ([\d.]+) examples/s, MFU ([\d.]+)%, "
-                           r"peak ([\d.]+) GiB", line.strip()):
-      model, side = m.group(1), m.group(2)
-      row = next((r for r in record["rows"] if r["model"] == model), None)
-      if row is None:
-        row = {"model": model, "step_gflop": step_flops(model, BATCH_SIZE) / 1e9}
-        record["rows"].append(row)
-      row[side] = {"examples_per_second": float(m.group(3)), "mfu": float(m.group(4)) / 100,
-                   "peak_memory_bytes": float(m.group(5)) * 2**30}
-  if "device" not in record:
-    raise SystemExit("--from_log: no 'bf16 matmul ceiling' line in the log")
-  record["skipped"].append("the rest: the run was cut short at its time limit (see the log)")
-  return record
+# Issue 27's targets: seconds from process start to the first finished step, one H100/H200.
+FIRST_STEP_TARGETS = {"base ours": 15, "large ours": 25, "xxl ours, bf16 frozen, remat": 60,
+                      "base ours warm cache": 5}
 
 
-def save_partial(record: dict[str, Any], path: str, row: dict[str, Any]) -> None:
-  rows = record["rows"] + ([] if row in record["rows"] else [row])
-  with open(path, "w") as f:
-    json.dump(dict(record, rows=rows, seconds=None), f)
+def target_lines(records: list[dict[str, Any]]) -> list[str]:
+  """Each target against its measurement, and ours/PEFT per model."""
+  by_part = {r["part"]: r for r in records}
+  lines = []
+  for part, target in FIRST_STEP_TARGETS.items():
+    r = by_part.get(part)
+    if r is None:
+      continue
+    got = r.get("result", {}).get("time_to_first_step_seconds")
+    verdict = (f"{got:.1f} s: {'met' if got <= target else 'missed'}" if got is not None
+               else r.get("message", r["status"]))
+    lines.append(f"- target {part} first step <= {target} s: {verdict}")
+  for part, r in by_part.items():
+    peft = by_part.get(part.replace(" ours", " PEFT"))
+    if (part.endswith(" ours") and peft and "examples_per_second" in r
+        and "examples_per_second" in peft):
+      ratio = r["examples_per_second"] / peft["examples_per_second"]
+      lines.append(f"- {part.split()[0]}: ours {ratio:.2f}x PEFT's examples/s (target >= 4x)")
+  return lines
 
 
-def markdown(record: dict[str, Any], command: str) -> str:
-  gib = 2 ** 30
-  lines = [f"Command: `{command}`", "",
-           f"Card: {record['device']}; date {record['date']}; bf16 matmul ceiling (8192^3, "
-           f"jax.jit, best of 10): {record['ceiling_gflops'] / 1000:.0f} TFLOP/s. Batch "
-           f"{BATCH_SIZE}, inputs {INPUT_LENGTH} + prompt {PROMPT_LENGTH}, targets "
-           f"{TARGET_LENGTH}, dropout {DROPOUT_RATE}, bf16 compute, float32 parameters.", "",
-           "| model | ours ex/s | PEFT ex/s | ours/PEFT | ours MFU | PEFT MFU | ours peak mem "
-           "| PEFT peak mem | ours largest batch |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for row in record["rows"]:
-    ours, peft = row.get("ours", {}), row.get("peft", {})
-    both = "examples_per_second" in ours and "examples_per_second" in peft
-    ratio = f"{ours['examples_per_second'] / peft['examples_per_second']:.2f}" if both else "-"
-    cells = []
-    for side in (ours, peft):
-      ok = "examples_per_second" in side
-      cells.append((f"{side['examples_per_second']:.1f}" if ok else "failed",
-                    f"{100 * side['mfu']:.1f}%" if ok else "-",
-                    f"{side['peak_memory_bytes'] / gib:.1f} GiB" if ok else "-"))
-    (ours_ex, ours_mfu, ours_mem), (peft_ex, peft_mfu, peft_mem) = cells
-    lines.append(f"| {row['model']} | {ours_ex} | {peft_ex} | {ratio} | {ours_mfu} | {peft_mfu} "
-                 f"| {ours_mem} | {peft_mem} | {row.get('largest_batch', '-')} |")
-  if "packed" in record:
-    p = record["packed"]
-    lines += ["", f"Packed runs ({p['model']}, {p['runs']} runs of batch {BATCH_SIZE} each): "
-              f"{p['packed_examples_per_second']:.1f} examples/s packed against "
-              f"{p['sequential_examples_per_second']:.1f} one run after another "
-              f"({p['packed_examples_per_second'] / p['sequential_examples_per_second']:.2f}x); "
-              f"peak memory {p['packed_peak_memory_bytes'] / gib:.1f} GiB packed."]
-  for reason in record["skipped"]:
-    lines.append(f"- skipped: {reason}")
-  return "\n".join(lines) + "\n"
-
-
-def write_results(record: dict[str, Any], command: str, path: str) -> None:
-  table = markdown(record, command)
-  print(table)
+def write_results(path_jsonl: str, results_md: str, section: str = "gpu_suite") -> str:
+  header, records = read_records(path_jsonl)
+  table = markdown(header, records)
   from results_md import update_section
-  update_section(path, "gpu_suite", "## GPU: ours against Hugging Face PEFT (bfloat16)\n\n" + table)
+  update_section(results_md, section, "## GPU: time to first step, steady state, ours "
+                 "against Hugging Face PEFT\n\n" + table)
+  return table
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default="base,large")
-  parser.add_argument("--budget_seconds", type=float, default=420.0)
-  parser.add_argument("--packed_runs", type=int, default=8)
-  parser.add_argument("--json", default=os.path.join(HERE, "results", "gpu_suite.jsonl"))
+  parser.add_argument("--out", default=os.path.join(HERE, "results"),
+                      help="directory of gpu_suite.jsonl (and the compilation caches)")
+  parser.add_argument("--parts", choices=("first", "second"), default="first")
+  parser.add_argument("--models", default="base,large", help="first run's models")
+  parser.add_argument("--budget_seconds", type=float, default=450.0)
+  parser.add_argument("--cpu_smoke", action="store_true",
+                      help="every part of both runs at a tiny shape (a CPU check of the suite)")
   parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
   parser.add_argument("--from_json", default=None,
-                      help="only rewrite the RESULTS.md section from the last record of this file")
-  parser.add_argument("--from_log", nargs=2, metavar=("LOG", "COMMAND"), default=None,
-                      help="rewrite the RESULTS.md section from the printed lines of a run that "
-                           "was cut short (LOG), run as COMMAND")
+                      help="only rewrite RESULTS.md's GPU section from this gpu_suite.jsonl")
   parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
   args = parser.parse_args()
-  if args.from_log:
-    with open(args.from_log[0]) as f:
-      record = record_from_log(f.read(), args.from_log[1])
-    write_results(record, record["command"], args.results)
-    return
   if args.worker:
     kind, *rest = args.worker
-    print(json.dumps(WORKERS[kind](*[int(x) if x.isdigit() else x for x in rest])))
+    print(json.dumps(WORKERS[kind](*rest)))
     return
   if args.from_json:
-    with open(args.from_json) as f:
-      record = [json.loads(line) for line in f if line.strip()][-1]
-    write_results(record, record["command"], args.results)
+    section = "gpu_suite_second" if "second" in os.path.basename(args.from_json) else "gpu_suite"
+    print(write_results(args.from_json, args.results, section))
     return
-  command = "bash benchmarks/gpu_suite.sh " + shlex.join(sys.argv[1:])
-  record = suite(args.models.split(","), args.budget_seconds, args.packed_runs,
-                 args.json + ".partial")
-  record["command"] = command
-  os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-  with open(args.json, "a") as f:
-    f.write(json.dumps(record) + "\n")
-  write_results(record, command, args.results)
+  if args.cpu_smoke:
+    parts, shape = smoke_parts(), SMOKE_SHAPE
+  elif args.parts == "first":
+    parts, shape = first_parts(tuple(args.models.split(","))), GPU_SHAPE
+  else:
+    parts, shape = second_parts(), GPU_SHAPE
+  name = "gpu_suite_second.jsonl" if args.parts == "second" else "gpu_suite.jsonl"
+  out_path = os.path.join(args.out, name)
+  cache_root = os.path.join("/tmp" if not args.cpu_smoke else args.out, "gpu_suite_cache",
+                            str(os.getpid()))
+  suite(parts, shape, args.budget_seconds, out_path, cache_root)
+  print(f"saved {out_path}; RESULTS.md: python benchmarks/gpu_suite.py --from_json {out_path}")
 
 
 if __name__ == "__main__":

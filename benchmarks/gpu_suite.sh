@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU figures of benchmarks/RESULTS.md in one command, on a machine with one GPU and JAX,
 # PyTorch, transformers and peft installed (benchmarks/gpu_suite.py says what it measures).
-#   bash benchmarks/gpu_suite.sh [--models base,large] [--budget_seconds 420] [--json FILE]
+#   bash benchmarks/gpu_suite.sh --out DIR [--parts first|second] [--budget_seconds 450]
+# Each part prints one line and appends one JSON line to DIR/gpu_suite.jsonl as it finishes;
+# `python benchmarks/gpu_suite.py --from_json DIR/gpu_suite.jsonl` writes RESULTS.md from it.
 # Wheels of missing pure-Python packages (gin-config) may be put in .whl/; they are installed
 # into /tmp/site first. XLA's and PyTorch's start-up noise is silenced.
 set -euo pipefail

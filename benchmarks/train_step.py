@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 from spot_jax import methods  # noqa: E402
 from spot_jax.models import T5, get_config  # noqa: E402
 from spot_jax.models.flops import prompt_tuning_step_flops  # noqa: E402
+from spot_jax.models.init import init_frozen  # noqa: E402
 from spot_jax.prompts import from_sampled_vocab  # noqa: E402
 from spot_jax.train.optimizer import adamw_warmup, prompt_adafactor  # noqa: E402
 from spot_jax.train.step import (DEFAULT_RNG_IMPL, init_train_state,  # noqa: E402
@@ -78,11 +79,11 @@ def best_product_seconds(a: jax.Array, b: jax.Array, repeats: int) -> float:
 
 
 def fits(model_name: str, input_length: int, batch_size: int, target_length: int,
-         prompt_length: int, dtype: str) -> bool:
+         prompt_length: int, dtype: str, **overrides) -> bool:
   """Whether one training step at this batch size runs without exhausting device memory."""
   try:
     benchmark(model_name, input_length, batch_size, target_length, prompt_length, 0.1, dtype,
-              steps=1)
+              steps=1, **overrides)
     return True
   except Exception as e:  # XlaRuntimeError / JaxRuntimeError: RESOURCE_EXHAUSTED.
     if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
@@ -91,17 +92,18 @@ def fits(model_name: str, input_length: int, batch_size: int, target_length: int
 
 
 def largest_batch(model_name: str, input_length: int, target_length: int, prompt_length: int,
-                  dtype: str, start: int = 32) -> int:
+                  dtype: str, start: int = 32, **overrides) -> int:
   """Doubles from `start` until a step fails for memory, then bisects; 0 if `start` fails."""
+  fits_ = lambda *a: fits(*a, **overrides)  # noqa: E731
   args = (model_name, input_length)
-  if not fits(*args, start, target_length, prompt_length, dtype):
+  if not fits_(*args, start, target_length, prompt_length, dtype):
     return 0
   good, bad = start, start * 2
-  while fits(*args, bad, target_length, prompt_length, dtype):
+  while fits_(*args, bad, target_length, prompt_length, dtype):
     good, bad = bad, bad * 2
   while bad - good > max(1, good // 16):
     middle = (good + bad) // 2
-    good, bad = (middle, bad) if fits(*args, middle, target_length, prompt_length,
+    good, bad = (middle, bad) if fits_(*args, middle, target_length, prompt_length,
                                       dtype) else (good, middle)
   return good
 
@@ -110,23 +112,30 @@ def build_step(model_name: str, input_length: int, batch_size: int, target_lengt
                prompt_length: int, dropout_rate: float, dtype: str,
                rng_impl: str = DEFAULT_RNG_IMPL, method: str = "prompt",
                method_settings: dict[str, Any] | None = None, schedule_steps: int = 1000,
-               **overrides
-               ) -> tuple[Callable[[], jax.Array], Any]:
+               frozen_init: str = "leaf", frozen_dtype: str = "float32", packed_runs: int = 0,
+               **overrides) -> tuple[Callable[[], jax.Array], Any]:
   """The trainer's jitted step on random frozen weights and a random batch.
 
   `method` (a `spot_jax.methods` name; prompt-like ones take `prompt_length`) with
   `method_settings`, trained with its default optimizer as the trainer does: Adafactor lr 0.3
   for `prompt`, otherwise AdamW at the method's learning rate with 6% warmup over
-  `schedule_steps`. Returns (run_step, config): each run_step() call does one step and returns
-  its loss.
+  `schedule_steps`. `frozen_init`: "leaf" draws the frozen weights leaf by leaf as the trainer
+  does (`spot_jax.models.init`), "jit" compiles the whole `T5.init` (the old way, for the
+  compile-time comparison). `packed_runs` N > 0: N runs packed into one step
+  (`spot_jax.train.packed`, each on its own copy of the batch). Returns (run_step, config): each
+  run_step() call does one step and returns its loss.
   """
   config = get_config(model_name, dropout_rate=dropout_rate, dtype=dtype, **overrides)
   trained = methods.create(method, prompt_length, **(method_settings or {}))
   model = T5(config, hooks=trained.hooks())
   rng = np.random.default_rng(0)
   batch = random_batch(rng, batch_size, input_length, target_length, config.vocab_size)
-  frozen = jax.jit(T5(config).init)(jax.random.PRNGKey(0), batch["encoder_input_tokens"][:1],
-                                    batch["decoder_input_tokens"][:1])["params"]
+  if frozen_init == "jit":
+    frozen = jax.jit(T5(config).init)(jax.random.PRNGKey(0), batch["encoder_input_tokens"][:1],
+                                      batch["decoder_input_tokens"][:1])["params"]
+    frozen = jax.tree.map(lambda x: x.astype(frozen_dtype), frozen)
+  else:
+    frozen = init_frozen(config, 0, frozen_dtype)
   prompt = None
   if trained.prompt_like:
     prompt = from_sampled_vocab(jax.random.PRNGKey(1), frozen["token_embedder"]["embedding"],
@@ -137,7 +146,13 @@ def build_step(model_name: str, input_length: int, batch_size: int, target_lengt
   else:
     optimizer = adamw_warmup(trained.default_learning_rate, schedule_steps)
   state = init_train_state(params, optimizer, seed=0, rng_impl=rng_impl)
-  step = jax.jit(make_train_step(model, optimizer, rng_impl=rng_impl), donate_argnums=(0,))
+  step_fn = make_train_step(model, optimizer, rng_impl=rng_impl)
+  if packed_runs:
+    from spot_jax.train import packed
+    step_fn = packed.make_packed_train_step(step_fn)
+    state = packed.stack_trees([state] * packed_runs)
+    batch = {k: jnp.stack([v] * packed_runs) for k, v in batch.items()}
+  step = jax.jit(step_fn, donate_argnums=(0,))
   box = [state]
 
   def run_step() -> jax.Array:
@@ -145,6 +160,21 @@ def build_step(model_name: str, input_length: int, batch_size: int, target_lengt
     return metrics["loss"]
 
   return run_step, config
+
+
+def packed_benchmark(model_name: str, input_length: int, batch_size: int, target_length: int,
+                     prompt_length: int, dropout_rate: float, dtype: str, runs: int, steps: int,
+                     sync: Callable[[Any], Any] = jax.block_until_ready, **overrides) -> dict:
+  """`runs` runs packed into one step against one run's step taken `runs` times."""
+  out = {}
+  for name, packs in (("sequential", 0), ("packed", runs)):
+    run_step, _ = build_step(model_name, input_length, batch_size, target_length,
+                             prompt_length, dropout_rate, dtype, packed_runs=packs, **overrides)
+    sync(run_step())
+    step = statistics.median(time_steps(run_step, steps, sync))
+    out[f"{name}_examples_per_second"] = batch_size * max(packs, 1) / step
+    out[f"{name}_peak_memory_bytes"] = peak_memory_bytes()
+  return out
 
 
 def benchmark(model_name: str, input_length: int, batch_size: int, target_length: int,

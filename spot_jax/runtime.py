@@ -32,7 +32,8 @@ from __future__ import annotations
 import ctypes.util
 import os
 import sys
-from typing import Mapping
+import warnings
+from typing import Any, Callable, Mapping
 
 ENV_SWITCH = "SPOT_JAX_JEMALLOC"
 GLIBC_SWITCH = "SPOT_JAX_GLIBC_KEEP"
@@ -132,3 +133,135 @@ def configure_host() -> bool:
   first thing in a program. Returns whether dispatch is synchronous."""
   reexec_with_host_environment()
   return configure_cpu_dispatch()
+
+
+# ----------------------------------------------------------------------------- accelerators
+
+CACHE_SWITCH = "SPOT_JAX_COMPILATION_CACHE"  # a directory, or 0/off: no persistent cache.
+_OFF = ("0", "false", "no", "off", "none")
+
+
+def compilation_cache_dir(environ: Mapping[str, str] = os.environ) -> str | None:
+  """Where compiled programs persist between processes: $SPOT_JAX_COMPILATION_CACHE, else
+  $XDG_CACHE_HOME/spot_jax/xla (~/.cache/spot_jax/xla); None when switched off."""
+  choice = environ.get(CACHE_SWITCH, "").strip()
+  if choice.lower() in _OFF:
+    return None
+  if choice:
+    return os.path.expanduser(choice)
+  root = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(root, "spot_jax", "xla")
+
+
+def enable_compilation_cache(path: str | None = None) -> str | None:
+  """Turns on JAX's persistent compilation cache at `path` (default `compilation_cache_dir()`),
+  for every program however quick to compile, so a restarted or repeated run (a study's runs,
+  a preempted job) loads its executables instead of compiling them. Returns the directory, or
+  None when switched off ($SPOT_JAX_COMPILATION_CACHE=0). The cache is keyed on the program,
+  the jax/XLA version and the device, so one directory serves every backend."""
+  import jax
+  path = path or getattr(jax.config, "jax_compilation_cache_dir", None) or compilation_cache_dir()
+  if path is None:
+    return None
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  return path
+
+
+def system_accelerators() -> list[str]:
+  """Accelerators the operating system shows (NVIDIA device files or nvidia-smi, TPU device
+  files), whether or not jax can use them."""
+  import glob
+  import shutil
+  found = sorted(glob.glob("/dev/nvidia[0-9]*"))
+  if not found and shutil.which("nvidia-smi"):
+    found = ["nvidia-smi"]
+  return found + sorted(glob.glob("/dev/accel[0-9]*") + glob.glob("/dev/vfio/[0-9]*"))
+
+
+def hide_accelerators_from_tensorflow() -> None:
+  """Keeps TensorFlow (tf.data, seqio, TFDS) off the GPUs/TPUs, as T5X's train.py does
+  (`tf.config.experimental.set_visible_devices([], "GPU")`), so it never takes device memory
+  that jax needs. TensorFlow claims devices at its first operation, not at import, so this
+  hides them right after TensorFlow is imported, by whatever imports it (now if it already
+  is); a program that never imports TensorFlow pays nothing."""
+  if "tensorflow" in sys.modules:
+    _hide(sys.modules["tensorflow"])
+  elif not any(isinstance(f, _TensorFlowHook) for f in sys.meta_path):
+    sys.meta_path.insert(0, _TensorFlowHook())
+
+
+def tensorflow_devices_hidden() -> bool:
+  """Whether this process has hidden the accelerators from TensorFlow."""
+  tf = sys.modules.get("tensorflow")
+  return bool(tf is not None and getattr(tf, _HIDDEN_MARK, False))
+
+
+_HIDDEN_MARK = "_spot_jax_accelerators_hidden"
+
+
+def _hide(tf: Any) -> None:
+  for kind in ("GPU", "TPU"):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):  # already initialised, or no such device type.
+      pass
+  setattr(tf, _HIDDEN_MARK, True)
+
+
+class _TensorFlowHook:
+  """A meta-path finder that runs `_hide` once the `tensorflow` package has been executed."""
+
+  def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+    if name != "tensorflow":
+      return None
+    import importlib.machinery
+    sys.meta_path.remove(self)  # one shot; the real finders locate the package.
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is None or spec.loader is None:
+      return spec
+    load = spec.loader.exec_module
+
+    def exec_module(module: Any) -> None:
+      load(module)
+      _hide(module)
+
+    spec.loader.exec_module = exec_module
+    return spec
+
+
+def describe_backend() -> dict[str, Any]:
+  """The jax backend and devices of this process (for logs and run.json)."""
+  import jax
+  devices = jax.devices()
+  return {"backend": jax.default_backend(), "device_kind": devices[0].device_kind,
+          "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
+          "process_count": jax.process_count(), "jax": jax.__version__,
+          "tensorflow_accelerators_hidden": (tensorflow_devices_hidden()
+                                             if "tensorflow" in sys.modules else None)}
+
+
+def log_backend(log: Callable[[str], None] | None = None) -> dict[str, Any]:
+  """Logs the backend and devices; warns when the system shows an accelerator that jax cannot
+  use (a CPU-only jax install on a GPU machine: see the README's accelerator section)."""
+  import logging
+  info = describe_backend()
+  log = log or logging.getLogger("spot_jax").info
+  log(f"jax {info['jax']}: backend {info['backend']}, {info['device_count']} x "
+      f"{info['device_kind']} ({info['process_count']} process(es))")
+  visible = system_accelerators()
+  if info["backend"] == "cpu" and visible and not os.environ.get("JAX_PLATFORMS"):
+    warnings.warn(f"The system shows accelerator(s) {visible[:4]} but jax runs on the CPU: "
+                  "install the accelerator build (pip install 'spot-jax[cuda]' or "
+                  "'spot-jax[tpu]', README 'GPUs and TPUs'); JAX_PLATFORMS=cpu silences this.",
+                  stacklevel=2)
+  return info
+
+
+def configure_jax() -> None:
+  """What every entry point does before jax or TensorFlow touch a device: CPU dispatch,
+  TensorFlow kept off the accelerators, the persistent compilation cache."""
+  configure_cpu_dispatch()
+  hide_accelerators_from_tensorflow()
+  enable_compilation_cache()

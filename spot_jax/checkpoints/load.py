@@ -19,6 +19,7 @@ import numpy as np
 from flax import traverse_util
 
 from spot_jax.models.config import T5Config, released_checkpoint_step
+from spot_jax.models.layout import to_unscanned
 from spot_jax.models.t5 import T5
 from spot_jax.prompts import without_prompt
 
@@ -112,7 +113,9 @@ def load_model(path: str | os.PathLike, config: T5Config | None = None,
     params, inferred = hf.read_hf_checkpoint(path, dtype=dtype)
     step = None
   else:
-    params = without_prompt(t5x.read_checkpoint(path, dtype=dtype))
+    # A scanned-layout checkpoint (T5X scan_layers) is read in the unscanned one; the trainer
+    # puts it back in the layout the run asks for (`models.layout.to_layout`).
+    params = to_unscanned(without_prompt(t5x.read_checkpoint(path, dtype=dtype)))
     inferred = infer_config(params)
     step = t5x.read_step(path)
   config = config or inferred

@@ -112,7 +112,7 @@ def run() -> None:
     runtime.cpu_dispatch()  # a bad SPOT_JAX_CPU_DISPATCH fails here, before any work.
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"spot-jax: error: {e}")
-  _configure_jax = runtime.configure_cpu_dispatch
+  _configure_jax = runtime.configure_jax
   sys.exit(main())
 
 

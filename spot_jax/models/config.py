@@ -29,6 +29,9 @@ class T5Config:
   layer_norm_epsilon: float = 1e-6
   dtype: str = "float32"  # compute dtype: float32 on CPU, bfloat16 on GPU/TPU.
   remat: bool = False  # rematerialise each layer in the backward pass.
+  remat_policy: str = "full"  # with remat: full (save nothing) | minimal (T5X: keep the
+  # products without batch dims, i.e. nothing activation-sized) | dots (keep every product).
+  scan_layers: bool = False  # each stack as one nn.scan over its layers (T5X's scan_layers).
 
   @property
   def compute_dtype(self) -> Any:

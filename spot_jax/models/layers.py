@@ -8,6 +8,7 @@ query initialiser), relative position bias shared by the layers of a stack.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, Callable
 
@@ -24,8 +25,23 @@ Initializer = Callable[..., Array]
 # A large negative number for masked logits; finite so that fully masked rows stay finite.
 MASK_VALUE = -1e10
 
+# The frozen weights' initialisers (T5X's t5x/examples/t5/layers.py defaults); `models.init`
+# applies the same ones leaf by leaf.
 default_kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
 mlp_kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+embedding_init = nn.initializers.normal(stddev=1.0)
+relpos_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
+
+
+@functools.lru_cache(maxsize=None)
+def query_kernel_init(head_dim: int) -> Initializer:
+  """The query kernel's initialiser: 1/sqrt(head_dim) folded in (no scaling at run time)."""
+  depth_scaling = float(np.sqrt(head_dim))
+
+  def init(*args):
+    return default_kernel_init(*args) / depth_scaling
+
+  return init
 
 
 class RMSNorm(nn.Module):
@@ -153,9 +169,7 @@ class RelativePositionBias(nn.Module):
     memory = np.arange(key_length, dtype=np.int32)[None, :]
     buckets = relative_position_bucket(memory - context, self.bidirectional,
                                        self.num_buckets, self.max_distance)
-    table = self.param("rel_embedding",
-                       nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
-                       (self.num_heads, self.num_buckets), jnp.float32)
+    table = self.param("rel_embedding", relpos_init, (self.num_heads, self.num_buckets), jnp.float32)
     bias = jnp.take(jnp.asarray(table, self.dtype), jnp.asarray(buckets), axis=1)
     return bias[None]
 
@@ -183,15 +197,10 @@ class MultiHeadAttention(nn.Module):
     """
     cfg, hooks = self.config, self.hooks
     inner = cfg.num_heads * cfg.head_dim
-    depth_scaling = float(np.sqrt(cfg.head_dim))
-
-    def query_init(*args):
-      return default_kernel_init(*args) / depth_scaling
-
     def heads(x: Array) -> Array:
       return x.reshape(x.shape[:-1] + (cfg.num_heads, cfg.head_dim))
 
-    query = heads(dense(inner, "query", cfg, query_init, hooks)(inputs_q))
+    query = heads(dense(inner, "query", cfg, query_kernel_init(cfg.head_dim), hooks)(inputs_q))
     if decode == "cross" and self.has_variable("cache", "cached_key"):
       key, value = self.get_variable("cache", "cached_key"), self.get_variable("cache",
                                                                                 "cached_value")

@@ -17,6 +17,7 @@ Param tree (under `params`):
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -29,10 +30,15 @@ from spot_jax.prompts import Prompt, PromptEncoder
 
 Array = jax.Array
 
+# The layer axis of a scanned stack's params (T5X's scalable_t5 `param_scan_axis`): a kernel
+# [in, out] is stored [in, layers, out], a scale [embed] as [embed, layers].
+SCAN_AXIS = 1
+
 
 class EncoderLayer(nn.Module):
   config: T5Config
   hooks: MethodHooks = MethodHooks()
+  scanned: bool = False  # under nn.scan: returns (x, None).
 
   @nn.compact
   def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
@@ -44,12 +50,14 @@ class EncoderLayer(nn.Module):
     x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
     y = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="pre_mlp_layer_norm")(x)
     y = layers.GatedGeluMlp(cfg, hooks, name="mlp")(y, deterministic)
-    return x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
+    x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
+    return (x, None) if self.scanned else x
 
 
 class DecoderLayer(nn.Module):
   config: T5Config
   hooks: MethodHooks = MethodHooks()
+  scanned: bool = False  # under nn.scan: returns (x, None).
 
   @nn.compact
   def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array,
@@ -72,7 +80,8 @@ class DecoderLayer(nn.Module):
     x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
     y = layers.RMSNorm(eps, dtype, name="pre_mlp_layer_norm")(x)
     y = layers.GatedGeluMlp(cfg, hooks, name="mlp")(y, deterministic)
-    return x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
+    x = x + layers.sublayer_dropout(cfg)(y, deterministic=deterministic)
+    return (x, None) if self.scanned else x
 
 
 def encoder_prefix_length(hooks: MethodHooks) -> int:
@@ -85,10 +94,46 @@ def decoder_prefix_length(hooks: MethodHooks) -> int:
   return hooks.prefix_length if hooks.prefix_decoder else 0
 
 
-def _maybe_remat(layer_cls: type[nn.Module], config: T5Config, *static_argnums: int):
-  if not config.remat:
-    return layer_cls
-  return nn.remat(layer_cls, static_argnums=static_argnums)
+REMAT_POLICIES = ("full", "minimal", "dots")
+
+
+def _remat_policy(name: str) -> Any:
+  """T5X scalable_t5's remat policies: full saves nothing, minimal keeps the products with no
+  batch dims (weights-only, nothing activation-sized), dots keeps every product."""
+  policies = {"full": None,
+              "minimal": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+              "dots": jax.checkpoint_policies.checkpoint_dots}
+  if name not in policies:
+    raise ValueError(f"Unknown remat_policy {name!r}; choose one of {REMAT_POLICIES}")
+  return policies[name]
+
+
+def _stack(layer_cls: type[nn.Module], config: T5Config, length: int, *static_argnums: int):
+  """The layer class each stack calls: rematerialised when `config.remat`, and with
+  `config.scan_layers` one nn.scan over `length` layers (T5X scalable_t5 `scan_with_axes`:
+  params stacked along SCAN_AXIS, a key per layer for params and dropout, every input but the
+  carry broadcast). `static_argnums` count the module as argument 0."""
+  cls = layer_cls
+  if config.remat:
+    cls = nn.remat(cls, static_argnums=static_argnums, policy=_remat_policy(config.remat_policy),
+                   prevent_cse=not config.scan_layers)
+  if config.scan_layers:
+    cls = nn.scan(cls, variable_axes={"params": SCAN_AXIS, "cache": 0},
+                  split_rngs={"params": True, "dropout": True},
+                  in_axes=(nn.broadcast,) * (max(static_argnums) - 1), length=length)
+  return cls
+
+
+def check_scannable(hooks: MethodHooks) -> None:
+  """Scanned stacks share one module path for all layers: methods that add per-layer
+  parameters are refused (their targets and saved names are per layer)."""
+  per_layer = [name for name, on in (
+      ("lora", hooks.lora_rank and hooks.lora_targets), ("bias", hooks.bias_targets),
+      ("ia3", hooks.ia3_targets or hooks.ia3_input_targets), ("prefix", hooks.prefix_length))
+      if on]
+  if per_layer:
+    raise ValueError(f"scan_layers=True cannot carry the per-layer parameters of {per_layer}; "
+                     "train this method with scan_layers=False (SCAN_LAYERS = False)")
 
 
 class Encoder(nn.Module):
@@ -118,8 +163,10 @@ class Encoder(nn.Module):
     position_bias = layers.prefix_position_bias(relpos, prefix, length)
     key_mask = jnp.concatenate([jnp.ones((mask.shape[0], prefix), bool), mask], axis=1)
     bias = position_bias + layers.mask_to_bias(key_mask[:, None, None, :], cfg.compute_dtype)
-    layer_cls = _maybe_remat(EncoderLayer, cfg, 3)  # deterministic
-    for i in range(cfg.num_encoder_layers):
+    layer_cls = _stack(EncoderLayer, cfg, cfg.num_encoder_layers, 3)  # deterministic
+    if cfg.scan_layers:
+      x, _ = layer_cls(cfg, hooks, scanned=True, name="layers")(x, bias, deterministic)
+    for i in range(0 if cfg.scan_layers else cfg.num_encoder_layers):
       x = layer_cls(cfg, hooks, name=f"layers_{i}")(x, bias, deterministic)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="encoder_norm")(x)
     return layers.sublayer_dropout(cfg)(x, deterministic=deterministic), mask
@@ -179,9 +226,12 @@ class Decoder(nn.Module):
         cross_mask = encoder_mask[:, None, None, :]
     self_bias = position_bias + layers.mask_to_bias(self_mask, cfg.compute_dtype)
     cross_bias = layers.mask_to_bias(cross_mask, cfg.compute_dtype)
-    layer_cls = _maybe_remat(DecoderLayer, cfg, 5, 6)  # deterministic, decode
+    layer_cls = _stack(DecoderLayer, cfg, cfg.num_decoder_layers, 5, 6)  # deterministic, decode
     decode = max_decode_length is not None
-    for i in range(cfg.num_decoder_layers):
+    if cfg.scan_layers:
+      x, _ = layer_cls(cfg, hooks, scanned=True, name="layers")(
+          x, encoded, self_bias, cross_bias, deterministic, decode)
+    for i in range(0 if cfg.scan_layers else cfg.num_decoder_layers):
       x = layer_cls(cfg, hooks, name=f"layers_{i}")(x, encoded, self_bias, cross_bias,
                                                     deterministic, decode)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="decoder_norm")(x)
@@ -210,9 +260,11 @@ class T5(nn.Module):
 
   def setup(self):
     cfg = self.config
+    if cfg.scan_layers:
+      check_scannable(self.method_hooks)
     self.token_embedder = nn.Embed(cfg.vocab_size, cfg.emb_dim, dtype=cfg.compute_dtype,
                                    param_dtype=jnp.float32,
-                                   embedding_init=nn.initializers.normal(stddev=1.0),
+                                   embedding_init=layers.embedding_init,
                                    name="token_embedder")
     hooks = self.method_hooks
     self.encoder = Encoder(cfg, self.token_embedder, hooks, name="encoder")

@@ -23,10 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from spot_jax.fileio import atomic_write_bytes
-from spot_jax import methods, prompts
-from spot_jax.checkpoints.load import LoadedModel, fingerprint, load_model, step_offset
+from spot_jax import methods, prompts, runtime
+from spot_jax.checkpoints.load import LoadedModel, load_model, step_offset
 from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode, encode_labels
 from spot_jax.models.config import get_config
+from spot_jax.models.init import init_frozen, random_fingerprint
+from spot_jax.models.layout import to_layout
 from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import T5
 from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task_labels
@@ -81,6 +83,9 @@ class TrainConfig:
   dropout_rate: float = 0.1
   dtype: str = "float32"
   remat: bool = False
+  remat_policy: str = "full"  # with remat: full | minimal | dots (models.config.T5Config).
+  scan_layers: bool = False  # each stack as one nn.scan (T5X's scan_layers): faster compiles.
+  frozen_dtype: str = "float32"  # bfloat16: frozen weights stored in bf16 (XXL on one GPU).
   method: str = "prompt"
   optimizer: str | None = None  # adafactor | adamw; None: the method's default.
   learning_rate: float | None = None  # None: the method's default.
@@ -117,24 +122,46 @@ def method_of(cfg: TrainConfig) -> methods.Method:
 def build_frozen_model(cfg: TrainConfig, method: methods.Method | None = None
                        ) -> tuple[T5, dict[str, Any], dict[str, Any], LoadedModel | None]:
   """(model with the method's hooks, frozen params, identity for run.json, the loaded
-  checkpoint or None)."""
+  checkpoint or None).
+
+  Random frozen weights are drawn leaf by leaf straight into their mesh placement
+  (`spot_jax.models.init`: no whole-model init is compiled); FROZEN_DTYPE bfloat16 stores
+  them (or the checkpoint's) in bf16.
+  """
   method = method or method_of(cfg)
-  overrides = dict(dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, remat=cfg.remat)
+  overrides = dict(dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, remat=cfg.remat,
+                   remat_policy=cfg.remat_policy, scan_layers=cfg.scan_layers)
+  frozen_dtype = check_frozen_dtype(cfg.frozen_dtype)
   if cfg.initial_checkpoint:
-    loaded = load_model(cfg.initial_checkpoint, config=get_config(cfg.model))
-    config, params = loaded.config.replace(**overrides), loaded.params
+    loaded = load_model(cfg.initial_checkpoint, config=get_config(cfg.model),
+                        dtype=None if cfg.frozen_dtype == "float32" else frozen_dtype)
+    config = loaded.config.replace(**overrides)
+    params = to_layout(loaded.params, config)
     identity = {"name": cfg.model, "checkpoint": cfg.initial_checkpoint,
                 "fingerprint": loaded.fingerprint}
   else:
     config = get_config(cfg.model, **overrides)
-    tokens = jnp.ones((1, 4), jnp.int32)
-    params = jax.jit(T5(config).init)(jax.random.PRNGKey(cfg.seed), tokens, tokens)["params"]
-    params = jax.device_get(params)
-    identity = {"name": cfg.model, "checkpoint": None, "fingerprint": fingerprint(params)}
+    mesh = partitioning.make_mesh(cfg.mesh_data, cfg.mesh_model)
+    params = init_frozen(config, cfg.seed, frozen_dtype,
+                         lambda shapes: partitioning.param_shardings(shapes, mesh))
+    identity = {"name": cfg.model, "checkpoint": None,
+                "fingerprint": random_fingerprint(config, cfg.seed, frozen_dtype)}
     loaded = None
   identity["config"] = {k: v for k, v in config.to_dict().items()
-                        if k not in ("dropout_rate", "dtype", "remat")}
+                        if k not in NON_IDENTITY_MODEL_FIELDS}
+  identity["frozen_dtype"] = cfg.frozen_dtype  # in the fingerprint too (values and dtype).
   return T5(config, hooks=method.hooks()), params, identity, loaded
+
+
+# T5Config fields that change how the model runs, not what it computes.
+NON_IDENTITY_MODEL_FIELDS = ("dropout_rate", "dtype", "remat", "remat_policy", "scan_layers")
+FROZEN_DTYPES = ("float32", "bfloat16")
+
+
+def check_frozen_dtype(name: str) -> Any:
+  if name not in FROZEN_DTYPES:
+    raise ValueError(f"Unknown FROZEN_DTYPE {name!r}; choose one of {FROZEN_DTYPES}")
+  return jnp.dtype(name)
 
 
 def make_optimizer(cfg: TrainConfig, method: methods.Method, offset: int
@@ -407,6 +434,7 @@ def _train_runs(cfgs: list[TrainConfig], gin_configs: list[str], packed: bool
   model, each run's summary, lock and config.gin, then the shared training loop."""
   partitioning.maybe_initialize_distributed()
   is_chief = jax.process_index() == 0
+  backend = runtime.log_backend(print if is_chief else lambda _: None)
   cfgs = [validate_config(cfg) for cfg in cfgs]
   if packed:
     check_packable(cfgs)
@@ -419,6 +447,7 @@ def _train_runs(cfgs: list[TrainConfig], gin_configs: list[str], packed: bool
   for cfg in cfgs:
     _check_task(cfg, model)
     summary = build_summary(cfg, method, identity, offset, optimizer_settings)
+    summary.runtime = backend
     done = finished_summary(cfg, summary)
     summaries.append(done or summary)
     if done is None:
@@ -480,7 +509,8 @@ def finished_summary(cfg: TrainConfig, summary: run_dir.RunSummary
 NON_IDENTITY_FIELDS = frozenset({
     "model_dir", "task", "feature_lengths", "train_steps", "batch_size", "model",
     "initial_checkpoint", "prompt_length", "seed", "key_step", "max_train_examples",
-    "max_eval_examples", "remat", "eval_batch_size",
+    "max_eval_examples", "remat", "remat_policy", "scan_layers", "frozen_dtype",
+    "eval_batch_size",
     "keep_train_states", "log_period", "mesh_data", "mesh_model", "trainable_sharding",
     "overwrite"})
 
@@ -649,6 +679,7 @@ def _open_run(run: _Run, method: methods.Method, state: TrainState, start_step: 
       run.summary.finished = False
     run.summary.train_steps = cfg.train_steps
     run.summary.step_offset, run.summary.step_offset_source = offset
+    run.summary.runtime = runtime.describe_backend()
   elif is_chief:
     run_dir.save_trainables(cfg.model_dir, 0, method.saved_arrays(jax.device_get(state.params)))
   return state

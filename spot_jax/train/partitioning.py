@@ -27,6 +27,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from spot_jax.models.init import stacked_axis
+
 if TYPE_CHECKING:
   import seqio
 
@@ -214,6 +216,9 @@ def param_partition_specs(params: Any, mesh: Mesh | None = None,
     if spec is None:
       unmatched.append(path)
       continue
+    axis = stacked_axis(path)  # a scanned stack's leaf: the layer axis stays unsplit.
+    if axis is not None:
+      spec = P(*(tuple(spec) + (None,) * axis)[:axis], None, *tuple(spec)[axis:])
     specs.append(_fit_spec(path, spec, tuple(np.shape(leaf)), mesh))
   if unmatched:
     raise ValueError(f"No partition rule matches {len(unmatched)} param(s): {unmatched}; "

@@ -82,6 +82,8 @@ class RunSummary:
   method: str = "prompt"  # the parameter-efficient method (`spot_jax.methods`).
   method_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
   optimizer: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # The jax backend and devices the run last trained on (`spot_jax.runtime.describe_backend`).
+  runtime: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def identity(self) -> dict[str, Any]:
     """What must match for a MODEL_DIR to be resumed by a run."""
