@@ -58,7 +58,8 @@ def writes_under(model_dir: str, kill_at: int | None, events: list[str]):
       return
     if threading.get_ident() != main or not (path == root or path.startswith(root + os.sep)):
       return
-    name = re.sub(r"\.tmp_[^/]*", ".tmp_*", os.path.relpath(path, root))  # random temp names.
+    # Random temp names, and the timestamps in TensorBoard's and orbax's temporary names.
+    name = re.sub(r"\.tmp_[^/]*|\d{9,}", "*", os.path.relpath(path, root))
     events.append(f"{kind} {name}")
     if kill_at is not None and len(events) == kill_at:
       raise SimulatedKill(events[-1])
