@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +129,64 @@ def test_checkpoint_score_is_the_mean_of_the_task_metrics():
     select_score(mixture, "f2")
   with pytest.raises(ValueError, match="No metrics"):
     select_score({"glue_mrpc": {}}, None)
+
+
+BEAM_GOLDEN = Path(__file__).parent / "golden" / "beam_search_golden.npz"
+
+
+def markov_tokens_to_logits(golden, rows, beams):
+  """The golden's hand-made decoder with a cache: the row bias, and the running sum of the
+  inputs' history embeddings (which must follow each beam's parent)."""
+  row_bias = jnp.repeat(jnp.asarray(golden["markov_row_bias"], jnp.float32), beams, axis=0)
+  last = jnp.asarray(golden["markov_last"], jnp.float32)
+  history = jnp.asarray(golden["markov_history"], jnp.float32)
+
+  def tokens_to_logits(ids, cache):
+    summed = cache["history"] + history[ids[:, 0]]
+    return row_bias + last[ids[:, 0]] + summed, {"history": summed, "step": cache["step"] + 1}
+
+  cache = {"history": jnp.zeros((rows * beams, last.shape[0])), "step": jnp.zeros((), jnp.int32)}
+  return tokens_to_logits, cache
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_beam_search_matches_t5x_golden_on_a_decoder_with_history(beams):
+  """scripts/make_beam_golden.py: t5x.decoding.beam_search's algorithm in NumPy."""
+  golden = np.load(BEAM_GOLDEN)
+  rows, length = golden["markov_greedy"].shape
+  tokens_to_logits, cache = markov_tokens_to_logits(golden, rows, beams)
+  seqs, scores = jax.jit(lambda c: scoring.beam_search(tokens_to_logits, c, rows, length,
+                                                       num_beams=beams))(cache)
+  np.testing.assert_array_equal(seqs, golden[f"markov_beam{beams}_seqs"])
+  # Scores are summed float32 log-probabilities of O(1-10): 1e-4 relative is float32 noise.
+  np.testing.assert_allclose(scores, golden[f"markov_beam{beams}_scores"], rtol=1e-4, atol=1e-4)
+
+
+def test_one_beam_search_differs_from_greedy_on_some_rows_of_the_golden():
+  golden = np.load(BEAM_GOLDEN)
+  greedy = golden["markov_greedy"]
+  tokens_to_logits, cache = markov_tokens_to_logits(golden, greedy.shape[0], 1)
+  seqs, _ = scoring.beam_search(tokens_to_logits, cache, greedy.shape[0], greedy.shape[1])
+  differs = np.any(np.asarray(seqs[:, -1]) != greedy, axis=1)
+  assert differs.any() and not differs.all()
+
+
+def test_beam_search_matches_t5x_golden_on_the_tiny_model():
+  from flax import traverse_util
+  golden = np.load(BEAM_GOLDEN)
+  params = traverse_util.unflatten_dict(
+      {k[len("param/"):]: jnp.asarray(v) for k, v in golden.items() if k.startswith("param/")},
+      sep="/")
+  model = T5(CONFIG, 0)
+  enc = jnp.asarray(golden["model_encoder_tokens"])
+  length = golden["model_greedy"].shape[1]
+  for beams in (1, 2):
+    tokens, scores = scoring.beam_decode(model, params, enc, length, num_beams=beams)
+    np.testing.assert_array_equal(tokens, golden[f"model_beam{beams}_seqs"][:, -1])
+    np.testing.assert_allclose(scores, golden[f"model_beam{beams}_scores"][:, -1], rtol=1e-4,
+                               atol=1e-4)
+  np.testing.assert_array_equal(scoring.greedy_decode(model, params, enc, length),
+                                golden["model_greedy"])
+  # Length normalisation lets 1-beam search keep a sequence greedy decoding does not produce.
+  assert np.any(np.asarray(scoring.beam_decode(model, params, enc, length)[0])
+                != golden["model_greedy"])
