@@ -74,7 +74,8 @@ def run_eval(args: argparse.Namespace) -> int:
   except TypeError as e:
     raise ValueError(f"Incomplete eval config ({e}); set PROMPT_FILE and MIXTURE_OR_TASK_NAME "
                      "and include runs/prompt_eval.gin") from None
-  mode = {"greedy": "greedy decoding, then the task's postprocessor",
+  mode = {"beam_search": "T5X's beam search (1 beam, alpha 0.6), then the task's postprocessor",
+          "greedy": "greedy decoding, then the task's postprocessor",
           "rank_classification": "rank classification over the label set"}.get(cfg.eval_mode,
                                                                                 cfg.eval_mode)
   print(f"Evaluating {cfg.task} ({cfg.split}) with EVAL_MODE={cfg.eval_mode}: {mode}; inputs "

@@ -10,7 +10,7 @@ import gin
 
 from spot_jax import prompts
 from spot_jax.evaluation import submission
-from spot_jax.evaluation.evaluator import GREEDY, PromptEvaluator
+from spot_jax.evaluation.evaluator import BEAM_SEARCH, PromptEvaluator
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax.tasks_util import task_labels
 from spot_jax.train.loop import TrainConfig, build_frozen_model
@@ -29,7 +29,7 @@ class EvalConfig:
   prompt_length: int = prompts.DEFAULT_PROMPT_LENGTH
   split: str = "validation"
   num_examples: int | None = None
-  eval_mode: str = GREEDY  # or "rank_classification".
+  eval_mode: str = BEAM_SEARCH  # T5X's; or "greedy", "rank_classification".
   seed: int = 0  # seeds the frozen model only when no checkpoint is given.
   output_file: str | None = None
 
@@ -60,7 +60,7 @@ def evaluate_prompt(cfg: EvalConfig) -> dict[str, dict[str, float]]:
 def write_test_predictions(cfg: EvalConfig, path: str, split: str = "test"
                            ) -> dict[str, tuple[str, int]]:
   """Predicts `split` (unlabelled: no metrics) and writes GLUE/SuperGLUE submission files
-  (`evaluation.submission`); returns {task: (file, invalid predictions)}. Greedy decoding
+  (`evaluation.submission`); returns {task: (file, invalid predictions)}. Decoding
   runs as far as on the labelled split `cfg.split` (its longest target): the unlabelled
   split's targets are placeholders, too short for a label or a ReCoRD answer."""
   (evaluator, labelled), trainables = _evaluators(cfg, split, cfg.split)

@@ -26,6 +26,7 @@ from spot_jax.fileio import atomic_write_bytes
 from spot_jax import methods, prompts
 from spot_jax.checkpoints.load import LoadedModel, fingerprint, load_model, step_offset
 from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode, encode_labels
+from spot_jax.evaluation.scores import record_evaluation
 from spot_jax.models.config import get_config
 from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import T5
@@ -99,7 +100,7 @@ class TrainConfig:
   max_train_examples: int | None = None  # the first N of the train split (None: all of it).
   max_eval_examples: int | None = None  # the first N of each evaluated split.
   eval_batch_size: int | None = None
-  eval_mode: str = "greedy"  # or "rank_classification" (evaluation.evaluator.EVAL_MODES).
+  eval_mode: str = "beam_search"  # T5X's; or greedy, rank_classification (evaluator.EVAL_MODES).
   key_step: int = 10_000  # the task-embedding step (SPoT §3.2).
   keep_train_states: int = 3
   log_period: int = 100
@@ -192,31 +193,6 @@ def initial_prompt(cfg: TrainConfig, params: Mapping[str, Any], emb_dim: int) ->
   if cfg.prompt_init == "uniform":
     return prompts.uniform(key, cfg.prompt_length, emb_dim)
   raise ValueError(f"Unknown prompt_init {cfg.prompt_init!r}; choose one of {PROMPT_INITS}")
-
-
-MEAN_OF_METRICS = "mean"  # the eval_metric name of the default checkpoint score.
-
-
-def select_score(results: Mapping[str, Mapping[str, float]], metric: str | None
-                 ) -> tuple[str, float]:
-  """The checkpoint score and its name, from {task: {metric: value}}.
-
-  Default (metric None): each task's score is the mean of its metrics (SPoT footnote 5: MRPC
-  the mean of F1 and accuracy, STS-B of Pearson and Spearman), and a mixture's the mean of
-  its tasks' scores; named `MEAN_OF_METRICS`. With `metric` (EVAL_METRIC): that metric
-  averaged over the evaluated tasks that report it.
-  """
-  if not results or not any(results.values()):
-    raise ValueError("No metrics to score: the evaluation returned none")
-  if metric is None:
-    return MEAN_OF_METRICS, float(np.mean([np.mean(list(m.values()))
-                                           for m in results.values() if m]))
-  values = [m[metric] for m in results.values() if metric in m]
-  if not values:
-    available = sorted({k for m in results.values() for k in m})
-    raise ValueError(f"EVAL_METRIC {metric!r} is not reported; available: {available} "
-                     f"(or None for the mean of the metrics)")
-  return metric, float(np.mean(values))
 
 
 def _check_task(cfg: TrainConfig, model: T5) -> None:
@@ -810,10 +786,7 @@ def _checkpoint(cfg: TrainConfig, method: methods.Method, state: TrainState, ste
   if evaluator is not None and (step % cfg.eval_period == 0 or step == cfg.train_steps):
     results = evaluator.evaluate(trainables, step)
     logger.log_eval(step, results)
-    metric, score = select_score(results, cfg.eval_metric)
-    summary.eval_metric = metric
-    if summary.best_score is None or score > summary.best_score:
-      summary.best_step, summary.best_score = step, score
+    record_evaluation(summary, step, results, cfg.eval_metric, cfg.model_dir)
   summary.checkpoints[str(step)] = results
   summary.steps_done = step
   if is_chief:  # before the state: a kill in between redoes this interval identically.
