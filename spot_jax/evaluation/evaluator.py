@@ -156,15 +156,18 @@ class PromptEvaluator:
     return {name: int(data.evaluator.model_feature_shapes["decoder_target_tokens"][0])
             for name, data in self.tasks.items()}
 
-  def predict(self, trainables: Trainables, decode_lengths: Mapping[str, int] | None = None
+  def predict(self, trainables: Trainables, decode_lengths: Mapping[str, int] | None = None,
+              keys: Sequence[str] | None = None
               ) -> dict[str, list[tuple[Mapping[str, Any], Any]]]:
     """{result key: [(example, postprocessed prediction)]} in split order, without metrics
     (for splits without labels, e.g. GLUE/SuperGLUE test sets). Decoding runs to
     `decode_lengths[task]` tokens, by default this split's longest target; an unlabelled
-    split's targets are placeholders (`<unk>`), so pass a labelled split's `target_lengths()`."""
+    split's targets are placeholders (`<unk>`), so pass a labelled split's `target_lengths()`.
+    `keys`: only these result keys (default: all)."""
     params = self._combined(trainables)
     outputs = {}
-    for key, data in self.tasks.items():
+    for key in (self.tasks if keys is None else keys):
+      data = self.tasks[key]
       length = (decode_lengths or {}).get(key)
       rows = sorted(self._predict_fn(params, data, length)(
           data.evaluator.cached_model_datasets[data.task]), key=lambda pair: pair[0])
