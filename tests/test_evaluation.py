@@ -72,7 +72,7 @@ def make_evaluator(frozen, task, mode, **kwargs):
                                        task_labels=labels, **kwargs)
 
 
-@pytest.mark.parametrize("mode", ["greedy", "rank_classification"])
+@pytest.mark.parametrize("mode", ["beam_search", "greedy", "rank_classification"])
 @pytest.mark.parametrize("task", synthetic.synthetic_task_names())
 def test_every_synthetic_task_evaluates(frozen, task, mode):
   if mode == "rank_classification" and not synthetic.task_labels(task):

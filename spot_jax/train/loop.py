@@ -276,21 +276,37 @@ def _check_memory(cfg: TrainConfig, model: T5) -> None:
 
 
 def _warn_truncation(cfg: TrainConfig, sample: int = 64) -> None:
-  """Warns when most of a sample of training inputs is longer than the inputs length."""
+  """Warns when most of a sample of training inputs is longer than the inputs length, and
+  when the targets length cuts any sampled target of a generation task (one without a label
+  set: classification labels that do not fit are refused by `check_task_settings`)."""
   try:
-    task = (subtasks_with_metrics(cfg.task) or [get_task_or_mixture(cfg.task)])[0]
-    if not hasattr(task, "get_dataset"):
-      return
-    dataset = task.get_dataset(sequence_length=None, split="train", shuffle=False)
-    lengths = [len(ex["inputs"]) for ex in dataset.take(sample).as_numpy_iterator()]
+    tasks = subtasks_with_metrics(cfg.task) or [get_task_or_mixture(cfg.task)]
   except Exception:  # the warning is best effort; the pipeline itself reports real errors.
     return
-  limit = cfg.feature_lengths["inputs"]
-  cut = sum(max(n - limit, 0) for n in lengths) / max(sum(lengths), 1)
-  if cut > 0.25:
-    logging.warning("TASK_FEATURE_LENGTHS['inputs']=%d truncates %.0f%% of the input tokens "
-                    "of %s (first %d examples); raise it if the task needs them", limit,
-                    100 * cut, task.name, len(lengths))
+  for position, task in enumerate(tasks):
+    generation = hasattr(task, "get_dataset") and not task_labels(task.name)
+    if position and not generation:  # inputs: the first task; targets: every generation task.
+      continue
+    try:
+      dataset = task.get_dataset(sequence_length=None, split="train", shuffle=False)
+      examples = list(dataset.take(sample).as_numpy_iterator())
+    except Exception:
+      continue
+    lengths = [len(ex["inputs"]) for ex in examples]
+    limit = cfg.feature_lengths["inputs"]
+    cut = sum(max(n - limit, 0) for n in lengths) / max(sum(lengths), 1)
+    if position == 0 and cut > 0.25:
+      logging.warning("TASK_FEATURE_LENGTHS['inputs']=%d truncates %.0f%% of the input tokens "
+                      "of %s (first %d examples); raise it if the task needs them", limit,
+                      100 * cut, task.name, len(lengths))
+    limit = cfg.feature_lengths["targets"]
+    cut_targets = [len(ex["targets"]) + 1 for ex in examples  # + 1: the EOS seqio appends.
+                   if len(ex["targets"]) + 1 > limit]
+    if generation and cut_targets:
+      logging.warning("TASK_FEATURE_LENGTHS['targets']=%d cuts %d of the first %d training "
+                      "targets of %s (up to %d tokens with EOS): the model learns cut outputs "
+                      "and never their end; raise it", limit, len(cut_targets), len(examples),
+                      task.name, max(cut_targets))
 
 
 def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
