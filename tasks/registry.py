@@ -14,6 +14,8 @@ Task naming scheme (stable; never rename a registered task)
                                           super_glue_multirc super_glue_record super_glue_rte
                                           super_glue_wic super_glue_wsc (TFDS `wsc.fixed`)
               plus `dpr` (Definite Pronoun Resolution, in T5's SuperGLUE mixture)
+* Diagnostics: `glue_ax` (as MNLI), `super_glue_axb`, `super_glue_axg` (as RTE): the leaderboards'
+              unlabelled diagnostic test sets, for `spot-jax eval --predictions_out`
 * Other sets: `<dataset>` in snake case   c4_prefix_lm docnli yelp_polarity cxc squad drop ...
               MRQA in-domain sets:        mrqa_<tfds config> (mrqa_squad, mrqa_news_qa, ...)
               GEM sets:                   gem_<tfds config>  (gem_common_gen, gem_dart, ...)
