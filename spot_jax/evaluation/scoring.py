@@ -136,7 +136,8 @@ def beam_search(tokens_to_logits: Callable[[Array, Any], tuple[Array, Any]], cac
     alive_logp = top_logp + ended * NEG_INF
     alive = jnp.flip(jax.lax.top_k(alive_logp, num_beams)[1], axis=1)
     live, live_logp = _gather(seqs, alive), _gather(alive_logp, alive)
-    cache = reorder_cache(cache, _gather(parent, alive))
+    if num_beams > 1:  # one beam is its own parent: its cache stays in place.
+      cache = reorder_cache(cache, _gather(parent, alive))
     # Finished: the best `num_beams` of the old finished beams and the candidates that ended.
     scores = top_logp / brevity_penalty(alpha, i + 1) + (~ended) * NEG_INF
     all_seqs = jnp.concatenate([finished_seqs, seqs], axis=1)
