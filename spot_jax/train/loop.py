@@ -284,10 +284,10 @@ def _warn_truncation(cfg: TrainConfig, sample: int = 64) -> None:
   except Exception:  # the warning is best effort; the pipeline itself reports real errors.
     return
   for position, task in enumerate(tasks):
-    generation = hasattr(task, "get_dataset") and not task_labels(task.name)
-    if position and not generation:  # inputs: the first task; targets: every generation task.
-      continue
     try:
+      generation = hasattr(task, "get_dataset") and not task_labels(task.name)
+      if position and not generation:  # inputs: the first task; targets: each generation task.
+        continue
       dataset = task.get_dataset(sequence_length=None, split="train", shuffle=False)
       examples = list(dataset.take(sample).as_numpy_iterator())
     except Exception:
