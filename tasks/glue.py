@@ -107,4 +107,13 @@ FORMATS: dict[str, builder.TaskFormat] = {
     "dpr": _custom(preprocessors.dpr_simple, None),
 }
 
+# The leaderboards' diagnostic sets (test only; see `registry._DIAGNOSTIC_INFOS`), with the
+# TFDS features and label names of glue/ax (as MNLI), super_glue/axb and axg (as RTE).
+DIAGNOSTIC_FORMATS: dict[str, builder.TaskFormat] = {
+    "glue_ax": _classification(["premise", "hypothesis"], _NLI3),
+    "super_glue_axb": _classification(["sentence1", "sentence2"], _NLI2),
+    "super_glue_axg": _classification(["premise", "hypothesis"], _NLI2),
+}
+
 builder.register_module_tasks("glue", FORMATS)
+builder.register_module_tasks("glue_diagnostics", DIAGNOSTIC_FORMATS)

@@ -14,6 +14,8 @@ Task naming scheme (stable; never rename a registered task)
                                           super_glue_multirc super_glue_record super_glue_rte
                                           super_glue_wic super_glue_wsc (TFDS `wsc.fixed`)
               plus `dpr` (Definite Pronoun Resolution, in T5's SuperGLUE mixture)
+* Diagnostics: `glue_ax` (as MNLI), `super_glue_axb`, `super_glue_axg` (as RTE): the leaderboards'
+              unlabelled diagnostic test sets, for `spot-jax eval --predictions_out`
 * Other sets: `<dataset>` in snake case   c4_prefix_lm docnli yelp_polarity cxc squad drop ...
               MRQA in-domain sets:        mrqa_<tfds config> (mrqa_squad, mrqa_news_qa, ...)
               GEM sets:                   gem_<tfds config>  (gem_common_gen, gem_dart, ...)
@@ -222,6 +224,21 @@ _SUPER_GLUE_INFOS = (
              sizes=_sizes(1322, test=564),
              download=_tfds_hint("definite_pronoun_resolution:1.1.0")),
 )
+
+# The leaderboards' diagnostic sets: unlabelled test splits, in no group or mixture;
+# `spot-jax eval --predictions_out` predicts them with the prompt of the task t5 casts them as
+# (`t5/data/glue_utils.py` `get_glue_text_preprocessor`: AX as MNLI, AX-b and AX-g as RTE, with
+# those benchmark words). Their "accuracy" is never computed (the labels are unknown): seqio's
+# Evaluator only reads tasks that declare a metric.
+_TEST_ONLY = MappingProxyType({"test": "test"})
+_DIAGNOSTIC_INFOS = tuple(
+    TaskInfo(name=name, benchmark=benchmark, module="glue_diagnostics", tfds_names=(tfds_name,),
+             splits=_TEST_ONLY, metrics=("accuracy",), sizes=_sizes(test=size),
+             download=_tfds_hint(tfds_name))
+    for name, benchmark, tfds_name, size in (
+        ("glue_ax", "mnli", "glue/ax:2.0.0", 1104),
+        ("super_glue_axb", "rte", "super_glue/axb:1.0.2", 1104),
+        ("super_glue_axg", "rte", "super_glue/axg:1.0.2", 356)))
 
 _SQUAD = ("squad",)
 _GEN = ("rouge", "bleu")
@@ -682,6 +699,6 @@ TUPATE_QA = ("squad_v2", "news_qa", "hotpot_qa", "squad", "duorc_p", "duorc_s", 
 GROUPS = MappingProxyType({**GROUPS, "affinity_pool": AFFINITY_POOL,
                            "affinity_targets": AFFINITY_TARGETS, "tupate_cr": TUPATE_CR,
                            "tupate_qa": TUPATE_QA})
-_CATALOG = _with_groups(_GLUE_INFOS + _SUPER_GLUE_INFOS + _SPOT_SUITE_INFOS + _AFFINITY_INFOS
-                        + _TUPATE_INFOS)
+_CATALOG = _with_groups(_GLUE_INFOS + _SUPER_GLUE_INFOS + _DIAGNOSTIC_INFOS + _SPOT_SUITE_INFOS
+                        + _AFFINITY_INFOS + _TUPATE_INFOS)
 POOL_MODULES = ("tasks.affinity_pool", "tasks.tupate_pool")

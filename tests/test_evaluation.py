@@ -72,7 +72,7 @@ def make_evaluator(frozen, task, mode, **kwargs):
                                        task_labels=labels, **kwargs)
 
 
-@pytest.mark.parametrize("mode", ["greedy", "rank_classification"])
+@pytest.mark.parametrize("mode", ["beam_search", "greedy", "rank_classification"])
 @pytest.mark.parametrize("task", synthetic.synthetic_task_names())
 def test_every_synthetic_task_evaluates(frozen, task, mode):
   if mode == "rank_classification" and not synthetic.task_labels(task):
@@ -184,7 +184,7 @@ def test_glue_and_superglue_submission_formats(tmp_path):
   nli2 = ("entailment", "not_entailment")
   name, data, invalid = submission.format_predictions(
       "glue_rte", [(ex(0), 1), (ex(1), 0), (ex(2), -1)], nli2)
-  assert name == "glue_rte.tsv" and invalid == 1
+  assert name == "RTE.tsv" and invalid == 1
   assert data.decode() == ("index\tprediction\n0\tnot_entailment\n1\tentailment\n"
                            "2\tentailment\n")
   _, data, _ = submission.format_predictions("glue_sst2", [({}, 1), ({}, 0)],
@@ -201,14 +201,14 @@ def test_glue_and_superglue_submission_formats(tmp_path):
   _, data, _ = submission.format_predictions("super_glue_cb", [(ex(0), 2)],
                                              ("entailment", "contradiction", "neutral"))
   assert rows(data) == [{"idx": 0, "label": "neutral"}]
-  with pytest.raises(ValueError, match="GLUE/SuperGLUE"):
+  with pytest.raises(ValueError, match="in neither leaderboard"):
     submission.format_predictions("synthetic_sentiment_a", [], ("negative", "positive"))
   written = submission.write_predictions(
       str(tmp_path / "mix"), {"glue_rte": [(ex(0), 0)], "super_glue_rte": [(ex(0), 1)]},
       {"glue_rte": nli2, "super_glue_rte": nli2})
-  assert written == {"glue_rte": (str(tmp_path / "mix" / "glue_rte.tsv"), 0),
-                     "super_glue_rte": (str(tmp_path / "mix" / "super_glue_rte.jsonl"), 0)}
-  assert rows((tmp_path / "mix" / "super_glue_rte.jsonl").read_bytes()) == [
+  assert written == {"glue_rte": (str(tmp_path / "mix" / "RTE.tsv"), 0),
+                     "super_glue_rte": (str(tmp_path / "mix" / "RTE.jsonl"), 0)}
+  assert rows((tmp_path / "mix" / "RTE.jsonl").read_bytes()) == [
       {"idx": 0, "label": "not_entailment"}]
 
 
@@ -245,7 +245,7 @@ def test_multirc_submission_groups_answers_by_question_and_paragraph():
                  for e, text in zip(examples, decoded)]
   name, data, invalid = submission.format_predictions("super_glue_multirc", predictions,
                                                       ("False", "True"))
-  assert name == "super_glue_multirc.jsonl" and invalid == 1
+  assert name == "MultiRC.jsonl" and invalid == 1
   lines = [json.loads(line) for line in data.decode().splitlines()]
   assert lines == [
       {"idx": 3, "passage": {"questions": [
@@ -292,7 +292,7 @@ def test_record_submission_one_answer_per_query(split):
                                                          example=e)))
     seen[query] += 1
   name, data, invalid = submission.format_predictions("super_glue_record", predictions, None)
-  assert name == "super_glue_record.jsonl" and invalid == 0
+  assert name == "ReCoRD.jsonl" and invalid == 0
   lines = [json.loads(line) for line in data.decode().splitlines()]
   assert lines == [{"idx": 20, "label": "Alice"}, {"idx": 21, "label": "Bob"},
                    {"idx": 22, "label": "Carol"}]
@@ -324,3 +324,65 @@ def test_predict_decodes_as_far_as_the_labelled_split(frozen, monkeypatch):
   lengths.clear()
   evaluator.predict(trainables, decode_lengths={MOCK_TASK: 40})
   assert set(lengths) == {40}
+
+
+GLUE_LEADERBOARD = {"AX.tsv", "CoLA.tsv", "MNLI-m.tsv", "MNLI-mm.tsv", "MRPC.tsv", "QNLI.tsv",
+                    "QQP.tsv", "RTE.tsv", "SST-2.tsv", "STS-B.tsv"}  # WNLI is not registered.
+SUPERGLUE_LEADERBOARD = {"AX-b.jsonl", "AX-g.jsonl", "BoolQ.jsonl", "CB.jsonl", "COPA.jsonl",
+                         "MultiRC.jsonl", "ReCoRD.jsonl", "RTE.jsonl", "WiC.jsonl", "WSC.jsonl"}
+
+
+def test_every_leaderboard_file_is_named_as_the_leaderboards_name_it(tmp_path):
+  """t5's prepare_glue_submission FILE_NAME_MAP, plus the diagnostics AX, AX-b, AX-g."""
+  from spot_jax.evaluation import submission
+  from spot_jax.tasks_util import task_labels
+  ex = {"idx": np.int32(0), "idx/paragraph": 0, "idx/question": 0, "idx/answer": 0,
+        "idx/passage": 0, "idx/query": 0}
+  keys = [k for k in submission.LEADERBOARD_FILES if k != "glue_mnli"]
+  written = submission.write_predictions(
+      str(tmp_path), {k: [(ex, {"value": 0} if "multirc" in k else "x" if "record" in k else 0)]
+                      for k in keys},
+      {k: task_labels("glue_mnli" if "mnli" in k else k) for k in keys})
+  names = {p.name for p in tmp_path.iterdir()}
+  assert names == GLUE_LEADERBOARD | SUPERGLUE_LEADERBOARD
+  assert len(written) == len(names)
+  rows = lambda name: [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+  # WSC's predictions are wsc_simple's 0/1 (no label set declared): written True/False.
+  assert rows("WSC.jsonl") == [{"idx": 0, "label": "False"}]
+  assert rows("BoolQ.jsonl") == [{"idx": 0, "label": "false"}]
+  assert rows("AX-b.jsonl") == [{"idx": 0, "label": "entailment"}]
+  assert (tmp_path / "AX.tsv").read_text() == "index\tprediction\n0\tentailment\n"
+  assert (tmp_path / "MNLI-mm.tsv").read_text() == "index\tprediction\n0\tentailment\n"
+  with pytest.raises(ValueError, match="both make RTE.tsv"):
+    submission.write_predictions(str(tmp_path / "two"), {"glue_rte": [(ex, 0)],
+                                                         "glue_rte_taskless": [(ex, 0)]},
+                                 {"glue_rte": ("a", "b"), "glue_rte_taskless": ("a", "b")})
+  assert submission.leaderboard_file("dpr") is None
+
+
+@pytest.mark.slow
+def test_glue_submission_writes_the_leaderboard_file_set(tmp_path, monkeypatch, t5_vocab_path):
+  """`spot-jax eval --predictions_out` on the GLUE mixture and on SuperGLUE RTE mixed with DPR,
+  over mock test splits (TFDS mock data through the real task loaders)."""
+  import tensorflow_datasets as tfds
+  from spot_jax.train.evaluate import EvalConfig, write_test_predictions
+  monkeypatch.setenv("SPOT_JAX_VOCAB", str(t5_vocab_path))
+  prompt = tmp_path / "prompt.npy"
+  np.save(prompt, np.random.default_rng(0).normal(size=(2, 64)).astype(np.float32))
+  if "test_mix_rte_dpr" not in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.add("test_mix_rte_dpr", ["super_glue_rte", "dpr"], default_rate=1.0)
+  with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
+    for task, expected, skipped in (
+        ("spot_mix_glue", GLUE_LEADERBOARD, []),
+        ("test_mix_rte_dpr", {"RTE.jsonl", "AX-b.jsonl", "AX-g.jsonl"}, ["dpr"])):
+      out = tmp_path / task
+      cfg = EvalConfig(task=task, prompt_file=str(prompt), model="tiny", batch_size=2,
+                       prompt_length=2)
+      written, not_written = write_test_predictions(cfg, str(out))
+      assert {p.name for p in out.iterdir()} == expected and not_written == skipped
+      for path, _ in written.values():
+        lines = open(path).read().splitlines()
+        if path.endswith(".tsv"):
+          assert lines[0] == "index\tprediction" and len(lines) == 3, path
+        else:
+          assert len(lines) == 2 and all(set(json.loads(x)) == {"idx", "label"} for x in lines)

@@ -112,12 +112,14 @@ def test_run_directory_contract(finished_run):
   on_disk = run_dir.read_summary(str(model_dir))
   assert on_disk == summary
   assert set(on_disk.checkpoints) == {"5", "10"} and on_disk.key_prompt_step == 5
-  assert on_disk.eval_metric == "mean" and on_disk.eval_mode == "greedy"
+  assert on_disk.eval_metric == "mean" and on_disk.eval_mode == "beam_search"  # T5X's.
   # A checkpoint's score is the mean of its task's metrics; the best is the first highest.
   scores = {int(step): float(np.mean(list(results[TASK].values())))
             for step, results in on_disk.checkpoints.items()}
   assert on_disk.best_step == max(scores, key=lambda step: (scores[step], -step))
   assert on_disk.best_score == scores[on_disk.best_step]
+  assert on_disk.task_best_steps == {TASK: {"step": on_disk.best_step,
+                                            "score": on_disk.best_score}}
   assert "accuracy" in on_disk.checkpoints["10"][TASK]
   assert on_disk.model["name"] == "tiny_byte" and len(on_disk.model["fingerprint"]) == 16
   assert (model_dir / "config.gin").read_text() == "# test config\n"
@@ -253,7 +255,8 @@ def test_eval_command_reports_task_metrics(finished_run, tmp_path):
                      "--gin.MAX_EVAL_EXAMPLES=16", f"--gin.OUTPUT_FILE={out}")
   output = process.communicate(timeout=180)[0]
   assert process.returncode == 0, output
-  assert "EVAL_MODE=greedy: greedy decoding, then the task's postprocessor" in output
+  assert ("EVAL_MODE=beam_search: T5X's beam search (1 beam, alpha 0.6), then the task's "
+          "postprocessor") in output
   expected = run_dir.read_summary(str(model_dir)).checkpoints["10"][TASK]
   reported = json.loads(out.read_text())[TASK]
   # The command reproduces the trainer's own evaluation of that checkpoint, metric by metric.
@@ -289,3 +292,21 @@ def test_prompt_tuning_clearly_beats_the_untrained_prompt(pretrained_checkpoint,
       initial_checkpoint=str(pretrained_checkpoint), prompt_length=20))[task]["accuracy"]
   print(f"untrained {untrained:.1f}%, trained {summary.best_score:.1f}%")
   assert summary.best_score >= untrained + 10, (untrained, summary.checkpoints)
+
+
+def test_target_truncation_of_a_generation_task_is_warned(tmp_path, caplog):
+  """As inputs warn: a targets length that cuts a generation task's targets says so; a
+  classification task's labels are checked (refused) elsewhere, so they do not warn here."""
+  def warnings(task, targets):
+    caplog.clear()
+    cfg = TrainConfig(model_dir=str(tmp_path), task=task, model="tiny_byte",
+                      feature_lengths={"inputs": 64, "targets": targets})
+    with caplog.at_level(logging.WARNING):
+      loop._warn_truncation(cfg)
+    return [r.getMessage() for r in caplog.records if "['targets']" in r.getMessage()]
+
+  cut = warnings("synthetic_copy", 2)
+  assert len(cut) == 1 and "TASK_FEATURE_LENGTHS['targets']=2 cuts" in cut[0]
+  assert "synthetic_copy" in cut[0]
+  assert warnings("synthetic_copy", 256) == []
+  assert warnings("synthetic_sentiment_a", 2) == []

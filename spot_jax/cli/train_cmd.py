@@ -25,10 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   train.set_defaults(func=run_train, accepts_gin=True)
   evaluate = subparsers.add_parser("eval", help="evaluate a prompt file on a task",
                                    description=GIN_HELP)
-  evaluate.add_argument("--predictions_out", metavar="FILE",
-                        help="also write test-split predictions in the GLUE (TSV) / SuperGLUE "
-                             "(JSONL; MultiRC per paragraph, ReCoRD per query) submission "
-                             "format; a directory for a mixture")
+  evaluate.add_argument("--predictions_out", metavar="DIR",
+                        help="also write test-split predictions as the GLUE (TSV) / SuperGLUE "
+                             "(JSONL) leaderboards take them, into DIR: CoLA.tsv, MNLI-m.tsv, "
+                             "MNLI-mm.tsv and AX.tsv (MNLI's prompt), BoolQ.jsonl, RTE.jsonl, "
+                             "AX-b.jsonl and AX-g.jsonl (RTE's prompt), ...")
   evaluate.set_defaults(func=run_eval, accepts_gin=True)
   export = subparsers.add_parser(
       "export", help="write a run's LoRA/IA3 folded into its frozen model as a T5X checkpoint")
@@ -74,16 +75,20 @@ def run_eval(args: argparse.Namespace) -> int:
   except TypeError as e:
     raise ValueError(f"Incomplete eval config ({e}); set PROMPT_FILE and MIXTURE_OR_TASK_NAME "
                      "and include runs/prompt_eval.gin") from None
-  mode = {"greedy": "greedy decoding, then the task's postprocessor",
+  mode = {"beam_search": "T5X's beam search (1 beam, alpha 0.6), then the task's postprocessor",
+          "greedy": "greedy decoding, then the task's postprocessor",
           "rank_classification": "rank classification over the label set"}.get(cfg.eval_mode,
                                                                                 cfg.eval_mode)
   print(f"Evaluating {cfg.task} ({cfg.split}) with EVAL_MODE={cfg.eval_mode}: {mode}; inputs "
         "and targets untruncated.")
   print(json.dumps(evaluate_prompt(cfg), indent=2))
   if args.predictions_out:
-    for task, (path, invalid) in write_test_predictions(cfg, args.predictions_out).items():
+    written, skipped = write_test_predictions(cfg, args.predictions_out)
+    for task, (path, invalid) in written.items():
       note = f" ({invalid} invalid predictions written as class 0)" if invalid else ""
       print(f"Wrote {task} test predictions to {path}{note}")
+    if skipped:
+      print(f"No leaderboard file for {', '.join(skipped)} (in neither GLUE nor SuperGLUE).")
   return 0
 
 

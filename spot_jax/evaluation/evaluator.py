@@ -3,10 +3,12 @@
 Inputs and targets are never truncated: seqio measures the longest example of the evaluated
 split (`sequence_length=None`, as T5X's `infer_eval`), and examples are batched by length
 bucket (powers of two up to that longest input) so short examples stay fast; each bucket is
-compiled once and reused by every later evaluation. Predictions come from greedy decoding up
-to the longest target (the default, `EVAL_MODE = 'greedy'`), or from rank classification
-over a task's label set (`'rank_classification'`: one batched pass, the prediction is the best
-label's tokens); seqio then decodes them and applies the task's postprocessor and metrics.
+compiled once and reused by every later evaluation. Predictions are decoded up to the longest
+target: with T5X's beam search (the default, `EVAL_MODE = 'beam_search'`: 1 beam, length
+normalisation alpha 0.6, as T5X's EncoderDecoderModel predicts) or argmax per step
+(`'greedy'`); or they come from rank classification over a task's label set
+(`'rank_classification'`: one batched pass, the prediction is the best label's tokens). seqio
+then decodes them and applies the task's postprocessor and metrics.
 """
 
 from __future__ import annotations
@@ -20,21 +22,24 @@ import numpy as np
 import seqio
 
 from spot_jax.evaluation import scoring
+from spot_jax.evaluation.scores import SPLIT_GROUP_SUFFIXES
 from spot_jax.models.t5 import T5
 from spot_jax.methods import Trainables, combine
 from spot_jax.tasks_util import subtasks_with_metrics, task_labels as declared_labels
 from spot_jax.train.data import feature_converter, pad_batch
 
+BEAM_SEARCH = "beam_search"
 GREEDY = "greedy"
 RANK_CLASSIFICATION = "rank_classification"
-EVAL_MODES = (GREEDY, RANK_CLASSIFICATION)
+EVAL_MODES = (BEAM_SEARCH, GREEDY, RANK_CLASSIFICATION)
+DECODING_MODES = (BEAM_SEARCH, GREEDY)
 MIN_BUCKET = 8  # the shortest input bucket (tokens).
 
 
 def check_eval_mode(mode: str) -> str:
   if mode not in EVAL_MODES:
     raise ValueError(f"Unknown EVAL_MODE {mode!r}; choose one of {EVAL_MODES} "
-                     "(greedy decoding is T5X's evaluation)")
+                     "(beam_search is T5X's evaluation)")
   return mode
 
 
@@ -81,8 +86,20 @@ def bucketed_batches(indices: np.ndarray, tokens: np.ndarray, batch_size: int
   return batches
 
 
+def split_evaluations(task: seqio.Task, split: str) -> list[tuple[str, str]]:
+  """[(result key, split)] evaluated for `task` on `split`: MNLI's `validation` (and `test`)
+  is its matched and mismatched sets, keyed `<task>_matched` / `<task>_mismatched` (t5's
+  `glue_mnli_matched_v002` / `glue_mnli_mismatched_v002`; `scores.score_group` joins them),
+  every other task the split itself under its own name."""
+  halves = [f"{split}{suffix}" for suffix in SPLIT_GROUP_SUFFIXES]
+  if all(half in task.splits for half in halves):
+    return [(f"{task.name}{suffix}", half) for suffix, half in zip(SPLIT_GROUP_SUFFIXES, halves)]
+  return [(task.name, split)]
+
+
 @dataclasses.dataclass
 class _TaskData:
+  task: str  # the seqio task (several result keys may evaluate one task on several splits).
   evaluator: seqio.Evaluator
   vocabulary: seqio.Vocabulary
   labels: tuple[str, ...] | None
@@ -93,11 +110,11 @@ class PromptEvaluator:
   """Evaluates prompts for one task or mixture; the eval data is cached on first use."""
 
   def __init__(self, model: T5, frozen_params: Any, task_name: str, batch_size: int, *,
-               mode: str = GREEDY, split: str = "validation", num_examples: int | None = None,
+               mode: str = BEAM_SEARCH, split: str = "validation", num_examples: int | None = None,
                task_labels: Mapping[str, Sequence[str]] | None = None,
                place: Callable[[Any], Any] = jnp.asarray):
-    """`mode` 'greedy' or 'rank_classification' (tasks without a label set are decoded
-    greedily); `task_labels` overrides the label sets tasks declare. `frozen_params` may be
+    """`mode` one of EVAL_MODES ('rank_classification' decodes tasks without a label set with
+    beam search); `task_labels` overrides the label sets tasks declare. `frozen_params` may be
     sharded over a mesh; `place` then puts host arrays (prompt, token batches) on the same
     devices, e.g. replicated (`partitioning.replicate`)."""
     self.model = model
@@ -106,52 +123,57 @@ class PromptEvaluator:
     self.batch_size = batch_size
     self.mode = check_eval_mode(mode)
     self.split = split
-    self.tasks: dict[str, _TaskData] = {}
+    self.tasks: dict[str, _TaskData] = {}  # by result key (`split_evaluations`).
     for task in subtasks_with_metrics(task_name, split):
       labels = None
       if self.mode == RANK_CLASSIFICATION:
         labels = (task_labels or {}).get(task.name) or declared_labels(task.name)
-      evaluator = seqio.Evaluator(task.name, feature_converter(), eval_split=split,
-                                  sequence_length=None, num_examples=num_examples,
-                                  async_compute_metrics=False)
-      self.tasks[task.name] = _TaskData(
-          evaluator, task.output_features["targets"].vocabulary,
-          tuple(labels) if labels else None)
+      for key, task_split in split_evaluations(task, split):
+        evaluator = seqio.Evaluator(task.name, feature_converter(), eval_split=task_split,
+                                    sequence_length=None, num_examples=num_examples,
+                                    async_compute_metrics=False)
+        self.tasks[key] = _TaskData(task.name, evaluator,
+                                    task.output_features["targets"].vocabulary,
+                                    tuple(labels) if labels else None)
     if not self.tasks:
       raise ValueError(f"{task_name!r} has no task with metrics to evaluate")
 
   def evaluate(self, trainables: Trainables, step: int | None = None
                ) -> dict[str, dict[str, float]]:
-    """{task name: {metric: value}} for a method's trainables (e.g. `with_prompt({}, prompt)`)."""
+    """{result key: {metric: value}} for a method's trainables (e.g. `with_prompt({}, prompt)`);
+    the key is the task's name (MNLI: `glue_mnli_matched` and `glue_mnli_mismatched`)."""
     params = self._combined(trainables)
     results = {}
-    for name, data in self.tasks.items():
+    for key, data in self.tasks.items():
       metrics_future, _ = data.evaluator.evaluate(compute_metrics=True, step=step,
                                                   predict_fn=self._predict_fn(params, data))
-      results[name] = {k: float(v) for k, v in metrics_future.result()[name].items()}
+      results[key] = {k: float(v) for k, v in metrics_future.result()[data.task].items()}
     return results
 
   def target_lengths(self) -> dict[str, int]:
-    """{task name: the split's longest target in tokens, EOS included}: how far greedy
-    decoding runs on this split."""
+    """{result key: the split's longest target in tokens, EOS included}: how far decoding runs
+    on this split."""
     return {name: int(data.evaluator.model_feature_shapes["decoder_target_tokens"][0])
             for name, data in self.tasks.items()}
 
-  def predict(self, trainables: Trainables, decode_lengths: Mapping[str, int] | None = None
+  def predict(self, trainables: Trainables, decode_lengths: Mapping[str, int] | None = None,
+              keys: Sequence[str] | None = None
               ) -> dict[str, list[tuple[Mapping[str, Any], Any]]]:
-    """{task name: [(example, postprocessed prediction)]} in split order, without metrics
-    (for splits without labels, e.g. GLUE/SuperGLUE test sets). Greedy decoding runs to
+    """{result key: [(example, postprocessed prediction)]} in split order, without metrics
+    (for splits without labels, e.g. GLUE/SuperGLUE test sets). Decoding runs to
     `decode_lengths[task]` tokens, by default this split's longest target; an unlabelled
-    split's targets are placeholders (`<unk>`), so pass a labelled split's `target_lengths()`."""
+    split's targets are placeholders (`<unk>`), so pass a labelled split's `target_lengths()`.
+    `keys`: only these result keys (default: all)."""
     params = self._combined(trainables)
     outputs = {}
-    for name, data in self.tasks.items():
-      length = (decode_lengths or {}).get(name)
+    for key in (self.tasks if keys is None else keys):
+      data = self.tasks[key]
+      length = (decode_lengths or {}).get(key)
       rows = sorted(self._predict_fn(params, data, length)(
-          data.evaluator.cached_model_datasets[name]), key=lambda pair: pair[0])
-      task = seqio.get_mixture_or_task(name)
-      examples = data.evaluator.cached_task_datasets[name].as_numpy_iterator()
-      outputs[name] = [
+          data.evaluator.cached_model_datasets[data.task]), key=lambda pair: pair[0])
+      task = seqio.get_mixture_or_task(data.task)
+      examples = data.evaluator.cached_task_datasets[data.task].as_numpy_iterator()
+      outputs[key] = [
           (example, task.postprocess_fn(data.vocabulary.decode(row.tolist()), example=example,
                                         is_target=False))
           for example, (_, row) in zip(examples, rows, strict=True)]
@@ -165,7 +187,7 @@ class PromptEvaluator:
   def _predict_fn(self, params: Any, data: _TaskData, target_length: int | None = None):
     """seqio's predict_fn: [(index, tokens)], every row as long as the longest prediction
     (T5X's infer_fn hands seqio decodes [batch, max_decode_len]; seqio stacks them with
-    np.array and Vocabulary.decode stops at the first EOS). Greedy decoding runs to
+    np.array and Vocabulary.decode stops at the first EOS). Decoding runs to
     `target_length` tokens, by default the split's longest target."""
     target_length = (target_length
                      or data.evaluator.model_feature_shapes["decoder_target_tokens"][0])
@@ -184,9 +206,12 @@ class PromptEvaluator:
         if candidates is not None:
           best = scoring.rank_classify(self.model, params, tokens, candidates)
           predicted = candidate_rows[np.asarray(best)]
-        else:
+        elif self.mode == GREEDY:
           predicted = np.asarray(scoring.greedy_decode(self.model, params, tokens, target_length,
                                                        data.vocabulary.eos_id))
+        else:
+          predicted = np.asarray(scoring.beam_decode(self.model, params, tokens, target_length,
+                                                     data.vocabulary.eos_id)[0])
         outputs.extend((int(index), np.asarray(row, np.int32))
                        for index, row in zip(indices[:size], predicted[:size]))
       return outputs

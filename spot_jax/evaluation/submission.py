@@ -1,35 +1,92 @@
-"""Test-split predictions in the GLUE and SuperGLUE leaderboard submission formats.
+"""Test-split predictions as the GLUE and SuperGLUE leaderboards take them.
 
-GLUE (gluebenchmark.com submission): one TSV per task with the header `index\tprediction`;
-the prediction is the label name for the NLI tasks (MNLI, QNLI, RTE, AX: `entailment`,
-`not_entailment`, `neutral`, `contradiction`), the class index for CoLA, SST-2, MRPC, QQP and
-WNLI, the score for STS-B. SuperGLUE (super.gluebenchmark.com): one JSON line per example,
-`{"idx": i, "label": ...}`: `true`/`false` for BoolQ and WiC, `True`/`False` for WSC, the label
-name for CB, RTE and the diagnostics, the choice index for COPA. MultiRC: one line per
+One file per leaderboard task, named as the leaderboards (and t5's
+`t5/scripts/prepare_glue_submission.py`, `FILE_NAME_MAP`) name them, all in one directory:
+GLUE `AX.tsv CoLA.tsv MNLI-m.tsv MNLI-mm.tsv MRPC.tsv QNLI.tsv QQP.tsv RTE.tsv SST-2.tsv
+STS-B.tsv` (WNLI is not a registered task here, so no `WNLI.tsv`), SuperGLUE `AX-b.jsonl
+AX-g.jsonl BoolQ.jsonl CB.jsonl COPA.jsonl MultiRC.jsonl ReCoRD.jsonl RTE.jsonl WiC.jsonl
+WSC.jsonl`. The diagnostic sets are predicted with the prompt of the task t5 casts them as
+(`t5/data/glue_utils.py` `get_glue_text_preprocessor`: AX as MNLI, AX-b and AX-g as RTE):
+`DIAGNOSTICS`. Tasks in neither leaderboard (e.g. DPR, which T5's SuperGLUE mixture trains on)
+get no file, as in t5's script.
+
+Formats (`prepare_glue_submission.main`): GLUE is a TSV with the header `index\tprediction`;
+the prediction is the label name for MNLI, QNLI, RTE and AX (t5's `USES_TEXT`), the class
+index for CoLA, SST-2, MRPC and QQP, the score for STS-B. SuperGLUE is one JSON line per
+example, `{"idx": i, "label": ...}`: `true`/`false` for BoolQ and WiC, `True`/`False` for WSC,
+the label name for CB, RTE, AX-b and AX-g, the choice index for COPA. MultiRC: one line per
 paragraph, `{"idx": p, "passage": {"questions": [{"idx": q, "answers": [{"idx": a, "label":
-0|1}, ...]}, ...]}}`; ReCoRD: one line per query, `{"idx": query, "label": "answer text"}`.
-
-References: the `t5` library's `t5/scripts/prepare_glue_submission.py` (`main`: MultiRC
-rows grouped by the `idx/paragraph`, `idx/question`, `idx/answer` features its preprocessor
-keeps; ReCoRD indexed by `idx/query`, the prediction text as the label) and jiant's
+0|1}, ...]}, ...]}}` (rows grouped by the `idx/paragraph`, `idx/question`, `idx/answer`
+features our preprocessor keeps); ReCoRD: one line per query, `{"idx": query, "label": "answer
+text"}` (indexed by `idx/query`, the prediction text as the label). jiant's
 `MultiRCTask.super_glue_format_preds` / `ReCordEvaluationScheme.get_preds_from_accumulator`
-(`jiant/tasks/lib/multirc.py`, `jiant/tasks/evaluate/core.py`), which write the same shapes.
+(`jiant/tasks/lib/multirc.py`, `jiant/tasks/evaluate/core.py`) write the same shapes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Mapping, Sequence
 
 from spot_jax.fileio import atomic_write_bytes
 
-GLUE_NAMED_LABELS = ("glue_mnli", "glue_qnli", "glue_rte", "glue_ax")
-SUPERGLUE_LOWER_BOOL = ("super_glue_boolq", "super_glue_wic")
-SUPERGLUE_INDEX = ("super_glue_copa",)
-MULTIRC, RECORD = "super_glue_multirc", "super_glue_record"
+GLUE, SUPERGLUE = "GLUE", "SuperGLUE"
+# How a prediction is written: the label name, the class index, the score, a boolean word.
+TEXT, INDEX, SCORE, LOWER_BOOL, BOOL, MULTIRC_ROWS, RECORD_ROWS = (
+    "text", "index", "score", "lower_bool", "bool", "multirc", "record")
+BOOL_WORDS = ("False", "True")  # t5's script: ("false", "true")[p] or ("False", "True")[p].
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderboardFile:
+  """One file of a leaderboard submission."""
+
+  stem: str  # the leaderboard's task name (`prepare_glue_submission.FILE_NAME_MAP`).
+  benchmark: str  # GLUE (.tsv) or SuperGLUE (.jsonl).
+  style: str  # how a prediction is written (TEXT, INDEX, ...).
+
+  @property
+  def name(self) -> str:
+    return f"{self.stem}.{'tsv' if self.benchmark == GLUE else 'jsonl'}"
+
+
+# Result keys (task names; MNLI's `evaluator.split_evaluations` keys) -> leaderboard files.
+LEADERBOARD_FILES: Mapping[str, LeaderboardFile] = {
+    "glue_ax": LeaderboardFile("AX", GLUE, TEXT),
+    "glue_cola": LeaderboardFile("CoLA", GLUE, INDEX),
+    "glue_mnli": LeaderboardFile("MNLI-m", GLUE, TEXT),  # `test` is test_matched.
+    "glue_mnli_matched": LeaderboardFile("MNLI-m", GLUE, TEXT),
+    "glue_mnli_mismatched": LeaderboardFile("MNLI-mm", GLUE, TEXT),
+    "glue_mrpc": LeaderboardFile("MRPC", GLUE, INDEX),
+    "glue_qnli": LeaderboardFile("QNLI", GLUE, TEXT),
+    "glue_qqp": LeaderboardFile("QQP", GLUE, INDEX),
+    "glue_rte": LeaderboardFile("RTE", GLUE, TEXT),
+    "glue_sst2": LeaderboardFile("SST-2", GLUE, INDEX),
+    "glue_stsb": LeaderboardFile("STS-B", GLUE, SCORE),
+    "super_glue_axb": LeaderboardFile("AX-b", SUPERGLUE, TEXT),
+    "super_glue_axg": LeaderboardFile("AX-g", SUPERGLUE, TEXT),
+    "super_glue_boolq": LeaderboardFile("BoolQ", SUPERGLUE, LOWER_BOOL),
+    "super_glue_cb": LeaderboardFile("CB", SUPERGLUE, TEXT),
+    "super_glue_copa": LeaderboardFile("COPA", SUPERGLUE, INDEX),
+    "super_glue_multirc": LeaderboardFile("MultiRC", SUPERGLUE, MULTIRC_ROWS),
+    "super_glue_record": LeaderboardFile("ReCoRD", SUPERGLUE, RECORD_ROWS),
+    "super_glue_rte": LeaderboardFile("RTE", SUPERGLUE, TEXT),
+    "super_glue_wic": LeaderboardFile("WiC", SUPERGLUE, LOWER_BOOL),
+    "super_glue_wsc": LeaderboardFile("WSC", SUPERGLUE, BOOL),
+}
+# The diagnostic sets predicted with a task's prompt (t5: AX cast as MNLI, AX-b/AX-g as RTE).
+DIAGNOSTICS: Mapping[str, tuple[str, ...]] = {
+    "glue_mnli": ("glue_ax",), "super_glue_rte": ("super_glue_axb", "super_glue_axg")}
 MULTIRC_IDS = ("idx/paragraph", "idx/question", "idx/answer")
 RECORD_IDS = ("idx/passage", "idx/query")
+
+
+def leaderboard_file(key: str) -> LeaderboardFile | None:
+  """The leaderboard file of a result key (the taskless variant shares it), None for a task in
+  neither leaderboard."""
+  return LEADERBOARD_FILES.get(key.replace("_taskless", ""))
 
 
 def _index(example: Mapping[str, Any], position: int) -> int:
@@ -111,56 +168,61 @@ def record_lines(task: str, predictions: Sequence[tuple[Mapping[str, Any], Any]]
 
 def format_predictions(task: str, predictions: Sequence[tuple[Mapping[str, Any], Any]],
                        labels: Sequence[str] | None) -> tuple[str, bytes, int]:
-  """(file name, file bytes, number of invalid predictions) for one task's
+  """(file name, file bytes, number of invalid predictions) for one task's (result key's)
   [(example, postprocessed prediction)] in split order."""
+  spec = leaderboard_file(task)
+  if spec is None:
+    raise ValueError(f"--predictions_out writes GLUE/SuperGLUE leaderboard files; {task!r} is "
+                     "in neither leaderboard (evaluate it without --predictions_out)")
+  if spec.style == MULTIRC_ROWS:
+    records, invalid = multirc_lines(task, predictions)
+    return spec.name, "".join(json.dumps(r) + "\n" for r in records).encode(), invalid
+  if spec.style == RECORD_ROWS:
+    records = record_lines(task, predictions)
+    return spec.name, "".join(json.dumps(r) + "\n" for r in records).encode(), 0
+  if spec.style in (BOOL, LOWER_BOOL):
+    labels = BOOL_WORDS
+  elif spec.style == TEXT and not labels:
+    raise ValueError(f"--predictions_out: {task} declares no label names to write")
   invalid = 0
-  if task.startswith("glue_"):
-    rows = ["index\tprediction"]
-    for position, (example, prediction) in enumerate(predictions):
-      if task.startswith("glue_stsb"):
-        value = f"{float(prediction):.3f}"
-      else:
-        index, valid = _label(prediction, labels)
-        invalid += not valid
-        value = labels[index] if task.startswith(GLUE_NAMED_LABELS) else str(index)
-      rows.append(f"{_index(example, position)}\t{value}")
-    return f"{task}.tsv", ("\n".join(rows) + "\n").encode(), invalid
-  if task.startswith((MULTIRC, RECORD)):
-    if task.startswith(MULTIRC):
-      records, invalid = multirc_lines(task, predictions)
+  values: list[Any] = []
+  for _, prediction in predictions:
+    if spec.style == SCORE:
+      values.append(f"{float(prediction):.3f}")
+      continue
+    index, valid = _label(prediction, labels)
+    invalid += not valid
+    if spec.style == INDEX:
+      values.append(index)
+    elif spec.style == LOWER_BOOL:
+      values.append(labels[index].lower())
     else:
-      records = record_lines(task, predictions)
-    data = "".join(json.dumps(record) + "\n" for record in records)
-    return f"{task}.jsonl", data.encode(), invalid
-  if task.startswith("super_glue_"):
-    lines = []
-    for position, (example, prediction) in enumerate(predictions):
-      index, valid = _label(prediction, labels)
-      invalid += not valid
-      if task.startswith(SUPERGLUE_INDEX):
-        label: Any = index
-      elif task.startswith(SUPERGLUE_LOWER_BOOL):
-        label = labels[index].lower()
-      else:
-        label = labels[index]
-      lines.append(json.dumps({"idx": _index(example, position), "label": label}))
-    return f"{task}.jsonl", ("\n".join(lines) + "\n").encode(), invalid
-  raise ValueError(f"--predictions_out writes GLUE/SuperGLUE submissions; {task!r} is neither "
-                   "(evaluate it without --predictions_out)")
+      values.append(labels[index])
+  indices = [_index(example, position) for position, (example, _) in enumerate(predictions)]
+  if spec.benchmark == GLUE:
+    rows = ["index\tprediction"] + [f"{i}\t{v}" for i, v in zip(indices, values)]
+    return spec.name, ("\n".join(rows) + "\n").encode(), invalid
+  lines = [json.dumps({"idx": i, "label": v}) for i, v in zip(indices, values)]
+  return spec.name, "".join(line + "\n" for line in lines).encode(), invalid
 
 
-def write_predictions(path: str, per_task: Mapping[str, Sequence[tuple[Mapping[str, Any], Any]]],
+def write_predictions(directory: str,
+                      per_task: Mapping[str, Sequence[tuple[Mapping[str, Any], Any]]],
                       labels: Mapping[str, Sequence[str] | None]) -> dict[str, tuple[str, int]]:
-  """Writes one task to the file `path`, several (a mixture) into the directory `path`;
-  returns {task: (written file, invalid predictions)}. Nothing is written unless every task
-  can be formatted."""
+  """Writes each task's leaderboard file into `directory`; returns {task: (written file,
+  invalid predictions)}. Nothing is written unless every task can be formatted, or when two
+  tasks would write one file."""
   formatted = {task: format_predictions(task, rows, labels.get(task))
                for task, rows in per_task.items()}
+  owners: dict[str, str] = {}
+  for task, (name, _, _) in formatted.items():
+    if owners.setdefault(name, task) != task:
+      raise ValueError(f"--predictions_out: {owners[name]} and {task} both make {name}; "
+                       "predict them into different directories")
+  os.makedirs(directory, exist_ok=True)
   written = {}
   for task, (name, data, invalid) in formatted.items():
-    target = path if len(formatted) == 1 else os.path.join(path, name)
-    if os.path.dirname(target):
-      os.makedirs(os.path.dirname(target), exist_ok=True)
+    target = os.path.join(directory, name)
     atomic_write_bytes(target, data)
     written[task] = (target, invalid)
   return written

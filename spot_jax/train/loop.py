@@ -26,6 +26,7 @@ from spot_jax.fileio import atomic_write_bytes
 from spot_jax import methods, prompts, runtime
 from spot_jax.checkpoints.load import LoadedModel, load_model, step_offset
 from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode, encode_labels
+from spot_jax.evaluation.scores import record_evaluation
 from spot_jax.models.config import get_config
 from spot_jax.models.init import init_frozen, random_fingerprint
 from spot_jax.models.layout import to_layout
@@ -104,7 +105,7 @@ class TrainConfig:
   max_train_examples: int | None = None  # the first N of the train split (None: all of it).
   max_eval_examples: int | None = None  # the first N of each evaluated split.
   eval_batch_size: int | None = None
-  eval_mode: str = "greedy"  # or "rank_classification" (evaluation.evaluator.EVAL_MODES).
+  eval_mode: str = "beam_search"  # T5X's; or greedy, rank_classification (evaluator.EVAL_MODES).
   key_step: int = 10_000  # the task-embedding step (SPoT §3.2).
   keep_train_states: int = 3
   log_period: int = 100
@@ -221,31 +222,6 @@ def initial_prompt(cfg: TrainConfig, params: Mapping[str, Any], emb_dim: int) ->
   raise ValueError(f"Unknown prompt_init {cfg.prompt_init!r}; choose one of {PROMPT_INITS}")
 
 
-MEAN_OF_METRICS = "mean"  # the eval_metric name of the default checkpoint score.
-
-
-def select_score(results: Mapping[str, Mapping[str, float]], metric: str | None
-                 ) -> tuple[str, float]:
-  """The checkpoint score and its name, from {task: {metric: value}}.
-
-  Default (metric None): each task's score is the mean of its metrics (SPoT footnote 5: MRPC
-  the mean of F1 and accuracy, STS-B of Pearson and Spearman), and a mixture's the mean of
-  its tasks' scores; named `MEAN_OF_METRICS`. With `metric` (EVAL_METRIC): that metric
-  averaged over the evaluated tasks that report it.
-  """
-  if not results or not any(results.values()):
-    raise ValueError("No metrics to score: the evaluation returned none")
-  if metric is None:
-    return MEAN_OF_METRICS, float(np.mean([np.mean(list(m.values()))
-                                           for m in results.values() if m]))
-  values = [m[metric] for m in results.values() if metric in m]
-  if not values:
-    available = sorted({k for m in results.values() for k in m})
-    raise ValueError(f"EVAL_METRIC {metric!r} is not reported; available: {available} "
-                     f"(or None for the mean of the metrics)")
-  return metric, float(np.mean(values))
-
-
 def _check_task(cfg: TrainConfig, model: T5) -> None:
   """The task against the model and the settings: vocabulary, metrics, label lengths, memory."""
   provider = get_task_or_mixture(cfg.task)
@@ -327,21 +303,37 @@ def _check_memory(cfg: TrainConfig, model: T5) -> None:
 
 
 def _warn_truncation(cfg: TrainConfig, sample: int = 64) -> None:
-  """Warns when most of a sample of training inputs is longer than the inputs length."""
+  """Warns when most of a sample of training inputs is longer than the inputs length, and
+  when the targets length cuts any sampled target of a generation task (one without a label
+  set: classification labels that do not fit are refused by `check_task_settings`)."""
   try:
-    task = (subtasks_with_metrics(cfg.task) or [get_task_or_mixture(cfg.task)])[0]
-    if not hasattr(task, "get_dataset"):
-      return
-    dataset = task.get_dataset(sequence_length=None, split="train", shuffle=False)
-    lengths = [len(ex["inputs"]) for ex in dataset.take(sample).as_numpy_iterator()]
+    tasks = subtasks_with_metrics(cfg.task) or [get_task_or_mixture(cfg.task)]
   except Exception:  # the warning is best effort; the pipeline itself reports real errors.
     return
-  limit = cfg.feature_lengths["inputs"]
-  cut = sum(max(n - limit, 0) for n in lengths) / max(sum(lengths), 1)
-  if cut > 0.25:
-    logging.warning("TASK_FEATURE_LENGTHS['inputs']=%d truncates %.0f%% of the input tokens "
-                    "of %s (first %d examples); raise it if the task needs them", limit,
-                    100 * cut, task.name, len(lengths))
+  for position, task in enumerate(tasks):
+    try:
+      generation = hasattr(task, "get_dataset") and not task_labels(task.name)
+      if position and not generation:  # inputs: the first task; targets: each generation task.
+        continue
+      dataset = task.get_dataset(sequence_length=None, split="train", shuffle=False)
+      examples = list(dataset.take(sample).as_numpy_iterator())
+    except Exception:
+      continue
+    lengths = [len(ex["inputs"]) for ex in examples]
+    limit = cfg.feature_lengths["inputs"]
+    cut = sum(max(n - limit, 0) for n in lengths) / max(sum(lengths), 1)
+    if position == 0 and cut > 0.25:
+      logging.warning("TASK_FEATURE_LENGTHS['inputs']=%d truncates %.0f%% of the input tokens "
+                      "of %s (first %d examples); raise it if the task needs them", limit,
+                      100 * cut, task.name, len(lengths))
+    limit = cfg.feature_lengths["targets"]
+    cut_targets = [len(ex["targets"]) + 1 for ex in examples  # + 1: the EOS seqio appends.
+                   if len(ex["targets"]) + 1 > limit]
+    if generation and cut_targets:
+      logging.warning("TASK_FEATURE_LENGTHS['targets']=%d cuts %d of the first %d training "
+                      "targets of %s (up to %d tokens with EOS): the model learns cut outputs "
+                      "and never their end; raise it", limit, len(cut_targets), len(examples),
+                      task.name, max(cut_targets))
 
 
 def train(cfg: TrainConfig, gin_config: str = "") -> run_dir.RunSummary:
@@ -845,10 +837,7 @@ def _checkpoint(cfg: TrainConfig, method: methods.Method, state: TrainState, ste
   if evaluator is not None and (step % cfg.eval_period == 0 or step == cfg.train_steps):
     results = evaluator.evaluate(trainables, step)
     logger.log_eval(step, results)
-    metric, score = select_score(results, cfg.eval_metric)
-    summary.eval_metric = metric
-    if summary.best_score is None or score > summary.best_score:
-      summary.best_step, summary.best_score = step, score
+    record_evaluation(summary, step, results, cfg.eval_metric, cfg.model_dir)
   summary.checkpoints[str(step)] = results
   summary.steps_done = step
   if is_chief:  # before the state: a kill in between redoes this interval identically.

@@ -69,6 +69,9 @@ class RunSummary:
   checkpoints: dict[str, dict[str, dict[str, float]]] = dataclasses.field(default_factory=dict)
   best_step: int | None = None
   best_score: float | None = None
+  # {task: {"step", "score"}}: each task of a mixture (MNLI: the mean of matched and
+  # mismatched) keeps its own best step (`evaluation.scores.task_best_steps`).
+  task_best_steps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
   prompt_init: str = ""
   max_train_examples: int | None = None  # training used the first N examples (None: all).
   max_eval_examples: int | None = None  # evaluation used the first N examples (None: all).
