@@ -408,6 +408,10 @@ def blocks(data: Mapping[str, Any]) -> list[tuple]:
                      "baseline. Claim (d) is the row above: "
                      + ("it holds." if data["checks"].get("d", {}).get("holds") else
                         "it did NOT hold on this run.")))
+    targets = list(tm["targets"])
+    out.append(("p", "Spearman per held-out target (the head: mean over its seeds):"))
+    out.append(("table", ("scorer", *(_short(t) for t in targets)),
+                per_target_spearman(data["rankings"], targets)))
     out.append(("h", 3, "The head's training set: measured source -> source gains"))
     out.append(("table", ("pair (source -> target, both in the pool)", "gain", "reverse "
                           "direction"), pool_rows(data["affinity_head"])))
@@ -443,6 +447,22 @@ def blocks(data: Mapping[str, Any]) -> list[tuple]:
   out.append(("p", f"Finished in {data.get('seconds', 0):.0f} s. Every file is in "
                    f"`{cfg['output_dir']}`; results.json holds every number above."))
   return out
+
+
+def per_target_spearman(rankings: Mapping[str, Any], targets: Sequence[str]) -> list[tuple]:
+  """One row per scorer: each target's Spearman, the mean over a scorer's seeds ('-' where a
+  target's gains are all equal and Spearman is undefined)."""
+  grouped: dict[str, list[Mapping[str, Any]]] = {}
+  for method, row in rankings.items():
+    grouped.setdefault(method.split("/")[0], []).append(row)
+  rows = []
+  for scorer, runs in grouped.items():
+    cells = []
+    for t in targets:
+      values = [r["targets"][t]["spearman"] for r in runs if t in r["targets"]]
+      cells.append(_fmt(_mean(values), 3))
+    rows.append((scorer, *cells))
+  return rows
 
 
 def pool_rows(info: Mapping[str, Any]) -> list[tuple]:
