@@ -80,7 +80,7 @@ class DemoConfig:
   eval_mode: str = "rank_classification"
   ranking_methods: tuple[str, ...] = ("cosine", "per_token_cosine", "euclidean", "manhattan")
   # AFFINITY_HEAD in ranking_methods: its spot_jax.affinity.train.AffinityConfig (demo.gin:
-  # affinity/light.gin) and the seeds of each fold's heads (their mean predicted gain ranks).
+  # affinity/light.gin) and the head seeds (each ranks on its own; the report: mean ± std).
   affinity: Any = None
   affinity_seeds: tuple[int, ...] = (0, 1, 2)
   # The head's training set (Feng et al. 2023, §3.2): M ordered (source i -> source j, i != j)
