@@ -9,10 +9,12 @@ Through the pipeline API (`spot_jax.pipeline`), with every knob in gin_configs/d
      KEY_STEP prompt);
   3. on held-out targets: baselines, the source x target transfer matrix by brute force (the
      ground truth) and the untrained prompt;
+     Then the affinity paper's training set (Feng et al. 2023, §3.2): each source's own
+     no-transfer baseline and M ordered source -> source transfers sampled inside the pool;
   4. embed each target (its baseline's KEY_STEP prompt), rank the sources with every ranking
      method (similarity metrics; learned scorers by name; `affinity_head`: the light affinity
-     head trained here for each target on the other targets' gains only) and evaluate the
-     rankings against the ground truth;
+     head trained here on the M pool pairs only, one head per seed, so no pair touching a
+     held-out target reaches it) and evaluate the rankings against the ground truth;
   5. BEST OF TOP-k (read off the brute-force matrix: the same runs), TOP-k WEIGHTED AVERAGE
      and TOP-k MULTI-TASK MIXTURE;
   6. report.md, report.html (figures inline) and results.json (`spot_jax.demo_report`).
@@ -26,21 +28,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import os
 import sys
 import time
 import warnings
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import gin
+import numpy as np
 
 DEMO_GIN = "demo.gin"
 QUICK_GIN = "demo_quick.gin"
 NUM_STAGES = 6
-# The ranking method of the learned affinity head, trained leave-one-target-out on the demo's
-# own transfer matrix (affinity_stage).
+# The ranking method of the learned affinity head, trained on transfers sampled inside the
+# source pool (pool_stage, affinity_stage); each head seed ranks as AFFINITY_HEAD/seed_<s>.
 AFFINITY_HEAD = "affinity_head"
 
 
@@ -76,9 +80,17 @@ class DemoConfig:
   eval_mode: str = "rank_classification"
   ranking_methods: tuple[str, ...] = ("cosine", "per_token_cosine", "euclidean", "manhattan")
   # AFFINITY_HEAD in ranking_methods: its spot_jax.affinity.train.AffinityConfig (demo.gin:
-  # affinity/light.gin) and the seeds of each fold's heads (their mean predicted gain ranks).
+  # affinity/light.gin) and the head seeds (each ranks on its own; the report: mean ± std).
   affinity: Any = None
   affinity_seeds: tuple[int, ...] = (0, 1, 2)
+  # The head's training set (Feng et al. 2023, §3.2): M ordered (source i -> source j, i != j)
+  # pairs sampled inside the pool with this seed; every source also gets its no-transfer
+  # baseline (target_steps), so each pair's gain is measured as the targets' are.
+  pool_num_pairs: int = 0
+  pool_pairs_seed: int = 0
+  # Also measure the world-rule pairs (world_rule_pairs) the sample missed, for the report's
+  # "world's transfer rule" table; never trained on.
+  world_rule_probes: bool = True
   center_keys: bool = True
   top_k: int = 2
   strategies: tuple[str, ...] = ("best_of_top_k", "weighted_average", "mixture")
@@ -285,37 +297,132 @@ def target_keys(cfg: DemoConfig, library, study_dir: str) -> dict[str, Any]:
       for t in cfg.targets}
 
 
-def affinity_stage(cfg: DemoConfig, study_dir: str, results_csv: str, out_dir: str,
-                   console: Console) -> tuple[Any, dict[str, Any]]:
-  """The AFFINITY_HEAD scorer: for each target, `cfg.affinity_seeds` light heads trained only
-  on the pairs of the other targets (leave one target out; no validation on the held-out
-  target) in OUT_DIR/affinity/<target>/seed_<s>/, reused on a rerun. Gains come from the
-  study's results.csv (transfer minus baseline means), keys from its source and baseline runs'
-  KEY_STEP prompts. Returns (predict.HeldOutScorer, what was trained, for the report)."""
+# ------------------------------------------------------------- the affinity head's training set
+
+
+def sample_pool_pairs(sources: Sequence[str], num_pairs: int, seed: int
+                      ) -> list[tuple[str, str]]:
+  """M ordered pairs (i, j), i != j, drawn without replacement from the pool's N (N - 1) with
+  numpy's default_rng(seed) (Feng et al. 2023, §3.2: "we randomly sample M task pairs <i, j>
+  from the source pool"); sorted.
+
+  DEMO-LOCAL: the demo's own sampler, to be replaced by the shared pool-pair sampler of
+  spot_jax.affinity / the study spec's `pool_pairs:` once it lands (the same contract:
+  reproducible from the seed, i != j, only pool tasks, M respected)."""
+  pool = sorted(set(sources))
+  pairs = list(itertools.permutations(pool, 2))
+  if not 0 < num_pairs <= len(pairs):
+    raise ValueError(f"DemoConfig.pool_num_pairs must be in [1, {len(pairs)}] for a pool of "
+                     f"{len(pool)} sources (N (N - 1) ordered pairs), got {num_pairs}")
+  order = np.random.default_rng(seed).permutation(len(pairs))[:num_pairs]
+  return sorted(pairs[int(i)] for i in order)
+
+
+def pool_spec(cfg: DemoConfig, checkpoint: str):
+  """The study whose targets are the sources themselves: its source runs are the demo study's
+  (same directory, same settings), its baselines the pool tasks' no-transfer runs, its
+  transfers the N (N - 1) pool pairs (pool_stage runs only the sampled M)."""
+  return dataclasses.replace(study_spec(cfg, checkpoint), name="demo_pool",
+                             targets=tuple(cfg.sources))
+
+
+def world_rule_pairs(sources: Sequence[str]) -> dict[tuple[str, str], str]:
+  """{(source i, source j): kind} for the pool pairs the world's transfer rule is about
+  (tasks.synthetic_world.RULE_COVERS, LOOKALIKES), in both directions: `harder -> easier`,
+  `easier -> harder`, `lookalike`."""
+  from tasks import synthetic_world
+  by_name = {_task_name(s): s for s in sources}
+  out = {}
+  for pairs, kinds in ((synthetic_world.RULE_COVERS, ("harder -> easier", "easier -> harder")),
+                       (synthetic_world.LOOKALIKES, ("lookalike", "lookalike"))):
+    for a, b in pairs:
+      if a in by_name and b in by_name:
+        out[(by_name[a], by_name[b])] = kinds[0]
+        out[(by_name[b], by_name[a])] = kinds[1]
+  return out
+
+
+def pool_stage(cfg: DemoConfig, checkpoint: str, study_dir: str, console: Console
+               ) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+  """Trains each source's no-transfer baseline, the M sampled source -> source transfers and
+  the world-rule probes (`world_rule_pairs` not sampled: measured for the report, never
+  trained on) in runs/baseline/<source>/, runs/transfer/<source i>/<source j>/; finished runs
+  are skipped. Returns ({sampled pair: gain}, {probe pair: gain}), gain = transfer minus
+  baseline (means over seeds)."""
+  from spot_jax import executor
+  from spot_jax.study import runner
+  sampled = set(sample_pool_pairs(cfg.sources, cfg.pool_num_pairs, cfg.pool_pairs_seed))
+  wanted = sampled | (set(world_rule_pairs(cfg.sources)) if cfg.world_rule_probes else set())
+  jobs = [j for j in runner.plan(pool_spec(cfg, checkpoint), study_dir)
+          if j.kind == "baseline" or (j.kind == "transfer" and (j.source, j.target) in wanted)]
+  todo = sum(not executor.is_finished(j) for j in jobs)
+  if todo < len(jobs):
+    console.say(f"      {len(jobs) - todo} of {len(jobs)} runs already finished")
+  execution = executor.execute(jobs, log_dir=os.path.join(study_dir, "logs"), log=print,
+                               run_one=RunPrinter(console, todo),
+                               job_dir=runner.jobs_dir(study_dir))
+  for job, why in execution.failed + execution.blocked:
+    raise RuntimeError(f"pool run {describe_run(job)} failed: {why}")
+  scores: dict[tuple[str | None, str], list[float]] = {}
+  for job in jobs:
+    summary = executor.read_finished(job.model_dir, job.train_steps)
+    scores.setdefault((job.source, job.target), []).append(float(summary.best_score))
+  gains = {(s, t): float(np.mean(v)) - float(np.mean(scores[(None, t)]))
+           for (s, t), v in scores.items() if s is not None}
+  return ({p: g for p, g in gains.items() if p in sampled},
+          {p: g for p, g in gains.items() if p not in sampled})
+
+
+def world_rule_table(cfg: DemoConfig, sampled: Mapping[tuple[str, str], float],
+                     probes: Mapping[tuple[str, str], float]) -> list[dict[str, Any]]:
+  """The world-rule pairs' measured gains (report section "The world's transfer rule")."""
+  gains = {**probes, **sampled}
+  return [{"source": s, "target": t, "kind": kind, "gain": gains.get((s, t)),
+           "reverse_gain": gains.get((t, s)), "trained_on": (s, t) in sampled}
+          for (s, t), kind in world_rule_pairs(cfg.sources).items() if (s, t) in gains]
+
+
+def affinity_stage(cfg: DemoConfig, study_dir: str, results_csv: str,
+                   pool_gains: Mapping[tuple[str, str], float], out_dir: str,
+                   console: Console) -> tuple[dict[str, Any], dict[str, Any]]:
+  """The AFFINITY_HEAD scorers: `cfg.affinity_seeds` light heads trained on the pool pairs'
+  gains only (spot_jax.affinity.train.train_held_out_heads with the held-out targets as one
+  fold: their pairs are never trained on, and with no validation nothing is selected on them),
+  in OUT_DIR/<targets>/seed_<s>/, reused on a rerun. Keys: the KEY_STEP prompts of the
+  study's source and baseline runs. Returns ({AFFINITY_HEAD/seed_<s>: a scorer per seed},
+  what was trained, for the report)."""
   from spot_jax.affinity import predict, train
+  from spot_jax.affinity.data import keys_from_study
   from spot_jax.study import affinity_eval
   if cfg.affinity is None:
     raise ValueError(f"The ranking method {AFFINITY_HEAD!r} needs its head config: bind "
                      "DemoConfig.affinity = @AffinityConfig() (gin_configs/demo.gin includes "
                      "affinity/light.gin)")
+  if not pool_gains:
+    raise ValueError(f"The ranking method {AFFINITY_HEAD!r} trains on pool pairs: set "
+                     "DemoConfig.pool_num_pairs >= 1")
   start = time.perf_counter()
-  inputs = affinity_eval.load_inputs(results_csv, study_dir=study_dir)
-  folds = train.train_held_out_heads(cfg.affinity, inputs.gains, inputs.task_keys, out_dir,
-                                     cfg.affinity_seeds)
-  heads = [[predict.AffinityHead.load(d) for d in predict.head_dirs(f)] for f in folds]
-  scorer = predict.held_out_folds(heads, AFFINITY_HEAD)
+  # The targets' gains only label the fold's (unused) validation pairs.
+  gains = {**affinity_eval.load_inputs(results_csv, study_dir=study_dir).gains,
+           **pool_gains}
+  cfg_all = dataclasses.replace(cfg.affinity, num_pairs=None)  # every one of the M pairs.
+  folds = train.train_held_out_heads(cfg_all, gains, keys_from_study(study_dir), out_dir,
+                                     cfg.affinity_seeds, folds=[list(cfg.targets)])
+  (fold_dir,) = folds
+  heads = [predict.AffinityHead.load(d) for d in predict.head_dirs(fold_dir)]
+  scorers = {f"{AFFINITY_HEAD}/seed_{h.record['config']['seed']}":
+             predict.held_out_folds([[h]], AFFINITY_HEAD) for h in heads}
+  trained_on = sorted({tuple(p) for h in heads for p in h.record["train_pairs"]})
   info = {"variant": cfg.affinity.variant, "seeds": list(cfg.affinity_seeds),
-          "train_steps": cfg.affinity.train_steps,
-          "folds": {"+".join(held): {"train_pairs": len(fold[0].record["train_pairs"]),
-                                     "sources": sorted({s for s, _ in
-                                                        fold[0].record["train_pairs"]})}
-                    for fold, held in zip(heads, folds.values())},
+          "train_steps": cfg.affinity.train_steps, "train_pairs": len(trained_on),
+          "pairs": [list(p) for p in trained_on],
+          "pool_pairs_seed": cfg.pool_pairs_seed, "held_out_targets": list(cfg.targets),
+          "pool_gains": {f"{s}->{t}": g for (s, t), g in sorted(pool_gains.items())},
           "seconds": round(time.perf_counter() - start, 1)}
-  pairs = sorted({v["train_pairs"] for v in info["folds"].values()})
-  console.say(f"      affinity head: {len(folds)} leave-one-target-out folds x "
-              f"{len(cfg.affinity_seeds)} seeds, {'/'.join(map(str, pairs))} training pairs "
-              f"each ({info['seconds']:.0f} s)")
-  return scorer, info
+  console.say(f"      affinity head: {len(heads)} seeds on {len(trained_on)} pool pairs "
+              f"(source -> source), none touching the {len(cfg.targets)} targets "
+              f"({info['seconds']:.0f} s)")
+  return scorers, info
 
 
 def rank_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], results_csv: str,
@@ -329,7 +436,9 @@ def rank_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], results_csv
   os.makedirs(out_dir, exist_ok=True)
   learned = learned or {}
   rankings = {}
-  for method in cfg.ranking_methods:
+  methods = [m for m in cfg.ranking_methods if m != AFFINITY_HEAD]
+  methods += [m for m in learned if m.startswith(f"{AFFINITY_HEAD}/")]
+  for method in methods:
     rows = ["target,source,score"]
     for target, query in queries.items():
       ranked = pipeline.rank_sources(library, query, scorer=learned.get(method, method),
@@ -337,7 +446,7 @@ def rank_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], results_csv
                                      center_keys=cfg.center_keys and method not in learned)
       body = pipeline.predictions_csv(target, ranked).decode().splitlines()[1:]
       rows += body
-    path = os.path.join(out_dir, f"{method}.csv")
+    path = os.path.join(out_dir, f"{method.replace('/', '_')}.csv")
     atomic_write_bytes(path, ("\n".join(rows) + "\n").encode())
     rankings[method] = pipeline.evaluate_rankings(results_csv, predictions=path,
                                                   k_max=len(cfg.sources))
@@ -451,6 +560,12 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
              f"{len(cfg.targets)} transfer matrix ({cfg.target_steps} steps each)")
     train_study(cfg, spec, study_dir, "baselines", console)
     train_study(cfg, spec, study_dir, "transfers", console)
+    pool_gains, probe_gains = {}, {}
+    if cfg.pool_num_pairs:
+      console.say(f"      the head's training set: {len(cfg.sources)} source baselines and "
+                  f"{cfg.pool_num_pairs} source -> source transfers sampled in the pool "
+                  "(plus the world-rule pairs, measured for the report)")
+      pool_gains, probe_gains = pool_stage(cfg, checkpoint, study_dir, console)
     untrained = untrained_scores(cfg, checkpoint, study_dir)
     stage(4, f"Embedding the targets and ranking the sources ({len(cfg.ranking_methods)} "
              "methods)")
@@ -459,8 +574,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     results_csv = os.path.join(study_dir, runner.RESULTS_CSV)
     learned, affinity = {}, None
     if AFFINITY_HEAD in cfg.ranking_methods:
-      learned[AFFINITY_HEAD], affinity = affinity_stage(
-          cfg, study_dir, results_csv, os.path.join(out, "affinity"), console)
+      learned, affinity = affinity_stage(cfg, study_dir, results_csv, pool_gains,
+                                         os.path.join(out, "affinity"), console)
     rankings = rank_stage(cfg, library, queries, results_csv, os.path.join(out, "predictions"),
                           learned)
     similarity_csv = os.path.join(out, "task_similarity.csv")
@@ -476,6 +591,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     data = demo_report.collect(cfg, checkpoint=checkpoint, study_dir=study_dir,
                                untrained=untrained, rankings=rankings, strategies=strategies,
                                analysis=summary, analysis_dir=analysis_dir, affinity=affinity,
+                               world_rule=world_rule_table(cfg, pool_gains, probe_gains),
                                families={t: family(t) for t in (*cfg.sources, *cfg.targets)})
     data["seconds"] = round(time.perf_counter() - start, 1)
     paths = demo_report.write(data, out)

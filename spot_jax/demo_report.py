@@ -1,7 +1,7 @@
 """The demo's results.json, report.md and report.html (one page, figures inline as base64 PNG).
 
 `collect` gathers every measured number (nothing here is tuned or hard-coded: the checks
-(a)-(c) are evaluated on the demo's own ground truth and reported whether or not they hold);
+(a)-(d) are evaluated on the demo's own ground truth and reported whether or not they hold);
 `write` renders the same blocks as Markdown and as self-contained HTML.
 """
 
@@ -21,6 +21,10 @@ RESULTS_JSON = "results.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 SCALARS = ("spearman", "pearson", "regret_at_1", "regret_at_3", "ndcg", "rho")
+# The scorer comparison on the held-out targets (claim (d)): Spearman, Regret@1 and the gain of
+# the best of the top-1 / top-3 sources (SPoT Table 3's Abs.; the affinity paper's Figure 3).
+COMPARISON = ("spearman", "regret_at_1", "gain_at_1", "gain_at_3")
+HEAD = "affinity_head"
 
 
 def _num(value: Any) -> float | None:
@@ -40,8 +44,8 @@ def _matrix(array: np.ndarray) -> list[list[float | None]]:
 def collect(cfg, *, checkpoint: str, study_dir: str, untrained: Mapping[str, float],
             rankings: Mapping[str, Any], strategies: Mapping[str, Any],
             analysis: Mapping[str, Any], analysis_dir: str,
-            families: Mapping[str, str], affinity: Mapping[str, Any] | None = None
-            ) -> dict[str, Any]:
+            families: Mapping[str, str], affinity: Mapping[str, Any] | None = None,
+            world_rule: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
   """Every section of results.json from the demo's files and stage outputs (`affinity`: how
   the affinity_head ranking method was trained, demo.affinity_stage)."""
   from spot_jax.study import runner
@@ -69,12 +73,15 @@ def collect(cfg, *, checkpoint: str, study_dir: str, untrained: Mapping[str, flo
                                    if related else None)
     target_rows[t] = entry
 
-  method_order = [m for m in cfg.ranking_methods if m in rankings] + ["random"]
+  method_order = [m for m in cfg.ranking_methods if m in rankings]
+  method_order += sorted(m for m in rankings if m.startswith(f"{HEAD}/")) + ["random"]
   ranking_rows = {m: {"average": {k: _num(rankings[m]["average"][k]) for k in SCALARS},
                       "oracle_gain_share": [_num(v) for v in
                                             rankings[m]["average"]["curve"]["oracle_gain_share"]],
                       "best_of_top_k": [_num(v) for v in
                                         rankings[m]["average"]["curve"]["best_of_top_k"]],
+                      "gain_of_top_k": [_num(v) for v in
+                                        rankings[m]["average"]["curve"]["gain_of_top_k"]],
                       "k_for_90_percent_gain": rankings[m]["average"]["k_for_90_percent_gain"],
                       "targets": {t: {**{k: _num(v[k]) for k in SCALARS},
                                       "predicted_ranking": v["predicted_ranking"]}
@@ -102,13 +109,15 @@ def collect(cfg, *, checkpoint: str, study_dir: str, untrained: Mapping[str, flo
         row[f"{name}_alphas"] = result["alphas"]
     strategy_rows[t] = row
 
-  checks = evaluate_checks(cfg, target_rows, ranking_rows)
+  scorers = compare_scorers(ranking_rows)
+  checks = evaluate_checks(cfg, target_rows, ranking_rows, scorers)
   figures = {"transfer_heatmap": os.path.join(analysis_dir, "transfer_heatmap.png"),
              "similarity_heatmap": os.path.join(analysis_dir, "task_similarity_heatmap.png"),
              "similarity_vs_transfer": [os.path.join(analysis_dir, "similarity_vs_transfer",
                                                      f"{t}.png") for t in targets],
              "best_of_top_k": os.path.join(analysis_dir, "best_of_top_k.png")}
-  best_of_top_k_plot(ranking_rows, method_order, target_rows, figures["best_of_top_k"])
+  best_of_top_k_plot(ranking_rows, [m for m in method_order if "/" not in m], target_rows,
+                     figures["best_of_top_k"])
   return {
       "config": {k: (list(v) if isinstance(v, tuple) else v)
                  for k, v in dataclasses.asdict(cfg).items()},
@@ -131,6 +140,8 @@ def collect(cfg, *, checkpoint: str, study_dir: str, untrained: Mapping[str, flo
                          "oracle_relative_error_reduction"]} for t in targets},
       "similarity": analysis.get("similarity", {}),
       "rankings": ranking_rows,
+      "scorers": scorers,
+      "world_rule": [dict(r) for r in world_rule],
       "affinity_head": dict(affinity) if affinity else None,
       "strategies": strategy_rows,
       "checks": checks,
@@ -139,11 +150,52 @@ def collect(cfg, *, checkpoint: str, study_dir: str, untrained: Mapping[str, flo
   }
 
 
-def evaluate_checks(cfg, targets: Mapping[str, Any], rankings: Mapping[str, Any]
-                    ) -> dict[str, dict[str, Any]]:
+def compare_scorers(rankings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+  """{scorer: {metric: {"mean", "std", "values"}}} over the held-out targets for COMPARISON;
+  the rankings `affinity_head/seed_<s>` are one scorer over its head seeds (std with ddof=1),
+  a similarity (deterministic) has one value and std 0, random is the exact expectation."""
+  grouped: dict[str, list[Mapping[str, Any]]] = {}
+  for method, row in rankings.items():
+    grouped.setdefault(method.split("/")[0], []).append(row)
+  out = {}
+  for scorer, rows in grouped.items():
+    values = {"spearman": [r["average"]["spearman"] for r in rows],
+              "regret_at_1": [r["average"]["regret_at_1"] for r in rows],
+              "gain_at_1": [r["gain_of_top_k"][0] for r in rows],
+              "gain_at_3": [r["gain_of_top_k"][min(2, len(r["gain_of_top_k"]) - 1)]
+                            for r in rows]}
+    out[scorer] = {"seeds": len(rows)}
+    for metric, vals in values.items():
+      finite = [v for v in vals if v is not None]
+      out[scorer][metric] = {
+          "mean": _num(np.mean(finite)) if finite else None,
+          "std": _num(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0,
+          "values": vals}
+  return out
+
+
+def head_beats_cosine(scorers: Mapping[str, Any]) -> dict[str, Any]:
+  """Claim (d): the learned head's mean Spearman (over its seeds) is above cosine's and its
+  mean Regret@1 is not above cosine's, on the held-out targets."""
+  claim = ("the learned affinity head ranks the sources of the held-out targets better than "
+           "cosine (mean over head seeds: higher Spearman and no higher Regret@1)")
+  if HEAD not in scorers or "cosine" not in scorers:
+    return {"claim": claim, "holds": False, "evaluated": False,
+            "why": "needs both 'cosine' and 'affinity_head' in DemoConfig.ranking_methods"}
+  head, cos = scorers[HEAD], scorers["cosine"]
+  hs, cs = head["spearman"]["mean"], cos["spearman"]["mean"]
+  hr, cr = head["regret_at_1"]["mean"], cos["regret_at_1"]["mean"]
+  holds = None not in (hs, cs, hr, cr) and hs > cs and hr <= cr
+  return {"claim": claim, "holds": bool(holds), "evaluated": True, "seeds": head["seeds"],
+          "head": {m: head[m] for m in COMPARISON}, "cosine": {m: cos[m] for m in COMPARISON}}
+
+
+def evaluate_checks(cfg, targets: Mapping[str, Any], rankings: Mapping[str, Any],
+                    scorers: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
   """(a) tuning beats the untrained prompt on every target (by cfg.tuning_margin points);
   (b) transfer from a related source beats the baseline on most (> half of the) targets;
-  (c) the first ranking method's mean regret@1 is below the random ranking's expectation."""
+  (c) the first ranking method's mean regret@1 is below the random ranking's expectation;
+  (d) when the affinity head ranks: `head_beats_cosine`."""
   tuned = {t: (v["baseline_mean"], v["untrained"]) for t, v in targets.items()}
   a_ok = [t for t, (b, u) in tuned.items()
           if b is not None and u is not None and b >= u + cfg.tuning_margin]
@@ -155,7 +207,7 @@ def evaluate_checks(cfg, targets: Mapping[str, Any], rankings: Mapping[str, Any]
   ours = rankings[method]["average"]["regret_at_1"]
   random = rankings["random"]["average"]["regret_at_1"]
   c_holds = ours is not None and random is not None and ours < random
-  return {
+  checks = {
       "a": {"claim": f"prompt tuning beats the untrained prompt by >= {cfg.tuning_margin:g} "
                      "points on every target",
             "holds": not a_fail, "passed": sorted(a_ok), "failed": a_fail,
@@ -170,17 +222,47 @@ def evaluate_checks(cfg, targets: Mapping[str, Any], rankings: Mapping[str, Any]
             "other_methods": {m: r["average"]["regret_at_1"] for m, r in rankings.items()
                               if m not in (method, "random")}},
   }
+  if scorers and HEAD in scorers:
+    checks["d"] = head_beats_cosine(scorers)
+  return checks
 
 
 def affinity_sentence(info: Mapping[str, Any]) -> str:
   """How the affinity_head ranking was trained, in one sentence."""
-  pairs = sorted({f["train_pairs"] for f in info["folds"].values()})
-  return (f"affinity_head: the {info['variant']} affinity head, trained for each target only "
-          f"on the measured transfer gains of the other targets (leave one target out: "
-          f"{len(info['folds'])} folds of {'/'.join(map(str, pairs))} training pairs; "
-          f"{len(info['seeds'])} seeds averaged, {info['train_steps']} steps, no validation "
-          "on the held-out target; keys not centred), so it ranks each target's sources "
-          "without having seen any of its transfers.")
+  return (f"affinity_head: the {info['variant']} affinity head trained as the affinity paper "
+          f"does (Feng et al. 2023, §3.2): on M = {info['train_pairs']} ordered source -> "
+          f"source transfers sampled inside the pool (seed {info['pool_pairs_seed']}), each "
+          "labelled with its measured gain over the pool task's own no-transfer baseline; no "
+          "pair touches a held-out target, nothing is selected on them (no validation, the "
+          f"last of {info['train_steps']} steps). One head per seed "
+          f"({', '.join(map(str, info['seeds']))}), each ranked on its own; keys not centred.")
+
+
+def _pm(stats: Mapping[str, Any], digits: int) -> str:
+  if stats["mean"] is None:
+    return "-"
+  return f"{_fmt(stats['mean'], digits)} ± {_fmt(stats['std'], digits)}"
+
+
+def comparison_rows(scorers: Mapping[str, Any]) -> list[tuple]:
+  """One row per scorer: COMPARISON as mean ± std (over head seeds; similarities are
+  deterministic: std 0; random: the exact expectation)."""
+  digits = {"spearman": 3, "regret_at_1": 2, "gain_at_1": 2, "gain_at_3": 2}
+  rows = []
+  for scorer, v in scorers.items():
+    label = (f"{scorer} ({v['seeds']} seeds)" if scorer == HEAD else
+             "random (expected)" if scorer == "random" else scorer)
+    rows.append((label, *(_pm(v[m], digits[m]) for m in COMPARISON)))
+  return rows
+
+
+def check_d_evidence(d: Mapping[str, Any]) -> str:
+  if not d.get("evaluated"):
+    return d.get("why", "not evaluated")
+  h, c = d["head"], d["cosine"]
+  return (f"Spearman {_pm(h['spearman'], 3)} vs {_fmt(c['spearman']['mean'], 3)}; Regret@1 "
+          f"{_pm(h['regret_at_1'], 2)} vs {_fmt(c['regret_at_1']['mean'], 2)} (head over "
+          f"{d['seeds']} seeds vs cosine)")
 
 
 def best_of_top_k_plot(rankings: Mapping[str, Any], methods: Sequence[str],
@@ -252,7 +334,9 @@ def blocks(data: Mapping[str, Any]) -> list[tuple]:
                      else "")),
       (f"(c) {checks['c']['claim']}", "yes" if checks["c"]["holds"] else "NO",
        f"regret@1 {_fmt(checks['c']['regret_at_1'])} vs {_fmt(checks['c']['random_regret_at_1'])}"
-       " expected for a random ranking")]))
+       " expected for a random ranking"),
+      *([(f"(d) {checks['d']['claim']}", "yes" if checks["d"]["holds"] else "NO",
+          check_d_evidence(checks["d"]))] if "d" in checks else [])]))
   out.append(("h", 2, "The world and the frozen model"))
   out.append(("p", f"Frozen model: `{cfg['model']}` pretrained for {cfg['pretrain_steps']} "
                    f"steps on `{cfg['pretrain_task']}`, written as a T5X checkpoint and "
@@ -265,6 +349,19 @@ def blocks(data: Mapping[str, Any]) -> list[tuple]:
   fam = data["world"]["families"]
   out.append(("table", ("source task", "family", "accuracy after tuning"), [
       (_short(s), fam[s], _fmt(v["score"])) for s, v in data["sources"].items()]))
+  if data.get("world_rule"):
+    out.append(("h", 2, "The world's transfer rule, measured"))
+    out.append(("p", "Pool pairs the world was built around (tasks/synthetic_world.py: "
+                     "RULE_COVERS, LOOKALIKES; docs/affinity.md): a harder sibling's rule "
+                     "covers the easier one's, and a lookalike shares its partner's inputs "
+                     "with the opposite labels. Gains are measured transfers over the pool "
+                     "task's own baseline (accuracy points). Pairs not among the M sampled "
+                     "ones are probes: measured for this table only, never trained on."))
+    out.append(("table", ("source -> target", "kind", "gain", "reverse direction's gain",
+                          "in the head's training set"),
+                [(f"{_short(r['source'])} -> {_short(r['target'])}", r["kind"],
+                  _fmt(r["gain"], sign=True), _fmt(r["reverse_gain"], sign=True),
+                  "yes" if r["trained_on"] else "no (probe)") for r in data["world_rule"]]))
   out.append(("h", 2, "Targets: untrained prompt, tuning, oracle source"))
   out.append(("table", ("target", "family", "untrained prompt", "tuned (baseline)",
                         "best related source", "oracle source", "oracle score",
@@ -302,6 +399,22 @@ def blocks(data: Mapping[str, Any]) -> list[tuple]:
                         "rho", "oracle gain share@1"), rows))
   if data.get("affinity_head"):
     out.append(("p", affinity_sentence(data["affinity_head"])))
+    out.append(("h", 2, "The learned head against similarity (held-out targets)"))
+    out.append(("table", ("scorer", "Spearman", "Regret@1", "gain of the best of top-1",
+                          "gain of the best of top-3"), comparison_rows(data["scorers"])))
+    out.append(("p", "Mean over the held-out targets, then mean ± std (ddof 1) over the "
+                     "head's seeds; a similarity is deterministic (std 0), random is the "
+                     "exact expectation. Gains: target accuracy points over the no-transfer "
+                     "baseline. Claim (d) is the row above: "
+                     + ("it holds." if data["checks"].get("d", {}).get("holds") else
+                        "it did NOT hold on this run.")))
+    targets = list(tm["targets"])
+    out.append(("p", "Spearman per held-out target (the head: mean over its seeds):"))
+    out.append(("table", ("scorer", *(_short(t) for t in targets)),
+                per_target_spearman(data["rankings"], targets)))
+    out.append(("h", 3, "The head's training set: measured source -> source gains"))
+    out.append(("table", ("pair (source -> target, both in the pool)", "gain", "reverse "
+                          "direction"), pool_rows(data["affinity_head"])))
   out.append(("img", data["figures"]["best_of_top_k"], "Best of top-k, per ranking method"))
   out.append(("img", data["figures"]["similarity_heatmap"], "Task similarity of the keys "
                                                              "(clustered)"))
@@ -334,6 +447,34 @@ def blocks(data: Mapping[str, Any]) -> list[tuple]:
   out.append(("p", f"Finished in {data.get('seconds', 0):.0f} s. Every file is in "
                    f"`{cfg['output_dir']}`; results.json holds every number above."))
   return out
+
+
+def per_target_spearman(rankings: Mapping[str, Any], targets: Sequence[str]) -> list[tuple]:
+  """One row per scorer: each target's Spearman, the mean over a scorer's seeds ('-' where a
+  target's gains are all equal and Spearman is undefined)."""
+  grouped: dict[str, list[Mapping[str, Any]]] = {}
+  for method, row in rankings.items():
+    grouped.setdefault(method.split("/")[0], []).append(row)
+  rows = []
+  for scorer, runs in grouped.items():
+    cells = []
+    for t in targets:
+      values = [r["targets"][t]["spearman"] for r in runs if t in r["targets"]]
+      cells.append(_fmt(_mean(values), 3))
+    rows.append((scorer, *cells))
+  return rows
+
+
+def pool_rows(info: Mapping[str, Any]) -> list[tuple]:
+  """The pool pairs' measured gains, with the reverse direction's where it was measured."""
+  gains = info["pool_gains"]
+  rows = []
+  for pair, gain in gains.items():
+    source, target = pair.split("->")
+    reverse = gains.get(f"{target}->{source}")
+    rows.append((f"{_short(source)} -> {_short(target)}", _fmt(gain, sign=True),
+                 _fmt(reverse, sign=True) if reverse is not None else "not sampled"))
+  return rows
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -419,6 +560,9 @@ def headline(data: Mapping[str, Any], paths: Mapping[str, str]) -> list[str]:
            f"(c) retrieval by {c['method']}: regret@1 {_fmt(c['regret_at_1'])} vs "
            f"{_fmt(c['random_regret_at_1'])} for a random ranking: "
            f"{'holds' if c['holds'] else 'does NOT hold'}"]
+  if "d" in checks:
+    lines.append(f"(d) learned head vs cosine: {check_d_evidence(checks['d'])}: "
+                 f"{'holds' if checks['d']['holds'] else 'does NOT hold'}")
   strategies = data["strategies"].values()
   parts = [f"no transfer {_fmt(_mean([v['baseline'] for v in strategies]))}"]
   parts += [f"{name.replace('_', ' ')} {_fmt(_mean([v.get(name) for v in strategies]))}"

@@ -7,8 +7,13 @@ excluding English label and glue words, and split into disjoint word classes. Ev
 family owns its word classes, so families share no content words and transfer across
 families is not expected, while members of one family share a latent rule:
 
-* sentiment  (sentiment_a, sentiment_b): label = polarity of the adjectives, from one shared
-  polarity lexicon; the two members use different domain nouns and sentence templates.
+* sentiment  (sentiment_a, sentiment_b, sentiment_3way): label = polarity of the adjectives,
+  from one shared polarity lexicon; a and b use different domain nouns and sentence templates.
+  sentiment_3way is the harder sibling of sentiment_a (same reviews, plus a third of them
+  with only a neutral adjective, labelled `neutral`): its rule covers a's, not the reverse.
+* irony      (irony_a, irony_b): the lookalike of sentiment. The inputs of sentiment_a
+  (irony_a) and sentiment_b (irony_b), drawn by the same generator, labelled with the opposite
+  polarity: the two families look alike and their rules contradict each other everywhere.
 * nli        (nli_facts, nli_facts_hard): facts `entity verb object`; every relation is
   functional (one object per entity), so a hypothesis about a premise's (entity, relation)
   is entailed or contradicted (flipped by `does not`) and anything else is neutral. The hard
@@ -19,6 +24,13 @@ families is not expected, while members of one family share a latent rule:
 * transform  (copy, reverse, uppercase): output a transform of the input words.
 * counting   (count): the number of input words, as an English word.
 * noise      (noise): labels drawn independently of the input (unlearnable, unrelated).
+
+The transfer rule these families are built for (docs/affinity.md, "The demo's world"):
+within a family, a harder member's rule covers an easier member's (`RULE_COVERS`), so its
+prompt carries what the easier sibling needs and not the reverse (directional difficulty);
+a lookalike family (`LOOKALIKES`) shares its partner's inputs but not its rule, so prompts
+that start alike pull transfers the wrong way (interference). A similarity of the two keys
+is symmetric and rewards lookalikes; a learned function of both keys need not.
 
 Inputs carry no task name, so related tasks share their surface form (pair tasks mark their
 fields with `premise:`/`hypothesis:` or `sentence1:`/`sentence2:`). Consequently copy,
@@ -54,6 +66,7 @@ SPLITS = ("train", "validation")
 DEFAULT_PREFIX = "synthetic_"  # registered task names: DEFAULT_PREFIX + TaskInfo.name.
 
 SENTIMENT_LABELS = ("negative", "positive")
+SENTIMENT3_LABELS = ("negative", "neutral", "positive")
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 PARAPHRASE_LABELS = ("different", "same")
 TOPIC_LABELS = ("sports", "food", "music", "travel")
@@ -205,7 +218,7 @@ def _sentence(*words: str) -> str:
 
 
 def _excluded_words() -> set[str]:
-  labels = (SENTIMENT_LABELS + NLI_LABELS + PARAPHRASE_LABELS + TOPIC_LABELS + COUNT_LABELS
+  labels = (SENTIMENT_LABELS + SENTIMENT3_LABELS + NLI_LABELS + PARAPHRASE_LABELS + TOPIC_LABELS + COUNT_LABELS
             + NOISE_LABELS)
   return set(labels) | set(_GLUE_WORDS)
 
@@ -246,8 +259,12 @@ def _polar_adj(lex: Lexicon, rng: np.random.Generator, label: int, *avoid: str) 
   return _pick_other(rng, lex.pos_adjs if label == 1 else lex.neg_adjs, *avoid)
 
 
-def _product_review(lex: Lexicon, rng: np.random.Generator, label: int) -> str:
-  noun, adj = _pick(rng, lex.product_nouns), _polar_adj(lex, rng, label)
+def _product_review(lex: Lexicon, rng: np.random.Generator, label: int | None) -> str:
+  """A product review with one adjective: polar (label 0 negative, 1 positive) or, with label
+  None, neutral."""
+  adjectives = lex.neutral_adjs if label is None else (
+      lex.pos_adjs if label == 1 else lex.neg_adjs)
+  noun, adj = _pick(rng, lex.product_nouns), _pick(rng, adjectives)
   intens, filler = _pick(rng, lex.intensifiers), _pick(rng, lex.sentiment_fillers)
   template = int(rng.integers(4))
   if template == 0:
@@ -286,6 +303,36 @@ def sentiment_label(lex: Lexicon, inputs: str) -> str:
   if len(polarities) != 1:
     raise ValueError(f"expected one polarity in {inputs!r}, got {sorted(polarities)}")
   return polarities.pop()
+
+
+def _sentiment_3way_task(lex: Lexicon, rng: np.random.Generator, n: int) -> list[Example]:
+  """sentiment_a's reviews plus neutral ones: labels negative / neutral / positive."""
+  examples = []
+  for y in _balanced(rng, n, 3):
+    label = SENTIMENT3_LABELS[y]
+    polarity = None if label == "neutral" else SENTIMENT_LABELS.index(label)
+    examples.append(dict(inputs=_product_review(lex, rng, polarity), targets=label))
+  return examples
+
+
+def sentiment_3way_label(lex: Lexicon, inputs: str) -> str:
+  """The 3-way sentiment rule: the polarity of the polar adjectives, `neutral` without any."""
+  polarities = {lex.polarity(w) for w in inputs.split()} - {None}
+  return sentiment_label(lex, inputs) if polarities else "neutral"
+
+
+def _irony_task(review: Callable[[Lexicon, np.random.Generator, int], str]) -> _Generator:
+  """The reviews of the sentiment task with generator `review`, labelled with the opposite
+  polarity (the lookalike family: same inputs, contradicting rule)."""
+  def generate(lex: Lexicon, rng: np.random.Generator, n: int) -> list[Example]:
+    return [dict(inputs=review(lex, rng, y), targets=SENTIMENT_LABELS[1 - y])
+            for y in _balanced(rng, n, 2)]
+  return generate
+
+
+def irony_label(lex: Lexicon, inputs: str) -> str:
+  """The irony rule: the opposite of the sentiment rule's label."""
+  return SENTIMENT_LABELS[1 - SENTIMENT_LABELS.index(sentiment_label(lex, inputs))]
 
 
 # ----------------------------------------------------------------------------------------- nli
@@ -509,6 +556,9 @@ def _info(name: str, family: str, train: int, validation: int,
 TASKS: tuple[TaskInfo, ...] = (
     _info("sentiment_a", "sentiment", 20000, 1000, SENTIMENT_LABELS),
     _info("sentiment_b", "sentiment", 500, 200, SENTIMENT_LABELS),
+    _info("sentiment_3way", "sentiment", 6000, 600, SENTIMENT3_LABELS),
+    _info("irony_a", "irony", 8000, 800, SENTIMENT_LABELS),
+    _info("irony_b", "irony", 500, 200, SENTIMENT_LABELS),
     _info("nli_facts", "nli", 15000, 900, NLI_LABELS),
     _info("nli_facts_hard", "nli", 600, 300, NLI_LABELS),
     _info("paraphrase_a", "paraphrase", 10000, 1000, PARAPHRASE_LABELS),
@@ -525,6 +575,9 @@ TASKS: tuple[TaskInfo, ...] = (
 _GENERATORS: Mapping[str, _Generator] = MappingProxyType({
     "sentiment_a": _sentiment_task(_product_review),
     "sentiment_b": _sentiment_task(_film_review),
+    "sentiment_3way": _sentiment_3way_task,
+    "irony_a": _irony_task(_product_review),
+    "irony_b": _irony_task(_film_review),
     "nli_facts": _nli_task(hard=False),
     "nli_facts_hard": _nli_task(hard=True),
     "paraphrase_a": _paraphrase_task(with_pair_subject=False),
@@ -539,12 +592,34 @@ _GENERATORS: Mapping[str, _Generator] = MappingProxyType({
 })
 
 
+# The world's transfer structure (module docstring). RULE_COVERS: (harder, easier) siblings
+# whose harder rule labels every input of the easier task as the easier task does, while the
+# easier rule cannot label all of the harder task's inputs. LOOKALIKES: tasks whose inputs are
+# drawn exactly as their partner's (the same generator calls) and whose label is never the
+# partner's. tests/test_tasks_synthetic.py checks both on generated examples.
+RULE_COVERS: tuple[tuple[str, str], ...] = (
+    ("sentiment_3way", "sentiment_a"), ("nli_facts_hard", "nli_facts"),
+    ("topic_4way", "topic_2way"))
+LOOKALIKES: tuple[tuple[str, str], ...] = (("irony_a", "sentiment_a"), ("irony_b", "sentiment_b"))
+# The tasks whose `name:` cue is a word of the word vocabulary: the world's tasks before the
+# sentiment_3way and irony tasks were added (those are never pretrained behind a cue), so the
+# vocabulary, and with it every word id and a cached pretrained model, stays as it was.
+CUED_TASKS: tuple[str, ...] = (
+    "sentiment_a", "sentiment_b", "nli_facts", "nli_facts_hard", "paraphrase_a", "paraphrase_b",
+    "topic_4way", "topic_2way", "copy", "reverse", "uppercase", "count", "noise")
+
+
+def draw_examples(lex: Lexicon, name: str, rng: np.random.Generator, n: int) -> list[Example]:
+  """`n` examples of task `name` drawn with `rng` (a task's splits use `derived_rng`)."""
+  return _GENERATORS[name](lex, rng, n)
+
+
 def _bind(seed: int, lex: Lexicon, info: TaskInfo) -> SyntheticTaskSpec:
   def generate(split: str) -> list[Example]:
     if split not in info.sizes:
       raise ValueError(f"unknown split {split!r} for {info.name}; expected {tuple(info.sizes)}")
     rng = derived_rng(seed, info.name, split)
-    return _GENERATORS[info.name](lex, rng, info.sizes[split])
+    return draw_examples(lex, info.name, rng, info.sizes[split])
   return SyntheticTaskSpec(**{f.name: getattr(info, f.name) for f in dataclasses.fields(info)},
                            generate=generate)
 
@@ -559,10 +634,10 @@ def generate_world(seed: int = 0) -> SyntheticWorld:
 def vocabulary_words(lexicon: Lexicon) -> tuple[str, ...]:
   """Every whitespace-separated word the world's texts can contain, sorted: the lexicon, the
   uppercase task's outputs, template glue words, labels, punctuation and the `name:` cues of
-  the pretraining mixture. `tasks.vocabulary.get_synthetic_word_vocabulary` makes one
+  CUED_TASKS. `tasks.vocabulary.get_synthetic_word_vocabulary` makes one
   SentencePiece piece of each."""
   words = set(lexicon.words()) | {w.upper() for w in lexicon.misc_words} | _excluded_words()
-  words |= {".", ",", ":"} | {f"{info.name}:" for info in TASKS}
+  words |= {".", ",", ":"} | {f"{name}:" for name in CUED_TASKS}
   return tuple(sorted(words))
 
 

@@ -1,5 +1,5 @@
 """`spot-jax demo --quick` end to end, as CI runs it: every report section with finite numbers,
-the claims (a)-(c) hold or the report says which did not, a clean stdout, and a rerun after
+the claims (a)-(d) hold or the report says which did not, a clean stdout, and a rerun after
 deleting one source run retrains only that run. Slow (the quick demo takes minutes): CI runs the
 slow tests after the default suite (.ci/run)."""
 
@@ -57,14 +57,18 @@ def test_report_has_every_section_with_finite_numbers(quick):
   matrix = data["transfer_matrix"]
   assert _finite(matrix["score"]) and _finite(matrix["baseline"])
   assert _finite(matrix["relative_error_reduction"])
-  assert set(data["rankings"]) == {*data["config"]["ranking_methods"], "random"}
-  if "affinity_head" in data["config"]["ranking_methods"]:  # leave one target out.
-    sources, targets = data["config"]["sources"], data["config"]["targets"]
-    folds = data["affinity_head"]["folds"]
-    assert set(folds) == set(targets)
-    for fold in folds.values():
-      assert fold["train_pairs"] == len(sources) * (len(targets) - 1)
-    assert "leave one target out" in (out / "report.md").read_text()
+  cfg = data["config"]
+  methods = set(cfg["ranking_methods"]) - {"affinity_head"}
+  if "affinity_head" in cfg["ranking_methods"]:  # one ranking per head seed.
+    methods |= {f"affinity_head/seed_{s}" for s in cfg["affinity_seeds"]}
+    # Trained as the paper: M pairs inside the pool, none touching a held-out target.
+    head = data["affinity_head"]
+    pairs = [tuple(p) for p in head["pairs"]]
+    assert head["train_pairs"] == len(pairs) == len(set(pairs)) == cfg["pool_num_pairs"]
+    assert all(s != t and {s, t} <= set(cfg["sources"]) for s, t in pairs)
+    assert not {t for p in pairs for t in p} & set(cfg["targets"])
+    assert "sampled inside the pool" in (out / "report.md").read_text()
+  assert set(data["rankings"]) == methods | {"random"}
   for method, ranking in data["rankings"].items():
     for metric in ("regret_at_1", "regret_at_3", "rho"):
       assert ranking["average"][metric] is not None and math.isfinite(
@@ -106,6 +110,36 @@ def test_claims_hold_or_the_report_says_which_did_not(quick):
     assert ("| yes |" in row) == check["holds"] and ("| NO |" in row) == (not check["holds"])
     said = next(line for line in stdout.splitlines() if line.startswith(f"({name})"))
     assert said.endswith("holds" if check["holds"] else "does NOT hold"), said
+
+
+def test_report_holds_claim_d_with_mean_and_std_over_head_seeds(quick):
+  out, stdout = quick
+  data = json.loads((out / "results.json").read_text())
+  seeds = data["config"]["affinity_seeds"]
+  assert len(seeds) >= 3
+  d, scorers = data["checks"]["d"], data["scorers"]
+  assert d["evaluated"] and d["seeds"] == len(seeds)
+  for metric in ("spearman", "regret_at_1", "gain_at_1", "gain_at_3"):
+    per_seed = [data["rankings"][f"affinity_head/seed_{s}"] for s in seeds]
+    values = [r["average"][metric] if metric in r["average"] else
+              r["gain_of_top_k"][0 if metric == "gain_at_1" else 2] for r in per_seed]
+    stats = scorers["affinity_head"][metric]
+    assert stats["values"] == values
+    assert stats["mean"] == pytest.approx(sum(values) / len(values), abs=1e-9)
+    spread = (sum((v - stats["mean"]) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    assert stats["std"] == pytest.approx(spread, abs=1e-9)
+    assert scorers["cosine"][metric]["std"] == 0.0
+  # The verdict is what the numbers say.
+  head, cos = scorers["affinity_head"], scorers["cosine"]
+  assert d["holds"] == (head["spearman"]["mean"] > cos["spearman"]["mean"]
+                        and head["regret_at_1"]["mean"] <= cos["regret_at_1"]["mean"])
+  report = (out / "report.md").read_text()
+  row = next(line for line in report.splitlines() if line.startswith("| (d)"))
+  assert "±" in row and ("| yes |" in row) == d["holds"]
+  table = next(line for line in report.splitlines() if line.startswith("| affinity_head ("))
+  assert table.count("±") == 4
+  said = next(line for line in stdout.splitlines() if line.startswith("(d)"))
+  assert said.endswith("holds" if d["holds"] else "does NOT hold"), said
 
 
 def test_stdout_on_a_pipe_has_stage_and_run_lines_only(quick):

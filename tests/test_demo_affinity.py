@@ -108,3 +108,57 @@ def test_folds_must_hold_each_target_once(tmp_path):
                                      str(tmp_path), [0], folds=[["tgt_x", "tgt_y"]])
   (record,) = records(next(iter(folds)))
   assert {t for _, t in record["train_pairs"]} == {"tgt_z"}
+
+
+# ------------------------------------------------- the demo's pool pairs and its claim (d)
+
+
+def test_demo_pool_pairs_are_reproducible_ordered_pool_pairs_of_size_m():
+  from spot_jax.demo import sample_pool_pairs
+  pool = ["s1", "s2", "s3", "s4", "s5"]
+  pairs = sample_pool_pairs(pool, 7, seed=3)
+  assert pairs == sample_pool_pairs(list(reversed(pool)), 7, seed=3)  # order-free, seeded.
+  assert len(pairs) == len(set(pairs)) == 7 and pairs == sorted(pairs)
+  assert all(s != t and s in pool and t in pool for s, t in pairs)
+  assert sample_pool_pairs(pool, 7, seed=4) != pairs
+  assert len(sample_pool_pairs(pool, 20, seed=0)) == 20  # all N (N - 1).
+  with pytest.raises(ValueError, match="pool_num_pairs"):
+    sample_pool_pairs(pool, 21, seed=0)
+
+
+def test_demo_world_rule_pairs_name_both_directions_inside_the_pool():
+  from spot_jax.demo import world_rule_pairs
+  pool = ["synthetic_words_sentiment_a", "synthetic_words_sentiment_3way",
+          "synthetic_words_irony_a", "synthetic_words_topic_4way"]
+  pairs = world_rule_pairs(pool)
+  assert pairs == {
+      ("synthetic_words_sentiment_3way", "synthetic_words_sentiment_a"): "harder -> easier",
+      ("synthetic_words_sentiment_a", "synthetic_words_sentiment_3way"): "easier -> harder",
+      ("synthetic_words_irony_a", "synthetic_words_sentiment_a"): "lookalike",
+      ("synthetic_words_sentiment_a", "synthetic_words_irony_a"): "lookalike"}
+
+
+def _ranking(spearman, regret, gains):
+  return {"average": {"spearman": spearman, "regret_at_1": regret}, "gain_of_top_k": gains}
+
+
+def test_claim_d_is_computed_from_the_head_seeds_mean_against_cosine():
+  from spot_jax.demo_report import compare_scorers, head_beats_cosine
+  rankings = {"cosine": _ranking(0.1, 5.0, [1.0, 2.0, 3.0]),
+              "affinity_head/seed_0": _ranking(0.5, 2.0, [2.0, 3.0, 4.0]),
+              "affinity_head/seed_1": _ranking(0.3, 6.0, [0.0, 1.0, 2.0]),
+              "affinity_head/seed_2": _ranking(0.4, 1.0, [1.0, 2.0, 3.0]),
+              "random": _ranking(0.0, 7.0, [0.5, 1.0, 1.5])}
+  scorers = compare_scorers(rankings)
+  head = scorers["affinity_head"]
+  assert head["seeds"] == 3 and head["spearman"]["mean"] == pytest.approx(0.4)
+  assert head["spearman"]["std"] == pytest.approx(0.1)
+  assert head["regret_at_1"]["mean"] == pytest.approx(3.0)
+  assert head["gain_at_3"]["values"] == [4.0, 2.0, 3.0]
+  assert scorers["cosine"]["spearman"]["std"] == 0.0
+  assert head_beats_cosine(scorers)["holds"]
+  # A head that ranks better but loses more at the top does not hold (d).
+  rankings["affinity_head/seed_1"] = _ranking(0.3, 12.1, [0.0, 1.0, 2.0])
+  d = head_beats_cosine(compare_scorers(rankings))
+  assert d["evaluated"] and not d["holds"]
+  assert not head_beats_cosine({"affinity_head": head})["evaluated"]

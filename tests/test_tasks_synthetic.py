@@ -131,15 +131,59 @@ def test_transform_count_and_noise_rules():
 
 
 def test_families_share_no_content_words(lexicon):
-  """Unrelated families draw their words from disjoint lexicon classes."""
+  """Unrelated families draw their words from disjoint lexicon classes; only a lookalike
+  family shares its partner's words (sw.LOOKALIKES)."""
   made_up = lexicon.words()
   family_words = {}
   for family, members in synthetic.task_families().items():
     family_words[family] = {w for name in members for e in _examples(name, "validation")
                             for w in e["inputs"].split() if w in made_up}
     assert family_words[family], family
+  lookalike_families = {frozenset(sw.task_info(n).family for n in pair) for pair in sw.LOOKALIKES}
   for (a, words_a), (b, words_b) in itertools.combinations(family_words.items(), 2):
-    assert not words_a & words_b, (a, b)
+    if frozenset((a, b)) not in lookalike_families:
+      assert not words_a & words_b, (a, b)
+
+
+# What each harder sibling (sw.RULE_COVERS) asks that its easier sibling's examples never do.
+BEYOND_THE_EASIER = {
+    ("sentiment_3way", "sentiment_a"): lambda e: e["targets"] == "neutral",
+    ("nli_facts_hard", "nli_facts"): lambda e: "does not" in e["inputs"] or " and " in e["inputs"],
+    ("topic_4way", "topic_2way"): lambda e: e["targets"] not in sw.TOPIC_LABELS[:2],
+}
+RULES = {"sentiment_3way": sw.sentiment_3way_label, "nli_facts_hard": sw.nli_label,
+         "topic_4way": sw.topic_label}
+
+
+def test_harder_siblings_rule_covers_the_easier_one_and_not_the_reverse(lexicon):
+  """Directional difficulty: the harder task's rule labels every input of the easier sibling
+  as the easier task does, while a share of the harder task's examples lies beyond anything
+  the easier task shows (a label it lacks, or a form it never has)."""
+  assert set(sw.RULE_COVERS) == set(BEYOND_THE_EASIER)
+  for (harder, easier), beyond in BEYOND_THE_EASIER.items():
+    assert sw.task_info(harder).family == sw.task_info(easier).family
+    assert set(sw.task_info(easier).labels) <= set(sw.task_info(harder).labels)
+    easy = _examples(easier, "validation")
+    assert all(RULES[harder](lexicon, e["inputs"]) == e["targets"] for e in easy), harder
+    assert not any(beyond(e) for e in easy), easier
+    hard = _examples(harder, "validation")
+    assert all(RULES[harder](lexicon, e["inputs"]) == e["targets"] for e in hard), harder
+    share = sum(map(beyond, hard)) / len(hard)
+    assert share >= 0.25, (harder, share)
+
+
+def test_lookalikes_draw_their_partners_inputs_with_the_opposite_labels(lexicon):
+  """Interference: a lookalike's generator makes exactly its partner's inputs from the same
+  random state, and every label contradicts the partner's."""
+  for lookalike, partner in sw.LOOKALIKES:
+    assert sw.task_info(lookalike).family != sw.task_info(partner).family
+    assert sw.task_info(lookalike).labels == sw.task_info(partner).labels
+    mine = sw.draw_examples(lexicon, lookalike, sw.derived_rng(0, "lookalike"), 200)
+    theirs = sw.draw_examples(lexicon, partner, sw.derived_rng(0, "lookalike"), 200)
+    assert [e["inputs"] for e in mine] == [e["inputs"] for e in theirs]
+    assert all(a["targets"] != b["targets"] for a, b in zip(mine, theirs))
+    for example in _examples(lookalike, "validation"):
+      assert sw.irony_label(lexicon, example["inputs"]) == example["targets"], example
 
 
 def test_metrics_known_values():
@@ -230,7 +274,9 @@ def test_word_vocabulary_gives_every_word_of_the_world_one_id(seed):
   assert vocab.vocab_size == len(words) + 3 <= get_config("tiny_words").vocab_size
   world = sw.generate_world(seed)
   texts = [text for info in sw.TASKS for ex in world.task(info.name).generate("validation")[:50]
-           for text in (ex["inputs"], ex["targets"], f"{info.name}: {ex['inputs']}")]
+           for text in (ex["inputs"], ex["targets"])]
+  texts += [f"{name}: {ex['inputs']}" for name in sw.CUED_TASKS
+            for ex in world.task(name).generate("validation")[:50]]
   texts += world.corpus(50)
   for text in texts:
     ids = vocab.encode(text)
