@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import json
 import logging
 import os
@@ -39,6 +38,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import gin
 import numpy as np
+
+from spot_jax.affinity.pairs import sample_pool_pairs
 
 DEMO_GIN = "demo.gin"
 QUICK_GIN = "demo_quick.gin"
@@ -300,24 +301,6 @@ def target_keys(cfg: DemoConfig, library, study_dir: str) -> dict[str, Any]:
 # ------------------------------------------------------------- the affinity head's training set
 
 
-def sample_pool_pairs(sources: Sequence[str], num_pairs: int, seed: int
-                      ) -> list[tuple[str, str]]:
-  """M ordered pairs (i, j), i != j, drawn without replacement from the pool's N (N - 1) with
-  numpy's default_rng(seed) (Feng et al. 2023, §3.2: "we randomly sample M task pairs <i, j>
-  from the source pool"); sorted.
-
-  DEMO-LOCAL: the demo's own sampler, to be replaced by the shared pool-pair sampler of
-  spot_jax.affinity / the study spec's `pool_pairs:` once it lands (the same contract:
-  reproducible from the seed, i != j, only pool tasks, M respected)."""
-  pool = sorted(set(sources))
-  pairs = list(itertools.permutations(pool, 2))
-  if not 0 < num_pairs <= len(pairs):
-    raise ValueError(f"DemoConfig.pool_num_pairs must be in [1, {len(pairs)}] for a pool of "
-                     f"{len(pool)} sources (N (N - 1) ordered pairs), got {num_pairs}")
-  order = np.random.default_rng(seed).permutation(len(pairs))[:num_pairs]
-  return sorted(pairs[int(i)] for i in order)
-
-
 def pool_spec(cfg: DemoConfig, checkpoint: str):
   """The study whose targets are the sources themselves: its source runs are the demo study's
   (same directory, same settings), its baselines the pool tasks' no-transfer runs, its
@@ -351,6 +334,7 @@ def pool_stage(cfg: DemoConfig, checkpoint: str, study_dir: str, console: Consol
   baseline (means over seeds)."""
   from spot_jax import executor
   from spot_jax.study import runner
+  # The paper's draw (Feng et al. 2023, §3.2), shared with pool-pair studies.
   sampled = set(sample_pool_pairs(cfg.sources, cfg.pool_num_pairs, cfg.pool_pairs_seed))
   wanted = sampled | (set(world_rule_pairs(cfg.sources)) if cfg.world_rule_probes else set())
   jobs = [j for j in runner.plan(pool_spec(cfg, checkpoint), study_dir)

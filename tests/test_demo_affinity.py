@@ -113,19 +113,6 @@ def test_folds_must_hold_each_target_once(tmp_path):
 # ------------------------------------------------- the demo's pool pairs and its claim (d)
 
 
-def test_demo_pool_pairs_are_reproducible_ordered_pool_pairs_of_size_m():
-  from spot_jax.demo import sample_pool_pairs
-  pool = ["s1", "s2", "s3", "s4", "s5"]
-  pairs = sample_pool_pairs(pool, 7, seed=3)
-  assert pairs == sample_pool_pairs(list(reversed(pool)), 7, seed=3)  # order-free, seeded.
-  assert len(pairs) == len(set(pairs)) == 7 and pairs == sorted(pairs)
-  assert all(s != t and s in pool and t in pool for s, t in pairs)
-  assert sample_pool_pairs(pool, 7, seed=4) != pairs
-  assert len(sample_pool_pairs(pool, 20, seed=0)) == 20  # all N (N - 1).
-  with pytest.raises(ValueError, match="pool_num_pairs"):
-    sample_pool_pairs(pool, 21, seed=0)
-
-
 def test_demo_world_rule_pairs_name_both_directions_inside_the_pool():
   from spot_jax.demo import world_rule_pairs
   pool = ["synthetic_words_sentiment_a", "synthetic_words_sentiment_3way",
