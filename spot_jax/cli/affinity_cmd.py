@@ -93,7 +93,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   evaluate.add_argument("--targets", nargs="+", default=None,
                         help="evaluated targets (default: the heads' held-out targets)")
   evaluate.add_argument("--sizes", default=None, help="CSV task,size for data_size")
-  evaluate.add_argument("--ndcg_relevance", default="rank", choices=("rank", "score", "gain"))
+  evaluate.add_argument("--ndcg_relevance", default=None, choices=("rank", "score", "gain"),
+                        help="add an NDCG column with this relevance of each source (rank: "
+                             "n - true rank; score; gain over the baseline)")
   evaluate.add_argument("--out", default=None, help="write the table as CSV")
   evaluate.set_defaults(func=run_evaluate)
 
@@ -231,6 +233,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
   from spot_jax.library import scorers
   from spot_jax.study import affinity_eval
   inputs = _inputs(args, args.results)
+  relevance = args.ndcg_relevance or "rank"
+  columns = (*affinity_eval.COLUMNS, *([affinity_eval.NDCG] if args.ndcg_relevance else []))
   folds, cross_validated = load_folds(args.head)
   heads = folds[0]
   if cross_validated:  # each target scored by the fold that held it out.
@@ -249,7 +253,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     raise ValueError(f"{args.head[0]} records no held-out targets; pass --targets")
   named: dict = {}
   if len(per_seed_scorers) > 1:
-    per_seed = [affinity_eval.compare(inputs, {"affinity": s}, targets, args.ndcg_relevance)
+    per_seed = [affinity_eval.compare(inputs, {"affinity": s}, targets, relevance)
                 for s in per_seed_scorers]
     seed_row = affinity_eval.seed_rows(per_seed, "affinity")
   named["affinity (ensemble)" if len(heads) > 1 else "affinity"] = scorer
@@ -264,12 +268,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
   except ValueError as e:  # sizes unknown for a source: the table goes on without data_size.
     notes.append(f"data_size left out ({e})")
   named["random (expected)"] = None
-  rows = affinity_eval.compare(inputs, named, targets, args.ndcg_relevance)
+  rows = affinity_eval.compare(inputs, named, targets, relevance)
   if len(per_seed_scorers) > 1:
     rows.insert(1, seed_row)
   print(f"targets: {', '.join(sorted(targets))}" + (
       f" (cross-validated: {len(folds)} folds)" if cross_validated else ""))
-  print(affinity_eval.format_rows(rows))
+  print(affinity_eval.format_rows(rows, columns))
   selected = selected_on([h for fold in folds for h in fold], targets)
   if selected:
     notes.append(f"the heads were selected (early stopping, best step) on the validation "
@@ -279,7 +283,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
   for note in notes:
     print(f"note: {note}")
   if args.out:
-    affinity_eval.write_rows(args.out, rows)
+    affinity_eval.write_rows(args.out, rows, columns)
     print(f"wrote {args.out}")
   return 0
 

@@ -37,6 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def gin_commands(parser: argparse.ArgumentParser) -> list[str]:
+  """The subcommands (as typed, e.g. `affinity train`) whose parsers accept gin flags."""
+  found = []
+
+  def walk(p: argparse.ArgumentParser, prefix: str) -> None:
+    if p.get_default("accepts_gin"):
+      found.append(prefix)
+    for action in p._actions:  # pylint: disable=protected-access
+      if isinstance(action, argparse._SubParsersAction):  # pylint: disable=protected-access
+        for name, sub in action.choices.items():
+          walk(sub, f"{prefix} {name}".strip())
+
+  walk(parser, "")
+  return found
+
+
 def main(argv: list[str] | None = None) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from spot_jax.gin_utils import split_gin_args
@@ -44,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
   gin_files, gin_bindings, rest = split_gin_args(sys.argv[1:] if argv is None else argv)
   args = parser.parse_args(rest)
   if (gin_files or gin_bindings) and not getattr(args, "accepts_gin", False):
-    parser.error(f"gin flags are only accepted by train and eval")
+    parser.error("gin flags (--gin_file, --gin.NAME=VALUE) are only accepted by "
+                 f"{', '.join(gin_commands(parser))}")
   args.gin_files, args.gin_bindings = gin_files, gin_bindings
   if not getattr(args, "func", None):
     parser.print_help()

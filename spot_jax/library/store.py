@@ -203,9 +203,6 @@ def as_prompt(array: Any, what: str, emb_dim: int | None = None) -> np.ndarray:
   return array
 
 
-check_prompt = as_prompt  # the name spot_jax/cli/retrieve_cmd.py imports.
-
-
 def as_key(array: Any, what: str, model: ModelIdentity) -> np.ndarray:
   """A key of `model`'s kind as float32: a prompt [L, emb_dim], or a vector embedding [D] or
   [1, D] (returned [1, D], a one-token key) with D == model.key_dim when that is set."""
@@ -728,8 +725,6 @@ class PromptLibrary:
                            "method (--method) or the embedding kind (--embedding)")
     raise LibraryError(f"No model {text!r} in {self.root}; models: "
                        f"{', '.join(map(str, models)) or 'none'}")
-
-  find_model = resolve_model  # the name spot_jax/cli/retrieve_cmd.py calls.
 
   def remove(self, entry_id: str) -> None:
     """Removes an entry and its index rows (a corrupt entry too)."""

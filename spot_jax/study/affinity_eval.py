@@ -22,6 +22,7 @@ from spot_jax.library import scorers as scorers_lib
 from spot_jax.study import ranking, results
 
 COLUMNS = ("spearman", "pearson", "regret_at_1", "regret_at_3", "top1_gain", "top3_best_gain")
+NDCG = "ndcg"  # the extra column `affinity evaluate --ndcg_relevance` adds (ranking.evaluate's).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,7 @@ def summarize(report: Mapping[str, Any]) -> dict[str, float]:
     return float(np.mean(values)) if values else math.nan
   return {"spearman": avg["spearman"], "pearson": avg["pearson"],
           "regret_at_1": avg["regret_at_1"], "regret_at_3": avg["regret_at_3"],
-          "top1_gain": gain(1), "top3_best_gain": gain(3)}
+          "top1_gain": gain(1), "top3_best_gain": gain(3), NDCG: avg["ndcg"]}
 
 
 def score_table(inputs: Inputs, scorer: Any, targets: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -104,7 +105,7 @@ def seed_rows(rows_per_seed: Sequence[Sequence[dict[str, Any]]], label: str) -> 
   """Mean and std (ddof=1) over seeds of the row named `label` of each seed's comparison."""
   picked = [next(r for r in rows if r["method"] == label) for rows in rows_per_seed]
   out: dict[str, Any] = {"method": f"{label} (mean over {len(picked)} seeds)"}
-  for column in COLUMNS:
+  for column in (*COLUMNS, NDCG):
     values = np.array([r[column] for r in picked], np.float64)
     finite = values[np.isfinite(values)]
     out[column] = float(finite.mean()) if finite.size else math.nan
@@ -112,7 +113,7 @@ def seed_rows(rows_per_seed: Sequence[Sequence[dict[str, Any]]], label: str) -> 
   return out
 
 
-def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+def format_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
   """The comparison as aligned text; `x ± s` where a std over seeds is known."""
   def cell(row: Mapping[str, Any], column: str) -> str:
     value = row.get(column)
@@ -120,14 +121,15 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
       return "-"
     std = row.get(f"{column}_std")
     return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
-  table = [("method", *COLUMNS)] + [(str(r["method"]), *(cell(r, c) for c in COLUMNS))
+  table = [("method", *columns)] + [(str(r["method"]), *(cell(r, c) for c in columns))
                                     for r in rows]
   return "\n".join(results.format_table(table))
 
 
-def write_rows(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
-  columns = ["method", *COLUMNS, *(f"{c}_std" for c in COLUMNS)]
-  results.write_csv(path, columns, [[r.get(c, "") for c in columns] for r in rows])
+def write_rows(path: str, rows: Sequence[Mapping[str, Any]],
+               columns: Sequence[str] = COLUMNS) -> None:
+  header = ["method", *columns, *(f"{c}_std" for c in columns)]
+  results.write_csv(path, header, [[r.get(c, "") for c in header] for r in rows])
 
 
 # ----------------------------------------------------------------------------- ablations
