@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
 T5X_TINY_CHECKPOINT = SHARED_FIXTURES / "t5x_t5_1_1_tiny" / "checkpoint_3"
 T5_VOCAB = SHARED_FIXTURES / "t5_vocab" / "sentencepiece.model"
+SPOT_JAX = Path(sys.executable).parent / "spot-jax"  # the installed entry point.
+
+
+def spot_jax_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+  """Runs the installed `spot-jax` entry point in a fresh process on the CPU; text output."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+             **kwargs.pop("env", {}))
+  return subprocess.run([str(SPOT_JAX), *map(str, args)], capture_output=True, text=True,
+                        timeout=timeout, env=env, **kwargs)
 
 
 @pytest.fixture

@@ -291,6 +291,22 @@ def test_evaluate_averages_only_the_seeds_folds_json_lists_and_prints_ndcg_on_re
   assert header[-1] == "ndcg" and "ndcg" in open(table).readline().split(",")
 
 
+def test_encoder_head_refuses_keys_of_another_model_up_front_in_one_line(tmp_path):
+  """Keys 8 wide against the base backbone (768): one message naming the fix, no traceback."""
+  from conftest import spot_jax_cli
+  library = library_and_results(tmp_path, "cosine", 3)
+  done = spot_jax_cli("affinity", "train", tmp_path / "results.csv", "--library", library,
+                      "--out", tmp_path / "heads", "--gin_file=affinity/encoder.gin")
+  assert done.returncode == 2, done.stderr
+  assert done.stderr.strip().splitlines() == [
+      "spot-jax affinity: error: The keys are 8 wide but the encoder affinity head's backbone "
+      "embeds 768: the keys come from another frozen model. Use keys of the backbone's model "
+      "(--model or a library of that model), set AffinityConfig.model (and checkpoint) to the "
+      "keys' model, or train the light head (--gin_file=affinity/light.gin), which takes keys "
+      "of any width"]
+  assert not os.path.exists(tmp_path / "heads")
+
+
 def test_cross_validated_evaluation_scores_each_target_with_the_fold_that_held_it_out(
     tmp_path, capsys):
   """`affinity evaluate --head FOLD1 FOLD2`: every target is scored by the heads that never

@@ -120,10 +120,17 @@ def _config(args: argparse.Namespace):
   return AffinityConfig()
 
 
-def _inputs(args: argparse.Namespace, results_path: str):
+def _inputs(args: argparse.Namespace, results_path: str, cfg=None):
+  """The results and keys; with a head config `cfg`, checks up front that the keys fit it."""
   from spot_jax.study import affinity_eval
-  return affinity_eval.load_inputs(results_path, library=args.library,
-                                   study_dir=args.study_dir, model=args.model)
+  inputs = affinity_eval.load_inputs(results_path, library=args.library,
+                                     study_dir=args.study_dir, model=args.model)
+  if cfg is not None and cfg.variant == "encoder" and inputs.task_keys:
+    from spot_jax.affinity import model
+    from spot_jax.models.config import get_config
+    head = model.make_head(cfg.variant, cfg.hidden_dim, get_config(cfg.model))
+    model.check_key_dim(head, next(iter(inputs.task_keys.values())).shape[-1])
+  return inputs
 
 
 def _family_of(args: argparse.Namespace):
@@ -189,7 +196,7 @@ def _cross_validate(args: argparse.Namespace, cfg, inputs) -> int:
 def run_train(args: argparse.Namespace) -> int:
   from spot_jax.affinity.train import train_seeds
   cfg = _config(args)
-  inputs = _inputs(args, args.results)
+  inputs = _inputs(args, args.results, cfg)
   if args.cross_validate is not None:
     return _cross_validate(args, cfg, inputs)
   val_targets, exclude = args.val_targets, ()
@@ -295,7 +302,7 @@ def run_ablate(args: argparse.Namespace) -> int:
   from spot_jax.affinity.train import train_seeds
   from spot_jax.study import affinity_eval
   cfg = _config(args)
-  inputs = _inputs(args, args.results)
+  inputs = _inputs(args, args.results, cfg)
   os.makedirs(args.out, exist_ok=True)
 
   def trainer(val_targets=None, exclude=()):
