@@ -19,12 +19,18 @@ T5_VOCAB = SHARED_FIXTURES / "t5_vocab" / "sentencepiece.model"
 SPOT_JAX = Path(sys.executable).parent / "spot-jax"  # the installed entry point.
 
 
-def spot_jax_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-  """Runs the installed `spot-jax` entry point in a fresh process on the CPU; text output."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
-             **kwargs.pop("env", {}))
+def spot_jax_cli(*args: str, timeout: float = 300, env: dict | None = None,
+                 **kwargs) -> subprocess.CompletedProcess:
+  """Runs the installed `spot-jax` entry point in a fresh process on the CPU; text output.
+  `env` adds variables to the environment, or removes those it maps to None."""
+  full = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  for name, value in (env or {}).items():
+    if value is None:
+      full.pop(name, None)
+    else:
+      full[name] = value
   return subprocess.run([str(SPOT_JAX), *map(str, args)], capture_output=True, text=True,
-                        timeout=timeout, env=env, **kwargs)
+                        timeout=timeout, env=full, **kwargs)
 
 
 @pytest.fixture

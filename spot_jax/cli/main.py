@@ -120,8 +120,9 @@ _configure_jax = None  # set by `run`: the JAX host settings, applied once a com
 
 def run() -> None:
   """The `spot-jax` program: restarts itself under the host allocator settings
-  (`spot_jax.runtime`, jemalloc when installed), then runs `main`, which sets synchronous CPU
-  dispatch for the commands that use JAX."""
+  (`spot_jax.runtime`, jemalloc when installed), quiets the libraries' console output
+  (`spot_jax.quiet`), then runs `main`, which sets synchronous CPU dispatch for the commands
+  that use JAX."""
   global _configure_jax
   from spot_jax import runtime
   try:
@@ -130,6 +131,8 @@ def run() -> None:
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"spot-jax: error: {e}")
   _configure_jax = runtime.configure_cpu_dispatch
+  from spot_jax import quiet
+  quiet.quiet_console()  # the libraries' log lines off the console (spot_jax/quiet.py).
   sys.exit(main())
 
 
