@@ -10,10 +10,13 @@ in well under 2 s (benchmarks/startup.py); a command that does not need JAX sets
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
+import signal
 import sys
+import threading
 
 # Subcommand modules, in the order `spot-jax --help` lists them.
 SUBCOMMAND_MODULES = (
@@ -66,22 +69,82 @@ def main(argv: list[str] | None = None) -> int:
   if not getattr(args, "func", None):
     parser.print_help()
     return 2
-  if getattr(args, "uses_jax", True) and _configure_jax is not None:
-    _configure_jax()
+  with interrupts() as interrupted:
+    try:
+      if getattr(args, "uses_jax", True) and _configure_jax is not None:
+        _configure_jax()
+      code = int(args.func(args) or 0)
+    except KeyboardInterrupt as e:
+      if os.environ.get("SPOT_JAX_DEBUG"):
+        raise
+      print(f"spot-jax {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
+      return INTERRUPTED
+    except Exception as e:  # pylint: disable=broad-except
+      message = error_message(e)
+      if message is None or os.environ.get("SPOT_JAX_DEBUG"):
+        raise
+      # Bad input or an OS error: one clear line, no traceback (SPOT_JAX_DEBUG=1 shows it).
+      print(f"spot-jax {args.command}: error: {message}", file=sys.stderr)
+      return 2
+  if interrupted and code != INTERRUPTED:  # a Ctrl-C some library swallowed.
+    print(f"spot-jax {args.command}: interrupted", file=sys.stderr)
+    return INTERRUPTED
+  return code
+
+
+INTERRUPTED = 130  # the shell's exit status for a command ended by SIGINT (128 + 2).
+
+
+@contextlib.contextmanager
+def interrupts():
+  """Makes every Ctrl-C stop the command: yields a list that records each SIGINT.
+
+  Python ignores an exception raised where it cannot propagate (a garbage-collector callback,
+  e.g. JAX's `_xla_gc_callback`, or a `__del__`): it prints "Exception ignored in ..." and runs
+  on, so a Ctrl-C landing there was lost and the command finished with status 0. The hook below
+  records such a KeyboardInterrupt without the traceback and raises it again a moment later
+  (SIGALRM, once out of the hook), where it stops the command; `main` then exits 130 whatever
+  happened to it."""
+  seen: list[bool] = []
+  if threading.current_thread() is not threading.main_thread() or (
+      signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    yield seen  # signals go to the main thread only; an ignored SIGINT stays ignored.
+    return
+  previous_hook = sys.unraisablehook
+  alarm_free = signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
+
+  def on_unraisable(unraisable) -> None:
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+      seen.append(True)
+      if alarm_free:
+        signal.setitimer(signal.ITIMER_REAL, 0.001)
+    else:
+      previous_hook(unraisable)
+
+  def on_alarm(signum, frame) -> None:
+    while frame is not None:
+      if frame.f_code is on_unraisable.__code__:  # raised here it would be swallowed again.
+        signal.setitimer(signal.ITIMER_REAL, 0.001)
+        return
+      frame = frame.f_back
+    raise KeyboardInterrupt
+
+  def on_sigint(signum, frame) -> None:
+    seen.append(True)
+    raise KeyboardInterrupt
+
+  sys.unraisablehook = on_unraisable
+  signal.signal(signal.SIGINT, on_sigint)
+  if alarm_free:
+    signal.signal(signal.SIGALRM, on_alarm)
   try:
-    return int(args.func(args) or 0)
-  except KeyboardInterrupt as e:
-    if os.environ.get("SPOT_JAX_DEBUG"):
-      raise
-    print(f"spot-jax {args.command}: {e or 'interrupted'}", file=sys.stderr)
-    return 130
-  except Exception as e:  # pylint: disable=broad-except
-    message = error_message(e)
-    if message is None or os.environ.get("SPOT_JAX_DEBUG"):
-      raise
-    # Bad input or an OS error: one clear line, no traceback (SPOT_JAX_DEBUG=1 shows it).
-    print(f"spot-jax {args.command}: error: {message}", file=sys.stderr)
-    return 2
+    yield seen
+  finally:
+    sys.unraisablehook = previous_hook
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if alarm_free:
+      signal.setitimer(signal.ITIMER_REAL, 0)
+      signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
 _OS_FIXES = {
