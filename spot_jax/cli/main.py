@@ -14,6 +14,7 @@ import contextlib
 import errno
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -56,16 +57,23 @@ def gin_commands(parser: argparse.ArgumentParser) -> list[str]:
   return found
 
 
-def main(argv: list[str] | None = None) -> int:
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def parse(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+  """(parser, args) of a command line: gin flags split off into args.gin_files and
+  args.gin_bindings, `~` expanded in every path (`expand_user`)."""
   from spot_jax.gin_utils import split_gin_args
   parser = build_parser()
-  gin_files, gin_bindings, rest = split_gin_args(sys.argv[1:] if argv is None else argv)
+  gin_files, gin_bindings, rest = split_gin_args(argv)
   args = parser.parse_args(rest)
   if (gin_files or gin_bindings) and not getattr(args, "accepts_gin", False):
     parser.error("gin flags (--gin_file, --gin.NAME=VALUE) are only accepted by "
                  f"{', '.join(gin_commands(parser))}")
   args.gin_files, args.gin_bindings = gin_files, gin_bindings
+  return parser, expand_user(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  parser, args = parse(sys.argv[1:] if argv is None else argv)
   if not getattr(args, "func", None):
     parser.print_help()
     return 2
@@ -90,6 +98,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"spot-jax {args.command}: interrupted", file=sys.stderr)
     return INTERRUPTED
   return code
+
+
+_USER_PATH = re.compile(r"^(?:[a-z_]+:)?~")  # ~/x, ~user/x and a scorer's affinity:~/x.
+
+
+def expand_user(value):
+  """`~` expanded (os.path.expanduser) in every argument that starts with it, or with a
+  `scheme:` prefix and then it (`affinity:~/heads`): the paths of every subcommand, whatever
+  the option (a namespace, list or string; a namespace is changed in place)."""
+  if isinstance(value, argparse.Namespace):
+    for name, item in vars(value).items():
+      setattr(value, name, expand_user(item))
+    return value
+  if isinstance(value, (list, tuple)):
+    return type(value)(expand_user(v) for v in value)
+  match = _USER_PATH.match(value) if isinstance(value, str) else None
+  if match:
+    return value[:match.end() - 1] + os.path.expanduser(value[match.end() - 1:])
+  return value
 
 
 INTERRUPTED = 130  # the shell's exit status for a command ended by SIGINT (128 + 2).
