@@ -174,3 +174,13 @@ def test_tilde_paths_reach_the_files_through_the_entry_point(tmp_path):
                       env={"HOME": str(tmp_path)})
   assert done.returncode == 0, done.stderr
   assert (tmp_path / "an").is_file() and not (tmp_path / "~").exists()
+
+
+def test_study_evaluate_scorer_without_a_study_points_to_affinity_predict_library(tmp_path):
+  library_and_results(tmp_path, "cosine", 3)
+  done = spot_jax_cli("study", "evaluate", tmp_path / "results.csv", "--scorer", "cosine")
+  assert done.returncode == 2
+  message = done.stderr.strip()
+  assert message.startswith(f"spot-jax study: error: {tmp_path} is not a study directory")
+  assert "`spot-jax affinity predict --scorer cosine --library LIB --results " in message
+  assert len(message.splitlines()) == 1
