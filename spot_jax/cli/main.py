@@ -19,6 +19,8 @@ import signal
 import sys
 import threading
 
+from spot_jax import fileio
+
 # Subcommand modules, in the order `spot-jax --help` lists them.
 SUBCOMMAND_MODULES = (
     "spot_jax.cli.demo_cmd",
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
       # Bad input or an OS error: one clear line, no traceback (SPOT_JAX_DEBUG=1 shows it).
       print(f"spot-jax {args.command}: error: {message}", file=sys.stderr)
-      return 2
+      return fileio.DISK_FULL_EXIT if fileio.disk_full_path(e) is not None else 2
   if interrupted and code != INTERRUPTED:  # a Ctrl-C some library swallowed.
     print(f"spot-jax {args.command}: interrupted", file=sys.stderr)
     return INTERRUPTED
@@ -178,8 +180,6 @@ _OS_FIXES = {
     errno.EACCES: "make it writable (or readable) for you, or choose another path",
     errno.EPERM: "make it writable (or readable) for you, or choose another path",
     errno.EROFS: "the file system is read-only; choose a writable path",
-    errno.ENOSPC: "the disk is full; free space and rerun the same command",
-    errno.EDQUOT: "the disk quota is exhausted; free space and rerun the same command",
     errno.ENOENT: "check the path",
     errno.ENOTDIR: "a path component is a file, not a directory; check the path",
     errno.EISDIR: "it is a directory; pass a file",
@@ -189,7 +189,11 @@ _OS_FIXES = {
 
 
 def error_message(e: BaseException) -> str | None:
-  """One line for an expected failure (bad input, OS error, out of memory), else None."""
+  """One line for an expected failure (bad input, OS error, a full disk, out of memory), else
+  None."""
+  full = fileio.disk_full_path(e)
+  if full is not None:
+    return fileio.disk_full_message(full)
   if isinstance(e, OSError) and e.errno is not None:
     where = f" {e.filename}" if e.filename else ""
     fix = _OS_FIXES.get(e.errno, "check the path and its permissions")
