@@ -307,6 +307,21 @@ def test_encoder_head_refuses_keys_of_another_model_up_front_in_one_line(tmp_pat
   assert not os.path.exists(tmp_path / "heads")
 
 
+def test_tasks_missing_from_the_library_are_named_up_front(tmp_path):
+  from conftest import spot_jax_cli
+  from spot_jax.library.store import PromptLibrary
+  library = library_and_results(tmp_path, "cosine", 3)
+  PromptLibrary(library).remove(next(e.id for e in PromptLibrary(library).entries()
+                                     if e.task == "task_02"))
+  done = spot_jax_cli("affinity", "train", tmp_path / "results.csv", "--library", library,
+                      "--out", tmp_path / "folds", "--cross_validate")
+  assert done.returncode == 2
+  assert done.stderr.strip() == (
+      f"spot-jax affinity: error: {tmp_path / 'results.csv'} has tasks with no keys in the "
+      f"library {library}: task_02; add their runs or prompts to the library (`spot-jax "
+      "library add`), or drop their rows from the results")
+
+
 def test_cross_validated_evaluation_scores_each_target_with_the_fold_that_held_it_out(
     tmp_path, capsys):
   """`affinity evaluate --head FOLD1 FOLD2`: every target is scored by the heads that never

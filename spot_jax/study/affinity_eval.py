@@ -53,6 +53,15 @@ def load_inputs(results_path: str, *, library: str | None = None, study_dir: str
     keys = data_lib.keys_from_library(lib, lib.resolve_model(model) if model else None)
   else:
     keys = data_lib.keys_from_study(study_dir)
+  missing = sorted({task for pair in gains for task in pair} - set(keys))
+  if missing:  # up front, before any head trains or scores.
+    where = (f"the library {library}" + (f" (model {model})" if model else "")
+             if library is not None else f"the study {study_dir}")
+    fix = ("add their runs or prompts to the library (`spot-jax library add`)"
+           if library is not None else "finish their source and baseline runs")
+    raise data_lib.AffinityDataError(
+        f"{results_path} has tasks with no keys in {where}: {', '.join(missing)}; {fix}, or "
+        "drop their rows from the results")
   return Inputs(table, gains, keys)
 
 
