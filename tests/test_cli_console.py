@@ -184,3 +184,32 @@ def test_study_evaluate_scorer_without_a_study_points_to_affinity_predict_librar
   assert message.startswith(f"spot-jax study: error: {tmp_path} is not a study directory")
   assert "`spot-jax affinity predict --scorer cosine --library LIB --results " in message
   assert len(message.splitlines()) == 1
+
+
+SPEC_HEAD = ("name: t\nmodel: models/tiny_byte.gin\nsources: [synthetic_sentiment_a]\n"
+             "targets: [synthetic_sentiment_b]\nsource_steps: 10\ntarget_steps: 10\n"
+             "key_step: 5\n")
+BAD_INPUT = {  # file name, its bytes, the command, the one line it must print.
+    "gin syntax": ("bad.gin", b'include "models/tiny_byte.gin"\nTRAIN_STEPS = (10\nBATCH = 3\n',
+                   ["train", "--gin_file=bad.gin"],
+                   "spot-jax train: error: bad.gin, line 3: Expected ',' or ')' in `BATCH = 3`; "
+                   "fix the gin syntax"),
+    "seed x": ("spec.yaml", (SPEC_HEAD + "seeds: [0, x]\n").encode(),
+               ["study", "run", "spec.yaml", "--out", "study", "--dry_run"],
+               "spot-jax study: error: spec.yaml: seeds must be a list of non-negative "
+               "integers, got [0, 'x']"),
+    "non-UTF-8 spec": ("spec.yaml", SPEC_HEAD.encode() + b"seeds: [0]\n# caf\xe9\n",
+                       ["study", "run", "spec.yaml", "--out", "study", "--dry_run"],
+                       "spot-jax study: error: spec.yaml is not UTF-8 text (byte 0xe9 at "
+                       "offset 164); save the spec as UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_files_get_one_short_line_naming_the_file(tmp_path, case):
+  name, content, argv, line = BAD_INPUT[case]
+  (tmp_path / name).write_bytes(content)
+  done = spot_jax_cli(*argv, cwd=tmp_path)
+  assert done.returncode == 2
+  assert done.stderr.splitlines() == [line]
+  assert not (tmp_path / "study").exists()
