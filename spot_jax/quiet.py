@@ -93,7 +93,8 @@ def quiet_console() -> None:
   if os.environ.get("SPOT_JAX_DEBUG") or os.environ.get("SPOT_JAX_VERBOSE"):
     return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  handler = logging.StreamHandler()  # writes to the current sys.stderr (set below).
+  _filter_native_stderr()
+  handler = logging.StreamHandler()  # writes to sys.stderr: the terminal, past the filter.
   handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
   handler.addFilter(_OwnOrSevere())
   root = logging.getLogger()
@@ -101,7 +102,6 @@ def quiet_console() -> None:
   root.setLevel(logging.INFO)
   warnings.filterwarnings("ignore")
   warnings.filterwarnings("default", module=r"spot_jax(\.|$)")
-  _filter_native_stderr()
 
 
 def _filter_native_stderr() -> None:
