@@ -493,6 +493,10 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
       return f"{role} -> {_task_name(target)}"
     result = transfer.run_transfer(plan, echo=print,
                                    run_one=lambda run, d=describe: printer(run, d))
+    for run in result.runs:  # the console names every run without a result.
+      if run["status"] in ("failed", "blocked"):
+        console.say(f"      FAILED {strategy.replace('_', ' ')} -> {_task_name(target)} "
+                    f"({run['name']}): {run['status']}, no result (see demo.log)")
     results.setdefault(target, {})[strategy] = {
         "retrieved": [r["task"] for r in plan.retrieved], "alphas": plan.alphas,
         "best": result.best, "runs": [{k: r[k] for k in ("name", "status", "best_score")}

@@ -427,9 +427,9 @@ def blocks(data: Mapping[str, Any]) -> list[tuple]:
   for t, v in data["strategies"].items():
     rows.append((_short(t), _fmt(v["baseline"]), *(_fmt(v.get(n)) for n in names),
                  f"{_fmt(v['oracle'])} ({_short(v['oracle_source'] or '-')})"))
-  means = ["mean", _fmt(_mean([v["baseline"] for v in data["strategies"].values()]))]
-  means += [_fmt(_mean([v.get(n) for v in data["strategies"].values()])) for n in names]
-  means.append(_fmt(_mean([v["oracle"] for v in data["strategies"].values()])))
+  means = ["mean", _mean_text([v["baseline"] for v in data["strategies"].values()])]
+  means += [_mean_text([v.get(n) for v in data["strategies"].values()]) for n in names]
+  means.append(_mean_text([v["oracle"] for v in data["strategies"].values()]))
   rows.append(tuple(means))
   out.append(("table", ("target", "no transfer", *(n.replace("_", " ") for n in names),
                         "oracle"), rows))
@@ -480,6 +480,13 @@ def pool_rows(info: Mapping[str, Any]) -> list[tuple]:
 def _mean(values: Sequence[float | None]) -> float | None:
   finite = [v for v in values if v is not None]
   return float(np.mean(finite)) if finite else None
+
+
+def _mean_text(values: Sequence[float | None]) -> str:
+  """The mean as text, saying how many values it leaves out (missing results)."""
+  known = sum(v is not None for v in values)
+  text = _fmt(_mean(values))
+  return text if known == len(values) else f"{text} (of {known}/{len(values)})"
 
 
 def render_markdown(items: Sequence[tuple], root: str) -> str:
@@ -563,12 +570,17 @@ def headline(data: Mapping[str, Any], paths: Mapping[str, str]) -> list[str]:
   if "d" in checks:
     lines.append(f"(d) learned head vs cosine: {check_d_evidence(checks['d'])}: "
                  f"{'holds' if checks['d']['holds'] else 'does NOT hold'}")
-  strategies = data["strategies"].values()
-  parts = [f"no transfer {_fmt(_mean([v['baseline'] for v in strategies]))}"]
-  parts += [f"{name.replace('_', ' ')} {_fmt(_mean([v.get(name) for v in strategies]))}"
-            for name in ("best_of_top_k", "weighted_average", "mixture")
-            if name in cfg["strategies"]]
-  parts.append(f"oracle {_fmt(_mean([v['oracle'] for v in strategies]))}")
+  strategies = data["strategies"]
+  names = [n for n in ("best_of_top_k", "weighted_average", "mixture") if n in cfg["strategies"]]
+  parts = [f"no transfer {_mean_text([v['baseline'] for v in strategies.values()])}"]
+  parts += [f"{name.replace('_', ' ')} {_mean_text([v.get(name) for v in strategies.values()])}"
+            for name in names]
+  parts.append(f"oracle {_mean_text([v['oracle'] for v in strategies.values()])}")
   lines.append(f"Mean target accuracy (top-{cfg['top_k']}): " + ", ".join(parts))
+  missing = [f"{name.replace('_', ' ')} -> {_short(t)}" for t, v in strategies.items()
+             for name in names if v.get(name) is None]
+  if missing:  # a mean over fewer targets is never shown without saying so.
+    lines.append(f"MISSING (failed or not run; means above leave them out): "
+                 f"{', '.join(missing)}")
   lines.append(f"Done in {data.get('seconds', 0):.0f} s.")
   return lines

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from spot_jax import launchers
+from spot_jax import fileio, launchers
 from spot_jax.train import run_dir
 
 Log = Callable[[str], None]
@@ -408,12 +408,27 @@ def _run_sequential(jobs: list[Job], result: Execution, log: Log, on_done,
         train_specs_packed(job)
     except KeyboardInterrupt:
       raise
-    except Exception as e:  # one failed job must not stop the others.
+    except Exception as e:  # one failed job must not stop the others (a full disk does).
+      full = fileio.disk_full_path(e, job[0].model_dir)
+      if full is not None:
+        _stop_on_full_disk(job, pending, full, result, log)
+        return
       dirs = ", ".join(s.model_dir for s in job)
       result.failed += [(spec, f"{type(e).__name__}: {e} (run dir {dirs})") for spec in job]
       continue
     for spec in job:
       _finish(spec, result, on_done)
+
+
+def _stop_on_full_disk(job: Job, pending: list[Job], path: str, result: Execution,
+                       log: Log) -> None:
+  """The job failed on a full disk (its failure names the device) and no further job starts:
+  each would fail the same way. The pending ones are blocked."""
+  log("the disk is full: no further run starts")
+  result.failed += [(spec, fileio.disk_full_message(path)) for spec in job]
+  result.blocked += [(spec, "not started: the disk is full") for waiting in pending
+                     for spec in waiting]
+  pending.clear()
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -453,6 +468,7 @@ def _run_workers(jobs: list[Job], result: Execution, processes: int, log_dir: st
     raise ValueError("worker processes need a log_dir for their output")
   pending = list(jobs)
   running: dict[subprocess.Popen, tuple[Job, Any]] = {}
+  disk_full = False
   try:
     while pending or running:
       pending_dirs = ({s.model_dir for job in pending for s in job}
@@ -485,6 +501,9 @@ def _run_workers(jobs: list[Job], result: Execution, processes: int, log_dir: st
         if process.returncode == 0:
           for spec in job:
             _finish(spec, result, on_done)
+        elif process.returncode == fileio.DISK_FULL_EXIT and not disk_full:
+          disk_full = True  # running workers end on their own; no new one starts.
+          _stop_on_full_disk(job, pending, job[0].model_dir, result, log)
         else:
           dirs = ", ".join(s.model_dir for s in job)
           result.failed += [(spec, f"exit code {process.returncode}; run dir {dirs}, log "

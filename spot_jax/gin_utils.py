@@ -108,10 +108,25 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
   try:
     gin.parse_config_files_and_bindings(paths, bindings, finalize_config=False)
   except (ValueError, KeyError, SyntaxError, tokenize.TokenError) as e:
-    raise ValueError(f"Bad gin config in {paths or 'the --gin. bindings'} or the bindings "
-                     f"{list(bindings)}: {type(e).__name__}: {e}; fix the gin syntax") from None
+    raise ValueError(f"{gin_error_summary(e, paths)}; fix the gin syntax") from None
   finally:
     root.removeFilter(_quiet_include_probe)
+
+
+def gin_error_summary(e: BaseException, paths: Sequence[str]) -> str:
+  """Gin's parse error in one short line: the file (or the binding) and line, the problem and
+  the offending text; never the whole list of bindings."""
+  if isinstance(e, SyntaxError):
+    text = " ".join((e.text or "").split())
+    text = f" in `{text[:120]}`" if text else ""
+    if e.filename and e.filename != "<string>":
+      return f"{e.filename}, line {e.lineno}: {(e.msg or '').rstrip('.')}{text}"
+    return f"bad gin binding{text}: {(e.msg or '').rstrip('.')}"
+  where = ", ".join(paths) + " or the --gin. bindings" if paths else "the --gin. bindings"
+  if isinstance(e, tokenize.TokenError):
+    return f"{where}: a bracket or quote is never closed ({e.args[0]})"
+  first = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip().splitlines()
+  return f"bad gin config in {where}: {first[0][:300] if first else type(e).__name__}"
 
 
 def _quiet_include_probe(record: logging.LogRecord) -> bool:

@@ -346,6 +346,14 @@ def evaluate_rankings(results_csv: str, *, predictions: str | None = None,
   table = results.aggregate(results.read_results(results_csv))
   if scorer:
     dirs = list(study_dirs) or [os.path.dirname(os.path.abspath(results_csv))]
+    for directory in dirs:
+      if not os.path.isdir(os.path.join(directory, "runs")):
+        raise ValueError(
+            f"{directory} is not a study directory (no runs/ in it): --scorer ranks with the "
+            "keys of the study's own runs. For results without their study, score with the "
+            f"keys of a prompt library: `spot-jax affinity predict --scorer {scorer} --library "
+            f"LIB --results {results_csv} --out predictions.csv`, then `spot-jax study "
+            f"evaluate {results_csv} --predictions predictions.csv`")
     predicted = study_predictions(table, scorer, dirs, embedding)
     method, where = scorer, ", ".join(dirs)
   elif predictions:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,37 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
 T5X_TINY_CHECKPOINT = SHARED_FIXTURES / "t5x_t5_1_1_tiny" / "checkpoint_3"
 T5_VOCAB = SHARED_FIXTURES / "t5_vocab" / "sentencepiece.model"
+SPOT_JAX = Path(sys.executable).parent / "spot-jax"  # the installed entry point.
+
+# Golden logits (made with torch on another machine) are compared to ours with a tolerance
+# relative to their scale: float32 keeps ~7 significant digits (eps 1.2e-7), and each logit is
+# the end of a chain of reductions (attention, MLP, the vocabulary projection, over 2+2 layers)
+# whose summation order differs between torch and XLA and between CPUs (SIMD width, FMA
+# contraction), so round-off of many ulps *of the values' magnitude* is expected: measured
+# up to 1.68e-4 on logits of magnitude ~20 (LoRA; 9e-5 here), i.e. 8.5e-6 of the scale. 2e-5
+# of the largest |reference| admits that with room and stays >250x below the 0.1 by which
+# each fixture's adapter or prompt moves the logits (the tests check that too).
+GOLDEN_RTOL = 2e-5
+
+
+def golden_tolerance(reference) -> float:
+  """The largest admitted |ours - golden|: GOLDEN_RTOL of the reference's largest magnitude."""
+  import numpy as np
+  return GOLDEN_RTOL * float(np.abs(np.asarray(reference)).max())
+
+
+def spot_jax_cli(*args: str, timeout: float = 300, env: dict | None = None,
+                 **kwargs) -> subprocess.CompletedProcess:
+  """Runs the installed `spot-jax` entry point in a fresh process on the CPU; text output.
+  `env` adds variables to the environment, or removes those it maps to None."""
+  full = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  for name, value in (env or {}).items():
+    if value is None:
+      full.pop(name, None)
+    else:
+      full[name] = value
+  return subprocess.run([str(SPOT_JAX), *map(str, args)], capture_output=True, text=True,
+                        timeout=timeout, env=full, **kwargs)
 
 
 @pytest.fixture

@@ -264,6 +264,64 @@ def test_cross_validate_trains_folds_that_never_see_their_targets_and_evaluate_f
   assert not os.path.exists(tmp_path / "x")
 
 
+def test_evaluate_averages_only_the_seeds_folds_json_lists_and_prints_ndcg_on_request(
+    tmp_path, capsys):
+  """A cross-validation directory retrained with fewer seeds keeps the old seed_* heads on
+  disk; `affinity evaluate` and `affinity:OUT` use only the seeds folds.json lists. NDCG is a
+  column only when --ndcg_relevance is given."""
+  from spot_jax.cli.main import main
+  tasks, _, _ = planted_pool("cosine", n_tasks=3)
+  library = library_and_results(tmp_path, "cosine", 3)
+  csv, out = str(tmp_path / "results.csv"), str(tmp_path / "folds")
+  train_cmd = ["affinity", "train", csv, "--library", library, "--out", out, "--cross_validate",
+               "--gin.AffinityConfig.train_steps=5", "--seeds"]
+  assert main([*train_cmd, "0", "1"]) == 0
+  assert main([*train_cmd, "0"]) == 0  # seed_1 stays on disk, stale.
+  assert all(os.path.isdir(os.path.join(out, t, "seed_1")) for t in tasks)
+  assert all(len(load_scorer(out).by_target[t].heads) == 1 for t in tasks)
+  capsys.readouterr()
+  evaluate = ["affinity", "evaluate", csv, "--head", out, "--library", library]
+  assert main(evaluate) == 0
+  printed = capsys.readouterr().out
+  assert "mean over" not in printed and "ensemble" not in printed
+  assert "ndcg" not in printed.splitlines()[1]
+  table = str(tmp_path / "table.csv")
+  assert main([*evaluate, "--ndcg_relevance", "gain", "--out", table]) == 0
+  header = capsys.readouterr().out.splitlines()[1].split()
+  assert header[-1] == "ndcg" and "ndcg" in open(table).readline().split(",")
+
+
+def test_encoder_head_refuses_keys_of_another_model_up_front_in_one_line(tmp_path):
+  """Keys 8 wide against the base backbone (768): one message naming the fix, no traceback."""
+  from conftest import spot_jax_cli
+  library = library_and_results(tmp_path, "cosine", 3)
+  done = spot_jax_cli("affinity", "train", tmp_path / "results.csv", "--library", library,
+                      "--out", tmp_path / "heads", "--gin_file=affinity/encoder.gin")
+  assert done.returncode == 2, done.stderr
+  assert done.stderr.strip().splitlines() == [
+      "spot-jax affinity: error: The keys are 8 wide but the encoder affinity head's backbone "
+      "embeds 768: the keys come from another frozen model. Use keys of the backbone's model "
+      "(--model or a library of that model), set AffinityConfig.model (and checkpoint) to the "
+      "keys' model, or train the light head (--gin_file=affinity/light.gin), which takes keys "
+      "of any width"]
+  assert not os.path.exists(tmp_path / "heads")
+
+
+def test_tasks_missing_from_the_library_are_named_up_front(tmp_path):
+  from conftest import spot_jax_cli
+  from spot_jax.library.store import PromptLibrary
+  library = library_and_results(tmp_path, "cosine", 3)
+  PromptLibrary(library).remove(next(e.id for e in PromptLibrary(library).entries()
+                                     if e.task == "task_02"))
+  done = spot_jax_cli("affinity", "train", tmp_path / "results.csv", "--library", library,
+                      "--out", tmp_path / "folds", "--cross_validate")
+  assert done.returncode == 2
+  assert done.stderr.strip() == (
+      f"spot-jax affinity: error: {tmp_path / 'results.csv'} has tasks with no keys in the "
+      f"library {library}: task_02; add their runs or prompts to the library (`spot-jax "
+      "library add`), or drop their rows from the results")
+
+
 def test_cross_validated_evaluation_scores_each_target_with_the_fold_that_held_it_out(
     tmp_path, capsys):
   """`affinity evaluate --head FOLD1 FOLD2`: every target is scored by the heads that never

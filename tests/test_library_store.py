@@ -487,3 +487,40 @@ def test_entries_of_different_methods_never_mix(tmp_path):
       steps_done=1, best_step=1, finished=True, method="lora"))
   with pytest.raises(LibraryError, match="no lora checkpoint for the value.*checkpoint_1"):
     library.add_run_dir(str(run))
+
+
+def test_add_npy_infers_the_width_and_records_an_unknown_model_comparable_by_shape(tmp_path):
+  """`library add --npy` needs only --task: the width comes from the file, the model is
+  `unknown` (said in a note), and such entries share an index only with the same width."""
+  from conftest import spot_jax_cli
+  lib = tmp_path / "lib"
+  for name, width in (("a", 8), ("b", 8), ("c", 6)):
+    np.save(tmp_path / f"{name}.npy", prompt(width, length=3, emb_dim=width).astype(np.float32))
+  done = spot_jax_cli("library", "add", "--library", lib, "--create", "--npy",
+                      tmp_path / "a.npy", "--task", "task_a")
+  assert done.returncode == 0, done.stderr
+  assert "model unknown unknown" in done.stdout and "note: the frozen model is unknown" \
+      in done.stdout and "width 8" in done.stdout
+  library = PromptLibrary(str(lib))
+  library.add_npy(str(tmp_path / "b.npy"), task="task_b", model=ModelIdentity.outside())
+  library.add_npy(str(tmp_path / "c.npy"), task="task_c", model=ModelIdentity.outside())
+  models = sorted(library.models(), key=lambda m: m.emb_dim)
+  assert [(m.name, m.fingerprint, m.emb_dim) for m in models] == [
+      ("unknown", "unknown", 6), ("unknown", "unknown", 8)]
+  assert sorted(e.task for e in library.entries(model=models[1])) == ["task_a", "task_b"]
+  with pytest.raises(LibraryError, match="embedding dim 8 but the model's emb_dim is 6"):
+    library.add_npy(str(tmp_path / "a.npy"), task="t", model=ModelIdentity.outside(emb_dim=6))
+
+
+def test_a_failed_add_create_leaves_no_empty_library(tmp_path):
+  from conftest import spot_jax_cli
+  bad = tmp_path / "bad.npy"
+  bad.write_bytes(b"not a numpy file")
+  for lib in (tmp_path / "new", tmp_path / "empty_dir"):
+    existed = lib.name == "empty_dir"
+    if existed:
+      lib.mkdir()
+    done = spot_jax_cli("library", "add", "--library", lib, "--create", "--npy", bad,
+                        "--task", "t")
+    assert done.returncode == 2 and "not a readable plain .npy array" in done.stderr
+    assert (sorted(os.listdir(lib)) == [] if existed else not lib.exists())

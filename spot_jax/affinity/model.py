@@ -137,6 +137,18 @@ def make_head(variant: str, hidden_dim: int, config: T5Config | None = None) -> 
   raise ValueError(f"Unknown affinity head variant {variant!r}; choose one of {VARIANTS}")
 
 
+def check_key_dim(head: nn.Module, emb_dim: int) -> None:
+  """An encoder head reads the keys as input embeddings of its backbone: their width must be
+  the backbone's emb_dim (keys of another frozen model cannot enter it)."""
+  if isinstance(head, EncoderHead) and emb_dim != head.config.emb_dim:
+    raise ValueError(
+        f"The keys are {emb_dim} wide but the encoder affinity head's backbone embeds "
+        f"{head.config.emb_dim}: the keys come from another frozen model. Use keys of the "
+        "backbone's model (--model or a library of that model), set AffinityConfig.model (and "
+        "checkpoint) to the keys' model, or train the light head "
+        "(--gin_file=affinity/light.gin), which takes keys of any width")
+
+
 @functools.lru_cache(maxsize=16)
 def _jitted_init(head: nn.Module):
   """One compiled init per head module (modules are frozen dataclasses, hence hashable)."""
@@ -147,6 +159,7 @@ def init_params(head: nn.Module, seed: int, target_length: int, source_length: i
                 emb_dim: int, backbone: Any = None) -> dict[str, Any]:
   """Initial params; an encoder head's `encoder` subtree is replaced by `backbone` (the frozen
   T5's params["encoder"], prompt dropped) when given."""
+  check_key_dim(head, emb_dim)
   params = _jitted_init(head)(jax.random.PRNGKey(seed), jnp.zeros((1, target_length, emb_dim)),
                               jnp.zeros((1, source_length, emb_dim)))["params"]
   params = jax.device_get(params)

@@ -166,8 +166,24 @@ def load_folds(paths: Sequence[str]) -> tuple[list[list[AffinityHead]], bool]:
   for path in paths:
     dirs = fold_dirs(path)
     cross_validated |= dirs is not None
-    folds += [[AffinityHead.load(d) for d in head_dirs(f)] for f in (dirs or [path])]
+    folds += [[AffinityHead.load(d) for d in fold_heads(path, f)] for f in (dirs or [path])]
   return folds, cross_validated
+
+
+def fold_heads(path: str, fold_dir: str) -> list[str]:
+  """The head directories of one fold of PATH: the `seed_*` heads folds.json lists when PATH
+  has one (heads of seeds no longer listed are stale and ignored), else every one
+  (`head_dirs`)."""
+  record = train_lib.read_folds(path)
+  if record is None:
+    return head_dirs(fold_dir)
+  heads = [os.path.join(fold_dir, f"seed_{seed}") for seed in record["seeds"]]
+  missing = [h for h in heads if not os.path.exists(os.path.join(h, train_lib.HEAD_JSON))]
+  if missing:
+    raise LibraryError(f"{os.path.join(path, train_lib.FOLDS_JSON)} lists heads that are "
+                       f"missing: {', '.join(missing)}; rerun the `spot-jax affinity train "
+                       "--cross_validate` command that wrote it")
+  return heads
 
 
 def selected_on(heads: Sequence[AffinityHead], targets: Sequence[str]) -> list[str]:

@@ -104,7 +104,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   evaluate.add_argument("--targets", nargs="+", default=None,
                         help="evaluated targets (default: the heads' held-out targets)")
   evaluate.add_argument("--sizes", default=None, help="CSV task,size for data_size")
-  evaluate.add_argument("--ndcg_relevance", default="rank", choices=("rank", "score", "gain"))
+  evaluate.add_argument("--ndcg_relevance", default=None, choices=("rank", "score", "gain"),
+                        help="add an NDCG column with this relevance of each source (rank: "
+                             "n - true rank; score; gain over the baseline)")
   evaluate.add_argument("--out", default=None, help="write the table as CSV")
   evaluate.set_defaults(func=run_evaluate)
 
@@ -140,10 +142,17 @@ def _config(args: argparse.Namespace):
   return AffinityConfig()
 
 
-def _inputs(args: argparse.Namespace, results_path: str):
+def _inputs(args: argparse.Namespace, results_path: str, cfg=None):
+  """The results and keys; with a head config `cfg`, checks up front that the keys fit it."""
   from spot_jax.study import affinity_eval
-  return affinity_eval.load_inputs(results_path, library=args.library,
-                                   study_dir=args.study_dir, model=args.model)
+  inputs = affinity_eval.load_inputs(results_path, library=args.library,
+                                     study_dir=args.study_dir, model=args.model)
+  if cfg is not None and cfg.variant == "encoder" and inputs.task_keys:
+    from spot_jax.affinity import model
+    from spot_jax.models.config import get_config
+    head = model.make_head(cfg.variant, cfg.hidden_dim, get_config(cfg.model))
+    model.check_key_dim(head, next(iter(inputs.task_keys.values())).shape[-1])
+  return inputs
 
 
 def _family_of(args: argparse.Namespace, spec=None):
@@ -234,7 +243,7 @@ def _train_pool(args: argparse.Namespace, cfg, inputs) -> int:
 def run_train(args: argparse.Namespace) -> int:
   from spot_jax.affinity.train import train_seeds
   cfg = _config(args)
-  inputs = _inputs(args, args.results)
+  inputs = _inputs(args, args.results, cfg)
   if args.spec:
     return _train_pool(args, cfg, inputs)
   if args.cross_validate is not None:
@@ -280,6 +289,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
   from spot_jax.library import scorers
   from spot_jax.study import affinity_eval
   inputs = _inputs(args, args.results)
+  relevance = args.ndcg_relevance or "rank"
+  columns = (*affinity_eval.COLUMNS, *([affinity_eval.NDCG] if args.ndcg_relevance else []))
   folds, cross_validated = load_folds(args.head)
   heads = folds[0]
   if cross_validated:  # each target scored by the fold that held it out.
@@ -298,7 +309,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     raise ValueError(f"{args.head[0]} records no held-out targets; pass --targets")
   named: dict = {}
   if len(per_seed_scorers) > 1:
-    per_seed = [affinity_eval.compare(inputs, {"affinity": s}, targets, args.ndcg_relevance)
+    per_seed = [affinity_eval.compare(inputs, {"affinity": s}, targets, relevance)
                 for s in per_seed_scorers]
     seed_row = affinity_eval.seed_rows(per_seed, "affinity")
   named["affinity (ensemble)" if len(heads) > 1 else "affinity"] = scorer
@@ -313,12 +324,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
   except ValueError as e:  # sizes unknown for a source: the table goes on without data_size.
     notes.append(f"data_size left out ({e})")
   named["random (expected)"] = None
-  rows = affinity_eval.compare(inputs, named, targets, args.ndcg_relevance)
+  rows = affinity_eval.compare(inputs, named, targets, relevance)
   if len(per_seed_scorers) > 1:
     rows.insert(1, seed_row)
   print(f"targets: {', '.join(sorted(targets))}" + (
       f" (cross-validated: {len(folds)} folds)" if cross_validated else ""))
-  print(affinity_eval.format_rows(rows))
+  print(affinity_eval.format_rows(rows, columns))
   selected = selected_on([h for fold in folds for h in fold], targets)
   if selected:
     notes.append(f"the heads were selected (early stopping, best step) on the validation "
@@ -337,7 +348,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
   if args.out:
     from spot_jax.study import results
     stem = os.path.splitext(args.out)[0]
-    affinity_eval.write_rows(args.out, rows)
+    affinity_eval.write_rows(args.out, rows, columns)
     results.write_csv(f"{stem}_table1.csv", header, table1)
     affinity_eval.write_rows(f"{stem}_figure3.csv", figure3, affinity_eval.FIGURE3_COLUMNS)
     print(f"wrote {args.out}, {stem}_table1.csv and {stem}_figure3.csv")
@@ -360,7 +371,7 @@ def _ablate_paper(args: argparse.Namespace) -> int:
   from spot_jax.study.spec import load_spec
   spec = load_spec(args.spec, check_tasks=False)
   cfg = spec.affinity_config(_config(args))
-  study = affinity_ablate.pool_study(_inputs(args, args.results), spec)
+  study = affinity_ablate.pool_study(_inputs(args, args.results, cfg), spec)
   if args.families:
     study = dataclasses.replace(study, family_of=_family_of(args))
   done = affinity_ablate.run_ablations(
@@ -386,9 +397,10 @@ def run_ablate(args: argparse.Namespace) -> int:
   if args.spec:
     return _ablate_paper(args)
   from spot_jax.study import affinity_ablate, affinity_eval
-  inputs = _inputs(args, args.results)
+  cfg = _config(args)
+  inputs = _inputs(args, args.results, cfg)
   curves = affinity_ablate.split_ablations(
-      inputs, _config(args), args.out, args.seeds, betas=args.betas, num_pairs=args.num_pairs,
+      inputs, cfg, args.out, args.seeds, betas=args.betas, num_pairs=args.num_pairs,
       family_of=_family_of(args) if args.leave_family_out else None)
   for parameter, (path, rows) in curves.items():
     print(f"{parameter}:")

@@ -2,10 +2,10 @@
 
   spot-jax library add --library LIB --create --run MODEL_DIR [--key_step N|best]
       [--embedding layer_mean|concat]       # a run of any method (docs/methods.md)
-  spot-jax library add --library LIB --npy PROMPT.npy --task T --model_name base --emb_dim 768 \
-      --fingerprint FP [--key_npy KEY.npy]
-  spot-jax library add --library LIB --peft ADAPTER_DIR --task T --model_name base --emb_dim 768 \
-      --fingerprint FP [--num_virtual_tokens N]
+  spot-jax library add --library LIB --npy PROMPT.npy --task T [--model_name base \
+      --fingerprint FP] [--key_npy KEY.npy]   # width from the file; model default unknown
+  spot-jax library add --library LIB --peft ADAPTER_DIR --task T [--model_name base \
+      --fingerprint FP] [--num_virtual_tokens N]
   spot-jax library list --library LIB [--task T] [--model FP]
   spot-jax library similarity --library LIB --metric cosine --out SIM.csv [--plot SIM.png]
       [--per_run]
@@ -44,10 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   add.add_argument("--num_virtual_tokens", type=int, default=None,
                    help="with --peft: prompt length (default: adapter_config.json)")
   add.add_argument("--task", help="with --npy/--peft: the task the prompt was trained on")
-  add.add_argument("--model_name", help="with --npy/--peft: frozen model name (e.g. base)")
-  add.add_argument("--emb_dim", type=int, help="with --npy/--peft: the model's embed dim")
+  add.add_argument("--model_name", help="with --npy/--peft: frozen model name (e.g. base; "
+                                         "default unknown)")
+  add.add_argument("--emb_dim", type=int, help="with --npy/--peft: the model's embed dim "
+                                               "(default: the prompt's width), checked")
   add.add_argument("--fingerprint", help="with --npy/--peft: the frozen model's fingerprint "
-                                         "(`spot-jax model` prints it)")
+                                         "(`spot-jax model info` prints it; default unknown: "
+                                         "comparable only with unknown-model entries of the "
+                                         "same width)")
   add.add_argument("--seed", type=int, default=None, help="with --npy/--peft: run seed")
   add.add_argument("--score", type=float, default=None, help="with --npy/--peft: its score")
   add.add_argument("--id", dest="entry_id", default=None, help="entry id (default: derived)")
@@ -119,28 +123,42 @@ def _model(library, spec: str | None, args: argparse.Namespace | None = None):
 
 
 def run_add(args: argparse.Namespace) -> int:
-  from spot_jax.library.store import ModelIdentity
+  from spot_jax.library.store import LIBRARY_JSON, UNKNOWN_MODEL
+  new_dir = not os.path.exists(args.library)
+  new_library = args.create and not os.path.exists(os.path.join(args.library, LIBRARY_JSON))
   library = _open(args, create=args.create)
-  if args.run:
-    entry = library.add_run_dir(args.run, key_step=args.key_step, entry_id=args.entry_id,
-                                embedding=args.embedding)
-  else:
-    missing = [f"--{name}" for name in ("task", "model_name", "emb_dim", "fingerprint")
-               if getattr(args, name) is None]
-    if missing:
-      raise ValueError(f"--npy and --peft need {', '.join(missing)}")
-    model = ModelIdentity(args.model_name, args.emb_dim, args.fingerprint)
-    meta = dict(task=args.task, model=model, seed=args.seed, score=args.score,
-                entry_id=args.entry_id)
-    if args.npy:
-      entry = library.add_npy(args.npy, key_path=args.key_npy, **meta)
-    else:
-      entry = library.add_peft(args.peft, num_virtual_tokens=args.num_virtual_tokens, **meta)
+  try:
+    entry = _add(library, args)
+  except BaseException:
+    if new_library:  # a failed first add leaves no empty library behind.
+      library.discard_if_empty(remove_root=new_dir)
+    raise
   what = (f"{entry.prompt_length} tokens" if entry.model.is_prompt
           else f"{entry.model.method}, {entry.model.embedding} key [{entry.model.key_dim}]")
   print(f"Added {entry.id} ({entry.task}, {what}, model "
         f"{entry.model.name} {entry.model.fingerprint}) to {library.root}")
+  if not entry.model.is_known:
+    print(f"note: the frozen model is {UNKNOWN_MODEL}: this entry is compared only with "
+          f"entries of an {UNKNOWN_MODEL} model and width {entry.model.emb_dim}; pass "
+          "--model_name and --fingerprint (`spot-jax model info` prints it) to compare it with "
+          "the entries of a known model")
   return 0
+
+
+def _add(library, args: argparse.Namespace):
+  from spot_jax.library.store import ModelIdentity
+  if args.run:
+    return library.add_run_dir(args.run, key_step=args.key_step, entry_id=args.entry_id,
+                               embedding=args.embedding)
+  if args.task is None:
+    raise ValueError("--npy and --peft need --task (the task the prompt was trained on)")
+  # The width comes from the file; a model nobody recorded is "unknown" (ModelIdentity.outside).
+  model = ModelIdentity.outside(args.model_name, args.fingerprint, args.emb_dim)
+  meta = dict(task=args.task, model=model, seed=args.seed, score=args.score,
+              entry_id=args.entry_id)
+  if args.npy:
+    return library.add_npy(args.npy, key_path=args.key_npy, **meta)
+  return library.add_peft(args.peft, num_virtual_tokens=args.num_virtual_tokens, **meta)
 
 
 def _cell(value) -> str:

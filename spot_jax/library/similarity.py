@@ -22,7 +22,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 POOLED_FORMS = ("mean", "unit_mean")
-FORMS = POOLED_FORMS + ("full",)
 CHUNK_ELEMENTS = 1 << 24  # float64 elements per chunk of keys (128 MiB) in `scores`.
 
 

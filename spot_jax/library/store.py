@@ -78,6 +78,9 @@ class IndexUpdateError(LibraryError):
   """The entry was written, but updating the index cache failed (it is rebuilt on next read)."""
 
 
+UNKNOWN_MODEL = "unknown"  # name or fingerprint of a frozen model nobody recorded.
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelIdentity:
   """What an entry's key is comparable with: the frozen model it was trained on, its method
@@ -91,7 +94,7 @@ class ModelIdentity:
   """
 
   name: str
-  emb_dim: int
+  emb_dim: int  # 0 while unknown: `add_npy` and `add_peft` take it from the prompt's width.
   fingerprint: str
   method: str = "prompt"
   embedding: str = PROMPT_EMBEDDING
@@ -118,6 +121,19 @@ class ModelIdentity:
     except (KeyError, TypeError) as e:
       raise LibraryError(f"Run summary model {model!r} lacks name, config.emb_dim or "
                          f"fingerprint ({e})") from None
+
+  @classmethod
+  def outside(cls, name: str | None = None, fingerprint: str | None = None,
+              emb_dim: int | None = None) -> ModelIdentity:
+    """The frozen model of a prompt trained elsewhere (a .npy or PEFT file): what is known of
+    it. Name and fingerprint default to UNKNOWN_MODEL: such entries are comparable only with
+    entries of the same unknown model and width (one index per identity, emb_dim included);
+    emb_dim None is taken from the prompt when it is added."""
+    return cls(name or UNKNOWN_MODEL, int(emb_dim or 0), fingerprint or UNKNOWN_MODEL)
+
+  @property
+  def is_known(self) -> bool:
+    return UNKNOWN_MODEL not in (self.name, self.fingerprint)
 
   @classmethod
   def from_dict(cls, data: Mapping[str, Any]) -> ModelIdentity:
@@ -203,9 +219,6 @@ def as_prompt(array: Any, what: str, emb_dim: int | None = None) -> np.ndarray:
   return array
 
 
-check_prompt = as_prompt  # the name spot_jax/cli/retrieve_cmd.py imports.
-
-
 def as_key(array: Any, what: str, model: ModelIdentity) -> np.ndarray:
   """A key of `model`'s kind as float32: a prompt [L, emb_dim], or a vector embedding [D] or
   [1, D] (returned [1, D], a one-token key) with D == model.key_dim when that is set."""
@@ -238,6 +251,11 @@ def as_tree(value: Any, what: str) -> dict[str, np.ndarray]:
       raise LibraryError(f"{what}: {name} contains NaN or infinite values")
     out[name] = np.ascontiguousarray(array, np.float32)
   return out
+
+
+def _with_width(model: ModelIdentity, prompt: np.ndarray) -> ModelIdentity:
+  """`model` with emb_dim taken from a checked prompt [L, embed] when it was not given."""
+  return model if model.emb_dim else dataclasses.replace(model, emb_dim=int(prompt.shape[1]))
 
 
 def load_npy(path: str, what: str = "prompt") -> np.ndarray:
@@ -379,6 +397,22 @@ class PromptLibrary:
       atomic_write_bytes(marker, _json_bytes(
           {"format": FORMAT_NAME, "version": FORMAT_VERSION}, "library.json"))
 
+  def discard_if_empty(self, remove_root: bool) -> bool:
+    """Deletes this library when it holds no entry (what a failed first `add --create`
+    leaves): its whole directory when `remove_root` (the command made it), else only the
+    library's own files. Returns whether it did."""
+    if any(not n.startswith(".tmp_") for n in os.listdir(self.entries_dir)):
+      return False
+    if remove_root:
+      shutil.rmtree(self.root, ignore_errors=True)
+      return True
+    os.remove(os.path.join(self.root, LIBRARY_JSON))
+    for name in (ENTRIES_DIR, INDEX_DIR):
+      shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(os.path.join(self.root, LOCK_FILE))
+    return True
+
   # --------------------------------------------------------------------------- adding
 
   def add(self, *, task: str, value: np.ndarray | Mapping[str, Any], key: np.ndarray,
@@ -512,6 +546,7 @@ class PromptLibrary:
     """
     value = load_npy(value_path, "value prompt")
     key = value if key_path is None else load_npy(key_path, "key prompt")
+    model = _with_width(model, as_prompt(value, f"The value prompt {value_path!r}"))
     origin = {"kind": "npy", "path": os.path.abspath(value_path),
               "key_path": None if key_path is None else os.path.abspath(key_path),
               "key": "value (no key file given)" if key_path is None else "file"}
@@ -551,7 +586,8 @@ class PromptLibrary:
     if PEFT_TENSOR not in tensors:
       raise LibraryError(f"{path!r} has no {PEFT_TENSOR!r} tensor (found {sorted(tensors)}); "
                          "is it a prompt-tuning adapter?")
-    rows = as_prompt(tensors[PEFT_TENSOR], f"{PEFT_TENSOR} in {path!r}", model.emb_dim)
+    rows = as_prompt(tensors[PEFT_TENSOR], f"{PEFT_TENSOR} in {path!r}", model.emb_dim or None)
+    model = _with_width(model, rows)
     n = num_virtual_tokens if num_virtual_tokens is not None else config.get("num_virtual_tokens")
     if n is None:
       raise LibraryError(f"Cannot tell the encoder prompt length of {path!r}: no "
@@ -728,8 +764,6 @@ class PromptLibrary:
                            "method (--method) or the embedding kind (--embedding)")
     raise LibraryError(f"No model {text!r} in {self.root}; models: "
                        f"{', '.join(map(str, models)) or 'none'}")
-
-  find_model = resolve_model  # the name spot_jax/cli/retrieve_cmd.py calls.
 
   def remove(self, entry_id: str) -> None:
     """Removes an entry and its index rows (a corrupt entry too)."""

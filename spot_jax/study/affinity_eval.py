@@ -27,6 +27,7 @@ COLUMNS = ("spearman", "pearson", "regret_at_1", "regret_at_3", "top1_gain", "to
 FIGURE3_COLUMNS = ("top1_gain", "top3_best_gain")
 FIGURE3_BASELINES = ("cosine", "per_token_cosine", "brute_force")
 NO_TRANSFER = "no_transfer"
+NDCG = "ndcg"  # the extra column `affinity evaluate --ndcg_relevance` adds (ranking.evaluate's).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,15 @@ def load_inputs(results_path: str, *, library: str | None = None, study_dir: str
     keys = data_lib.keys_from_library(lib, lib.resolve_model(model) if model else None)
   else:
     keys = data_lib.keys_from_study(study_dir)
+  missing = sorted({task for pair in gains for task in pair} - set(keys))
+  if missing:  # up front, before any head trains or scores.
+    where = (f"the library {library}" + (f" (model {model})" if model else "")
+             if library is not None else f"the study {study_dir}")
+    fix = ("add their runs or prompts to the library (`spot-jax library add`)"
+           if library is not None else "finish their source and baseline runs")
+    raise data_lib.AffinityDataError(
+        f"{results_path} has tasks with no keys in {where}: {', '.join(missing)}; {fix}, or "
+        "drop their rows from the results")
   return Inputs(table, gains, keys)
 
 
@@ -79,7 +89,7 @@ def summarize(report: Mapping[str, Any]) -> dict[str, float]:
     return float(np.mean(values)) if values else math.nan
   return {"spearman": avg["spearman"], "pearson": avg["pearson"],
           "regret_at_1": avg["regret_at_1"], "regret_at_3": avg["regret_at_3"],
-          "top1_gain": gain(1), "top3_best_gain": gain(3),
+          "top1_gain": gain(1), "top3_best_gain": gain(3), NDCG: avg["ndcg"],
           # Table 1: each target's score after transfer from the top-1 source, and baseline.
           "top1_scores": {t: m["curve"]["best_of_top_k"][0] for t, m in report["targets"].items()},
           "baselines": {t: m["baseline"] for t, m in report["targets"].items()}}
@@ -112,7 +122,7 @@ def seed_rows(rows_per_seed: Sequence[Sequence[dict[str, Any]]], label: str) -> 
   """Mean and std (ddof=1) over seeds of the row named `label` of each seed's comparison."""
   picked = [next(r for r in rows if r["method"] == label) for rows in rows_per_seed]
   out: dict[str, Any] = {"method": f"{label} (mean over {len(picked)} seeds)"}
-  for column in COLUMNS:
+  for column in (*COLUMNS, NDCG):
     values = np.array([r[column] for r in picked], np.float64)
     finite = values[np.isfinite(values)]
     out[column] = float(finite.mean()) if finite.size else math.nan
@@ -167,9 +177,9 @@ def format_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = COLU
 
 
 def write_rows(path: str, rows: Sequence[Mapping[str, Any]],
-               metrics: Sequence[str] = COLUMNS) -> None:
-  columns = ["method", *metrics, *(f"{c}_std" for c in metrics)]
-  results.write_csv(path, columns, [[r.get(c, "") for c in columns] for r in rows])
+               columns: Sequence[str] = COLUMNS) -> None:
+  header = ["method", *columns, *(f"{c}_std" for c in columns)]
+  results.write_csv(path, header, [[r.get(c, "") for c in header] for r in rows])
 
 
 # ----------------------------------------------------------------------------- ablations

@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import gin
 
-from spot_jax import executor, launchers
+from spot_jax import executor, fileio, launchers
 from spot_jax.executor import RunSpec, is_finished, read_finished  # noqa: F401  (re-exported)
 from spot_jax.gin_utils import gin_literal
 from spot_jax.study.spec import StudySpec
@@ -71,6 +71,7 @@ class StudyReport(executor.Execution):
   results_path: str | None = None
   results_rows: int = 0
   missing_results: int = 0
+  kept_results: int = 0  # rows of an earlier results.csv whose runs give no result now.
 
   @property
   def jobs(self) -> list[Job]:
@@ -240,7 +241,10 @@ def result_rows(jobs: Sequence[Job]) -> tuple[list[dict[str, Any]], list[Job]]:
   for job in jobs:
     if job.kind == "source":
       continue
-    summary = read_finished(job.model_dir, job.train_steps)
+    try:
+      summary = read_finished(job.model_dir, job.train_steps)
+    except Exception:  # pylint: disable=broad-except  # a broken run dir: no result yet.
+      summary = None
     if summary is None or summary.best_score is None:
       missing.append(job)
       continue
@@ -263,9 +267,35 @@ def collect(spec: StudySpec, study_dir: str, jobs: Sequence[Job] | None = None,
         report.library_added.append(added)
   rows, missing = result_rows(jobs)
   report.results_path = os.path.join(os.path.abspath(study_dir), RESULTS_CSV)
-  write_results(report.results_path, rows)
-  report.results_rows, report.missing_results = len(rows), len(missing)
+  kept = kept_rows(report.results_path, missing)
+  write_results(report.results_path, rows + kept)
+  report.results_rows, report.missing_results = len(rows) + len(kept), len(missing) - len(kept)
+  report.kept_results = len(kept)
   return report
+
+
+def kept_rows(path: str, missing: Sequence[Job]) -> list[dict[str, Any]]:
+  """The rows of an earlier results.csv for runs that give no result now (a run directory
+  removed, refused or broken after it finished): results.csv keeps every finished run's row
+  whatever happens to its directory later."""
+  from spot_jax.study import results
+  if not missing or not os.path.exists(path):
+    return []
+  wanted = {(job.source or BASELINE, job.target, int(job.seed)) for job in missing}
+  try:
+    _, earlier = results.read_csv_rows(path, results.RESULT_COLUMNS, "a results table")
+  except (ValueError, OSError):  # unreadable: rebuilt from the run directories alone.
+    return []
+  kept = []
+  for _, row in earlier:
+    try:
+      key = (row["source"], row["target"], int(row["seed"]))
+    except (TypeError, ValueError):
+      continue
+    if key in wanted:
+      wanted.discard(key)  # one row per run.
+      kept.append({k: v for k, v in row.items() if k})
+  return kept
 
 
 # ----------------------------------------------------------------------------- executing
@@ -348,11 +378,20 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
                                  job_dir=jobs_dir(study_dir))
     report.skipped, report.ran = execution.skipped, execution.ran
     report.failed = execution.failed
-    report.blocked = [(job, f"{why}; run --phase sources first" if job.kind == "transfer"
-                       else why) for job, why in execution.blocked]
-  collect(spec, study_dir, all_jobs, report)
-  log(f"results: {report.results_rows} rows in {report.results_path} "
-      f"({report.missing_results} baseline/transfer runs not finished)")
+    failed = {spec.model_dir: spec.name for spec, _ in execution.failed}
+    report.blocked = [(job, _blocked_reason(job, why, failed, phase))
+                      for job, why in execution.blocked]
+  try:
+    collect(spec, study_dir, all_jobs, report)
+    kept = (f"; {report.kept_results} kept from the earlier results.csv"
+            if report.kept_results else "")
+    log(f"results: {report.results_rows} rows in {report.results_path} "
+        f"({report.missing_results} baseline/transfer runs not finished{kept})")
+  except OSError as e:  # a full disk: the earlier results.csv stays as it was (atomic writes).
+    full = fileio.disk_full_path(e, study_dir)
+    if full is None:
+      raise
+    log(f"results.csv not updated: {fileio.disk_full_message(full)}")
   if report.library_added:
     log(f"library {library_path(spec, study_dir)}: added {', '.join(report.library_added)}")
   for job, why in report.failed:
@@ -360,6 +399,16 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
   for job, why in report.blocked:
     log(f"BLOCKED {job.name}: {why}")
   return report
+
+
+def _blocked_reason(job: Job, why: str, failed: dict[str, str], phase: str) -> str:
+  """Why a job did not start, naming the failed run it depends on when there is one."""
+  broken = [failed[d] for d in job.depends_on if d in failed]
+  if broken:
+    return f"not started: the run it starts from, {', '.join(broken)}, FAILED above"
+  if job.kind == "transfer" and phase == "transfers" and not why.startswith("not started"):
+    return f"{why}; run --phase sources first"
+  return why
 
 
 # ----------------------------------------------------------------------------- cluster jobs

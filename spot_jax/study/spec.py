@@ -254,10 +254,13 @@ def load_spec(path: str, check_tasks: bool = True, **overrides: Any) -> StudySpe
   """Reads and validates a YAML study spec; `overrides` replace its keys (e.g. method='lora',
   `spot-jax study run --method`)."""
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       data = yaml.safe_load(f)
   except yaml.YAMLError as e:
     raise SpecError(f"{path} is not valid YAML: {e}") from None
+  except UnicodeDecodeError as e:
+    raise SpecError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                    f"{e.start}); save the spec as UTF-8") from None
   if data is None:
     raise SpecError(f"{path} is empty; see gin_configs/study/synthetic.yaml for a spec")
   if overrides and isinstance(data, dict):
