@@ -59,7 +59,7 @@ def writes_under(model_dir: str, kill_at: int | None, events: list[str]):
     if threading.get_ident() != main or not (path == root or path.startswith(root + os.sep)):
       return
     # Random temp names, and the timestamps in TensorBoard's and orbax's temporary names.
-    name = re.sub(r"\.tmp_[^/]*|\d{9,}", "*", os.path.relpath(path, root))
+    name = re.sub(r"\.tmp[-_][^/]*|\d{9,}", "*", os.path.relpath(path, root))
     events.append(f"{kind} {name}")
     if kill_at is not None and len(events) == kill_at:
       raise SimulatedKill(events[-1])
