@@ -391,7 +391,13 @@ def markdown(header: dict[str, Any], records: list[dict[str, Any]]) -> str:
            "| part | time to first step | init | first step | compile | steady step | ex/s "
            "| MFU | peak memory | note |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  fmt = lambda v, unit="s", scale=1.0: "-" if v is None else f"{v * scale:.{3 if scale == 1 and v < 1 else 1}f} {unit}"  # noqa: E731
+
+  def fmt(value: float | None, unit: str = "s", scale: float = 1.0) -> str:
+    if value is None:
+      return "-"
+    digits = 3 if scale == 1 and value < 1 else 1
+    return f"{value * scale:.{digits}f} {unit}"
+
   for r in records:
     if r["part"] == "ceiling":
       continue
