@@ -301,7 +301,7 @@ def describe(record: dict[str, Any]) -> str:
   r = record["result"]
   bits = []
   if "ceiling_gflops" in r:
-    bits.append(f"{r['device']}: matmul ceiling {r['ceiling_gflops'] / 1000:.0f} TFLOP/s")
+    bits.append(f"{r['device']}: matmul ceiling {r['ceiling_gflops'] / 1000:.1f} TFLOP/s")
   if "time_to_first_step_seconds" in r:
     bits.append(f"first step at {r['time_to_first_step_seconds']:.1f} s "
                 f"(init {r['init_seconds']:.1f} s, first step {r['first_step_seconds']:.1f} s)")
