@@ -140,8 +140,7 @@ def worker_ours(method: str, model: str, input_length: int, steps: int) -> dict[
   import train_step
   import jax
   runtime.configure_cpu_dispatch()
-  jax.config.update("jax_compilation_cache_dir", os.path.join(HERE, ".jax_cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  runtime.enable_compilation_cache(os.path.join(HERE, ".jax_cache"))
   run_step, _ = train_step.build_step(model, input_length, BATCH_SIZE, TARGET_LENGTH,
                                       PROMPT_LENGTH, DROPOUT_RATE, "float32", method=method,
                                       method_settings=METHODS[method]["ours"],

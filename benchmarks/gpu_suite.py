@@ -301,7 +301,7 @@ def describe(record: dict[str, Any]) -> str:
   r = record["result"]
   bits = []
   if "ceiling_gflops" in r:
-    bits.append(f"{r['device']}: matmul ceiling {r['ceiling_gflops'] / 1000:.0f} TFLOP/s")
+    bits.append(f"{r['device']}: matmul ceiling {r['ceiling_gflops'] / 1000:.1f} TFLOP/s")
   if "time_to_first_step_seconds" in r:
     bits.append(f"first step at {r['time_to_first_step_seconds']:.1f} s "
                 f"(init {r['init_seconds']:.1f} s, first step {r['first_step_seconds']:.1f} s)")
@@ -391,7 +391,13 @@ def markdown(header: dict[str, Any], records: list[dict[str, Any]]) -> str:
            "| part | time to first step | init | first step | compile | steady step | ex/s "
            "| MFU | peak memory | note |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  fmt = lambda v, unit="s", scale=1.0: "-" if v is None else f"{v * scale:.{3 if scale == 1 and v < 1 else 1}f} {unit}"  # noqa: E731
+
+  def fmt(value: float | None, unit: str = "s", scale: float = 1.0) -> str:
+    if value is None:
+      return "-"
+    digits = 3 if scale == 1 and value < 1 else 1
+    return f"{value * scale:.{digits}f} {unit}"
+
   for r in records:
     if r["part"] == "ceiling":
       continue

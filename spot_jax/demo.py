@@ -41,6 +41,8 @@ import numpy as np
 
 from spot_jax.affinity.pairs import sample_pool_pairs
 
+from spot_jax import runtime
+
 DEMO_GIN = "demo.gin"
 QUICK_GIN = "demo_quick.gin"
 NUM_STAGES = 6
@@ -507,15 +509,6 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
 # ----------------------------------------------------------------------------- the demo
 
 
-def enable_compilation_cache(path: str) -> None:
-  """Every run has the same shapes: JAX's persistent cache lets each run after the first
-  (and every rerun) skip XLA compilation."""
-  import jax
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-
-
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
   """Runs (or resumes) every stage; returns results.json's content."""
   console = console or Console()
@@ -531,7 +524,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     console.say(f"[{number}/{NUM_STAGES}] {text}")
 
   with quiet_libraries(os.path.join(out, "demo.log")):
-    enable_compilation_cache(os.path.join(out, "xla_cache"))
+    # Every run has the same shapes: each run after the first (and every rerun) loads its
+    # executables from the cache instead of compiling them.
+    runtime.enable_compilation_cache(os.path.join(out, "xla_cache"))
     from spot_jax.library.store import PromptLibrary
     from spot_jax.study import runner
     from spot_jax.tasks_util import register_all_tasks

@@ -154,15 +154,17 @@ def compilation_cache_dir(environ: Mapping[str, str] = os.environ) -> str | None
 
 
 def enable_compilation_cache(path: str | None = None) -> str | None:
-  """Turns on JAX's persistent compilation cache at `path` (default `compilation_cache_dir()`),
+  """Turns on JAX's persistent compilation cache at `path` (default: a directory already given
+  to jax, e.g. by $JAX_COMPILATION_CACHE_DIR, else `compilation_cache_dir()`),
   for every program however quick to compile, so a restarted or repeated run (a study's runs,
   a preempted job) loads its executables instead of compiling them. Returns the directory, or
   None when switched off ($SPOT_JAX_COMPILATION_CACHE=0). The cache is keyed on the program,
   the jax/XLA version and the device, so one directory serves every backend."""
   import jax
-  path = path or getattr(jax.config, "jax_compilation_cache_dir", None) or compilation_cache_dir()
-  if path is None:
+  default = compilation_cache_dir()
+  if default is None:
     return None
+  path = path or getattr(jax.config, "jax_compilation_cache_dir", None) or default
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)

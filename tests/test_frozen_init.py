@@ -108,3 +108,21 @@ def test_frozen_init_writes_each_leaf_into_its_sharding_and_dtype():
 def test_frozen_init_names_an_unknown_leaf():
   with pytest.raises(ValueError, match="FROZEN_INITIALIZERS"):
     init_lib.initializer_for("encoder/layers_0/attention/rotary/kernel", get_config("tiny"))
+
+
+def test_bf16_frozen_weights_change_logits_only_within_tolerance():
+  """bfloat16 keeps 8 significant bits (relative rounding <= 2^-9 per weight); through 2+2
+  layers the logits move by ~0.5% of their largest magnitude. Stated tolerance: 2%."""
+  config = get_config("tiny_byte", dropout_rate=0.0)
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.integers(2, 300, (4, 24)), jnp.int32)
+  targets = jnp.asarray(rng.integers(2, 300, (4, 6)), jnp.int32)
+  model = T5(config)
+  f32 = init_lib.init_frozen(config, 0)
+  bf16 = init_lib.init_frozen(config, 0, jnp.bfloat16)
+  assert {leaf.dtype for leaf in jax.tree.leaves(bf16)} == {jnp.dtype(jnp.bfloat16)}
+  logits = model.apply({"params": f32}, tokens, targets, targets)
+  logits_bf16 = model.apply({"params": bf16}, tokens, targets, targets)
+  assert logits_bf16.dtype == jnp.float32
+  change = float(jnp.max(jnp.abs(logits_bf16 - logits)))
+  assert 0 < change <= 0.02 * float(jnp.max(jnp.abs(logits)))

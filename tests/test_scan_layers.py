@@ -125,3 +125,22 @@ def test_t5x_checkpoint_loads_into_both_layouts_and_writes_back_bit_equal(
       np.testing.assert_array_equal(a, b)
   np.testing.assert_allclose(logits[True], logits[False], rtol=0,
                              atol=1e-5 * float(jnp.max(jnp.abs(logits[False]))))
+
+
+def test_trainer_scans_by_default_on_accelerators_for_methods_that_can(tmp_path, monkeypatch):
+  from spot_jax import methods
+  from spot_jax.train.loop import TrainConfig, build_frozen_model
+  cfg = TrainConfig(model_dir=str(tmp_path), task="unused", model="tiny_byte", prompt_length=4)
+  lora = methods.create("lora", 4)
+
+  def layout(cfg, method=None):
+    model, frozen, identity, _ = build_frozen_model(cfg, method)
+    assert ("layers" in frozen["encoder"]) == model.config.scan_layers
+    return model.config.scan_layers, identity["fingerprint"]
+
+  on_cpu = layout(cfg)
+  assert on_cpu[0] is False
+  assert layout(dataclasses.replace(cfg, scan_layers=True)) == (True, on_cpu[1])
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert layout(cfg)[0] is True
+  assert layout(cfg, lora)[0] is False  # per-layer parameters: unrolled.

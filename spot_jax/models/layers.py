@@ -169,7 +169,8 @@ class RelativePositionBias(nn.Module):
     memory = np.arange(key_length, dtype=np.int32)[None, :]
     buckets = relative_position_bucket(memory - context, self.bidirectional,
                                        self.num_buckets, self.max_distance)
-    table = self.param("rel_embedding", relpos_init, (self.num_heads, self.num_buckets), jnp.float32)
+    table = self.param("rel_embedding", relpos_init, (self.num_heads, self.num_buckets),
+                       jnp.float32)
     bias = jnp.take(jnp.asarray(table, self.dtype), jnp.asarray(buckets), axis=1)
     return bias[None]
 
@@ -200,7 +201,8 @@ class MultiHeadAttention(nn.Module):
     def heads(x: Array) -> Array:
       return x.reshape(x.shape[:-1] + (cfg.num_heads, cfg.head_dim))
 
-    query = heads(dense(inner, "query", cfg, query_kernel_init(cfg.head_dim), hooks)(inputs_q))
+    query = heads(dense(inner, "query", cfg, query_kernel_init(cfg.head_dim), hooks)(
+        inputs_q))
     if decode == "cross" and self.has_variable("cache", "cached_key"):
       key, value = self.get_variable("cache", "cached_key"), self.get_variable("cache",
                                                                                 "cached_value")

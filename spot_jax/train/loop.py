@@ -31,7 +31,7 @@ from spot_jax.models.config import get_config
 from spot_jax.models.init import init_frozen, random_fingerprint
 from spot_jax.models.layout import to_layout
 from spot_jax.models.losses import DEFAULT_Z_LOSS
-from spot_jax.models.t5 import T5
+from spot_jax.models.t5 import REMAT_POLICIES, T5, per_layer_methods
 from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task_labels
 from spot_jax.train import checkpointer as checkpointer_lib, partitioning, run_dir
 from spot_jax.train import packed as packed_lib
@@ -85,7 +85,9 @@ class TrainConfig:
   dtype: str = "float32"
   remat: bool = False
   remat_policy: str = "full"  # with remat: full | minimal | dots (models.config.T5Config).
-  scan_layers: bool = False  # each stack as one nn.scan (T5X's scan_layers): faster compiles.
+  # Each stack as one nn.scan (T5X's scan_layers): far faster compiles. None: on GPU/TPU for
+  # methods without per-layer parameters, unrolled on CPU (models.t5.per_layer_methods).
+  scan_layers: bool | None = None
   frozen_dtype: str = "float32"  # bfloat16: frozen weights stored in bf16 (XXL on one GPU).
   method: str = "prompt"
   optimizer: str | None = None  # adafactor | adamw; None: the method's default.
@@ -130,8 +132,11 @@ def build_frozen_model(cfg: TrainConfig, method: methods.Method | None = None
   them (or the checkpoint's) in bf16.
   """
   method = method or method_of(cfg)
+  scan = cfg.scan_layers
+  if scan is None:
+    scan = jax.default_backend() != "cpu" and not per_layer_methods(method.hooks())
   overrides = dict(dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, remat=cfg.remat,
-                   remat_policy=cfg.remat_policy, scan_layers=cfg.scan_layers)
+                   remat_policy=cfg.remat_policy, scan_layers=scan)
   frozen_dtype = check_frozen_dtype(cfg.frozen_dtype)
   if cfg.initial_checkpoint:
     loaded = load_model(cfg.initial_checkpoint, config=get_config(cfg.model),
@@ -161,7 +166,8 @@ FROZEN_DTYPES = ("float32", "bfloat16")
 
 def check_frozen_dtype(name: str) -> Any:
   if name not in FROZEN_DTYPES:
-    raise ValueError(f"Unknown FROZEN_DTYPE {name!r}; choose one of {FROZEN_DTYPES}")
+    raise ValueError(f"Unknown frozen_dtype {name!r}; choose one of {FROZEN_DTYPES} "
+                     "(TrainConfig.frozen_dtype)")
   return jnp.dtype(name)
 
 
@@ -202,7 +208,9 @@ def initial_trainables(cfg: TrainConfig, method: methods.Method, model: T5,
 def initial_prompt(cfg: TrainConfig, params: Mapping[str, Any], emb_dim: int) -> jax.Array:
   """The prompt [L, embed] a fresh run starts from."""
   key = jax.random.PRNGKey(cfg.seed)
-  embedding = params["token_embedder"]["embedding"]
+  # Random frozen weights sit on the mesh, possibly split across hosts: every host takes the
+  # whole table (the prompt is replicated).
+  embedding = partitioning.to_host(params["token_embedder"]["embedding"])
   if cfg.prompt_init == "sampled_vocab":
     return prompts.from_sampled_vocab(key, embedding, cfg.prompt_length)
   if cfg.prompt_init == "class_labels":
@@ -581,6 +589,10 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
   if cfg.dropout_rate >= 1:
     raise ValueError(f"dropout_rate={cfg.dropout_rate!r} must be below 1; set "
                      "--gin.DROPOUT_RATE")
+  check_frozen_dtype(cfg.frozen_dtype)
+  if cfg.remat_policy not in REMAT_POLICIES:
+    raise ValueError(f"Unknown remat_policy {cfg.remat_policy!r}; choose one of "
+                     f"{REMAT_POLICIES} (TrainConfig.remat_policy)")
   for name, macro, minimum in (("max_train_examples", "MAX_TRAIN_EXAMPLES", 1),
                                ("max_eval_examples", "MAX_EVAL_EXAMPLES", 1),
                                ("eval_batch_size", "EVAL_BATCH_SIZE", 1),
