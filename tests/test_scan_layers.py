@@ -127,10 +127,13 @@ def test_t5x_checkpoint_loads_into_both_layouts_and_writes_back_bit_equal(
                              atol=1e-5 * float(jnp.max(jnp.abs(logits[False]))))
 
 
-def test_trainer_scans_by_default_on_accelerators_for_methods_that_can(tmp_path, monkeypatch):
+def test_trainer_is_unrolled_by_default_and_scans_on_request(tmp_path, monkeypatch):
+  """Unrolled by default (the faster steady step on an H200); scan_layers=None scans on
+  accelerators for the methods that can."""
   from spot_jax import methods
   from spot_jax.train.loop import TrainConfig, build_frozen_model
-  cfg = TrainConfig(model_dir=str(tmp_path), task="unused", model="tiny_byte", prompt_length=4)
+  default = TrainConfig(model_dir=str(tmp_path), task="unused", model="tiny_byte", prompt_length=4)
+  cfg = dataclasses.replace(default, scan_layers=None)
   lora = methods.create("lora", 4)
 
   def layout(cfg, method=None):
@@ -142,5 +145,6 @@ def test_trainer_scans_by_default_on_accelerators_for_methods_that_can(tmp_path,
   assert on_cpu[0] is False
   assert layout(dataclasses.replace(cfg, scan_layers=True)) == (True, on_cpu[1])
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert layout(default)[0] is False
   assert layout(cfg)[0] is True
   assert layout(cfg, lora)[0] is False  # per-layer parameters: unrolled.

@@ -85,9 +85,13 @@ class TrainConfig:
   dtype: str = "float32"
   remat: bool = False
   remat_policy: str = "full"  # with remat: full | minimal | dots (models.config.T5Config).
-  # Each stack as one nn.scan (T5X's scan_layers): far faster compiles. None: on GPU/TPU for
-  # methods without per-layer parameters, unrolled on CPU (models.t5.per_layer_methods).
-  scan_layers: bool | None = None
+  # Each stack as one nn.scan (T5X's scan_layers): 2.5x faster compiles, but on an H200 a 1.5x
+  # slower steady step for base (82.7 vs 54.7 ms, benchmarks/RESULTS.md `gpu_suite`), so off by
+  # default: with the persistent compilation cache a study pays the unrolled compile once per
+  # shape, and steady steps dominate any run of more than ~2K steps. True: scanned (methods
+  # with per-layer parameters are refused, models.t5.per_layer_methods); None: scanned on
+  # GPU/TPU where the method allows it (quick experiments, restarts without a cache).
+  scan_layers: bool | None = False
   frozen_dtype: str = "float32"  # bfloat16: frozen weights stored in bf16 (XXL on one GPU).
   method: str = "prompt"
   optimizer: str | None = None  # adafactor | adamw; None: the method's default.
