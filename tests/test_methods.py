@@ -24,7 +24,9 @@ from spot_jax.train.optimizer import adamw_warmup
 from spot_jax.train.step import init_train_state, make_train_step
 
 register_all_tasks()
-NAMES = sorted(methods.METHODS)
+# The parameter-efficient methods (full fine-tuning, `model`, has its own tests:
+# tests/test_model_tuning.py).
+NAMES = sorted(n for n, cls in methods.METHODS.items() if not cls.full)
 STEP0_IS_FROZEN = ("bias", "ia3", "lora")
 # Distinct dims so a frozen-weight gradient would show up as a product of a kernel's shape.
 ODD = dict(vocab_size=72, emb_dim=24, num_heads=2, head_dim=10, mlp_dim=36, dropout_rate=0.0)
@@ -64,6 +66,7 @@ def batch_of(rng, batch=3, inputs=7, targets=5, vocab=72):
 
 def test_registry_names_and_errors():
   assert set(NAMES) == {"prompt", "prompt_encoder", "prefix", "lora", "bias", "ia3"}
+  assert set(methods.METHODS) == set(NAMES) | {"model"}
   with pytest.raises(methods.MethodError, match=r"Unknown method 'lroa'.*lora"):
     methods.create("lroa")
   with pytest.raises(methods.MethodError, match="Bad settings for method 'lora'"):

@@ -30,12 +30,12 @@ from spot_jax.models.config import get_config
 from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import T5
 from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task_labels
-from spot_jax.train import checkpointer as checkpointer_lib, partitioning, run_dir
+from spot_jax.train import checkpointer as checkpointer_lib, full_checkpoints, partitioning, run_dir
 from spot_jax.train import packed as packed_lib
 from spot_jax.train.data import TrainBatches
 from spot_jax.train.metrics_log import MetricsLogger
 from spot_jax.train.optimizer import (ADAMW_WARMUP_FRACTION, OPTIMIZERS, SPOT_WEIGHT_DECAY,
-                                     adamw_warmup, prompt_adafactor)
+                                     adamw_warmup, finetune_adafactor, prompt_adafactor)
 from spot_jax.train.step import TrainState, init_train_state, make_train_step
 
 PROMPT_INITS = ("sampled_vocab", "class_labels", "file", "uniform")
@@ -148,6 +148,12 @@ def make_optimizer(cfg: TrainConfig, method: methods.Method, offset: int
                     clipping_threshold=cfg.clipping_threshold, step_offset=offset)
     return prompt_adafactor(lr, cfg.decay_rate, cfg.clipping_threshold, decay,
                             step_offset=offset), settings
+  if name == "adafactor_finetune":  # T5X finetune.gin: no weight decay, constant lr.
+    decay = 0.0 if cfg.weight_decay is None else cfg.weight_decay
+    settings = dict(name=name, learning_rate=lr, weight_decay=decay, decay_rate=cfg.decay_rate,
+                    clipping_threshold=cfg.clipping_threshold, step_offset=offset)
+    return finetune_adafactor(lr, cfg.decay_rate, cfg.clipping_threshold, offset,
+                              decay), settings
   if name == "adamw":
     decay = 0.0 if cfg.weight_decay is None else cfg.weight_decay
     settings = dict(name=name, learning_rate=lr, weight_decay=decay,
@@ -167,6 +173,8 @@ def initial_trainables(cfg: TrainConfig, method: methods.Method, model: T5,
   if not cfg.init_from:
     return fresh
   names = sorted(methods.flatten(fresh))
+  if method.full:  # a model run's checkpoint: a T5X checkpoint of every weight.
+    return methods.check_trainables(full_checkpoints.load(cfg.init_from), fresh, cfg.init_from)
   loaded = run_dir.load_trainables(cfg.init_from, names)
   return methods.check_trainables(methods.unflatten(loaded), fresh, cfg.init_from)
 
@@ -508,9 +516,12 @@ def _dir_digest(path: str | None) -> str | None:
   if not path or not os.path.isdir(path):
     return None
   digest = hashlib.sha256()
-  for name in sorted(os.listdir(path)):
-    with open(os.path.join(path, name), "rb") as f:
-      digest.update(name.encode() + b"\0" + f.read())
+  for root, dirs, files in os.walk(path):  # a T5X checkpoint (model runs) has zarr folders.
+    dirs.sort()
+    for name in sorted(files):
+      file = os.path.join(root, name)
+      with open(file, "rb") as f:
+        digest.update(os.path.relpath(file, path).encode() + b"\0" + f.read())
   return "sha256:" + digest.hexdigest()[:16]
 
 
@@ -645,7 +656,7 @@ def _open_run(run: _Run, method: methods.Method, state: TrainState, start_step: 
       run.summary.finished = False
     run.summary.train_steps = cfg.train_steps
     run.summary.step_offset, run.summary.step_offset_source = offset
-  elif is_chief:
+  elif is_chief and not method.full:  # a full run's step 0 is its INITIAL_CHECKPOINT_PATH.
     run_dir.save_trainables(cfg.model_dir, 0, method.saved_arrays(jax.device_get(state.params)))
   return state
 
@@ -667,6 +678,7 @@ def _train(cfgs: list[TrainConfig], method: methods.Method, model: T5, frozen_pa
         initial_trainables(run.cfg, method, model, frozen_params), optimizer, run.cfg.seed),
                         start, offset, is_chief) for run in runs]
     start_step = start or 0
+    frozen_params = method.frozen_part(frozen_params)  # {} when every weight is trained.
 
     mesh = partitioning.make_mesh(cfg.mesh_data, cfg.mesh_model)
     frozen = partitioning.shard_params(frozen_params, mesh)
@@ -804,7 +816,9 @@ def _checkpoint(cfg: TrainConfig, method: methods.Method, state: TrainState, ste
   """Writes the numpy trainables, evaluates, then records the summary, the input pipeline's
   position and the train state."""
   trainables = partitioning.to_host(state.params)
-  if is_chief:
+  if is_chief and method.full:  # T5X stores the absolute step.
+    full_checkpoints.save(cfg.model_dir, step, trainables, summary.step_offset + step)
+  elif is_chief:
     run_dir.save_trainables(cfg.model_dir, step, method.saved_arrays(trainables))
   results = {}
   if evaluator is not None and (step % cfg.eval_period == 0 or step == cfg.train_steps):
