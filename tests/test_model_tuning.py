@@ -142,8 +142,9 @@ class Interrupted(RuntimeError):
 
 
 def test_interrupted_model_run_resumes_bit_equal(tmp_path, monkeypatch):
-  """Stopped after step 3's checkpoint, trained again: the T5X checkpoints at 3 and 6 equal an
-  uninterrupted run's; a model run starts from another's checkpoint (init_from)."""
+  """Stopped after step 3's checkpoint, trained again: the T5X checkpoint at 6 equals an
+  uninterrupted run's (only the latest and best are kept); a model run starts from another's
+  checkpoint (init_from)."""
   train(small_run(tmp_path / "straight"))
   real = loop._checkpoint
 
@@ -156,7 +157,9 @@ def test_interrupted_model_run_resumes_bit_equal(tmp_path, monkeypatch):
     train(small_run(tmp_path / "killed"))
   monkeypatch.setattr(loop, "_checkpoint", real)
   assert train(small_run(tmp_path / "killed")).steps_done == 6
-  for step in (3, 6):
+  for model_dir in ("straight", "killed"):  # the latest and the best (no evaluation: step 6).
+    assert run_dir.checkpoint_steps(str(tmp_path / model_dir)) == [6]
+  for step in (6,):
     want = traverse_util.flatten_dict(t5x.read_checkpoint(
         run_dir.checkpoint_dir(str(tmp_path / "straight"), step)), sep="/")
     got = traverse_util.flatten_dict(t5x.read_checkpoint(
@@ -166,6 +169,7 @@ def test_interrupted_model_run_resumes_bit_equal(tmp_path, monkeypatch):
       np.testing.assert_array_equal(got[path], want[path], err_msg=f"{path} at {step}")
 
   source = run_dir.checkpoint_dir(str(tmp_path / "straight"), 6)
+  assert full_checkpoints.stored_step(source) == (6, "init_from checkpoint")  # T5X's offset.
   cfg = small_run(tmp_path / "target", init_from=source)
   method = loop.method_of(cfg)
   model, frozen, _, _ = build_frozen_model(cfg, method)

@@ -422,6 +422,8 @@ def _train_runs(cfgs: list[TrainConfig], gin_configs: list[str], packed: bool
   model, frozen_params, identity, loaded = build_frozen_model(cfgs[0], method)
   offset = (step_offset(loaded, cfgs[0].model) if cfgs[0].step_offset is None
             else (cfgs[0].step_offset, "STEP_OFFSET"))
+  if method.full and cfgs[0].init_from and cfgs[0].step_offset is None:
+    offset = full_checkpoints.stored_step(cfgs[0].init_from)  # T5X: the restored step.
   optimizer, optimizer_settings = make_optimizer(cfgs[0], method, offset[0])
   summaries, todo = [], []
   for cfg in cfgs:
@@ -832,6 +834,8 @@ def _checkpoint(cfg: TrainConfig, method: methods.Method, state: TrainState, ste
   summary.steps_done = step
   if is_chief:  # before the state: a kill in between redoes this interval identically.
     run_dir.write_summary(cfg.model_dir, summary)
+  if is_chief and method.full:  # whole-model checkpoints: the latest and the best stay.
+    full_checkpoints.prune(cfg.model_dir, {step, summary.best_step})
   if batches is not None:
     batches.save(cfg.model_dir, step, keep=cfg.keep_train_states)
   checkpointer.save(state)
