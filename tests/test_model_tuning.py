@@ -92,6 +92,7 @@ def test_finetune_adafactor_is_t5x_adafactor():
     np.testing.assert_allclose(ours[k], reference[k], rtol=0, atol=1e-4 * moved, err_msg=k)
 
 
+@pytest.mark.slow  # three runs, a CLI process and two evaluations.
 def test_model_run_checkpoints_are_t5x_checkpoints_every_reader_loads(pretrained_checkpoint,
                                                                        tmp_path):
   """T5X's fine-tuning defaults; the checkpoint is read by `model info`, `eval`, `export`, and
@@ -206,6 +207,7 @@ def test_full_tuning_learns_a_held_out_task_and_moves_every_weight(pretrained_ch
   assert not unmoved, unmoved
 
 
+@pytest.mark.slow  # two worker processes (1 and 8 simulated devices).
 def test_eight_device_model_sharded_full_tuning_matches_one_device(tmp_path):
   """4 x 2 mesh of simulated CPU devices == 1 device for full fine-tuning: the weights and their
   Adafactor moments split over 'model' as T5X splits the params (checked in the worker)."""
