@@ -50,12 +50,31 @@ def test_in_class_and_all_class_rho_and_ndcg():
   assert class_eval.markdown(rows).startswith("| method | CR in-class rho |")
 
 
-def test_a_class_without_targets_in_the_results_is_an_error():
+def test_classes_without_targets_are_left_out_and_none_at_all_is_an_error():
   with pytest.raises(class_eval.ranking.RankingError, match="None of the targets"):
     class_eval.evaluate_classes(table(), {"ours": None}, {"NER": ("p", "q")})
+  only_cr = class_eval.evaluate_classes(table(), {"ours": None}, {**CLASSES, "NER": ("p",)})
+  assert {s.task_class for s in only_cr} == {"CR", "QA"}
 
 
 def test_tupate_classes_are_the_registry_pool():
   classes = class_eval.tupate_classes()
   assert len(classes["CR"]) == len(classes["QA"]) == 11
   assert len(set(classes["CR"]) | set(classes["QA"])) == 22  # disjoint classes.
+
+
+def test_study_evaluate_prints_the_class_table(tmp_path, capsys):
+  """`spot-jax study evaluate --classes tupate` on TuPaTE task names (random baseline)."""
+  from spot_jax.cli.main import main
+  rows = ["source,target,seed,score"]
+  truth = {"glue_rte": {"none": 50, "glue_mrpc": 60, "snli": 70, "squad": 40},
+           "squad": {"none": 30, "drop": 50, "glue_rte": 20}}
+  for target, scores in truth.items():
+    rows += [f"{s},{target},0,{v}" for s, v in scores.items()]
+  (tmp_path / "results.csv").write_text("\n".join(rows) + "\n")
+  assert main(["study", "evaluate", str(tmp_path / "results.csv"), "--baseline", "random",
+               "--classes", "tupate"]) == 0
+  out = capsys.readouterr().out
+  assert "| method | CR in-class rho | CR in-class NDCG | CR all-class rho |" in out
+  # glue_rte: in-class candidates glue_mrpc, snli (expected rho 1.5); all-class adds squad (2.0).
+  assert "| random (expected value) | 1.5 |" in out and "| 2.0 |" in out

@@ -51,11 +51,17 @@ def evaluate_classes(table: Aggregate,
                      predictions: Mapping[str, Mapping[str, Mapping[str, float]] | None],
                      classes: Mapping[str, Sequence[str]]) -> list[ClassScore]:
   """For every method (its {target: {source: score}}, or None for the expected random
-  ranking), class and scope: the averages of rho and NDCG over the class's targets."""
+  ranking), class and scope: the averages of rho and NDCG over the class's targets (classes
+  with no target in the results are left out)."""
   pool = [task for members in classes.values() for task in members]
+  present = {name: members for name, members in classes.items()
+             if set(members) & set(table.targets)}
+  if not present:
+    raise ranking.RankingError(f"None of the targets of the classes {sorted(classes)} is in "
+                               "the results")
   out = []
   for method, predicted in predictions.items():
-    for name, members in classes.items():
+    for name, members in present.items():  # a class without targets in the results is skipped.
       for scope, candidates in (("in-class", members), ("all-class", pool)):
         part = subset(table, members, candidates)
         restricted = None if predicted is None else {
