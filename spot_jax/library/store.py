@@ -52,6 +52,7 @@ import numpy as np
 
 from spot_jax.fileio import atomic_write_bytes, umask_mode
 from spot_jax import task_embedding
+from spot_jax.library import peft_import
 from spot_jax.library.similarity import POOLED_FORMS, LibraryError, pool
 from spot_jax.task_embedding import PROMPT_EMBEDDING, PROMPT_LIKE_METHODS
 from spot_jax.train import run_dir
@@ -520,7 +521,8 @@ class PromptLibrary:
 
   def add_peft(self, adapter_path: str, *, task: str, model: ModelIdentity,
                num_virtual_tokens: int | None = None, **meta: Any) -> Entry:
-    """A PEFT prompt-tuning adapter (its directory or adapter_model.safetensors).
+    """A PEFT prompt-tuning adapter (its directory or adapter_model.safetensors); LoRA, IA3
+    and prefix adapters (peft_type in adapter_config.json) go to `_add_peft_method`.
 
     "prompt_embeddings" is [num_transformer_submodules * n, embed]; for seq2seq T5 the first
     n rows are the encoder prompt. n comes from `num_virtual_tokens`, else adapter_config.json.
@@ -538,9 +540,11 @@ class PromptLibrary:
       except (OSError, json.JSONDecodeError) as e:
         raise LibraryError(f"PEFT config {config_path} is unreadable ({e})") from None
       peft_type = config.get("peft_type")
+      if peft_type in peft_import.TYPES:
+        return self._add_peft_method(adapter_path, task=task, model=model, **meta)
       if peft_type not in (None, "PROMPT_TUNING"):
-        raise LibraryError(f"{config_path} is a {peft_type} adapter; only PROMPT_TUNING "
-                           "adapters hold a soft prompt")
+        raise LibraryError(f"{config_path} is a {peft_type} adapter; import PROMPT_TUNING, "
+                           f"{', '.join(sorted(peft_import.TYPES))} adapters")
     if not os.path.exists(path):
       raise LibraryError(f"PEFT adapter weights {path!r} do not exist")
     try:
@@ -565,6 +569,24 @@ class PromptLibrary:
               "rows": int(rows.shape[0]), "key": "value (PEFT saves one prompt)"}
     origin.update(meta.pop("origin", None) or {})
     return self.add(task=task, value=value, key=value, model=model, origin=origin, **meta)
+
+  def _add_peft_method(self, adapter_path: str, *, task: str, model: ModelIdentity,
+                       **meta: Any) -> Entry:
+    """A PEFT LoRA, IA3 or prefix adapter (`spot_jax.library.peft_import`): value = the
+    method's trainables, key = their layer-mean embedding (TuPaTE), identity = the method
+    with the adapter's settings, so it is searched with runs of the same method and settings."""
+    method, settings, value, weights = peft_import.convert(adapter_path, model.emb_dim)
+    identity = dataclasses.replace(model, method=method,
+                                   embedding=task_embedding.EMBEDDING_KINDS[0],
+                                   method_settings=json.dumps(settings, sort_keys=True))
+    try:
+      key = task_embedding.layer_embedding(value, identity.embedding)
+    except task_embedding.EmbeddingError as e:
+      raise LibraryError(f"{weights}: {e}") from None
+    origin = {"kind": "peft", "path": os.path.abspath(weights), "peft_method": method,
+              "key": "layer_mean of the adapter (PEFT saves one checkpoint)"}
+    origin.update(meta.pop("origin", None) or {})
+    return self.add(task=task, value=value, key=key, model=identity, origin=origin, **meta)
 
   # --------------------------------------------------------------------------- reading
 
