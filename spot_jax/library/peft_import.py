@@ -186,18 +186,19 @@ def prefix(config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], emb_dim
   return {"length": length, "encoder": False, "decoder": True}, out
 
 
-def convert(path: str, emb_dim: int, num_heads: int | None = None
-            ) -> tuple[str, dict[str, Any], dict[str, np.ndarray], str]:
-  """(method, its settings, {dotted path: array}, weights path) of a LoRA/IA3/prefix adapter."""
-  config, tensors, weights = read_adapter(path)
+def convert(config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], where: str,
+            emb_dim: int, num_heads: int | None = None
+            ) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+  """(method, its settings, {dotted path: array}) of a LoRA/IA3/prefix adapter
+  (`read_adapter`'s config and tensors; `where` names it in errors)."""
   kind = config.get("peft_type")
   if kind not in TYPES:
-    raise LibraryError(f"{path}: peft_type {kind!r} is not one of {sorted(TYPES)} (or "
+    raise LibraryError(f"{where}: peft_type {kind!r} is not one of {sorted(TYPES)} (or "
                        "PROMPT_TUNING, imported as a prompt); its adapter_config.json must say")
   if kind == "LORA":
-    settings, arrays = lora(config, tensors, emb_dim, weights)
+    settings, arrays = lora(config, tensors, emb_dim, where)
   elif kind == "IA3":
-    settings, arrays = ia3(config, tensors, emb_dim, weights)
+    settings, arrays = ia3(config, tensors, emb_dim, where)
   else:
-    settings, arrays = prefix(config, tensors, emb_dim, num_heads, weights)
-  return TYPES[kind], settings, arrays, weights
+    settings, arrays = prefix(config, tensors, emb_dim, num_heads, where)
+  return TYPES[kind], settings, arrays
