@@ -16,7 +16,8 @@ temporaries (activations kept for the backward pass, gradients, workspace) from 
 `memory_analysis()` of the compiled full-tuning step at the real widths with 1 and 2 layers per
 stack, extrapolated linearly to the real depth (each layer adds the same buffers), at
 `--memory_batch` x inputs 512 / targets 32 (SPoT's lengths), float32, dropout 0.1.
-Writes the section "full_tuning" of benchmarks/RESULTS.md.
+Writes the section "full_tuning" of benchmarks/RESULTS.md after each part; `--reuse LOG` keeps
+the rows an earlier run printed (a run cut short finishes without measuring them again).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def worker(config: str, method: str, steps: int) -> dict:
   compile_s = time.perf_counter() - start
   median = statistics.median(time_steps(run_step, steps, jax.block_until_ready))
   return {"config": config, "method": method, "step_seconds_median": median,
-          "first_step_seconds": compile_s, "peak_rss_bytes": peak_rss_bytes(), "steps": steps}
+          "first_step_seconds": compile_s, "peak_rss_bytes": peak_rss_bytes(), "steps": steps,
+          "load_average": os.getloadavg()[0]}
 
 
 def _bytes(tree) -> int:
@@ -102,13 +104,18 @@ def table(timings: list[dict], memories: list[dict], command: str) -> str:
   lines = ["## Full fine-tuning against prompt tuning (benchmarks/full_tuning.py)", "",
            f"`{command}` on {platform.machine()} ({os.cpu_count()} CPUs), "
            f"{time.strftime('%Y-%m-%d')}; batch {BATCH}, target length {TARGET_LENGTH}, "
-           f"prompt {PROMPT_LENGTH} tokens, float32, each method's default optimizer.", ""]
+           f"prompt {PROMPT_LENGTH} tokens, float32, each method's default optimizer. Prompt "
+           f"tuning's encoder reads the input plus the {PROMPT_LENGTH}-token prompt, full "
+           "tuning the input alone; `load` is the machine's 1-minute load average when the "
+           "worker finished (other jobs inflate the times).", ""]
   if timings:
-    lines += ["| config | method | step s (median) | first step s (compile) | peak RSS GiB |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += ["| config | method | step s (median) | first step s (compile) | peak RSS GiB | "
+              "load |", "| --- | --- | --- | --- | --- | --- |"]
     for row in timings:
+      load = row.get("load_average")
       lines.append(f"| {row['config']} | {row['method']} | {row['step_seconds_median']:.3f} | "
-                   f"{row['first_step_seconds']:.1f} | {gib(row['peak_rss_bytes'])} |")
+                   f"{row['first_step_seconds']:.1f} | {gib(row['peak_rss_bytes'])} | "
+                   f"{'-' if load is None else f'{load:.1f}'} |")
     by = {(r["config"], r["method"]): r for r in timings}
     for config in dict.fromkeys(r["config"] for r in timings):
       if (config, "prompt") in by and (config, "model") in by:
@@ -140,24 +147,35 @@ def main() -> None:
   parser.add_argument("--config")
   parser.add_argument("--method")
   parser.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "RESULTS.md"))
+  parser.add_argument("--reuse", default=None,
+                      help="the output of an earlier run: its JSON rows are kept, not measured "
+                           "again (finish a run that was cut short)")
   args = parser.parse_args()
   if args.worker:
     print(json.dumps(worker(args.config, args.method, args.steps)))
     return
+  earlier = []
+  if args.reuse:
+    with open(args.reuse) as f:
+      earlier = [json.loads(line) for line in f if line.startswith("{")]
+  done_timings = {(r["config"], r["method"]): r for r in earlier if "config" in r}
+  done_memory = {r["model"]: r for r in earlier if "temp_bytes" in r}
+  command = "python benchmarks/full_tuning.py " + " ".join(sys.argv[1:])
+  from results_md import update_section
   timings = []
   for config in filter(None, args.configs.split(",")):
     for method in METHODS:
-      row = run_worker(__file__, [f"--config={config}", f"--method={method}",
-                                  f"--steps={args.steps}"], {"JAX_PLATFORMS": "cpu"})
+      row = done_timings.get((config, method)) or run_worker(
+          __file__, [f"--config={config}", f"--method={method}", f"--steps={args.steps}"],
+          {"JAX_PLATFORMS": "cpu"})
       print(json.dumps(row), flush=True)
       timings.append(row)
+  update_section(args.results, "full_tuning", table(timings, [], command.strip()))
   memories = []
   for name in filter(None, args.memory.split(",")):
-    memories.append(memory(name, args.memory_batch))
+    memories.append(done_memory.get(name) or memory(name, args.memory_batch))
     print(json.dumps(memories[-1]), flush=True)
-  command = "python benchmarks/full_tuning.py " + " ".join(sys.argv[1:])
-  from results_md import update_section
-  update_section(args.results, "full_tuning", table(timings, memories, command.strip()))
+    update_section(args.results, "full_tuning", table(timings, memories, command.strip()))
 
 
 if __name__ == "__main__":
