@@ -25,6 +25,7 @@ from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
 from spot_jax.train.export import export_merged
 from spot_jax.train.loop import TrainConfig, build_frozen_model, train
 from spot_jax.train.optimizer import finetune_adafactor
+from spot_jax.train.step import init_train_state
 
 register_all_tasks()
 FROZEN_TINY = PROJECT_ROOT / "tests" / "golden" / "tiny_byte_frozen.npz"
@@ -108,6 +109,8 @@ def test_model_run_checkpoints_are_t5x_checkpoints_every_reader_loads(pretrained
   checkpoint = run_dir.checkpoint_dir(str(tmp_path / "full"), 3)
   assert t5x.read_step(checkpoint) == PRETRAINED_STEP + 3
   loaded = load_model(checkpoint, config=get_config("tiny_byte"))
+  fresh = init_train_state(loaded.params, finetune_adafactor(), 0).opt_state
+  assert not full_checkpoints.restore_moments(fresh, str(pretrained_checkpoint))[1]  # none kept.
   pretrained = load_model(str(pretrained_checkpoint), config=get_config("tiny_byte"))
   assert loaded.fingerprint != pretrained.fingerprint
 
@@ -171,6 +174,17 @@ def test_interrupted_model_run_resumes_bit_equal(tmp_path, monkeypatch):
 
   source = run_dir.checkpoint_dir(str(tmp_path / "straight"), 6)
   assert full_checkpoints.stored_step(source) == (6, "init_from checkpoint")  # T5X's offset.
+  # The checkpoint holds Adafactor's second moments as T5X's state/param_states, and a run
+  # starting from it continues them (T5X restores them; SPoT Appendix C).
+  stored = t5x.read_checkpoint(source, subtree="state/param_states")
+  kernel = stored["encoder"]["layers_0"]["attention"]["query"]["kernel"]
+  assert set(kernel) >= {"v_row", "v_col", "v"} and np.abs(kernel["v"]).max() > 0
+  fresh = init_train_state(full_checkpoints.load(source), finetune_adafactor(), 0).opt_state
+  restored, found = full_checkpoints.restore_moments(fresh, source)
+  assert found
+  moments = full_checkpoints._factored_state(restored)
+  np.testing.assert_array_equal(
+      moments.v["encoder"]["layers_0"]["attention"]["query"]["kernel"], kernel["v"])
   cfg = small_run(tmp_path / "target", init_from=source)
   method = loop.method_of(cfg)
   model, frozen, _, _ = build_frozen_model(cfg, method)

@@ -24,7 +24,8 @@ import numpy as np
 
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax import methods, prompts
-from spot_jax.checkpoints.load import LoadedModel, fingerprint, load_model, step_offset
+from spot_jax.checkpoints.load import (LoadedModel, fingerprint, is_hf_checkpoint, load_model,
+                                       step_offset)
 from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode, encode_labels
 from spot_jax.models.config import get_config
 from spot_jax.models.losses import DEFAULT_Z_LOSS
@@ -658,9 +659,26 @@ def _open_run(run: _Run, method: methods.Method, state: TrainState, start_step: 
       run.summary.finished = False
     run.summary.train_steps = cfg.train_steps
     run.summary.step_offset, run.summary.step_offset_source = offset
-  elif is_chief and not method.full:  # a full run's step 0 is its INITIAL_CHECKPOINT_PATH.
-    run_dir.save_trainables(cfg.model_dir, 0, method.saved_arrays(jax.device_get(state.params)))
+  else:
+    if method.full:
+      state = _restore_moments(cfg, state)
+    if is_chief and not method.full:  # a full run's step 0 is its INITIAL_CHECKPOINT_PATH.
+      run_dir.save_trainables(cfg.model_dir, 0,
+                              method.saved_arrays(jax.device_get(state.params)))
   return state
+
+
+def _restore_moments(cfg: TrainConfig, state: TrainState) -> TrainState:
+  """A fresh full fine-tuning run continues the Adafactor second moments stored with the
+  weights it starts from (T5X restores them; SPoT Appendix C), when the T5X checkpoint has
+  them."""
+  source = cfg.init_from or cfg.initial_checkpoint
+  if not source or is_hf_checkpoint(source):
+    return state
+  opt_state, found = full_checkpoints.restore_moments(state.opt_state, source)
+  if found:
+    logging.info("Adafactor second moments restored from %s", source)
+  return state.replace(opt_state=opt_state)
 
 
 def _train(cfgs: list[TrainConfig], method: methods.Method, model: T5, frozen_params: Any,
@@ -819,7 +837,8 @@ def _checkpoint(cfg: TrainConfig, method: methods.Method, state: TrainState, ste
   position and the train state."""
   trainables = partitioning.to_host(state.params)
   if is_chief and method.full:  # T5X stores the absolute step.
-    full_checkpoints.save(cfg.model_dir, step, trainables, summary.step_offset + step)
+    full_checkpoints.save(cfg.model_dir, step, trainables, summary.step_offset + step,
+                          partitioning.to_host(state.opt_state))
   elif is_chief:
     run_dir.save_trainables(cfg.model_dir, step, method.saved_arrays(trainables))
   results = {}
