@@ -7,8 +7,9 @@ resume serve it as every parameter-efficient method. The defaults are T5X's fine
 (factored second moments, update clipping 1.0, parameter scaling, no weight decay; see
 `spot_jax.train.optimizer.finetune_adafactor`), a constant learning rate of 1e-3
 (`create_learning_rate_scheduler.factors = 'constant'`, `base_learning_rate = 0.001`), dropout 0.1,
-and the loaded checkpoint's step as Adafactor's step offset. A run's checkpoints are T5X
-checkpoints (`spot_jax.train.full_checkpoints`), loadable as a frozen model by any method.
+the loaded checkpoint's step as Adafactor's step offset and its stored second moments. A run's
+checkpoints are T5X checkpoints (`spot_jax.train.full_checkpoints`), loadable as a frozen model
+by any method.
 """
 
 from __future__ import annotations

@@ -58,10 +58,11 @@ def finetune_adafactor(learning_rate: float = 1e-3, decay_rate: float = 0.8,
   a full second moment; decay 1 - (t + 1)^-0.8 at the absolute step t; the update's RMS clipped
   to 1.0 per parameter; scaled by lr * max(RMS(param), 1e-3) (multiply_by_parameter_scale,
   epsilon2); no momentum (beta1 None), no weight decay (weight_decay_rate None).
-  Differences: T5X continues the second moments stored in the pretrained checkpoint
-  (`RestoreCheckpointConfig` restores the optimizer state), this starts them at zero, as for
-  every other method; and rank-3 parameters (scanned layers) would need T5X's logical factor
-  rules (optax factors the two largest dims, T5X rows and columns within each layer).
+  T5X continues the second moments stored in the checkpoint it starts from
+  (`RestoreCheckpointConfig` restores the optimizer state); the trainer does the same for full
+  fine-tuning (`spot_jax.train.full_checkpoints.restore_moments`: both libraries drop the same
+  dims). Rank-3 parameters (scanned layers) would need T5X's logical factor rules (optax
+  factors the two largest dims, T5X rows and columns within each layer).
   `weight_decay`: multiplicative per step like T5X's weight_decay_rate (0: none).
 
   Args:
