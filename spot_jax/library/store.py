@@ -307,6 +307,10 @@ def _write_file(path: str, data: bytes) -> None:
 def run_checkpoint(model_dir: str, step: int) -> dict[str, np.ndarray]:
   """{dotted path: array} of every trainable a run saved at `step` (plain .npy only)."""
   directory = run_dir.checkpoint_dir(model_dir, step)
+  if os.path.isfile(os.path.join(directory, "checkpoint")):  # spot_jax.train.full_checkpoints
+    raise LibraryError(f"{directory} is the T5X checkpoint of a full fine-tuning run (method "
+                       "'model'): a whole model is no library entry; tune a prompt (or any "
+                       "method) with it as INITIAL_CHECKPOINT_PATH and add that run")
   try:
     return run_dir.load_trainables(directory, run_dir.checkpoint_names(directory))
   except run_dir.RunDirError as e:
