@@ -270,6 +270,19 @@ class Interrupted(RuntimeError):
   pass
 
 
+def interrupt_after_first_checkpoint(monkeypatch) -> None:
+  """The next `train` raises Interrupted right after writing its first checkpoint (undo it with
+  `monkeypatch.undo()`)."""
+  from spot_jax.train import loop
+  real = loop._checkpoint
+
+  def stop_after_first(cfg, method, state, step, *args):
+    real(cfg, method, state, step, *args)
+    raise Interrupted(step)
+
+  monkeypatch.setattr(loop, "_checkpoint", stop_after_first)
+
+
 # LoRA in the default suite; the other methods (same code path, other leaves) are slow tests.
 @pytest.mark.parametrize("name", [
     n if n == "lora" else pytest.param(n, marks=pytest.mark.slow)
@@ -282,17 +295,10 @@ def test_run_saves_every_leaf_and_an_interrupted_run_resumes_bit_equal(name, tmp
   method = methods.create(name, 4)
   assert straight.method_settings == method.settings()
   assert straight.optimizer["name"] == "adamw" and straight.optimizer["warmup_fraction"] == 0.06
-  from spot_jax.train import loop
-  real = loop._checkpoint
-
-  def stop_after_first(cfg, method, state, step, *args):
-    real(cfg, method, state, step, *args)
-    raise Interrupted(step)
-
-  monkeypatch.setattr(loop, "_checkpoint", stop_after_first)
+  interrupt_after_first_checkpoint(monkeypatch)
   with pytest.raises(Interrupted):
     train(small_run(tmp_path / "killed", name))
-  monkeypatch.setattr(loop, "_checkpoint", real)
+  monkeypatch.undo()
   resumed = train(small_run(tmp_path / "killed", name))
   assert resumed.steps_done == 6
   for step in (0, 3, 6):

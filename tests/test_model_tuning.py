@@ -14,6 +14,7 @@ import pytest
 from flax import traverse_util
 
 from conftest import PROJECT_ROOT
+from test_methods import Interrupted, interrupt_after_first_checkpoint
 from spot_jax import methods
 from spot_jax.checkpoints import t5x
 from spot_jax.checkpoints.load import load_model
@@ -141,25 +142,15 @@ def test_model_run_checkpoints_are_t5x_checkpoints_every_reader_loads(pretrained
   assert prompt.step_offset == PRETRAINED_STEP + 3 and prompt.optimizer["name"] == "adafactor"
 
 
-class Interrupted(RuntimeError):
-  pass
-
-
 def test_interrupted_model_run_resumes_bit_equal(tmp_path, monkeypatch):
   """Stopped after step 3's checkpoint, trained again: the T5X checkpoint at 6 equals an
   uninterrupted run's (only the latest and best are kept); a model run starts from another's
   checkpoint (init_from)."""
   train(small_run(tmp_path / "straight"))
-  real = loop._checkpoint
-
-  def stop_after_first(cfg, method, state, step, *args):
-    real(cfg, method, state, step, *args)
-    raise Interrupted(step)
-
-  monkeypatch.setattr(loop, "_checkpoint", stop_after_first)
+  interrupt_after_first_checkpoint(monkeypatch)  # the helper of every method's resume test.
   with pytest.raises(Interrupted):
     train(small_run(tmp_path / "killed"))
-  monkeypatch.setattr(loop, "_checkpoint", real)
+  monkeypatch.undo()
   assert train(small_run(tmp_path / "killed")).steps_done == 6
   for model_dir in ("straight", "killed"):  # the latest and the best (no evaluation: step 6).
     assert run_dir.checkpoint_steps(str(tmp_path / model_dir)) == [6]
