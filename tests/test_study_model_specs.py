@@ -27,17 +27,16 @@ def counts(spec) -> list[int]:
   return [sum(j.kind == kind for j in jobs) for kind in runner.KINDS]
 
 
-def dry_run_total(path, tmp_path, capsys) -> str:
+def dry_run_total(path, tmp_path) -> str:
   """The dry run's total line (the plan as `study run --dry_run` prints it; the real tasks'
   label checks need their vocabulary, so the plan is described without them)."""
-  del capsys
   spec = load_spec(str(path))
   lines = runner.describe_plan(spec, runner.plan(spec, str(tmp_path / "dry")))
   assert not (tmp_path / "dry").exists()
   return next(line for line in lines if "total:" in line)
 
 
-def test_spot_model_tuning_rows(tmp_path, capsys):
+def test_spot_model_tuning_rows(tmp_path):
   """ModelTuning = the baselines, Multi-task ModelTuning = the transfers from the GLUE
   mixture; full fine-tuning from the original T5 1.1 base (SPoT footnote 3), 2^16 tokens a
   batch (Appendix C)."""
@@ -49,10 +48,10 @@ def test_spot_model_tuning_rows(tmp_path, capsys):
   assert spec.initial_checkpoint.endswith("t5_1_1_base/checkpoint_1000000")
   transfer = runner.plan(spec, "/study")[-1]
   assert transfer.gin_files[-2:] == ("methods/model.gin", runner.TRANSFER_INIT_FROM_GIN)
-  assert "total: 99 runs" in dry_run_total(STUDY / "spot_model_tuning.yaml", tmp_path, capsys)
+  assert "total: 99 runs" in dry_run_total(STUDY / "spot_model_tuning.yaml", tmp_path)
 
 
-def test_spot_shorter_tuning_ablation(tmp_path, capsys):
+def test_spot_shorter_tuning_ablation(tmp_path):
   """Table 1 "- longer tuning": 30K steps against spot_generic.yaml's 2^18."""
   short = load_spec(str(STUDY / "spot_shorter_tuning.yaml"))
   generic = load_spec(str(STUDY / "spot_generic.yaml"))
@@ -62,11 +61,11 @@ def test_spot_shorter_tuning_ablation(tmp_path, capsys):
   assert set(short.sources) <= set(generic.sources)
   assert counts(short) == [3, 48, 48]
   assert "total: 99 runs, 2970000 train steps" in dry_run_total(
-      STUDY / "spot_shorter_tuning.yaml", tmp_path, capsys)
+      STUDY / "spot_shorter_tuning.yaml", tmp_path)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_spot_size_sweep(size, tmp_path, capsys):
+def test_spot_size_sweep(size, tmp_path):
   """Figure 1 / Table 4 at each size: prompt tuning (LM-adapted) and model tuning (original
   T5 1.1) on the 8 SuperGLUE tasks, GLUE mixture as the source."""
   prompt = load_spec(str(STUDY / "spot_sizes" / f"prompt_{size}.yaml"))
@@ -79,10 +78,10 @@ def test_spot_size_sweep(size, tmp_path, capsys):
   assert prompt.initial_checkpoint is None  # models/<size>.gin's LM-adapted checkpoint.
   assert model.initial_checkpoint.endswith(f"t5_1_1_{size}/checkpoint_1000000")
   assert "total: 51 runs" in dry_run_total(STUDY / "spot_sizes" / f"model_{size}.yaml",
-                                           tmp_path, capsys)
+                                           tmp_path)
 
 
-def test_tupate_intermediate_fine_tuning(tmp_path, capsys):
+def test_tupate_intermediate_fine_tuning(tmp_path):
   """The TuPaTE pool with full fine-tuning: 22 tasks, each a source and a target, never its
   own source."""
   finetune = load_spec(str(STUDY / "tupate_finetune.yaml"))
@@ -90,7 +89,7 @@ def test_tupate_intermediate_fine_tuning(tmp_path, capsys):
   assert finetune.method == "model"
   assert (finetune.sources, finetune.targets) == (prompt.sources, prompt.targets)
   assert counts(finetune) == [66, 66, 22 * 21 * 3]
-  assert "total: 1518 runs" in dry_run_total(STUDY / "tupate_finetune.yaml", tmp_path, capsys)
+  assert "total: 1518 runs" in dry_run_total(STUDY / "tupate_finetune.yaml", tmp_path)
 
 
 @pytest.mark.slow
