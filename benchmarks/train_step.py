@@ -36,7 +36,8 @@ from spot_jax.models import T5, get_config  # noqa: E402
 from spot_jax.models.flops import prompt_tuning_step_flops  # noqa: E402
 from spot_jax.models.init import init_frozen  # noqa: E402
 from spot_jax.prompts import from_sampled_vocab  # noqa: E402
-from spot_jax.train.optimizer import adamw_warmup, prompt_adafactor  # noqa: E402
+from spot_jax.train.optimizer import (adamw_warmup, finetune_adafactor,  # noqa: E402
+                                     prompt_adafactor)
 from spot_jax.train.step import (DEFAULT_RNG_IMPL, init_train_state,  # noqa: E402
                                  make_train_step)
 from timing import peak_rss_bytes, time_steps  # noqa: E402
@@ -118,7 +119,7 @@ def build_step(model_name: str, input_length: int, batch_size: int, target_lengt
 
   `method` (a `spot_jax.methods` name; prompt-like ones take `prompt_length`) with
   `method_settings`, trained with its default optimizer as the trainer does: Adafactor lr 0.3
-  for `prompt`, otherwise AdamW at the method's learning rate with 6% warmup over
+  for `prompt`, T5X's fine-tuning Adafactor lr 1e-3 for `model`, otherwise AdamW at the method's learning rate with 6% warmup over
   `schedule_steps`. `frozen_init`: "leaf" draws the frozen weights leaf by leaf as the trainer
   does (`spot_jax.models.init`), "jit" compiles the whole `T5.init` (the old way, for the
   compile-time comparison). `packed_runs` N > 0: N runs packed into one step
@@ -141,8 +142,11 @@ def build_step(model_name: str, input_length: int, batch_size: int, target_lengt
     prompt = from_sampled_vocab(jax.random.PRNGKey(1), frozen["token_embedder"]["embedding"],
                                 prompt_length)
   params = trained.init(jax.random.PRNGKey(1), model, frozen, prompt)
+  frozen = trained.frozen_part(frozen)  # {} for full fine-tuning (`model`): all is trained.
   if trained.default_optimizer == "adafactor":
     optimizer = prompt_adafactor(trained.default_learning_rate)
+  elif trained.default_optimizer == "adafactor_finetune":
+    optimizer = finetune_adafactor(trained.default_learning_rate)
   else:
     optimizer = adamw_warmup(trained.default_learning_rate, schedule_steps)
   state = init_train_state(params, optimizer, seed=0, rng_impl=rng_impl)

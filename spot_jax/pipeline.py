@@ -333,11 +333,14 @@ def evaluate_rankings(results_csv: str, *, predictions: str | None = None,
                       baseline: str | None = None, scorer: str | None = None,
                       study_dirs: Sequence[str] = (), embedding: str | None = None,
                       sizes: str | None = None, k_max: int | None = None,
-                      out: str | None = None, ndcg_relevance: str = "rank") -> dict[str, Any]:
+                      out: str | None = None, ndcg_relevance: str = "rank",
+                      classes: str | None = None) -> dict[str, Any]:
   """Ranking metrics of a predictions table, of a scorer over the study's task embeddings
   (`scorer`, keys from `study_dirs`, default the results' directory; `study_predictions`), or
   of a baseline ranking (`random`: the exact expectation, `data_size`: by training-set size,
-  from `sizes` or the task registry); `ndcg_relevance` as spot_jax.study.ranking.NDCG_RELEVANCE."""
+  from `sizes` or the task registry); `ndcg_relevance` as spot_jax.study.ranking.NDCG_RELEVANCE.
+  `classes='tupate'` adds TuPaTE's in-class / all-class rho and NDCG (`report['classes']`,
+  `report['class_table']` in its Table 2 layout; `spot_jax.study.class_eval`)."""
   from spot_jax.study import ranking, results
   if sum(x is not None for x in (predictions, baseline, scorer)) != 1:
     raise ValueError("give exactly one of predictions, a scorer or a baseline")
@@ -376,6 +379,14 @@ def evaluate_rankings(results_csv: str, *, predictions: str | None = None,
     raise ValueError(f"Unknown baseline {baseline!r}; choose random or data_size")
   report = ranking.evaluate(table, method, predicted, k_max, where, ndcg_relevance)
   report["results"] = os.path.abspath(results_csv)
+  if classes is not None:
+    from spot_jax.study import class_eval
+    if classes != "tupate":
+      raise ValueError(f"Unknown task classes {classes!r}; choose tupate (CR and QA)")
+    groups = class_eval.tupate_classes()
+    scores = class_eval.evaluate_classes(table, {method: predicted}, groups)
+    report["classes"] = class_eval.as_json(scores)
+    report["class_table"] = class_eval.markdown(class_eval.table(scores, list(groups)))
   if out:
     results.write_json(out, report)
   return report

@@ -191,16 +191,25 @@ def train_method(name: str, frozen, sharded, mesh, steps: int,
 
   from spot_jax import methods
   from spot_jax.models import T5
-  from spot_jax.train.optimizer import adamw_warmup
+  from spot_jax.train.optimizer import adamw_warmup, finetune_adafactor
   method = methods.create(name, PROMPT_LENGTH, **({"length": 3} if name == "prefix" else {}))
   model = T5(small_config(), hooks=method.hooks())
   prompt = np.asarray(frozen["token_embedder"]["embedding"][:PROMPT_LENGTH])
   trainables = method.init(jax.random.key(SEED + 2), model, frozen, prompt)
-  state, losses = train_steps(model, adamw_warmup(1e-2, steps, warmup_fraction=0.0),
-                              trainables, frozen, sharded, mesh, steps, trainable_sharding)
+  if method.full:  # every weight trained (T5X's fine-tuning Adafactor); nothing frozen.
+    optimizer, frozen, sharded = finetune_adafactor(1e-2), {}, {}
+  else:
+    optimizer = adamw_warmup(1e-2, steps, warmup_fraction=0.0)
+  state, losses = train_steps(model, optimizer, trainables, frozen, sharded, mesh, steps,
+                              trainable_sharding)
   leaves = methods.flatten(partitioning.to_host(state.params))
   replicated = [x.sharding.is_fully_replicated for x in methods.flatten(state.params).values()]
-  if trainable_sharding == "replicated" or mesh.shape["model"] == 1:
+  if method.full and mesh.shape["model"] > 1:  # weights and their Adafactor state split as T5X.
+    query = state.params["encoder"]["layers_0"]["attention"]["query"]["kernel"]
+    assert query.addressable_shards[0].data.shape[1] == query.shape[1] // mesh.shape["model"]
+    moments = [x for x in jax.tree.leaves(state.opt_state) if x.shape == query.shape]
+    assert moments and not any(x.sharding.is_fully_replicated for x in moments)
+  elif trainable_sharding == "replicated" or mesh.shape["model"] == 1:
     assert all(replicated)
   elif name in ("lora", "bias", "ia3", "prefix"):  # 'follow' splits some over 'model'.
     assert not all(replicated), name

@@ -24,7 +24,9 @@ from spot_jax.train.optimizer import adamw_warmup
 from spot_jax.train.step import init_train_state, make_train_step
 
 register_all_tasks()
-NAMES = sorted(methods.METHODS)
+# The parameter-efficient methods (full fine-tuning, `model`, has its own tests:
+# tests/test_model_tuning.py).
+NAMES = sorted(n for n, cls in methods.METHODS.items() if not cls.full)
 STEP0_IS_FROZEN = ("bias", "ia3", "lora")
 # Distinct dims so a frozen-weight gradient would show up as a product of a kernel's shape.
 ODD = dict(vocab_size=72, emb_dim=24, num_heads=2, head_dim=10, mlp_dim=36, dropout_rate=0.0)
@@ -64,6 +66,7 @@ def batch_of(rng, batch=3, inputs=7, targets=5, vocab=72):
 
 def test_registry_names_and_errors():
   assert set(NAMES) == {"prompt", "prompt_encoder", "prefix", "lora", "bias", "ia3"}
+  assert set(methods.METHODS) == set(NAMES) | {"model"}
   with pytest.raises(methods.MethodError, match=r"Unknown method 'lroa'.*lora"):
     methods.create("lroa")
   with pytest.raises(methods.MethodError, match="Bad settings for method 'lora'"):
@@ -267,6 +270,19 @@ class Interrupted(RuntimeError):
   pass
 
 
+def interrupt_after_first_checkpoint(monkeypatch) -> None:
+  """The next `train` raises Interrupted right after writing its first checkpoint (undo it with
+  `monkeypatch.undo()`)."""
+  from spot_jax.train import loop
+  real = loop._checkpoint
+
+  def stop_after_first(cfg, method, state, step, *args):
+    real(cfg, method, state, step, *args)
+    raise Interrupted(step)
+
+  monkeypatch.setattr(loop, "_checkpoint", stop_after_first)
+
+
 # LoRA in the default suite; the other methods (same code path, other leaves) are slow tests.
 @pytest.mark.parametrize("name", [
     n if n == "lora" else pytest.param(n, marks=pytest.mark.slow)
@@ -279,17 +295,10 @@ def test_run_saves_every_leaf_and_an_interrupted_run_resumes_bit_equal(name, tmp
   method = methods.create(name, 4)
   assert straight.method_settings == method.settings()
   assert straight.optimizer["name"] == "adamw" and straight.optimizer["warmup_fraction"] == 0.06
-  from spot_jax.train import loop
-  real = loop._checkpoint
-
-  def stop_after_first(cfg, method, state, step, *args):
-    real(cfg, method, state, step, *args)
-    raise Interrupted(step)
-
-  monkeypatch.setattr(loop, "_checkpoint", stop_after_first)
+  interrupt_after_first_checkpoint(monkeypatch)
   with pytest.raises(Interrupted):
     train(small_run(tmp_path / "killed", name))
-  monkeypatch.setattr(loop, "_checkpoint", real)
+  monkeypatch.undo()
   resumed = train(small_run(tmp_path / "killed", name))
   assert resumed.steps_done == 6
   for step in (0, 3, 6):

@@ -183,10 +183,11 @@ def test_follow_specs_split_trainables_like_their_frozen_kernels():
 
 def test_data_and_model_sharded_training_matches_one_device(tmp_path):
   """4 x 2 mesh of simulated CPU devices == 1 device: same losses, prompt (replicated) and every
-  other method's trainables (split like their frozen kernels: 'follow'), dropout on."""
+  other parameter-efficient method's trainables (split like their frozen kernels: 'follow'),
+  dropout on. Full fine-tuning: tests/test_model_tuning.py."""
   one, eight = tmp_path / "one.npz", tmp_path / "eight.npz"
   logs = [tmp_path / "one.log", tmp_path / "eight.log"]
-  others = ",".join(name for name in METHODS if name != "prompt")
+  others = ",".join(name for name, cls in METHODS.items() if name != "prompt" and not cls.full)
   wait_workers([start_worker(one, 1, data=1, model=1, log=logs[0], methods=others),
                 start_worker(eight, 8, data=4, model=2, log=logs[1], methods=others,
                              trainable_sharding="follow")], logs)
@@ -195,4 +196,4 @@ def test_data_and_model_sharded_training_matches_one_device(tmp_path):
   assert {"query_sharded", "embedding_sharded", "shard_contents", "mesh_errors"} <= set(
       result["checks"].tolist())
   assert_same_training(result, reference)
-  assert {f"{name}:losses" for name in METHODS if name != "prompt"} <= set(result)
+  assert {f"{name}:losses" for name in others.split(",")} <= set(result)

@@ -27,7 +27,7 @@ from spot_jax import gin_utils
 from spot_jax.checkpoints import t5x
 from spot_jax.models import T5, get_config
 from spot_jax.tasks_util import register_all_tasks
-from spot_jax.train import loop, run_dir
+from spot_jax.train import full_checkpoints, loop, run_dir
 from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
 from spot_jax.train.loop import NonFiniteLossError, TrainConfig, train
 from spot_jax.train.optimizer import prompt_adafactor
@@ -195,13 +195,17 @@ def spot_jax(*args, **kwargs) -> subprocess.Popen:
 
 
 def _checkpoint_files(model_dir, step: int) -> dict[str, np.ndarray]:
-  """{file: array} of every trainable leaf saved at `step`."""
+  """{file: array} of every trainable leaf saved at `step` (a full fine-tuning run's T5X
+  checkpoint: {param path: array})."""
   path = run_dir.checkpoint_dir(str(model_dir), step)
+  if full_checkpoints.is_t5x_checkpoint(path):
+    return traverse_util.flatten_dict(t5x.read_checkpoint(path), sep="/")
   return {name: np.load(os.path.join(path, name)) for name in sorted(os.listdir(path))}
 
 
 @pytest.mark.slow  # two CLI processes per method; the default suite resumes in-process too.
-@pytest.mark.parametrize("method", ["prompt", "prompt_encoder", "prefix", "lora", "bias", "ia3"])
+@pytest.mark.parametrize("method", ["prompt", "prompt_encoder", "prefix", "lora", "bias", "ia3",
+                                    "model"])
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, method):
   """SIGKILL after step 12's checkpoint, `train` again: every leaf equals an uninterrupted run."""
   args = [*TRAIN_ARGS, f"--gin_file=methods/{method}.gin"]

@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   source.add_argument("--run", help="a finished run's MODEL_DIR, any method (value: its best "
                                     "checkpoint; key: its task embedding at the key step)")
   source.add_argument("--npy", help="a T5X prompt-tuning .npy prompt [L, embed]")
-  source.add_argument("--peft", help="a PEFT prompt tuning adapter dir or .safetensors file")
+  source.add_argument("--peft", help="a PEFT adapter dir or .safetensors file: prompt tuning, "
+                                     "LoRA, IA3 or prefix tuning (adapter_config.json says)")
   add.add_argument("--key_step", type=_key_step, default=None,
                    help="with --run: the key's step, or `best` (default: the run's key_step)")
   add.add_argument("--embedding", default=None, choices=("layer_mean", "concat"),

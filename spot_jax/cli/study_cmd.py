@@ -72,6 +72,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   evaluate.add_argument("--ndcg_relevance", default="rank", choices=("rank", "score", "gain"),
                         help="NDCG relevance: rank of the true score (default), raw score, or "
                              "normalised gain (docs/studies.md)")
+  evaluate.add_argument("--classes", default=None, choices=("tupate",),
+                        help="also TuPaTE's in-class / all-class rho and NDCG per task class "
+                             "(CR, QA), its Table 2 layout")
   evaluate.add_argument("--out", default=None, help="write the full report to this JSON file")
   evaluate.set_defaults(func=run_evaluate, uses_jax=False)
 
@@ -94,8 +97,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                       study_dirs=args.study_dir or (),
                                       embedding=args.embedding, sizes=args.sizes,
                                       k_max=args.k_max, out=args.out,
-                                      ndcg_relevance=args.ndcg_relevance)
+                                      ndcg_relevance=args.ndcg_relevance,
+                                      classes=args.classes)
   print(ranking.format_report(report))
+  if "class_table" in report:
+    print(report["class_table"], end="")
   if args.out:
     print(f"wrote {args.out}")
   return 0

@@ -22,10 +22,14 @@ may also read the tasks of the pool entries (`pool_tasks`, data size) or the tar
                          their inputs (Vu et al. 2020; needs target and pool_tasks)
   fisher:CHECKPOINT      prompt-Fisher TaskEmb: cosine of the diagonal Fisher of each task's
                          loss with respect to its key prompt (needs target and pool_tasks)
+  curvegrad:STUDY_DIR    CurveGrad (Bingel and Søgaard 2017; Vu et al. 2020; TuPaTE §4.2):
+                         cosine of the tasks' tuning-loss-curve gradients, read from the
+                         study's runs (`spot_jax.library.curvegrad`; needs target, pool_tasks)
 
 Keys of non-prompt methods are their task embedding [D] as one-token keys [1, D], so every
 similarity applies. Model-based scorers (`affinity:`, `textemb:`, `fisher:`) live in
-`spot_jax.affinity` and are imported only when named, so this module imports with numpy alone.
+`spot_jax.affinity`, CurveGrad in `spot_jax.library.curvegrad`; they are imported only when
+named, so this module imports with numpy alone.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ ENSEMBLE = "ensemble"
 # Prefix -> module with `load_scorer(argument) -> Scorer` (imported on use: model-based scorers).
 MODEL_SCORER_MODULES = {"affinity": "spot_jax.affinity.predict",
                         "textemb": "spot_jax.affinity.textemb",
-                        "fisher": "spot_jax.affinity.fisher"}
+                        "fisher": "spot_jax.affinity.fisher",
+                   "curvegrad": "spot_jax.library.curvegrad"}
 _CHUNK_ELEMENTS = 1 << 22  # float64 elements of the [chunk, Ls, Lt] cosine block (32 MiB).
 
 

@@ -52,6 +52,7 @@ import numpy as np
 
 from spot_jax.fileio import atomic_write_bytes, umask_mode
 from spot_jax import task_embedding
+from spot_jax.library import peft_import
 from spot_jax.library.similarity import POOLED_FORMS, LibraryError, pool
 from spot_jax.task_embedding import PROMPT_EMBEDDING, PROMPT_LIKE_METHODS
 from spot_jax.train import run_dir
@@ -68,8 +69,8 @@ ENTRY_JSON, VALUE_NPY, KEY_NPY, POOLED_NPZ = "entry.json", "value.npy", "key.npy
 VALUE_DIR = "value"  # the trainables of a non-prompt entry.
 KEY_AT_BEST = "best"  # add_run_dir(key_step="best"): the key from the best step (TuPaTE).
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,200}")
-PEFT_WEIGHTS, PEFT_CONFIG, PEFT_TENSOR = (
-    "adapter_model.safetensors", "adapter_config.json", "prompt_embeddings")
+PEFT_TENSOR = "prompt_embeddings"
+PEFT_CONFIG = peft_import.PEFT_CONFIG
 
 __all__ = ["Entry", "IndexUpdateError", "LibraryError", "ModelIdentity", "PromptLibrary"]
 
@@ -324,6 +325,10 @@ def _write_file(path: str, data: bytes) -> None:
 def run_checkpoint(model_dir: str, step: int) -> dict[str, np.ndarray]:
   """{dotted path: array} of every trainable a run saved at `step` (plain .npy only)."""
   directory = run_dir.checkpoint_dir(model_dir, step)
+  if os.path.isfile(os.path.join(directory, "checkpoint")):  # spot_jax.train.full_checkpoints
+    raise LibraryError(f"{directory} is the T5X checkpoint of a full fine-tuning run (method "
+                       "'model'): a whole model is no library entry; tune a prompt (or any "
+                       "method) with it as INITIAL_CHECKPOINT_PATH and add that run")
   try:
     return run_dir.load_trainables(directory, run_dir.checkpoint_names(directory))
   except run_dir.RunDirError as e:
@@ -555,34 +560,20 @@ class PromptLibrary:
 
   def add_peft(self, adapter_path: str, *, task: str, model: ModelIdentity,
                num_virtual_tokens: int | None = None, **meta: Any) -> Entry:
-    """A PEFT prompt-tuning adapter (its directory or adapter_model.safetensors).
+    """A PEFT prompt-tuning adapter (its directory or adapter_model.safetensors); LoRA, IA3
+    and prefix adapters (peft_type in adapter_config.json) go to `_add_peft_method`.
 
     "prompt_embeddings" is [num_transformer_submodules * n, embed]; for seq2seq T5 the first
     n rows are the encoder prompt. n comes from `num_virtual_tokens`, else adapter_config.json.
     The key is the value (PEFT saves no early checkpoint).
     """
-    from safetensors.numpy import load_file
-    path = (os.path.join(adapter_path, PEFT_WEIGHTS) if os.path.isdir(adapter_path)
-            else adapter_path)
-    config_path = os.path.join(os.path.dirname(path), PEFT_CONFIG)
-    config = {}
-    if os.path.exists(config_path):
-      try:
-        with open(config_path) as f:
-          config = json.load(f)
-      except (OSError, json.JSONDecodeError) as e:
-        raise LibraryError(f"PEFT config {config_path} is unreadable ({e})") from None
-      peft_type = config.get("peft_type")
-      if peft_type not in (None, "PROMPT_TUNING"):
-        raise LibraryError(f"{config_path} is a {peft_type} adapter; only PROMPT_TUNING "
-                           "adapters hold a soft prompt")
-    if not os.path.exists(path):
-      raise LibraryError(f"PEFT adapter weights {path!r} do not exist")
-    try:
-      tensors = load_file(path)
-    except Exception as e:  # safetensors raises its own error type for corrupt files.
-      raise LibraryError(f"PEFT adapter weights {path!r} are not a readable safetensors "
-                         f"file ({e})") from None
+    config, tensors, path = peft_import.read_adapter(adapter_path)
+    peft_type = config.get("peft_type")
+    if peft_type in peft_import.TYPES:
+      return self._add_peft_method(config, tensors, path, task=task, model=model, **meta)
+    if peft_type not in (None, "PROMPT_TUNING"):
+      raise LibraryError(f"{path}: a {peft_type} adapter; import PROMPT_TUNING, "
+                         f"{', '.join(sorted(peft_import.TYPES))} adapters")
     if PEFT_TENSOR not in tensors:
       raise LibraryError(f"{path!r} has no {PEFT_TENSOR!r} tensor (found {sorted(tensors)}); "
                          "is it a prompt-tuning adapter?")
@@ -601,6 +592,24 @@ class PromptLibrary:
               "rows": int(rows.shape[0]), "key": "value (PEFT saves one prompt)"}
     origin.update(meta.pop("origin", None) or {})
     return self.add(task=task, value=value, key=value, model=model, origin=origin, **meta)
+
+  def _add_peft_method(self, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
+                       weights: str, *, task: str, model: ModelIdentity, **meta: Any) -> Entry:
+    """A PEFT LoRA, IA3 or prefix adapter (`spot_jax.library.peft_import`): value = the
+    method's trainables, key = their layer-mean embedding (TuPaTE), identity = the method
+    with the adapter's settings, so it is searched with runs of the same method and settings."""
+    method, settings, value = peft_import.convert(config, tensors, weights, model.emb_dim)
+    identity = dataclasses.replace(model, method=method,
+                                   embedding=task_embedding.EMBEDDING_KINDS[0],
+                                   method_settings=json.dumps(settings, sort_keys=True))
+    try:
+      key = task_embedding.layer_embedding(value, identity.embedding)
+    except task_embedding.EmbeddingError as e:
+      raise LibraryError(f"{weights}: {e}") from None
+    origin = {"kind": "peft", "path": os.path.abspath(weights), "peft_method": method,
+              "key": "layer_mean of the adapter (PEFT saves one checkpoint)"}
+    origin.update(meta.pop("origin", None) or {})
+    return self.add(task=task, value=value, key=key, model=identity, origin=origin, **meta)
 
   # --------------------------------------------------------------------------- reading
 

@@ -1,4 +1,4 @@
-"""Parameter-efficient methods on the frozen T5, one file each, found by name.
+"""Parameter-efficient methods on the frozen T5, and full fine-tuning, one file each, found by name.
 
   prompt          soft prompt (SPoT, T5X prompt tuning)        Adafactor, lr 0.3
   prompt_encoder  prompt = 2-layer FFN over a prompt table     AdamW + 6% warmup, lr 1e-3
@@ -6,6 +6,7 @@
   lora            rank-8 updates of attention query/value      AdamW + 6% warmup, lr 1e-3
   bias            added zero-initialised dense-layer biases    AdamW + 6% warmup, lr 1e-3
   ia3             scaling of keys, values, MLP hidden          AdamW + 6% warmup, lr 3e-3
+  model           every weight (full fine-tuning, T5X finetune) T5X Adafactor, lr 1e-3
 
 `create(name, prompt_length)` builds one with its gin-bound settings (METHOD macro; per-method
 configurables `Lora.rank`, `Prefix.length`, ...).
@@ -21,12 +22,13 @@ from spot_jax.methods.base import (EMBEDDING_KINDS, Method, MethodError, Trainab
 from spot_jax.methods.bias import Bias
 from spot_jax.methods.ia3 import IA3
 from spot_jax.methods.lora import Lora
+from spot_jax.methods.model import ModelTuning
 from spot_jax.methods.prefix import Prefix
 from spot_jax.methods.prompt import PromptMethod
 from spot_jax.methods.prompt_encoder import PromptEncoderMethod
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
-    PromptMethod, PromptEncoderMethod, Prefix, Lora, Bias, IA3)}
+    PromptMethod, PromptEncoderMethod, Prefix, Lora, Bias, IA3, ModelTuning)}
 
 
 def method_class(name: str) -> type[Method]:

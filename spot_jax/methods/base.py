@@ -110,6 +110,7 @@ class Method:
 
   name: ClassVar[str] = ""
   prompt_like: ClassVar[bool] = False  # takes PROMPT_LENGTH and an initial prompt.
+  full: ClassVar[bool] = False  # trains the frozen weights themselves (full fine-tuning).
   default_optimizer: ClassVar[str] = "adamw"
   default_learning_rate: ClassVar[float] = 1e-3
 
@@ -124,6 +125,11 @@ class Method:
     """The trainables a fresh run starts from; `prompt` [L, embed] for prompt-like methods."""
     del prompt
     return init_added_params(model, frozen, key)
+
+  def frozen_part(self, frozen: Mapping[str, Any]) -> dict[str, Any]:
+    """What the step receives as frozen params: all of `frozen`, except for a method whose
+    trainables are the weights themselves (`full`), where nothing stays frozen."""
+    return dict(frozen)
 
   def saved_arrays(self, trainables: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """{file name: array} written under numpy_checkpoints/checkpoint_{step}/."""

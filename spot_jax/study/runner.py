@@ -225,7 +225,12 @@ def library_entry_id(spec: StudySpec, job: Job) -> str:
 
 
 def add_to_library(spec: StudySpec, study_dir: str, job: Job) -> str | None:
-  """Adds a finished source run to the library unless its entry exists; returns a new id."""
+  """Adds a finished source run to the library unless its entry exists; returns a new id.
+  Full fine-tuning runs (`method: model`) have no library entry: their checkpoint is a whole
+  model, which their transfers start from (init_from), not a key to retrieve by."""
+  from spot_jax import methods
+  if methods.method_class(spec.method).full:
+    return None
   from spot_jax.library.store import PromptLibrary
   library = PromptLibrary(library_path(spec, study_dir), create=True)
   entry_id = library_entry_id(spec, job)

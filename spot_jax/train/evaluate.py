@@ -1,4 +1,5 @@
-"""Evaluating one prompt file on a task (`spot-jax eval`)."""
+"""Evaluating one prompt file on a task (`spot-jax eval`), or a checkpoint alone
+(PROMPT_FILE=None: e.g. a full fine-tuning run's T5X checkpoint as INITIAL_CHECKPOINT_PATH)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import gin
 
-from spot_jax import prompts
+from spot_jax import methods, prompts
 from spot_jax.evaluation import submission
 from spot_jax.evaluation.evaluator import BEAM_SEARCH, PromptEvaluator
 from spot_jax.fileio import atomic_write_bytes
@@ -23,7 +24,7 @@ class EvalConfig:
   """One evaluation. Inputs and targets are never truncated (T5X's infer_eval)."""
 
   task: str
-  prompt_file: str
+  prompt_file: str | None  # None: no prompt, the checkpoint alone.
   model: str = "base"
   initial_checkpoint: str | None = None
   batch_size: int = 32
@@ -41,6 +42,9 @@ def _frozen_and_prompt(cfg: EvalConfig) -> tuple[Any, Any, Any]:
                          initial_checkpoint=cfg.initial_checkpoint,
                          prompt_length=cfg.prompt_length, eval_mode=cfg.eval_mode,
                          seed=cfg.seed, dropout_rate=0.0)
+  if cfg.prompt_file is None:  # the checkpoint alone (a full fine-tuning run's checkpoint).
+    model, frozen_params, _, _ = build_frozen_model(as_train, methods.create("model"))
+    return model, frozen_params, {}
   model, frozen_params, _, _ = build_frozen_model(as_train)
   prompt = prompts.from_file(cfg.prompt_file, cfg.prompt_length, model.config.emb_dim)
   return model, frozen_params, prompts.with_prompt({}, prompt)

@@ -1,4 +1,5 @@
-"""`spot-jax export --merged`: a run's LoRA or IA3 folded into its frozen T5 as a T5X checkpoint."""
+"""`spot-jax export --merged`: a run's LoRA or IA3 folded into its frozen T5 (or a full fine-tuning
+run's weights) as a T5X checkpoint."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from spot_jax import methods
 from spot_jax.checkpoints import t5x
-from spot_jax.train import run_dir
+from spot_jax.train import full_checkpoints, run_dir
 from spot_jax.train.loop import TrainConfig, build_frozen_model
 
 
@@ -33,8 +34,12 @@ def export_merged(model_dir: str, output: str, step: int | None = None,
                          np.zeros((summary.prompt_length, model.config.emb_dim), np.float32)
                          if method.prompt_like else None)
   directory = run_dir.checkpoint_dir(model_dir, step)
-  loaded = run_dir.load_trainables(directory, sorted(methods.flatten(expected)))
-  trainables = methods.check_trainables(methods.unflatten(loaded), expected, directory)
+  if method.full:  # already a T5X checkpoint of every weight; written again under `output`.
+    loaded = full_checkpoints.load(directory)
+  else:
+    loaded = methods.unflatten(run_dir.load_trainables(directory,
+                                                       sorted(methods.flatten(expected))))
+  trainables = methods.check_trainables(loaded, expected, directory)
   merged = method.fold(jax.device_get(frozen), jax.device_get(trainables))
   t5x.write_checkpoint(output, merged, step=step, overwrite=overwrite)
   return os.fspath(output)

@@ -24,7 +24,8 @@ import numpy as np
 
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax import methods, prompts, runtime
-from spot_jax.checkpoints.load import LoadedModel, load_model, step_offset
+from spot_jax.checkpoints.load import (LoadedModel, fingerprint, is_hf_checkpoint, load_model,
+                                       step_offset)
 from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode, encode_labels
 from spot_jax.evaluation.scores import record_evaluation
 from spot_jax.models.config import get_config
@@ -33,12 +34,12 @@ from spot_jax.models.layout import to_layout
 from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import REMAT_POLICIES, T5, per_layer_methods
 from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task_labels
-from spot_jax.train import checkpointer as checkpointer_lib, partitioning, run_dir
+from spot_jax.train import checkpointer as checkpointer_lib, full_checkpoints, partitioning, run_dir
 from spot_jax.train import packed as packed_lib
 from spot_jax.train.data import TrainBatches
 from spot_jax.train.metrics_log import MetricsLogger
 from spot_jax.train.optimizer import (ADAMW_WARMUP_FRACTION, OPTIMIZERS, SPOT_WEIGHT_DECAY,
-                                     adamw_warmup, prompt_adafactor)
+                                     adamw_warmup, finetune_adafactor, prompt_adafactor)
 from spot_jax.train.step import TrainState, init_train_state, make_train_step
 
 PROMPT_INITS = ("sampled_vocab", "class_labels", "file", "uniform")
@@ -186,6 +187,12 @@ def make_optimizer(cfg: TrainConfig, method: methods.Method, offset: int
                     clipping_threshold=cfg.clipping_threshold, step_offset=offset)
     return prompt_adafactor(lr, cfg.decay_rate, cfg.clipping_threshold, decay,
                             step_offset=offset), settings
+  if name == "adafactor_finetune":  # T5X finetune.gin: no weight decay, constant lr.
+    decay = 0.0 if cfg.weight_decay is None else cfg.weight_decay
+    settings = dict(name=name, learning_rate=lr, weight_decay=decay, decay_rate=cfg.decay_rate,
+                    clipping_threshold=cfg.clipping_threshold, step_offset=offset)
+    return finetune_adafactor(lr, cfg.decay_rate, cfg.clipping_threshold, offset,
+                              decay), settings
   if name == "adamw":
     decay = 0.0 if cfg.weight_decay is None else cfg.weight_decay
     settings = dict(name=name, learning_rate=lr, weight_decay=decay,
@@ -205,6 +212,8 @@ def initial_trainables(cfg: TrainConfig, method: methods.Method, model: T5,
   if not cfg.init_from:
     return fresh
   names = sorted(methods.flatten(fresh))
+  if method.full:  # a model run's checkpoint: a T5X checkpoint of every weight.
+    return methods.check_trainables(full_checkpoints.load(cfg.init_from), fresh, cfg.init_from)
   loaded = run_dir.load_trainables(cfg.init_from, names)
   return methods.check_trainables(methods.unflatten(loaded), fresh, cfg.init_from)
 
@@ -446,6 +455,8 @@ def _train_runs(cfgs: list[TrainConfig], gin_configs: list[str], packed: bool
   model, frozen_params, identity, loaded = build_frozen_model(cfgs[0], method)
   offset = (step_offset(loaded, cfgs[0].model) if cfgs[0].step_offset is None
             else (cfgs[0].step_offset, "STEP_OFFSET"))
+  if method.full and cfgs[0].init_from and cfgs[0].step_offset is None:
+    offset = full_checkpoints.stored_step(cfgs[0].init_from)  # T5X: the restored step.
   optimizer, optimizer_settings = make_optimizer(cfgs[0], method, offset[0])
   summaries, todo = [], []
   for cfg in cfgs:
@@ -546,9 +557,12 @@ def _dir_digest(path: str | None) -> str | None:
   if not path or not os.path.isdir(path):
     return None
   digest = hashlib.sha256()
-  for name in sorted(os.listdir(path)):
-    with open(os.path.join(path, name), "rb") as f:
-      digest.update(name.encode() + b"\0" + f.read())
+  for root, dirs, files in os.walk(path):  # a T5X checkpoint (model runs) has zarr folders.
+    dirs.sort()
+    for name in sorted(files):
+      file = os.path.join(root, name)
+      with open(file, "rb") as f:
+        digest.update(os.path.relpath(file, path).encode() + b"\0" + f.read())
   return "sha256:" + digest.hexdigest()[:16]
 
 
@@ -688,9 +702,26 @@ def _open_run(run: _Run, method: methods.Method, state: TrainState, start_step: 
     run.summary.train_steps = cfg.train_steps
     run.summary.step_offset, run.summary.step_offset_source = offset
     run.summary.runtime = runtime.describe_backend()
-  elif is_chief:
-    run_dir.save_trainables(cfg.model_dir, 0, method.saved_arrays(jax.device_get(state.params)))
+  else:
+    if method.full:
+      state = _restore_moments(cfg, state)
+    if is_chief and not method.full:  # a full run's step 0 is its INITIAL_CHECKPOINT_PATH.
+      run_dir.save_trainables(cfg.model_dir, 0,
+                              method.saved_arrays(jax.device_get(state.params)))
   return state
+
+
+def _restore_moments(cfg: TrainConfig, state: TrainState) -> TrainState:
+  """A fresh full fine-tuning run continues the Adafactor second moments stored with the
+  weights it starts from (T5X restores them; SPoT Appendix C), when the T5X checkpoint has
+  them."""
+  source = cfg.init_from or cfg.initial_checkpoint
+  if not source or is_hf_checkpoint(source):
+    return state
+  opt_state, found = full_checkpoints.restore_moments(state.opt_state, source)
+  if found:
+    logging.info("Adafactor second moments restored from %s", source)
+  return state.replace(opt_state=opt_state)
 
 
 def _train(cfgs: list[TrainConfig], method: methods.Method, model: T5, frozen_params: Any,
@@ -710,6 +741,7 @@ def _train(cfgs: list[TrainConfig], method: methods.Method, model: T5, frozen_pa
         initial_trainables(run.cfg, method, model, frozen_params), optimizer, run.cfg.seed),
                         start, offset, is_chief) for run in runs]
     start_step = start or 0
+    frozen_params = method.frozen_part(frozen_params)  # {} when every weight is trained.
 
     mesh = partitioning.make_mesh(cfg.mesh_data, cfg.mesh_model)
     frozen = partitioning.shard_params(frozen_params, mesh)
@@ -847,7 +879,10 @@ def _checkpoint(cfg: TrainConfig, method: methods.Method, state: TrainState, ste
   """Writes the numpy trainables, evaluates, then records the summary, the input pipeline's
   position and the train state."""
   trainables = partitioning.to_host(state.params)
-  if is_chief:
+  if is_chief and method.full:  # T5X stores the absolute step.
+    full_checkpoints.save(cfg.model_dir, step, trainables, summary.step_offset + step,
+                          partitioning.to_host(state.opt_state))
+  elif is_chief:
     run_dir.save_trainables(cfg.model_dir, step, method.saved_arrays(trainables))
   results = {}
   if evaluator is not None and (step % cfg.eval_period == 0 or step == cfg.train_steps):
@@ -858,6 +893,8 @@ def _checkpoint(cfg: TrainConfig, method: methods.Method, state: TrainState, ste
   summary.steps_done = step
   if is_chief:  # before the state: a kill in between redoes this interval identically.
     run_dir.write_summary(cfg.model_dir, summary)
+  if is_chief and method.full:  # whole-model checkpoints: the latest and the best stay.
+    full_checkpoints.prune(cfg.model_dir, {step, summary.best_step})
   if batches is not None:
     batches.save(cfg.model_dir, step, keep=cfg.keep_train_states)
   checkpointer.save(state)

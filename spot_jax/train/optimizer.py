@@ -1,4 +1,7 @@
-"""Adafactor as in SPoT / T5X prompt tuning, composed from optax transformations.
+"""The optimizers of the methods: Adafactor as in SPoT / T5X prompt tuning (composed from optax
+transformations), T5X's fine-tuning Adafactor (`finetune_adafactor`) and AdamW with warmup.
+
+Prompt tuning's Adafactor:
 
 update = -lr * clip_by_block_rms(g / sqrt(v_hat), 1.0) - weight_decay * param, i.e.
 param <- (1 - weight_decay) * param - lr * clipped update: the decay is multiplicative per step and
@@ -40,8 +43,42 @@ def prompt_adafactor(learning_rate: float = SPOT_LEARNING_RATE,
   return optax.chain(*transforms)
 
 
+@gin.configurable
+def finetune_adafactor(learning_rate: float = 1e-3, decay_rate: float = 0.8,
+                       clipping_threshold: float | None = 1.0, step_offset: int = 0,
+                       weight_decay: float = 0.0, min_dim_size_to_factor: int = 128
+                       ) -> optax.GradientTransformation:
+  """T5X's fine-tuning Adafactor (google-research/t5x `t5x/adafactor.py`, `Adafactor` with its
+  defaults, as `t5x/configs/runs/finetune.gin` uses it with a constant learning rate 1e-3).
+
+  `optax.adafactor` computes T5X's `apply_param_gradient` step for step: second moments
+  g^2 + 1e-30 (epsilon1), factored into row and column means for a parameter whose two largest
+  dims are both >= 128 (T5X's heuristic `_factored_dims`, which T5X also uses for every
+  parameter of rank <= 2 even with logical factor rules: `_parse_rule` falls back to it), else
+  a full second moment; decay 1 - (t + 1)^-0.8 at the absolute step t; the update's RMS clipped
+  to 1.0 per parameter; scaled by lr * max(RMS(param), 1e-3) (multiply_by_parameter_scale,
+  epsilon2); no momentum (beta1 None), no weight decay (weight_decay_rate None).
+  T5X continues the second moments stored in the checkpoint it starts from
+  (`RestoreCheckpointConfig` restores the optimizer state); the trainer does the same for full
+  fine-tuning (`spot_jax.train.full_checkpoints.restore_moments`: both libraries drop the same
+  dims). Rank-3 parameters (scanned layers) would need T5X's logical factor rules (optax
+  factors the two largest dims, T5X rows and columns within each layer).
+  `weight_decay`: multiplicative per step like T5X's weight_decay_rate (0: none).
+
+  Args:
+    step_offset: the absolute step of the first update (T5X: the loaded checkpoint's step).
+  """
+  adafactor = optax.adafactor(
+      learning_rate, min_dim_size_to_factor=min_dim_size_to_factor, decay_rate=decay_rate,
+      decay_offset=-step_offset, multiply_by_parameter_scale=True,
+      clipping_threshold=clipping_threshold, momentum=None, eps=1e-30, factored=True)
+  if not weight_decay:
+    return adafactor
+  return optax.chain(adafactor, optax.add_decayed_weights(-weight_decay))
+
+
 ADAMW_WARMUP_FRACTION = 0.06
-OPTIMIZERS = ("adafactor", "adamw")
+OPTIMIZERS = ("adafactor", "adamw", "adafactor_finetune")
 
 
 @gin.configurable

@@ -45,8 +45,8 @@ ENV_DISTRIBUTED = "SPOT_JAX_DISTRIBUTED"  # "auto": let JAX detect the cluster (
 _EXPLICIT_ENV = (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID)
 
 # (regex searched in the slash-joined param path, spec); the first match wins.
-PARTITION_RULES: tuple[tuple[str, P], ...] = (
-    (r"(^|/)prompt/prompt/prompt$", P()),
+# T5's own weights, as T5X's standard logical-axis rules split them:
+WEIGHT_RULES: tuple[tuple[str, P], ...] = (
     (r"(^|/)token_embedder/embedding$", P(MODEL_AXIS, None)),  # [vocab, embed]
     (r"attention/(query|key|value)/kernel$", P(None, MODEL_AXIS)),  # [embed, heads*head_dim]
     (r"attention/out/kernel$", P(MODEL_AXIS, None)),  # [heads*head_dim, embed]
@@ -55,6 +55,10 @@ PARTITION_RULES: tuple[tuple[str, P], ...] = (
     (r"(^|/)logits_dense/kernel$", P(None, MODEL_AXIS)),  # [embed, vocab]
     (r"norm/scale$", P()),  # layer norms [embed]
     (r"relpos_bias/rel_embedding$", P()),  # [heads, buckets]
+)
+PARTITION_RULES: tuple[tuple[str, P], ...] = (
+    (r"(^|/)prompt/prompt/prompt$", P()),
+    *WEIGHT_RULES,
         # Method trainables (spot_jax.methods): replicated, like the prompt.
     (r"/(lora_a|lora_b|bias|ia3_scale|prefix_key|prefix_value)$", P()),
     (r"(^|/)prompt_encoder/", P()),
@@ -264,13 +268,22 @@ def follow_spec(path: str, shape: tuple[int, ...], frozen: Mapping[str, Any]) ->
 
 def trainable_partition_specs(trainables: Any, frozen: Mapping[str, Any], mode: str,
                               mesh: Mesh | None = None) -> Any:
-  """Same-structure tree of PartitionSpec for a method's trainables (`TRAINABLE_SHARDINGS`)."""
+  """Same-structure tree of PartitionSpec for a method's trainables (`TRAINABLE_SHARDINGS`).
+
+  Trainables that are T5's own weights (full fine-tuning, the `model` method) are split by
+  `WEIGHT_RULES` in either mode, as T5X splits the params (and so their optimizer state,
+  `state_shardings`) when it fine-tunes."""
   if mode not in TRAINABLE_SHARDINGS:
     raise ValueError(f"Unknown trainable sharding {mode!r}; choose one of {TRAINABLE_SHARDINGS}")
+  weights = [(re.compile(pattern), s) for pattern, s in WEIGHT_RULES]
 
   def spec(key_path, leaf):
     path, shape = param_path(key_path), tuple(np.shape(leaf))
-    chosen = follow_spec(path, shape, frozen) if mode == "follow" else P()
+    weight = next((s for pattern, s in weights if pattern.search(path)), None)
+    if weight is not None:
+      chosen = weight
+    else:
+      chosen = follow_spec(path, shape, frozen) if mode == "follow" else P()
     return _fit_spec(path, chosen, shape, mesh)
 
   return jax.tree_util.tree_map_with_path(spec, trainables)
