@@ -328,11 +328,11 @@ def test_worker_processes_give_the_sequential_results(study, tmp_path):
 # at steps 5 and 10, score 50 + seed) and its start/end times, or fails when told to.
 FAKE_TRAINER = """
 import json, os, sys, time
+start = time.time()  # before the slow imports: on a loaded machine they could outlast the sleep.
 import numpy as np
 model_dir, task, seed, fail = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-start = time.time()
 print("training", task, flush=True)
-time.sleep(0.5)
+time.sleep(1.5)
 if fail:
   print("boom: cannot train", task)
   sys.exit(3)
