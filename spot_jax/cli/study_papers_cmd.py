@@ -1,7 +1,9 @@
-"""`spot-jax study sizes`: the papers' summary figures and tables over several studies.
+"""`spot-jax study sizes|table3`: the papers' summary figures and tables over several studies.
 
   spot-jax study sizes --model base=model_base/results.csv --prompt base=prompt_base/results.csv
       [--model SIZE=CSV ...] [--prompt SIZE=CSV ...] --out DIR [--benchmark superglue|glue]
+  spot-jax study table3 TRUTH_results.csv --configurations CONFIGS.csv [--task_class CR|QA]
+      [--out DIR]
 
 Plugged into `spot-jax study` by spot_jax.cli.study_cmd.STUDY_ACTION_MODULES.
 """
@@ -27,6 +29,23 @@ def add_study_parser(study_subparsers: argparse._SubParsersAction) -> None:
                      help="the benchmark averaged (default superglue, as Figure 1)")
   sizes.add_argument("--out", required=True, help="output directory")
   sizes.set_defaults(func=run_sizes, uses_jax=False)
+  table3 = study_subparsers.add_parser(
+      "table3", help="TuPaTE Table 3: each configuration's in-task performance next to its "
+                     "prediction quality (rho, NDCG)",
+      description="For every method/configuration of --configurations (CSV method,"
+                  "configuration,performance,predictions: the configuration's tuning "
+                  "results.csv and its predictions CSV), its mean in-task score and its "
+                  "ranking's rho and NDCG against the ground-truth results; per method the "
+                  "highest-minus-lowest-performance deltas and the NDCG-performance Pearson r.")
+  table3.add_argument("results", help="the ground truth: the transfer study's results.csv")
+  table3.add_argument("--configurations", required=True,
+                      help="CSV method,configuration,performance,predictions (paths relative "
+                           "to this file)")
+  table3.add_argument("--task_class", default=None, choices=("CR", "QA"),
+                      help="evaluate in-class within this TuPaTE class (the paper: CR)")
+  table3.add_argument("--out", default=None,
+                      help="write table3.csv and table3_configurations.csv here")
+  table3.set_defaults(func=run_table3, uses_jax=False)
 
 
 def _size_path(text: str) -> tuple[str, str]:
@@ -46,4 +65,14 @@ def run_sizes(args: argparse.Namespace) -> int:
   print(size_curves.format_points(points))
   for path in size_curves.write(points, args.out, args.benchmark):
     print(f"wrote {path}")
+  return 0
+
+
+def run_table3(args: argparse.Namespace) -> int:
+  from spot_jax.study import performance_vs_prediction as table3
+  configurations, rows = table3.table3(args.results, args.configurations, args.task_class)
+  print(table3.format_tables(configurations, rows))
+  if args.out:
+    for path in table3.write(configurations, rows, args.out):
+      print(f"wrote {path}")
   return 0
