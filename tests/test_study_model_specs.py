@@ -116,3 +116,33 @@ def test_a_model_study_transfers_whole_models(tmp_path):
     rows = f.read().splitlines()
   assert len(rows) == 1 + 1 + len(SOURCES)  # header, the baseline, the transfers.
   assert np.all([row.count(",") >= 3 for row in rows])
+
+
+TUPATE_REGIMES = {  # spec -> (source runs' cap, target runs' cap, source steps, target steps)
+    "tupate_finetune.yaml": (None, None, 2**18, 100_000),  # FULL -> FULL
+    "tupate_full_limited.yaml": (None, 1000, 2**18, 625),  # FULL -> LIMITED
+    "tupate_limited_limited.yaml": (1000, 1000, 625, 625),  # LIMITED -> LIMITED
+}
+
+
+@pytest.mark.parametrize("name", sorted(TUPATE_REGIMES))
+def test_tupate_regimes_cap_each_run(name, tmp_path):
+  """TuPaTE Table 2's three regimes over the same 22-task pool: every source run keeps its
+  whole training split (FULL) or the first 1,000 examples (LIMITED), and so does every run
+  trained on a target (baselines and transfers); LIMITED runs train 20 epochs at batch 32."""
+  source_cap, target_cap, source_steps, target_steps = TUPATE_REGIMES[name]
+  spec = load_spec(str(STUDY / name))
+  pool = load_spec(str(STUDY / "tupate.yaml"))
+  assert (spec.sources, spec.targets) == (pool.sources, pool.targets) and spec.method == "model"
+  assert counts(spec) == [66, 66, 22 * 21 * 3]
+  jobs = runner.plan(spec, "/study")
+  for job in jobs:
+    cap = source_cap if job.kind == "source" else target_cap
+    # Unset (the run's default: the whole split) or bound per run as gin text.
+    bound = job.gin_bindings.get("MAX_TRAIN_EXAMPLES")
+    assert bound == (None if spec.max_train_examples is None else str(cap)), (job.name, bound)
+    assert job.train_steps == (source_steps if job.kind == "source" else target_steps)
+  if target_steps == 625:
+    assert target_steps * spec.batch_size == 20 * 1000  # 20 epochs of a LIMITED set (§4.3).
+  steps = 66 * source_steps + (66 + 1386) * target_steps
+  assert f"total: 1518 runs, {steps} train steps" in dry_run_total(STUDY / name, tmp_path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-STUDY_ACTION_MODULES = ("spot_jax.cli.study_run_cmd",)
+STUDY_ACTION_MODULES = ("spot_jax.cli.study_run_cmd", "spot_jax.cli.study_papers_cmd")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
