@@ -529,7 +529,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     runtime.enable_compilation_cache(os.path.join(out, "xla_cache"))
     from spot_jax.library.store import PromptLibrary
     from spot_jax.study import runner
-    from spot_jax.tasks_util import register_all_tasks
+    from tasks.lookup import register_all_tasks
     register_all_tasks()
     stage(1, f"Pretraining the tiny frozen model on the synthetic world "
              f"({cfg.pretrain_steps} steps)")

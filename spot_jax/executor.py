@@ -108,7 +108,7 @@ def train_config(gin_files: Sequence[str], gin_bindings: Sequence[str]):
   import gin
 
   from spot_jax import gin_utils
-  from spot_jax.tasks_util import register_all_tasks
+  from tasks.lookup import register_all_tasks
   from spot_jax.train.loop import TrainConfig
   register_all_tasks()
   gin_utils.parse_gin(gin_files, gin_bindings)

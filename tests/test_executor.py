@@ -12,7 +12,7 @@ import pytest
 from conftest import PROJECT_ROOT
 from spot_jax import executor
 from spot_jax.executor import RunSpec
-from spot_jax.tasks_util import register_all_tasks
+from tasks.lookup import register_all_tasks
 from spot_jax.train import loop, run_dir
 
 register_all_tasks()

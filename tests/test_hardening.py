@@ -19,7 +19,7 @@ from conftest import PROJECT_ROOT
 from spot_jax.cli import main as cli_main
 from spot_jax.library.store import IndexUpdateError, LibraryError, ModelIdentity, PromptLibrary
 from spot_jax.study import results
-from spot_jax.tasks_util import register_all_tasks
+from tasks.lookup import register_all_tasks
 from spot_jax.train import loop, run_dir
 from spot_jax.train.loop import TrainConfig, train
 

@@ -63,7 +63,7 @@ class FisherScorer:
   def _batch(self, task: str) -> dict[str, np.ndarray]:
     """The task's first `num_examples` training examples (seed-0 stream), cached."""
     if task not in self.batches:
-      from spot_jax.tasks_util import register_all_tasks
+      from tasks.lookup import register_all_tasks
       from spot_jax.train.data import train_batches
       register_all_tasks()
       self.batches[task] = next(train_batches(task, FEATURE_LENGTHS, self.num_examples, seed=0))

@@ -168,7 +168,7 @@ def run_transfer(args: argparse.Namespace) -> int:
   from spot_jax import executor, pipeline
   from spot_jax.library import transfer
   from spot_jax.library.store import PromptLibrary
-  from spot_jax.tasks_util import get_task_or_mixture
+  from tasks.lookup import get_task_or_mixture
   if args.k < 1:
     raise ValueError(f"--k must be at least 1, got {args.k}")
   library = PromptLibrary(args.library)

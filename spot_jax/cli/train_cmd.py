@@ -66,7 +66,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
   from spot_jax import gin_utils
-  from spot_jax.tasks_util import register_all_tasks
+  from tasks.lookup import register_all_tasks
   from spot_jax.train.evaluate import EvalConfig, evaluate_prompt, write_test_predictions
   register_all_tasks()
   gin_utils.parse_gin(args.gin_files, args.gin_bindings)

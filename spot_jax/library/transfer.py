@@ -234,7 +234,7 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
     plan.alphas = alphas([r.score for r in top])
     target_run("weighted_average", path, [r.entry.id for r in top])
   else:
-    from spot_jax.tasks_util import register_transfer_mixture
+    from tasks.lookup import register_transfer_mixture
     plan.mixture = register_transfer_mixture([r.entry.task for r in top] + [target]).name
     steps = int(source_steps or base.get("train_steps") or 0)
     if steps <= 0:
@@ -268,7 +268,7 @@ def _plan_trees(plan: TransferPlan, strategy: str, top: Sequence[Ranked], librar
     start = write_tree(os.path.join(init_dir, "weighted_average"), tree)
     target_run("weighted_average", start, [r.entry.id for r in top])
   else:
-    from spot_jax.tasks_util import register_transfer_mixture
+    from tasks.lookup import register_transfer_mixture
     plan.mixture = register_transfer_mixture([r.entry.task for r in top] + [plan.target]).name
     steps = int(source_steps or base.get("train_steps") or 0)
     if steps <= 0:

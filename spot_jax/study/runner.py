@@ -316,7 +316,7 @@ def validate_jobs(jobs: Sequence[Job]) -> None:
   per task, before any job starts. A transfer's config is only parsed: its PROMPT_FILE is the
   source's best prompt, known once the source finished. Raises StudyError naming the job."""
   from spot_jax import gin_utils
-  from spot_jax.tasks_util import register_all_tasks
+  from tasks.lookup import register_all_tasks
   from spot_jax.train.loop import TrainConfig, preflight
   register_all_tasks()
   seen: set[tuple[str, str | None]] = set()

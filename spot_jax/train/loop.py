@@ -33,7 +33,7 @@ from spot_jax.models.init import init_frozen, random_fingerprint
 from spot_jax.models.layout import to_layout
 from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import REMAT_POLICIES, T5, per_layer_methods
-from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task_labels
+from tasks.lookup import get_task_or_mixture, subtasks_with_metrics, task_labels
 from spot_jax.train import checkpointer as checkpointer_lib, full_checkpoints, partitioning, run_dir
 from spot_jax.train import packed as packed_lib
 from spot_jax.train.data import TrainBatches
