@@ -14,7 +14,7 @@
   evaluate_rankings     results.csv + predictions (or a baseline) -> ranking metrics
 
 The `spot-jax` subcommands only parse their flags, call these and print; the demo
-(`spot_jax.demo`) chains them. Nothing here takes an argparse Namespace.
+(`spot_jax.app.demo`) chains them. Nothing here takes an argparse Namespace.
 """
 
 from __future__ import annotations

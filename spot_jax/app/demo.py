@@ -1,6 +1,6 @@
 """`spot-jax demo`: the whole SPoT pipeline on the synthetic world, no downloads.
 
-Through the pipeline API (`spot_jax.pipeline`), with every knob in gin_configs/demo.gin:
+Through the pipeline API (`spot_jax.app.pipeline`), with every knob in gin_configs/demo.gin:
 
   1. pretrain the tiny frozen model on the synthetic corpus, write it as a T5X checkpoint
      (checkpointed and resumed; cached by everything that determines it); every prompt run
@@ -17,7 +17,7 @@ Through the pipeline API (`spot_jax.pipeline`), with every knob in gin_configs/d
      held-out target reaches it) and evaluate the rankings against the ground truth;
   5. BEST OF TOP-k (read off the brute-force matrix: the same runs), TOP-k WEIGHTED AVERAGE
      and TOP-k MULTI-TASK MIXTURE;
-  6. report.md, report.html (figures inline) and results.json (`spot_jax.demo_report`).
+  6. report.md, report.html (figures inline) and results.json (`spot_jax.app.demo_report`).
 
 Every stage is idempotent: a rerun skips finished runs (resuming interrupted ones) and
 recomputes only the cheap analysis. Library output goes to OUTPUT_DIR/demo.log; stdout gets
@@ -293,7 +293,7 @@ def untrained_scores(cfg: DemoConfig, checkpoint: str, study_dir: str) -> dict[s
 
 def target_keys(cfg: DemoConfig, library, study_dir: str) -> dict[str, Any]:
   """{target: pipeline.Query}: each target's key is its baseline run's KEY_STEP prompt."""
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   from spot_jax.study import runner
   return {t: pipeline.target_query(
       library, run=runner.run_dir_of(study_dir, "baseline", None, t, cfg.seeds[0]))
@@ -417,7 +417,7 @@ def rank_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], results_csv
   for methods that are no scorer name; they rate the raw keys, never centred), writes
   predictions/<method>.csv and evaluates each ranking (and the expected random ranking)
   against the ground truth."""
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   from spot_jax.fileio import atomic_write_bytes
   os.makedirs(out_dir, exist_ok=True)
   learned = learned or {}
@@ -446,7 +446,7 @@ def similarity_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], path:
   """Task x task similarity of the source keys (library) and target keys (baselines), CSV."""
   import numpy as np
 
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   from spot_jax.fileio import atomic_write_bytes
   from spot_jax.library import similarity
   entries, keys = library.pooled_keys("mean")
@@ -464,7 +464,8 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
                    out_dir: str, console: Console) -> dict[str, dict[str, Any]]:
   """TOP-k WEIGHTED AVERAGE and TOP-k MULTI-TASK MIXTURE per target (trained here), ranked by
   `strategy_method`; BEST OF TOP-k is read off the transfer matrix by the report."""
-  from spot_jax import executor, pipeline
+  from spot_jax import executor
+  from spot_jax.app import pipeline
   from spot_jax.gin_utils import gin_literal
   from spot_jax.library import transfer
   from spot_jax.study import runner
@@ -512,7 +513,7 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
   """Runs (or resumes) every stage; returns results.json's content."""
   console = console or Console()
-  from spot_jax import demo_report
+  from spot_jax.app import demo_report
   out = os.path.abspath(cfg.output_dir)
   cfg = dataclasses.replace(cfg, output_dir=out)
   start = time.perf_counter()
@@ -569,7 +570,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
                                 os.path.join(out, "strategies"), console)
     stage(6, "Analysis and report")
     analysis_dir = os.path.join(out, "analysis")
-    from spot_jax import pipeline
+    from spot_jax.app import pipeline
     summary = pipeline.analyse(results_csv, analysis_dir, similarity_csv_path=similarity_csv)
     data = demo_report.collect(cfg, checkpoint=checkpoint, study_dir=study_dir,
                                untrained=untrained, rankings=rankings, strategies=strategies,
