@@ -400,7 +400,7 @@ def test_item11_light_commands_import_neither_jax_nor_tensorflow(tmp_path):
 
 
 def test_late_resume_restores_the_input_pipeline_without_replaying_it(tmp_path):
-  from spot_jax.train.data import TrainBatches
+  from spot_jax.data.batches import TrainBatches
   args = (TASK, {"inputs": 48, "targets": 12}, 4)
   straight = TrainBatches(*args, seed=3)
   expected = [next(straight) for _ in range(6)]

@@ -64,7 +64,7 @@ class FisherScorer:
     """The task's first `num_examples` training examples (seed-0 stream), cached."""
     if task not in self.batches:
       from tasks.lookup import register_all_tasks
-      from spot_jax.train.data import train_batches
+      from spot_jax.data.batches import train_batches
       register_all_tasks()
       self.batches[task] = next(train_batches(task, FEATURE_LENGTHS, self.num_examples, seed=0))
     return self.batches[task]

@@ -59,7 +59,7 @@ class TextEmbScorer:
     """TextEmb of a registered task [E]."""
     if task not in self.cache:
       from tasks.lookup import register_all_tasks
-      from spot_jax.train.data import train_batches
+      from spot_jax.data.batches import train_batches
       register_all_tasks()
       params, encode = self._model
       lengths = {"inputs": self.input_length, "targets": 8}

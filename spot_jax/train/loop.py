@@ -36,7 +36,7 @@ from spot_jax.models.t5 import REMAT_POLICIES, T5, per_layer_methods
 from tasks.lookup import get_task_or_mixture, subtasks_with_metrics, task_labels
 from spot_jax.train import checkpointer as checkpointer_lib, full_checkpoints, partitioning, run_dir
 from spot_jax.train import packed as packed_lib
-from spot_jax.train.data import TrainBatches
+from spot_jax.data.batches import TrainBatches
 from spot_jax.train.metrics_log import MetricsLogger
 from spot_jax.train.optimizer import (ADAMW_WARMUP_FRACTION, OPTIMIZERS, SPOT_WEIGHT_DECAY,
                                      adamw_warmup, finetune_adafactor, prompt_adafactor)
