@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from spot_jax.evaluation import evaluator as evaluator_lib
 from spot_jax.models import T5, get_config
-from spot_jax.prompts import with_prompt
+from spot_jax.models.prompts import with_prompt
 from tasks.lookup import register_all_tasks
 from tasks import postprocessors, synthetic
 from tasks.vocabulary import get_byte_vocabulary

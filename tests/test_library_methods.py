@@ -224,7 +224,8 @@ def test_library_keys_from_saved_files_equal_the_methods_embedding(name, tmp_pat
   import jax
   import jax.numpy as jnp
 
-  from spot_jax import methods, prompts
+  from spot_jax import methods
+  from spot_jax.models import prompts
   from spot_jax.models import T5, get_config
   config = get_config("tiny", vocab_size=40, emb_dim=8, num_heads=2, head_dim=4, mlp_dim=12)
   method = methods.create(name, 3)

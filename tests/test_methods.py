@@ -14,7 +14,8 @@ from flax import traverse_util
 
 from conftest import PROJECT_ROOT
 from hlo_util import dot_output_shapes
-from spot_jax import methods, prompts
+from spot_jax import methods
+from spot_jax.models import prompts
 from spot_jax.checkpoints import t5x
 from spot_jax.models import T5, get_config
 from tasks.lookup import register_all_tasks

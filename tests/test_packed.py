@@ -13,7 +13,7 @@ import pytest
 from spot_jax import executor
 from spot_jax.executor import RunSpec
 from spot_jax.models import T5, get_config
-from spot_jax.prompts import from_sampled_vocab, with_prompt, without_prompt
+from spot_jax.models.prompts import from_sampled_vocab, with_prompt, without_prompt
 from tasks.lookup import register_all_tasks
 from spot_jax.train import loop, packed, run_dir
 from spot_jax.train.loop import TrainConfig

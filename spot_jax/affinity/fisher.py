@@ -43,7 +43,7 @@ class FisherScorer:
     from spot_jax.checkpoints.load import load_model
     from spot_jax.models.losses import summed_loss
     from spot_jax.models.t5 import T5
-    from spot_jax.prompts import with_prompt
+    from spot_jax.models.prompts import with_prompt
     loaded = load_model(self.checkpoint)
     config = loaded.config.replace(dropout_rate=0.0)
 

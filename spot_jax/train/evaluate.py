@@ -9,7 +9,8 @@ from typing import Any
 
 import gin
 
-from spot_jax import methods, prompts
+from spot_jax import methods
+from spot_jax.models import prompts
 from spot_jax.evaluation import submission
 from spot_jax.evaluation.evaluator import BEAM_SEARCH, PromptEvaluator
 from spot_jax.fileio import atomic_write_bytes

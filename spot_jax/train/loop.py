@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from spot_jax.fileio import atomic_write_bytes
-from spot_jax import methods, prompts, runtime
+from spot_jax import methods, runtime
+from spot_jax.models import prompts
 from spot_jax.checkpoints.load import (LoadedModel, fingerprint, is_hf_checkpoint, load_model,
                                        step_offset)
 from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode, encode_labels
