@@ -15,7 +15,8 @@ import pytest
 import seqio
 
 from conftest import PROJECT_ROOT
-from spot_jax import gin_utils, launchers
+from spot_jax import gin_utils
+from spot_jax.runs import launchers
 from spot_jax.cli.main import main
 from spot_jax.library import similarity, transfer
 from spot_jax.library.retrieval import Ranked, retrieve

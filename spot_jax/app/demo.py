@@ -239,7 +239,7 @@ class RunPrinter:
     self.console, self.total, self.index = console, total, 0
 
   def __call__(self, spec, describe: Callable[[Any], str] = describe_run):
-    from spot_jax import executor
+    from spot_jax.runs import execute as executor
     self.index += 1
     start = time.perf_counter()
     summary = executor.train_spec(spec)
@@ -251,10 +251,11 @@ class RunPrinter:
 
 
 def train_study(cfg: DemoConfig, spec, study_dir: str, phase: str, console: Console):
-  from spot_jax import executor
+  from spot_jax.runs import execute as executor
+  from spot_jax.runs import spec as run_spec
   from spot_jax.study import runner
   jobs = runner.select_phase(runner.plan(spec, study_dir), phase)
-  todo = sum(not executor.is_finished(j) for j in jobs)
+  todo = sum(not run_spec.is_finished(j) for j in jobs)
   if todo < len(jobs):
     console.say(f"      {len(jobs) - todo} of {len(jobs)} runs already finished")
   report = runner.run_study(spec, study_dir, phase=phase, log=print,
@@ -334,14 +335,15 @@ def pool_stage(cfg: DemoConfig, checkpoint: str, study_dir: str, console: Consol
   trained on) in runs/baseline/<source>/, runs/transfer/<source i>/<source j>/; finished runs
   are skipped. Returns ({sampled pair: gain}, {probe pair: gain}), gain = transfer minus
   baseline (means over seeds)."""
-  from spot_jax import executor
+  from spot_jax.runs import execute as executor
+  from spot_jax.runs import spec as run_spec
   from spot_jax.study import runner
   # The paper's draw (Feng et al. 2023, §3.2), shared with pool-pair studies.
   sampled = set(sample_pool_pairs(cfg.sources, cfg.pool_num_pairs, cfg.pool_pairs_seed))
   wanted = sampled | (set(world_rule_pairs(cfg.sources)) if cfg.world_rule_probes else set())
   jobs = [j for j in runner.plan(pool_spec(cfg, checkpoint), study_dir)
           if j.kind == "baseline" or (j.kind == "transfer" and (j.source, j.target) in wanted)]
-  todo = sum(not executor.is_finished(j) for j in jobs)
+  todo = sum(not run_spec.is_finished(j) for j in jobs)
   if todo < len(jobs):
     console.say(f"      {len(jobs) - todo} of {len(jobs)} runs already finished")
   execution = executor.execute(jobs, log_dir=os.path.join(study_dir, "logs"), log=print,
@@ -351,7 +353,7 @@ def pool_stage(cfg: DemoConfig, checkpoint: str, study_dir: str, console: Consol
     raise RuntimeError(f"pool run {describe_run(job)} failed: {why}")
   scores: dict[tuple[str | None, str], list[float]] = {}
   for job in jobs:
-    summary = executor.read_finished(job.model_dir, job.train_steps)
+    summary = run_spec.read_finished(job.model_dir, job.train_steps)
     scores.setdefault((job.source, job.target), []).append(float(summary.best_score))
   gains = {(s, t): float(np.mean(v)) - float(np.mean(scores[(None, t)]))
            for (s, t), v in scores.items() if s is not None}
@@ -464,7 +466,8 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
                    out_dir: str, console: Console) -> dict[str, dict[str, Any]]:
   """TOP-k WEIGHTED AVERAGE and TOP-k MULTI-TASK MIXTURE per target (trained here), ranked by
   `strategy_method`; BEST OF TOP-k is read off the transfer matrix by the report."""
-  from spot_jax import executor
+  from spot_jax.runs import execute as executor
+  from spot_jax.runs import spec as run_spec
   from spot_jax.app import pipeline
   from spot_jax.gin_utils import gin_literal
   from spot_jax.library import transfer
@@ -487,7 +490,7 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
           source_steps=cfg.mixture_source_steps or cfg.source_steps,
           metric=cfg.strategy_method,
           query=query.description, gin_files=gin_files, gin_bindings=bindings)))
-  todo = sum(not executor.is_finished(r) for _, _, p in plans for r in p.runs)
+  todo = sum(not run_spec.is_finished(r) for _, _, p in plans for r in p.runs)
   printer = RunPrinter(console, todo)
   results: dict[str, dict[str, Any]] = {}
   for target, strategy, plan in plans:

@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from spot_jax import launchers
+from spot_jax.runs import launchers
 from spot_jax.cli.train_cmd import GIN_HELP
 
 
@@ -165,7 +165,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_transfer(args: argparse.Namespace) -> int:
-  from spot_jax import executor
+  from spot_jax.runs import execute as executor
   from spot_jax.app import pipeline
   from spot_jax.library import transfer
   from spot_jax.library.store import PromptLibrary
