@@ -166,3 +166,32 @@ def test_the_graph_sees_imports_inside_functions(tmp_path):
   source = tmp_path / "m.py"
   source.write_text("def f():\n  from spot_jax.cli import main\n  import spot_jax.models.t5\n")
   assert imported_modules(source, modules) == {"spot_jax.cli.main", "spot_jax.models"}
+
+
+def floor_map() -> dict[str, tuple[int, set[str]]]:
+  """docs/architecture.md's floor map: {folder: (floor, module names)}."""
+  text = (ROOT / "docs" / "architecture.md").read_text()
+  block = text.split("```floors\n", 1)[1].split("```", 1)[0]
+  folders = {}
+  for line in block.splitlines():
+    _, number, folder, *names = line.split()
+    folders[folder.rstrip("/")] = (int(number), set(names))
+  return folders
+
+
+def test_floor_map_lists_every_module():
+  documented = {("spot_jax" if folder == "(root)" else
+                 folder if folder == "tasks" else f"spot_jax.{folder}") + f".{name}"
+                for folder, (_, names) in floor_map().items() for name in names}
+  modules = {name for name, path in module_files().items() if path.name != "__init__.py"}
+  assert sorted(modules - documented) == [] and sorted(documented - modules) == []
+
+
+def test_floor_map_floors_are_the_tested_floors():
+  for folder, (number, names) in floor_map().items():
+    if folder == "tasks":
+      assert number == TASKS_FLOOR
+    elif folder == "(root)":
+      assert all(ROOT_MODULE_FLOORS[name] == number for name in names)
+    else:
+      assert FLOORS[folder] == number, folder
