@@ -28,7 +28,7 @@ def worker(model_name: str, layout: str) -> dict:
 
   from spot_jax.models import T5, get_config
   from spot_jax.models.init import frozen_shapes
-  from spot_jax.prompts import with_prompt
+  from spot_jax.models.prompts import with_prompt
   from spot_jax.train.optimizer import prompt_adafactor
   from spot_jax.train.step import init_train_state, make_train_step
   config = get_config(model_name, dtype="bfloat16", scan_layers=layout == "scan")

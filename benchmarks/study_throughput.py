@@ -52,7 +52,7 @@ BATCH, TARGETS, PROMPT = 32, 16, 20
 
 def worker(side: str, model: str, runs: int, steps: int, inputs: int) -> dict:
   """Trains `runs` runs on `side` in a temporary directory; their wall time and steady step."""
-  from spot_jax.tasks_util import register_all_tasks
+  from tasks.lookup import register_all_tasks
   from spot_jax.train import loop
   register_all_tasks()
   with tempfile.TemporaryDirectory() as root:

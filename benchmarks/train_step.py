@@ -35,7 +35,7 @@ from spot_jax import methods  # noqa: E402
 from spot_jax.models import T5, get_config  # noqa: E402
 from spot_jax.models.flops import prompt_tuning_step_flops  # noqa: E402
 from spot_jax.models.init import init_frozen  # noqa: E402
-from spot_jax.prompts import from_sampled_vocab  # noqa: E402
+from spot_jax.models.prompts import from_sampled_vocab  # noqa: E402
 from spot_jax.train.optimizer import (adamw_warmup, finetune_adafactor,  # noqa: E402
                                      prompt_adafactor)
 from spot_jax.train.step import (DEFAULT_RNG_IMPL, init_train_state,  # noqa: E402

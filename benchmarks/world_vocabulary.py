@@ -141,7 +141,7 @@ def main(argv=None) -> None:
   parser.add_argument("--worlds", default="bytes,words")
   parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "RESULTS.md"))
   args = parser.parse_args(argv)
-  from spot_jax.tasks_util import register_all_tasks
+  from tasks.lookup import register_all_tasks
   register_all_tasks()
   results = [measure(w, args.steps, args.work_dir, args.num_examples)
              for w in args.worlds.split(",")]

@@ -20,7 +20,7 @@ import numpy as np
 from flax import traverse_util
 
 from spot_jax.checkpoints import t5x
-from spot_jax.tasks_util import register_all_tasks
+from tasks.lookup import register_all_tasks
 from spot_jax.train.pretrain import PretrainConfig, pretrain
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "tiny_byte_frozen.npz"

@@ -61,7 +61,7 @@ def main() -> None:
                                  linewidth=1.4, color="0.3"))
   ax.text(7.7, 6.85, "spot-jax: soft prompt transfer on frozen T5 1.1 (JAX/Flax, T5X checkpoints)",
           ha="center", va="center", fontsize=14, weight="bold")
-  ax.text(7.7, 0.35, "every stage: a Python call in spot_jax.pipeline and a `spot-jax` "
+  ax.text(7.7, 0.35, "every stage: a Python call in spot_jax.app.pipeline and a `spot-jax` "
           "subcommand, handing the next stage files (run dirs, library, CSV tables)",
           ha="center", va="center", fontsize=10, color="0.3")
   OUT.parent.mkdir(exist_ok=True)

@@ -65,6 +65,7 @@ ASSET/TURK, XSum (GEM), WikiLingua (en, GEM).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -494,6 +495,14 @@ def train_size(name: str) -> Optional[int]:
   seqio's `mixing_rate_num_examples` counts for a cached task."""
   info = get_info(name)
   return info.train_examples if info.train_examples is not None else info.size("train")
+
+
+@functools.cache
+def register_all_tasks() -> None:
+  """Imports every task module of `tasks/`: the synthetic world, real tasks and mixtures (once
+  per process; later calls return at once)."""
+  import tasks.synthetic  # noqa: F401
+  register_all()
 
 
 def register_all() -> None:

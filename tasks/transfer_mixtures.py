@@ -2,7 +2,7 @@
 MIXTURE).
 
 The name lists the members, so any process registers the mixture on demand from its name alone
-(`spot_jax.tasks_util.get_task_or_mixture`). Mixing is examples-proportional with the registry's
+(`tasks.lookup.get_task_or_mixture`). Mixing is examples-proportional with the registry's
 cap (`tasks.registry.MIXING_CAP`).
 """
 
@@ -71,7 +71,7 @@ def register_transfer_mixture(tasks: Sequence[str]) -> seqio.Mixture:
     return seqio.get_mixture_or_task(name)
   members = mixture_members(name)
   if any(t not in seqio.TaskRegistry.names() for t in members):
-    from spot_jax.tasks_util import register_all_tasks
+    from tasks.registry import register_all_tasks
     register_all_tasks()
   unknown = [t for t in members if t not in seqio.TaskRegistry.names()]
   if unknown:

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
   import jax
 
   from spot_jax.models import T5
-  from spot_jax.prompts import from_sampled_vocab, get_prompt, with_prompt, without_prompt
+  from spot_jax.models.prompts import from_sampled_vocab, get_prompt, with_prompt, without_prompt
   from spot_jax.train.optimizer import prompt_adafactor
 
   config = small_config()

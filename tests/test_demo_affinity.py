@@ -114,7 +114,7 @@ def test_folds_must_hold_each_target_once(tmp_path):
 
 
 def test_demo_world_rule_pairs_name_both_directions_inside_the_pool():
-  from spot_jax.demo import world_rule_pairs
+  from spot_jax.app.demo import world_rule_pairs
   pool = ["synthetic_words_sentiment_a", "synthetic_words_sentiment_3way",
           "synthetic_words_irony_a", "synthetic_words_topic_4way"]
   pairs = world_rule_pairs(pool)
@@ -130,7 +130,7 @@ def _ranking(spearman, regret, gains):
 
 
 def test_claim_d_is_computed_from_the_head_seeds_mean_against_cosine():
-  from spot_jax.demo_report import compare_scorers, head_beats_cosine
+  from spot_jax.app.demo_report import compare_scorers, head_beats_cosine
   rankings = {"cosine": _ranking(0.1, 5.0, [1.0, 2.0, 3.0]),
               "affinity_head/seed_0": _ranking(0.5, 2.0, [2.0, 3.0, 4.0]),
               "affinity_head/seed_1": _ranking(0.3, 6.0, [0.0, 1.0, 2.0]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spot_jax import demo_report
+from spot_jax.app import demo_report
 
 
 def test_summary_names_missing_strategy_results_and_says_what_each_mean_covers():

@@ -15,8 +15,8 @@ import tensorflow as tf
 
 from spot_jax.evaluation import evaluator as evaluator_lib
 from spot_jax.models import T5, get_config
-from spot_jax.prompts import with_prompt
-from spot_jax.tasks_util import register_all_tasks
+from spot_jax.models.prompts import with_prompt
+from tasks.lookup import register_all_tasks
 from tasks import postprocessors, synthetic
 from tasks.vocabulary import get_byte_vocabulary
 
@@ -335,7 +335,7 @@ SUPERGLUE_LEADERBOARD = {"AX-b.jsonl", "AX-g.jsonl", "BoolQ.jsonl", "CB.jsonl", 
 def test_every_leaderboard_file_is_named_as_the_leaderboards_name_it(tmp_path):
   """t5's prepare_glue_submission FILE_NAME_MAP, plus the diagnostics AX, AX-b, AX-g."""
   from spot_jax.evaluation import submission
-  from spot_jax.tasks_util import task_labels
+  from tasks.lookup import task_labels
   ex = {"idx": np.int32(0), "idx/paragraph": 0, "idx/question": 0, "idx/answer": 0,
         "idx/passage": 0, "idx/query": 0}
   keys = [k for k in submission.LEADERBOARD_FILES if k != "glue_mnli"]

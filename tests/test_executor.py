@@ -10,9 +10,10 @@ import sys
 import pytest
 
 from conftest import PROJECT_ROOT
-from spot_jax import executor
-from spot_jax.executor import RunSpec
-from spot_jax.tasks_util import register_all_tasks
+from spot_jax.runs import execute as executor
+from spot_jax.runs import spec as run_spec
+from spot_jax.runs.spec import RunSpec
+from tasks.lookup import register_all_tasks
 from spot_jax.train import loop, run_dir
 
 register_all_tasks()
@@ -43,7 +44,7 @@ def test_in_process_run_writes_config_gin_and_extension_killed_is_not_finished(
   model_dir = tmp_path / "run"
   first = spec(model_dir, steps=2)
   summary = executor.train_spec(first)
-  assert summary.finished and executor.is_finished(first)
+  assert summary.finished and run_spec.is_finished(first)
   config = (model_dir / run_dir.CONFIG_GIN).read_text()
   assert "TRAIN_STEPS = 2" in config and str(model_dir) in config  # like `spot-jax train`.
 
@@ -59,10 +60,10 @@ def test_in_process_run_writes_config_gin_and_extension_killed_is_not_finished(
     executor.train_spec(longer)
   state = run_dir.read_summary(str(model_dir))
   assert (state.steps_done, state.train_steps, state.finished) == (3, 4, False)
-  assert not executor.is_finished(longer)
-  assert executor.read_finished(str(model_dir)) is None
+  assert not run_spec.is_finished(longer)
+  assert run_spec.read_finished(str(model_dir)) is None
   monkeypatch.setattr(loop, "_checkpoint", original)
-  assert executor.train_spec(longer).steps_done == 4 and executor.is_finished(longer)
+  assert executor.train_spec(longer).steps_done == 4 and run_spec.is_finished(longer)
 
 
 def test_execute_skips_finished_blocks_dependants_and_reports_failures(tmp_path):
@@ -91,11 +92,11 @@ def test_execute_skips_finished_blocks_dependants_and_reports_failures(tmp_path)
   again = executor.execute([good, after_good], run_one=fake_train, log=lambda line: None)
   assert [s.name for s in again.skipped] == ["good", "after_good"] and trained[-1] == "after_good"
   # More steps asked than done: not finished, trained again.
-  assert not executor.is_finished(spec(tmp_path / "good", steps=5, name="good"))
+  assert not run_spec.is_finished(spec(tmp_path / "good", steps=5, name="good"))
 
 
 def test_library_and_results_import_without_flax_optax_orbax():
-  code = ("import sys; import spot_jax.library, spot_jax.study.results, spot_jax.executor; "
+  code = ("import sys; import spot_jax.library, spot_jax.study.results, spot_jax.runs.execute; "
           "bad = [m for m in ('flax', 'optax', 'orbax', 'jax', 'tensorflow', 'seqio') "
           "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
   completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

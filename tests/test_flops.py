@@ -9,7 +9,7 @@ import pytest
 from hlo_util import dot_flops
 from spot_jax.models import T5, get_config
 from spot_jax.models.flops import prompt_tuning_step_flops
-from spot_jax.prompts import get_prompt, with_prompt, without_prompt
+from spot_jax.models.prompts import get_prompt, with_prompt, without_prompt
 from spot_jax.train.optimizer import prompt_adafactor
 from spot_jax.train.step import init_train_state, make_train_step
 

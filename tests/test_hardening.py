@@ -19,7 +19,7 @@ from conftest import PROJECT_ROOT
 from spot_jax.cli import main as cli_main
 from spot_jax.library.store import IndexUpdateError, LibraryError, ModelIdentity, PromptLibrary
 from spot_jax.study import results
-from spot_jax.tasks_util import register_all_tasks
+from tasks.lookup import register_all_tasks
 from spot_jax.train import loop, run_dir
 from spot_jax.train.loop import TrainConfig, train
 
@@ -400,7 +400,7 @@ def test_item11_light_commands_import_neither_jax_nor_tensorflow(tmp_path):
 
 
 def test_late_resume_restores_the_input_pipeline_without_replaying_it(tmp_path):
-  from spot_jax.train.data import TrainBatches
+  from spot_jax.data.batches import TrainBatches
   args = (TASK, {"inputs": 48, "targets": 12}, 4)
   straight = TrainBatches(*args, seed=3)
   expected = [next(straight) for _ in range(6)]

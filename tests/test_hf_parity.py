@@ -16,7 +16,7 @@ import pytest
 from conftest import golden_tolerance
 from spot_jax.checkpoints.hf import read_hf_checkpoint
 from spot_jax.models import T5
-from spot_jax.prompts import with_prompt
+from spot_jax.models.prompts import with_prompt
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MODEL_DIR = GOLDEN / "hf_t5_tiny"

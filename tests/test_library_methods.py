@@ -153,7 +153,7 @@ def mixed_library(tmp_path) -> PromptLibrary:
 
 
 def test_ensemble_ranking_is_the_mean_of_each_methods_task_similarities(tmp_path):
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   library = mixed_library(tmp_path)
   queries = [pipeline.target_query(library, run=str(tmp_path / f"{m}_target"))
              for m in ("lora", "prompt")]
@@ -185,7 +185,7 @@ def test_ensemble_ranking_is_the_mean_of_each_methods_task_similarities(tmp_path
 
 
 def test_transfer_of_trees_starts_runs_from_init_from_directories(tmp_path):
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   from spot_jax.library import transfer
   library = mixed_library(tmp_path)
   query = pipeline.target_query(library, run=str(tmp_path / "lora_target"))
@@ -224,7 +224,8 @@ def test_library_keys_from_saved_files_equal_the_methods_embedding(name, tmp_pat
   import jax
   import jax.numpy as jnp
 
-  from spot_jax import methods, prompts
+  from spot_jax import methods
+  from spot_jax.models import prompts
   from spot_jax.models import T5, get_config
   config = get_config("tiny", vocab_size=40, emb_dim=8, num_heads=2, head_dim=4, mlp_dim=12)
   method = methods.create(name, 3)

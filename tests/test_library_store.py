@@ -22,7 +22,7 @@ from conftest import PROJECT_ROOT
 from spot_jax.cli.main import main
 from spot_jax.library import similarity
 from spot_jax.library.store import Entry, LibraryError, ModelIdentity, PromptLibrary
-from spot_jax.tasks_util import register_all_tasks
+from tasks.lookup import register_all_tasks
 from spot_jax.train import run_dir
 
 register_all_tasks()
@@ -55,7 +55,7 @@ def library(tmp_path) -> PromptLibrary:
 
 RUNS_SCRIPT = """
 import sys
-from spot_jax.tasks_util import register_all_tasks
+from tasks.lookup import register_all_tasks
 from spot_jax.train.loop import TrainConfig, train
 register_all_tasks()
 for model_dir, task, seed in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):

@@ -14,10 +14,11 @@ from flax import traverse_util
 
 from conftest import PROJECT_ROOT
 from hlo_util import dot_output_shapes
-from spot_jax import methods, prompts
+from spot_jax import methods
+from spot_jax.models import prompts
 from spot_jax.checkpoints import t5x
 from spot_jax.models import T5, get_config
-from spot_jax.tasks_util import register_all_tasks
+from tasks.lookup import register_all_tasks
 from spot_jax.train import run_dir
 from spot_jax.train.loop import TrainConfig, train
 from spot_jax.train.optimizer import adamw_warmup

@@ -20,7 +20,7 @@ from spot_jax.checkpoints import t5x
 from spot_jax.checkpoints.load import load_model
 from spot_jax.evaluation.evaluator import PromptEvaluator
 from spot_jax.models import get_config
-from spot_jax.tasks_util import register_all_tasks
+from tasks.lookup import register_all_tasks
 from spot_jax.train import full_checkpoints, loop, run_dir
 from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
 from spot_jax.train.export import export_merged

@@ -10,7 +10,7 @@ from flax import traverse_util
 
 from spot_jax.models import CONFIGS, T5, get_config
 from spot_jax.models import layers
-from spot_jax.prompts import with_prompt
+from spot_jax.models.prompts import with_prompt
 
 # Published T5 1.1 parameter counts (vocab 32128, untied logits), e.g. google/t5-v1_1-base.
 PUBLISHED_PARAM_COUNTS = {

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spot_jax import executor
-from spot_jax.executor import RunSpec
+from spot_jax.runs import execute as executor
+from spot_jax.runs.spec import RunSpec
 from spot_jax.models import T5, get_config
-from spot_jax.prompts import from_sampled_vocab, with_prompt, without_prompt
-from spot_jax.tasks_util import register_all_tasks
+from spot_jax.models.prompts import from_sampled_vocab, with_prompt, without_prompt
+from tasks.lookup import register_all_tasks
 from spot_jax.train import loop, packed, run_dir
 from spot_jax.train.loop import TrainConfig
 from spot_jax.train.optimizer import prompt_adafactor

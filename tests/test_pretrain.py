@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from spot_jax.checkpoints import t5x
-from spot_jax.tasks_util import register_all_tasks
+from tasks.lookup import register_all_tasks
 from spot_jax.train.pretrain import PretrainConfig, cache_dir, checkpoint_path, pretrain
 
 register_all_tasks()

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spot_jax import prompts
+from spot_jax.models import prompts
 
 
 def embedding_table(rows=6000, dim=8):

@@ -41,7 +41,7 @@ from spot_jax import runtime
 sync = runtime.configure_host()
 import jax, numpy as np
 from spot_jax.models import T5, get_config
-from spot_jax.prompts import from_sampled_vocab, with_prompt, without_prompt
+from spot_jax.models.prompts import from_sampled_vocab, with_prompt, without_prompt
 from spot_jax.train.optimizer import prompt_adafactor
 from spot_jax.train.step import init_train_state, make_train_step
 def memory(field):

@@ -16,7 +16,7 @@ from spot_jax.models import T5, get_config
 from spot_jax.models.init import init_frozen
 from spot_jax.models.layers import MethodHooks
 from spot_jax.models.layout import to_scanned, to_unscanned
-from spot_jax.prompts import with_prompt
+from spot_jax.models.prompts import with_prompt
 
 CONFIG = get_config("tiny_byte", dropout_rate=0.0)  # a small vocabulary: quick to compile.
 

@@ -13,7 +13,7 @@ import pytest
 from spot_jax.evaluation import scoring
 from spot_jax.models import T5, get_config
 from spot_jax.models.losses import sequence_log_likelihood, summed_loss
-from spot_jax.prompts import with_prompt
+from spot_jax.models.prompts import with_prompt
 
 CONFIG = get_config("tiny", vocab_size=64, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32)
 

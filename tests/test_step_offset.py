@@ -17,7 +17,7 @@ from spot_jax.checkpoints import t5x
 from spot_jax.checkpoints.hf import name_map
 from spot_jax.checkpoints.load import load_model, step_offset
 from spot_jax.models import T5, config as config_lib, get_config
-from spot_jax.tasks_util import register_all_tasks
+from tasks.lookup import register_all_tasks
 from spot_jax.train import run_dir
 from spot_jax.train.loop import TrainConfig, train
 

@@ -94,7 +94,7 @@ def check_method_study(study_dir: str, method: str, tmp_path) -> None:
 def test_lora_and_prefix_studies_run_end_to_end(tmp_path):
   """`study run --method lora|prefix` -> `study evaluate --scorer` (rho, NDCG), and the
   ensemble of the two methods is the mean of their similarities (minutes on a loaded CPU)."""
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   from spot_jax.study import results
   spec_path = tmp_path / "spec.yaml"
   spec_path.write_text(yaml.safe_dump(SPEC))

@@ -542,7 +542,7 @@ def test_superglue_mixture_has_dpr_and_all_is_spot_appendix_b():
 def test_mixture_evaluation_skips_tasks_without_the_split():
   """As seqio's get_valid_eval_tasks: DPR has no validation split, so validating the SuperGLUE
   mixture scores the eight SuperGLUE tasks only."""
-  from spot_jax.tasks_util import subtasks_with_metrics
+  from tasks.lookup import subtasks_with_metrics
   mixture = registry.mixture_name("superglue")
   assert {t.name for t in subtasks_with_metrics(mixture)} == set(registry.superglue_tasks())
   assert "dpr" in {t.name for t in subtasks_with_metrics(mixture, split="test")}

@@ -26,7 +26,7 @@ from hlo_util import dot_output_shapes
 from spot_jax import gin_utils
 from spot_jax.checkpoints import t5x
 from spot_jax.models import T5, get_config
-from spot_jax.tasks_util import register_all_tasks
+from tasks.lookup import register_all_tasks
 from spot_jax.train import full_checkpoints, loop, run_dir
 from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
 from spot_jax.train.loop import NonFiniteLossError, TrainConfig, train

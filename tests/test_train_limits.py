@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import seqio
 
-from spot_jax.tasks_util import get_task_or_mixture, register_all_tasks
+from tasks.lookup import get_task_or_mixture, register_all_tasks
 from spot_jax.train import run_dir
-from spot_jax.train.data import limited_dataset, train_batches
+from spot_jax.data.batches import limited_dataset, train_batches
 
 register_all_tasks()
 TASK = "synthetic_sentiment_a"

@@ -15,15 +15,16 @@ import pytest
 import seqio
 
 from conftest import PROJECT_ROOT
-from spot_jax import gin_utils, launchers
+from spot_jax import gin_utils
+from spot_jax.runs import launchers
 from spot_jax.cli.main import main
 from spot_jax.library import similarity, transfer
 from spot_jax.library.retrieval import Ranked, retrieve
 from spot_jax.library.store import Entry, ModelIdentity, PromptLibrary
 from spot_jax.models import get_config
 from spot_jax.study.results import read_predictions
-from spot_jax import tasks_util
-from spot_jax.tasks_util import get_task_or_mixture, register_all_tasks
+from tasks import lookup as tasks_util
+from tasks.lookup import get_task_or_mixture, register_all_tasks
 from spot_jax.train import run_dir
 from spot_jax.train.loop import TrainConfig
 
@@ -130,7 +131,7 @@ def test_retrieval_mixture_has_top_k_tasks_and_capped_rates(library, tmp_path):
 def test_retrieval_mixture_of_real_tasks_is_capped_and_rebuilt_in_another_process():
   tasks = ["yelp_polarity", "glue_rte", "super_glue_cb"]
   name = tasks_util.mixture_name(tasks)
-  code = ("import json; from spot_jax.tasks_util import get_task_or_mixture; "
+  code = ("import json; from tasks.lookup import get_task_or_mixture; "
           f"m = get_task_or_mixture({name!r}); "
           "print(json.dumps({t.name: m.get_rate(t) for t in m.tasks}))")
   process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -43,7 +43,7 @@ class FisherScorer:
     from spot_jax.checkpoints.load import load_model
     from spot_jax.models.losses import summed_loss
     from spot_jax.models.t5 import T5
-    from spot_jax.prompts import with_prompt
+    from spot_jax.models.prompts import with_prompt
     loaded = load_model(self.checkpoint)
     config = loaded.config.replace(dropout_rate=0.0)
 
@@ -63,8 +63,8 @@ class FisherScorer:
   def _batch(self, task: str) -> dict[str, np.ndarray]:
     """The task's first `num_examples` training examples (seed-0 stream), cached."""
     if task not in self.batches:
-      from spot_jax.tasks_util import register_all_tasks
-      from spot_jax.train.data import train_batches
+      from tasks.lookup import register_all_tasks
+      from spot_jax.data.batches import train_batches
       register_all_tasks()
       self.batches[task] = next(train_batches(task, FEATURE_LENGTHS, self.num_examples, seed=0))
     return self.batches[task]

@@ -58,8 +58,8 @@ class TextEmbScorer:
   def embed(self, task: str) -> np.ndarray:
     """TextEmb of a registered task [E]."""
     if task not in self.cache:
-      from spot_jax.tasks_util import register_all_tasks
-      from spot_jax.train.data import train_batches
+      from tasks.lookup import register_all_tasks
+      from spot_jax.data.batches import train_batches
       register_all_tasks()
       params, encode = self._model
       lengths = {"inputs": self.input_length, "targets": 8}

@@ -21,7 +21,7 @@ from flax import traverse_util
 from spot_jax.models.config import T5Config, released_checkpoint_step
 from spot_jax.models.layout import to_unscanned
 from spot_jax.models.t5 import T5
-from spot_jax.prompts import without_prompt
+from spot_jax.models.prompts import without_prompt
 
 
 @dataclasses.dataclass(frozen=True)

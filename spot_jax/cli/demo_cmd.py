@@ -1,4 +1,4 @@
-"""`spot-jax demo`: the whole SPoT pipeline on the synthetic world (spot_jax/demo.py).
+"""`spot-jax demo`: the whole SPoT pipeline on the synthetic world (spot_jax/app/demo.py).
 
   spot-jax demo [--quick] [--output_dir DIR] [--gin_file=F] [--gin.DemoConfig.x=V]
 """
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
   import dataclasses
   import sys
 
-  from spot_jax import demo
+  from spot_jax.app import demo
   cfg = demo.load_config(args.quick, tuple(args.gin_files), tuple(args.gin_bindings))
   if args.output_dir:
     cfg = dataclasses.replace(cfg, output_dir=args.output_dir)

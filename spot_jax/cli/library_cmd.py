@@ -221,7 +221,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_similarity(args: argparse.Namespace) -> int:
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   library = _open(args)
   tasks, _ = pipeline.task_similarity(library, args.metric, args.out, center_keys=args.center,
                                       model=_model(library, args.model, args), plot=args.plot,

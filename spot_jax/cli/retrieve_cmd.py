@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from spot_jax import launchers
+from spot_jax.runs import launchers
 from spot_jax.cli.train_cmd import GIN_HELP
 
 
@@ -100,7 +100,7 @@ def _add_query_args(parser: argparse.ArgumentParser) -> None:
 
 def _query(args: argparse.Namespace, library):
   """One Query, or one per --run when several are given (an ensemble)."""
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   options = dict(model=args.model, method=args.method, embedding=args.embedding)
   if args.key:
     return pipeline.target_query(library, key_path=args.key, **options)
@@ -136,7 +136,7 @@ def _print_ranked(ranked, scorer: str) -> None:
 
 
 def run_retrieve(args: argparse.Namespace) -> int:
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   from spot_jax.library.store import PromptLibrary
   if args.k < 1:
     raise ValueError(f"--k must be at least 1, got {args.k}")
@@ -157,7 +157,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   path, task = pipeline.embed_target(args.gin_files, args.gin_bindings, args.out, args.key_step,
                                      args.embedding)
   print(f"Wrote the key of {task} to {path}")
@@ -165,10 +165,11 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_transfer(args: argparse.Namespace) -> int:
-  from spot_jax import executor, pipeline
+  from spot_jax.runs import execute as executor
+  from spot_jax.app import pipeline
   from spot_jax.library import transfer
   from spot_jax.library.store import PromptLibrary
-  from spot_jax.tasks_util import get_task_or_mixture
+  from tasks.lookup import get_task_or_mixture
   if args.k < 1:
     raise ValueError(f"--k must be at least 1, got {args.k}")
   library = PromptLibrary(args.library)

@@ -80,7 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   from spot_jax.study import analysis
   summary = pipeline.analyse(args.results, args.out, similarity_csv_path=args.similarity,
                              threshold=args.threshold, metric_name=args.metric_name)
@@ -90,7 +90,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   from spot_jax.study import ranking
   report = pipeline.evaluate_rankings(args.results, predictions=args.predictions,
                                       baseline=args.baseline, scorer=args.scorer,

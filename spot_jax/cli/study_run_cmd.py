@@ -14,7 +14,7 @@ import argparse
 
 
 def add_study_parser(study_subparsers: argparse._SubParsersAction) -> None:
-  from spot_jax.launchers import LAUNCH_SCRIPTS  # light; spot_jax.study.runner is not.
+  from spot_jax.runs.launchers import LAUNCH_SCRIPTS  # light; spot_jax.study.runner is not.
   parser = study_subparsers.add_parser(
       "run", help="train a study (sources, baselines, transfers) and collect results.csv",
       description="Runs every unfinished run of a study spec (YAML, see "

@@ -43,30 +43,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-  import dataclasses
-
-  from spot_jax import executor
-  from spot_jax.train.loop import train
-  if args.packed_job:
-    if args.gin_files or args.gin_bindings:
-      raise ValueError("--packed_job trains the runs its file describes; drop the gin flags")
-    specs = executor.read_packed_job(args.packed_job)
-    for spec, summary in zip(specs, executor.train_specs_packed(specs, overwrite=args.overwrite)):
-      print(f"Finished {summary.task} in {spec.model_dir}: {summary.steps_done} steps, best "
-            f"step {summary.best_step} ({summary.eval_metric} {summary.best_score}).")
-    return 0
-  cfg, gin_text = executor.train_config(args.gin_files, args.gin_bindings)
-  if args.overwrite:
-    cfg = dataclasses.replace(cfg, overwrite=True)
-  summary = train(cfg, gin_config=gin_text)
-  print(f"Finished {summary.task} in {cfg.model_dir}: {summary.steps_done} steps, best step "
-        f"{summary.best_step} ({summary.eval_metric} {summary.best_score}).")
-  return 0
+  from spot_jax.runs.execute import train_from_flags
+  return train_from_flags(args.gin_files, args.gin_bindings, packed_job=args.packed_job,
+                          overwrite=args.overwrite)
 
 
 def run_eval(args: argparse.Namespace) -> int:
   from spot_jax import gin_utils
-  from spot_jax.tasks_util import register_all_tasks
+  from tasks.lookup import register_all_tasks
   from spot_jax.train.evaluate import EvalConfig, evaluate_prompt, write_test_predictions
   register_all_tasks()
   gin_utils.parse_gin(args.gin_files, args.gin_bindings)

@@ -25,8 +25,8 @@ from spot_jax.evaluation import scoring
 from spot_jax.evaluation.scores import SPLIT_GROUP_SUFFIXES
 from spot_jax.models.t5 import T5
 from spot_jax.methods import Trainables, combine
-from spot_jax.tasks_util import subtasks_with_metrics, task_labels as declared_labels
-from spot_jax.train.data import feature_converter, pad_batch
+from tasks.lookup import subtasks_with_metrics, task_labels as declared_labels
+from spot_jax.data.batches import feature_converter, pad_batch
 
 BEAM_SEARCH = "beam_search"
 GREEDY = "greedy"

@@ -16,9 +16,9 @@ The target runs train the entries' method (the gin config must select it, e.g.
 prompt file (PROMPT_INIT 'file', PROMPT_FILE); every other method's runs start from a numpy
 checkpoint directory of its trainables (TrainConfig.init_from).
 
-`plan_transfer` only decides (runs as `spot_jax.executor.RunSpec`s, initial prompts, files);
+`plan_transfer` only decides (runs as `spot_jax.runs.spec.RunSpec`s, initial prompts, files);
 `run_transfer` writes the initial prompts and OUT_DIR/transfer.json, then trains the runs with
-the one run executor (`spot_jax.executor.execute`: in-process exactly as `spot-jax train`, or
+the one run executor (`spot_jax.runs.execute.execute`: in-process exactly as `spot-jax train`, or
 through a launch script), skipping finished runs, so an interrupted transfer resumes. Layout:
 
   OUT_DIR/transfer.json         strategy, query, metric, retrieved entries and similarities,
@@ -38,8 +38,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from spot_jax import executor
-from spot_jax.executor import RunSpec
+from spot_jax.runs import execute as executor
+from spot_jax.runs import spec as run_spec
+from spot_jax.runs.spec import RunSpec
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax.gin_utils import gin_literal
 from spot_jax.library.retrieval import Ranked
@@ -234,7 +235,7 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
     plan.alphas = alphas([r.score for r in top])
     target_run("weighted_average", path, [r.entry.id for r in top])
   else:
-    from spot_jax.tasks_util import register_transfer_mixture
+    from tasks.lookup import register_transfer_mixture
     plan.mixture = register_transfer_mixture([r.entry.task for r in top] + [target]).name
     steps = int(source_steps or base.get("train_steps") or 0)
     if steps <= 0:
@@ -268,7 +269,7 @@ def _plan_trees(plan: TransferPlan, strategy: str, top: Sequence[Ranked], librar
     start = write_tree(os.path.join(init_dir, "weighted_average"), tree)
     target_run("weighted_average", start, [r.entry.id for r in top])
   else:
-    from spot_jax.tasks_util import register_transfer_mixture
+    from tasks.lookup import register_transfer_mixture
     plan.mixture = register_transfer_mixture([r.entry.task for r in top] + [plan.target]).name
     steps = int(source_steps or base.get("train_steps") or 0)
     if steps <= 0:
@@ -353,7 +354,7 @@ def _run_status(plan: TransferPlan, run: RunSpec, status: str, command: list[str
          "init_from": plan.init_dirs.get(run.name), "entries": plan.entries[run.name],
          "status": status, "command": shlex.join(command),
          "best_step": None, "best_score": None, "eval_metric": None}
-  summary = executor.read_finished(run.model_dir, run.train_steps)
+  summary = run_spec.read_finished(run.model_dir, run.train_steps)
   if status in ("finished", "skipped") and summary is not None:
     row.update(best_step=summary.best_step, best_score=summary.best_score,
                eval_metric=summary.eval_metric)
@@ -365,21 +366,21 @@ def run_transfer(plan: TransferPlan, *, launcher: str | None = None, dry_run: bo
                  run_one: Callable[[RunSpec], Any] | None = None, pack: int = 1
                  ) -> TransferResult:
   """Writes the initial prompts and transfer.json, then trains the plan's runs in order with
-  the run executor (`spot_jax.executor.execute`).
+  the run executor (`spot_jax.runs.execute.execute`).
 
   launcher None trains in-process; otherwise each run is the launch script's command (slurm:
   submitted with sbatch; the mixture target waits for its source job). Finished runs are skipped.
   dry_run echoes the commands instead of training (the prompts and transfer.json are still
   written, so the printed commands can be run as they are). run_one: how a run trains in this
-  process (default `spot_jax.executor.train_spec`). pack: best_of_top_k's k target runs train
-  together in jobs of up to `pack` runs (`spot_jax.executor.pack_jobs`; job files in
+  process (default `spot_jax.runs.execute.train_spec`). pack: best_of_top_k's k target runs train
+  together in jobs of up to `pack` runs (`spot_jax.runs.execute.pack_jobs`; job files in
   OUT_DIR/jobs).
   """
   _check_resumable(plan)
   _write_files(plan)
   _write_record(plan, [], None)
   for run in plan.runs:
-    if executor.is_finished(run):
+    if run_spec.is_finished(run):
       echo(f"skip {run.name}: {run.model_dir} is finished")
   try:
     execution = executor.execute(plan.runs, launcher=launcher, dry_run=dry_run, log=echo,

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import gin
 import numpy as np
 
-from spot_jax import prompts
+from spot_jax.models import prompts
 from spot_jax.methods.base import Method, Trainables
 from spot_jax.models.layers import MethodHooks
 

@@ -15,7 +15,7 @@ import gin
 import jax.numpy as jnp
 import numpy as np
 
-from spot_jax import prompts
+from spot_jax.models import prompts
 from spot_jax.methods.base import Method, Trainables, init_added_params
 from spot_jax.models.layers import MethodHooks
 

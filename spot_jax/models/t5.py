@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from spot_jax.models import layers
 from spot_jax.models.config import T5Config
 from spot_jax.models.layers import MethodHooks
-from spot_jax.prompts import Prompt, PromptEncoder
+from spot_jax.models.prompts import Prompt, PromptEncoder
 
 Array = jax.Array
 

@@ -11,8 +11,8 @@
     results.csv                               source,target,seed,score,metric,step
 
 Every job is one `spot-jax train` invocation, fully described by gin flags (a
-`spot_jax.executor.RunSpec`), so running it in this process, in a worker process or on a cluster
-node is the same run; the run executor (`spot_jax.executor.execute`) trains them. A transfer
+`spot_jax.runs.spec.RunSpec`), so running it in this process, in a worker process or on a cluster
+node is the same run; the run executor (`spot_jax.runs.execute.execute`) trains them. A transfer
 reads its source's best checkpoint when it starts: `study/transfer.gin` binds PROMPT_FILE to
 `best_prompt_file(SOURCE_MODEL_DIR)` (method `prompt`), `study/transfer_init_from.gin` binds
 TrainConfig.init_from to `best_checkpoint_dir(SOURCE_MODEL_DIR)` (every other method: all of its
@@ -36,8 +36,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import gin
 
-from spot_jax import executor, fileio, launchers
-from spot_jax.executor import RunSpec, is_finished, read_finished  # noqa: F401  (re-exported)
+from spot_jax import fileio
+from spot_jax.runs import execute as executor
+from spot_jax.runs import spec as run_spec
+from spot_jax.runs import launchers
+from spot_jax.runs.spec import RunSpec, is_finished, read_finished  # noqa: F401  (re-exported)
 from spot_jax.gin_utils import gin_literal
 from spot_jax.study.spec import StudySpec
 from spot_jax.train import run_dir
@@ -116,7 +119,7 @@ def plan(spec: StudySpec, study_dir: str) -> list[Job]:
       source_dir = run_dir_of(study_dir, "source", source, None, seed)
       bindings["SOURCE_MODEL_DIR"] = gin_literal(source_dir)
       files, depends = (*train_files, transfer_gin), (source_dir,)
-    name = executor.safe_name(kind, source or "", target or "", f"seed_{seed}")
+    name = run_spec.safe_name(kind, source or "", target or "", f"seed_{seed}")
     return RunSpec(name, model_dir, files, bindings, depends, kind=kind, source=source,
                    target=target, seed=seed)
 
@@ -316,7 +319,7 @@ def validate_jobs(jobs: Sequence[Job]) -> None:
   per task, before any job starts. A transfer's config is only parsed: its PROMPT_FILE is the
   source's best prompt, known once the source finished. Raises StudyError naming the job."""
   from spot_jax import gin_utils
-  from spot_jax.tasks_util import register_all_tasks
+  from tasks.lookup import register_all_tasks
   from spot_jax.train.loop import TrainConfig, preflight
   register_all_tasks()
   seen: set[tuple[str, str | None]] = set()
@@ -350,8 +353,8 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
 
   A transfer starts only after its source finished; a failed job is reported with its run dir
   (and log) and blocks only its dependants. run_one: how one job trains in this process
-  (default `spot_jax.executor.train_spec`; the demo passes its quiet runner). pack: up to this
-  many compatible runs train together in one job (`spot_jax.executor.pack_jobs`;
+  (default `spot_jax.runs.execute.train_spec`; the demo passes its quiet runner). pack: up to this
+  many compatible runs train together in one job (`spot_jax.runs.execute.pack_jobs`;
   executor.AUTO_PACK: the size the model and memory allow).
   """
   if processes < 1:

@@ -270,7 +270,7 @@ def load_spec(path: str, check_tasks: bool = True, **overrides: Any) -> StudySpe
 
 def check_task_names(spec: StudySpec, where: str = "study spec") -> None:
   """Every source and target must be a registered seqio task or mixture."""
-  from spot_jax.tasks_util import get_task_or_mixture, register_all_tasks
+  from tasks.lookup import get_task_or_mixture, register_all_tasks
   register_all_tasks()
   for key in ("sources", "targets"):
     for i, name in enumerate(getattr(spec, key)):
@@ -292,7 +292,7 @@ def _check_method(where: str, name: str) -> None:
 def _has_labels(task: str) -> bool:
   """Whether `task` declares a label set (an unknown task counts as labelled: the run names
   the problem when it starts)."""
-  from spot_jax.tasks_util import register_all_tasks, task_labels
+  from tasks.lookup import register_all_tasks, task_labels
   register_all_tasks()
   try:
     return bool(task_labels(task))

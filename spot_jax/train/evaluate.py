@@ -9,11 +9,12 @@ from typing import Any
 
 import gin
 
-from spot_jax import methods, prompts
+from spot_jax import methods
+from spot_jax.models import prompts
 from spot_jax.evaluation import submission
 from spot_jax.evaluation.evaluator import BEAM_SEARCH, PromptEvaluator
 from spot_jax.fileio import atomic_write_bytes
-from spot_jax.tasks_util import task_labels
+from tasks.lookup import task_labels
 from spot_jax.train.loop import TrainConfig, build_frozen_model
 from tasks import registry
 

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from spot_jax.fileio import atomic_write_bytes
-from spot_jax import methods, prompts, runtime
+from spot_jax import methods, runtime
+from spot_jax.models import prompts
 from spot_jax.checkpoints.load import (LoadedModel, fingerprint, is_hf_checkpoint, load_model,
                                        step_offset)
 from spot_jax.evaluation.evaluator import PromptEvaluator, check_eval_mode, encode_labels
@@ -33,10 +34,10 @@ from spot_jax.models.init import init_frozen, random_fingerprint
 from spot_jax.models.layout import to_layout
 from spot_jax.models.losses import DEFAULT_Z_LOSS
 from spot_jax.models.t5 import REMAT_POLICIES, T5, per_layer_methods
-from spot_jax.tasks_util import get_task_or_mixture, subtasks_with_metrics, task_labels
+from tasks.lookup import get_task_or_mixture, subtasks_with_metrics, task_labels
 from spot_jax.train import checkpointer as checkpointer_lib, full_checkpoints, partitioning, run_dir
 from spot_jax.train import packed as packed_lib
-from spot_jax.train.data import TrainBatches
+from spot_jax.data.batches import TrainBatches
 from spot_jax.train.metrics_log import MetricsLogger
 from spot_jax.train.optimizer import (ADAMW_WARMUP_FRACTION, OPTIMIZERS, SPOT_WEIGHT_DECAY,
                                      adamw_warmup, finetune_adafactor, prompt_adafactor)

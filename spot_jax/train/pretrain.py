@@ -28,7 +28,7 @@ from spot_jax.checkpoints import t5x
 from spot_jax.models.config import get_config
 from spot_jax.models.losses import summed_loss
 from spot_jax.models.t5 import T5
-from spot_jax.train.data import train_batches
+from spot_jax.data.batches import train_batches
 
 
 @dataclasses.dataclass(frozen=True)

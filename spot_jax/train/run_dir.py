@@ -11,7 +11,7 @@
     train_state/{step}/             orbax train state (prompt, optimizer, step, rng), last few
                                     (`spot_jax.train.checkpointer`; this module is numpy-only)
     data_state/{step}/host_{i}/     the tf.data iterator of each host at that step (resume
-                                    without replaying the input pipeline, spot_jax.train.data)
+                                    without replaying the input pipeline, spot_jax.data.batches)
     metrics.jsonl, tensorboard/     training and evaluation metrics
     .lock                           fcntl.flock target: one writer at a time (`RunDirLock`)
 

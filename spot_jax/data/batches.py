@@ -16,7 +16,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from spot_jax.tasks_util import get_task_or_mixture
+from tasks.lookup import get_task_or_mixture
 
 MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
 DATA_STATE_DIR = "data_state"

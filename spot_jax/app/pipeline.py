@@ -14,7 +14,7 @@
   evaluate_rankings     results.csv + predictions (or a baseline) -> ranking metrics
 
 The `spot-jax` subcommands only parse their flags, call these and print; the demo
-(`spot_jax.demo`) chains them. Nothing here takes an argparse Namespace.
+(`spot_jax.app.demo`) chains them. Nothing here takes an argparse Namespace.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from spot_jax import executor
-from spot_jax.executor import Execution, RunSpec
+from spot_jax.runs import execute as executor
+from spot_jax.runs import spec as run_spec
+from spot_jax.runs.spec import RunSpec
+from spot_jax.runs.execute import Execution
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax.train import run_dir
 
@@ -42,7 +44,7 @@ def train_runs(specs: Sequence[RunSpec], *, processes: int = 1, launcher: str | 
                dry_run: bool = False, log_dir: str | None = None, log: Log = print,
                run_one: Callable[[RunSpec], Any] | None = None, pack: int = 1,
                job_dir: str | None = None) -> Execution:
-  """Trains every unfinished run of `specs` (see `spot_jax.executor.execute`)."""
+  """Trains every unfinished run of `specs` (see `spot_jax.runs.execute.execute`)."""
   return executor.execute(specs, processes=processes, launcher=launcher, dry_run=dry_run,
                           log_dir=log_dir, log=log, run_one=run_one, pack=pack,
                           job_dir=job_dir)
@@ -59,7 +61,7 @@ def add_to_library(library_path: str, model_dirs: Sequence[str], *,
     entry_id = None if entry_ids is None else entry_ids[i]
     if entry_id is not None and entry_id in existing:
       continue
-    if executor.read_finished(model_dir) is None:
+    if run_spec.read_finished(model_dir) is None:
       raise ValueError(f"{model_dir} is not a finished run; train it first")
     added.append(library.add_run_dir(model_dir, key_step=key_step, entry_id=entry_id).id)
   return added
@@ -270,7 +272,7 @@ def transfer(strategy: str, library, query: Query | Sequence[Query], *, target: 
   """Ranks the library for the query (the target's own task excluded; several queries, one
   per method, with an `ensemble:` scorer), then plans and trains the strategy's runs of the
   retrieved entries' method (spot_jax.library.transfer; `method`: the runs' configured method,
-  checked; `pack`: runs per packed job, spot_jax.executor.pack_jobs); returns (ranked,
+  checked; `pack`: runs per packed job, spot_jax.runs.execute.pack_jobs); returns (ranked,
   TransferResult)."""
   from spot_jax.library import transfer as transfer_lib
   ranked = rank_sources(library, query, scorer=scorer, k=k, exclude_task=target,

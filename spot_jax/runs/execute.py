@@ -4,7 +4,7 @@ Transfers (`spot_jax.library.transfer`), studies (`spot_jax.study.runner`) and t
 describe a training run as a `RunSpec`: the gin files and macro bindings of one
 `spot-jax train` invocation. `execute` trains a list of specs in order, skipping finished runs,
 in this process (`train_spec`: gin parsed exactly as the CLI parses it, `config.gin` written),
-in `processes` worker processes (`python -m spot_jax.cli.main train ...`), or through a launch
+in `processes` worker processes (`python -m spot_jax.runs.worker train ...`), or through a launch
 script (`launch/*.sh`, SLURM with job dependencies); a dry run only prints the commands.
 With `pack` > 1, compatible runs (`spot_jax.train.loop.pack_key`) share one job that trains
 them in one jitted step (`spot_jax.train.loop.train_packed`); a packed job is a JSON file of
@@ -18,86 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shlex
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
-from spot_jax import fileio, launchers
+from spot_jax import fileio
+from spot_jax.runs import launchers
+from spot_jax.runs.spec import Job, Log, RunSpec, is_finished, read_finished, safe_name
 from spot_jax.train import run_dir
-
-Log = Callable[[str], None]
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  """One prompt-tuning run: `spot-jax train` with these gin files and `MACRO = literal`
-  bindings (values are gin text, e.g. '"/runs/x"' or '300'). `depends_on`: model dirs that
-  must hold finished runs before this one starts. kind/source/target/seed describe the run's
-  place in a study or transfer (free-form labels, not part of its configuration)."""
-
-  name: str
-  model_dir: str
-  gin_files: tuple[str, ...]
-  gin_bindings: Mapping[str, str]
-  depends_on: tuple[str, ...] = ()
-  kind: str = "run"
-  source: str | None = None
-  target: str | None = None
-  seed: int = 0
-
-  @property
-  def train_steps(self) -> int | None:
-    """The run's length: its TRAIN_STEPS macro, or a direct TrainConfig.train_steps binding
-    (which wins, being applied after the macro)."""
-    steps = self.gin_bindings.get("TrainConfig.train_steps", self.gin_bindings.get("TRAIN_STEPS"))
-    return None if steps is None else int(steps)
-
-  def bindings(self) -> list[str]:
-    """The gin bindings as `MACRO = value` lines."""
-    return [f"{name} = {value}" for name, value in self.gin_bindings.items()]
-
-  def flags(self) -> list[str]:
-    """The `spot-jax train` arguments."""
-    return ([f"--gin_file={f}" for f in self.gin_files]
-            + [f"--gin.{name}={value}" for name, value in self.gin_bindings.items()])
-
-  def command(self, prefix: Sequence[str] = ("spot-jax", "train")) -> str:
-    return shlex.join([*prefix, *self.flags()])
-
-
-def safe_name(*parts: str) -> str:
-  """A file-name-safe run name from its parts."""
-  return re.sub(r"[^A-Za-z0-9_.-]", "_", ".".join(p for p in parts if p))
-
-
-# ----------------------------------------------------------------------------- the finished rule
-
-
-def read_finished(model_dir: str, train_steps: int | None = None) -> run_dir.RunSummary | None:
-  """The run's summary when it is finished, else None.
-
-  Finished means: run.json says so AND all of its own train_steps are done AND (when given)
-  at least `train_steps` are done. A finished run whose TRAIN_STEPS was raised and that was
-  killed while training further is therefore not finished (nor is a run asked for more steps
-  than it has).
-  """
-  try:
-    summary = run_dir.read_summary(model_dir)
-  except run_dir.RunDirError:
-    return None
-  if not summary.finished or summary.steps_done < summary.train_steps:
-    return None
-  if train_steps is not None and summary.steps_done < train_steps:
-    return None
-  return summary
-
-
-def is_finished(spec: RunSpec) -> bool:
-  return read_finished(spec.model_dir, spec.train_steps) is not None
-
 
 # ----------------------------------------------------------------------------- one run
 
@@ -108,7 +38,7 @@ def train_config(gin_files: Sequence[str], gin_bindings: Sequence[str]):
   import gin
 
   from spot_jax import gin_utils
-  from spot_jax.tasks_util import register_all_tasks
+  from tasks.lookup import register_all_tasks
   from spot_jax.train.loop import TrainConfig
   register_all_tasks()
   gin_utils.parse_gin(gin_files, gin_bindings)
@@ -137,7 +67,28 @@ def train_spec(spec: RunSpec, *, overwrite: bool = False) -> run_dir.RunSummary:
 
 # ----------------------------------------------------------------------------- packed jobs
 
-Job = tuple[RunSpec, ...]  # runs trained together: one run, or a packed job of several.
+def train_from_flags(gin_files: Sequence[str], gin_bindings: Sequence[str], *,
+                     packed_job: str | None = None, overwrite: bool = False) -> int:
+  """`spot-jax train` and a worker process (`python -m spot_jax.runs.worker train`): trains
+  one run from gin flags, or the runs of a packed job file, and prints one line per run."""
+  from spot_jax.train.loop import train
+  if packed_job:
+    if gin_files or gin_bindings:
+      raise ValueError("--packed_job trains the runs its file describes; drop the gin flags")
+    specs = read_packed_job(packed_job)
+    for spec, summary in zip(specs, train_specs_packed(specs, overwrite=overwrite)):
+      print(f"Finished {summary.task} in {spec.model_dir}: {summary.steps_done} steps, best "
+            f"step {summary.best_step} ({summary.eval_metric} {summary.best_score}).")
+    return 0
+  cfg, gin_text = train_config(gin_files, gin_bindings)
+  if overwrite:
+    cfg = dataclasses.replace(cfg, overwrite=True)
+  summary = train(cfg, gin_config=gin_text)
+  print(f"Finished {summary.task} in {cfg.model_dir}: {summary.steps_done} steps, best step "
+        f"{summary.best_step} ({summary.eval_metric} {summary.best_score}).")
+  return 0
+
+
 AUTO_PACK = 0  # `pack=AUTO_PACK`: the size `default_pack_size` picks for the runs' model.
 
 
@@ -260,7 +211,7 @@ def job_name(job: Job) -> str:
 
 def worker_command(spec: RunSpec) -> list[str]:
   """The worker process command that trains one run (a packed job: `job_flags`)."""
-  return [sys.executable, "-m", "spot_jax.cli.main", "train", *spec.flags()]
+  return [sys.executable, "-m", "spot_jax.runs.worker", "train", *spec.flags()]
 
 
 def job_flags(job: Job, job_dir: str | None) -> list[str]:
@@ -463,7 +414,7 @@ def log_path(log_dir: str, spec: RunSpec | Job) -> str:
 
 def _run_workers(jobs: list[Job], result: Execution, processes: int, log_dir: str | None,
                  log: Log, on_done, job_dir: str | None) -> None:
-  """Up to `processes` `python -m spot_jax.cli.main train` workers, respecting dependencies."""
+  """Up to `processes` `python -m spot_jax.runs.worker train` workers, respecting dependencies."""
   if log_dir is None:
     raise ValueError("worker processes need a log_dir for their output")
   pending = list(jobs)
@@ -488,7 +439,7 @@ def _run_workers(jobs: list[Job], result: Execution, processes: int, log_dir: st
         log_file = open(path, "ab")
         log(f"start {job_name(job)} (log {path})")
         command = (worker_command(job[0]) if len(job) == 1 else
-                   [sys.executable, "-m", "spot_jax.cli.main", "train",
+                   [sys.executable, "-m", "spot_jax.runs.worker", "train",
                     *job_flags(job, job_dir)])
         running[start_worker(command, log_file)] = (job, log_file)
       if not running:  # everything left waits on a run that can never start.

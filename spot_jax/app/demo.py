@@ -1,6 +1,6 @@
 """`spot-jax demo`: the whole SPoT pipeline on the synthetic world, no downloads.
 
-Through the pipeline API (`spot_jax.pipeline`), with every knob in gin_configs/demo.gin:
+Through the pipeline API (`spot_jax.app.pipeline`), with every knob in gin_configs/demo.gin:
 
   1. pretrain the tiny frozen model on the synthetic corpus, write it as a T5X checkpoint
      (checkpointed and resumed; cached by everything that determines it); every prompt run
@@ -17,7 +17,7 @@ Through the pipeline API (`spot_jax.pipeline`), with every knob in gin_configs/d
      held-out target reaches it) and evaluate the rankings against the ground truth;
   5. BEST OF TOP-k (read off the brute-force matrix: the same runs), TOP-k WEIGHTED AVERAGE
      and TOP-k MULTI-TASK MIXTURE;
-  6. report.md, report.html (figures inline) and results.json (`spot_jax.demo_report`).
+  6. report.md, report.html (figures inline) and results.json (`spot_jax.app.demo_report`).
 
 Every stage is idempotent: a rerun skips finished runs (resuming interrupted ones) and
 recomputes only the cheap analysis. Library output goes to OUTPUT_DIR/demo.log; stdout gets
@@ -239,7 +239,7 @@ class RunPrinter:
     self.console, self.total, self.index = console, total, 0
 
   def __call__(self, spec, describe: Callable[[Any], str] = describe_run):
-    from spot_jax import executor
+    from spot_jax.runs import execute as executor
     self.index += 1
     start = time.perf_counter()
     summary = executor.train_spec(spec)
@@ -251,10 +251,11 @@ class RunPrinter:
 
 
 def train_study(cfg: DemoConfig, spec, study_dir: str, phase: str, console: Console):
-  from spot_jax import executor
+  from spot_jax.runs import execute as executor
+  from spot_jax.runs import spec as run_spec
   from spot_jax.study import runner
   jobs = runner.select_phase(runner.plan(spec, study_dir), phase)
-  todo = sum(not executor.is_finished(j) for j in jobs)
+  todo = sum(not run_spec.is_finished(j) for j in jobs)
   if todo < len(jobs):
     console.say(f"      {len(jobs) - todo} of {len(jobs)} runs already finished")
   report = runner.run_study(spec, study_dir, phase=phase, log=print,
@@ -293,7 +294,7 @@ def untrained_scores(cfg: DemoConfig, checkpoint: str, study_dir: str) -> dict[s
 
 def target_keys(cfg: DemoConfig, library, study_dir: str) -> dict[str, Any]:
   """{target: pipeline.Query}: each target's key is its baseline run's KEY_STEP prompt."""
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   from spot_jax.study import runner
   return {t: pipeline.target_query(
       library, run=runner.run_dir_of(study_dir, "baseline", None, t, cfg.seeds[0]))
@@ -334,14 +335,15 @@ def pool_stage(cfg: DemoConfig, checkpoint: str, study_dir: str, console: Consol
   trained on) in runs/baseline/<source>/, runs/transfer/<source i>/<source j>/; finished runs
   are skipped. Returns ({sampled pair: gain}, {probe pair: gain}), gain = transfer minus
   baseline (means over seeds)."""
-  from spot_jax import executor
+  from spot_jax.runs import execute as executor
+  from spot_jax.runs import spec as run_spec
   from spot_jax.study import runner
   # The paper's draw (Feng et al. 2023, §3.2), shared with pool-pair studies.
   sampled = set(sample_pool_pairs(cfg.sources, cfg.pool_num_pairs, cfg.pool_pairs_seed))
   wanted = sampled | (set(world_rule_pairs(cfg.sources)) if cfg.world_rule_probes else set())
   jobs = [j for j in runner.plan(pool_spec(cfg, checkpoint), study_dir)
           if j.kind == "baseline" or (j.kind == "transfer" and (j.source, j.target) in wanted)]
-  todo = sum(not executor.is_finished(j) for j in jobs)
+  todo = sum(not run_spec.is_finished(j) for j in jobs)
   if todo < len(jobs):
     console.say(f"      {len(jobs) - todo} of {len(jobs)} runs already finished")
   execution = executor.execute(jobs, log_dir=os.path.join(study_dir, "logs"), log=print,
@@ -351,7 +353,7 @@ def pool_stage(cfg: DemoConfig, checkpoint: str, study_dir: str, console: Consol
     raise RuntimeError(f"pool run {describe_run(job)} failed: {why}")
   scores: dict[tuple[str | None, str], list[float]] = {}
   for job in jobs:
-    summary = executor.read_finished(job.model_dir, job.train_steps)
+    summary = run_spec.read_finished(job.model_dir, job.train_steps)
     scores.setdefault((job.source, job.target), []).append(float(summary.best_score))
   gains = {(s, t): float(np.mean(v)) - float(np.mean(scores[(None, t)]))
            for (s, t), v in scores.items() if s is not None}
@@ -417,7 +419,7 @@ def rank_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], results_csv
   for methods that are no scorer name; they rate the raw keys, never centred), writes
   predictions/<method>.csv and evaluates each ranking (and the expected random ranking)
   against the ground truth."""
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   from spot_jax.fileio import atomic_write_bytes
   os.makedirs(out_dir, exist_ok=True)
   learned = learned or {}
@@ -446,7 +448,7 @@ def similarity_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], path:
   """Task x task similarity of the source keys (library) and target keys (baselines), CSV."""
   import numpy as np
 
-  from spot_jax import pipeline
+  from spot_jax.app import pipeline
   from spot_jax.fileio import atomic_write_bytes
   from spot_jax.library import similarity
   entries, keys = library.pooled_keys("mean")
@@ -464,7 +466,9 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
                    out_dir: str, console: Console) -> dict[str, dict[str, Any]]:
   """TOP-k WEIGHTED AVERAGE and TOP-k MULTI-TASK MIXTURE per target (trained here), ranked by
   `strategy_method`; BEST OF TOP-k is read off the transfer matrix by the report."""
-  from spot_jax import executor, pipeline
+  from spot_jax.runs import execute as executor
+  from spot_jax.runs import spec as run_spec
+  from spot_jax.app import pipeline
   from spot_jax.gin_utils import gin_literal
   from spot_jax.library import transfer
   from spot_jax.study import runner
@@ -486,7 +490,7 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
           source_steps=cfg.mixture_source_steps or cfg.source_steps,
           metric=cfg.strategy_method,
           query=query.description, gin_files=gin_files, gin_bindings=bindings)))
-  todo = sum(not executor.is_finished(r) for _, _, p in plans for r in p.runs)
+  todo = sum(not run_spec.is_finished(r) for _, _, p in plans for r in p.runs)
   printer = RunPrinter(console, todo)
   results: dict[str, dict[str, Any]] = {}
   for target, strategy, plan in plans:
@@ -512,7 +516,7 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
   """Runs (or resumes) every stage; returns results.json's content."""
   console = console or Console()
-  from spot_jax import demo_report
+  from spot_jax.app import demo_report
   out = os.path.abspath(cfg.output_dir)
   cfg = dataclasses.replace(cfg, output_dir=out)
   start = time.perf_counter()
@@ -529,7 +533,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     runtime.enable_compilation_cache(os.path.join(out, "xla_cache"))
     from spot_jax.library.store import PromptLibrary
     from spot_jax.study import runner
-    from spot_jax.tasks_util import register_all_tasks
+    from tasks.lookup import register_all_tasks
     register_all_tasks()
     stage(1, f"Pretraining the tiny frozen model on the synthetic world "
              f"({cfg.pretrain_steps} steps)")
@@ -569,7 +573,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
                                 os.path.join(out, "strategies"), console)
     stage(6, "Analysis and report")
     analysis_dir = os.path.join(out, "analysis")
-    from spot_jax import pipeline
+    from spot_jax.app import pipeline
     summary = pipeline.analyse(results_csv, analysis_dir, similarity_csv_path=similarity_csv)
     data = demo_report.collect(cfg, checkpoint=checkpoint, study_dir=study_dir,
                                untrained=untrained, rankings=rankings, strategies=strategies,

@@ -10,6 +10,7 @@ import seqio
 from tasks.transfer_mixtures import (  # noqa: F401  (the task-side home of retrieval mixtures)
     TRANSFER_MIXTURE_PREFIX, TransferMixtureError, mixture_members, mixture_name,
     register_transfer_mixture)
+from tasks.registry import register_all_tasks  # noqa: F401  (one definition, in the registry)
 
 
 def get_task_or_mixture(name: str) -> seqio.Task | seqio.Mixture:
@@ -64,12 +65,3 @@ def task_labels(name: str) -> tuple[str, ...] | None:
     if labels:
       return tuple(labels)
   return None
-
-
-@functools.cache
-def register_all_tasks() -> None:
-  """Imports every task module of `tasks/`: the synthetic world, real tasks and mixtures (once
-  per process; later calls return at once)."""
-  import tasks.synthetic  # noqa: F401
-  from tasks import registry
-  registry.register_all()
