@@ -48,7 +48,7 @@ def test_wheel_installs_and_finds_its_gin_files_without_the_source_tree(tmp_path
                             "synthetic"], cwd=tmp_path, env=env, capture_output=True, text=True)
   assert listing.returncode == 0, listing.stderr
   assert "synthetic_sentiment_a" in listing.stdout
-  code = ("import spot_jax, os\nfrom spot_jax import gin_utils, launchers\n"
+  code = ("import spot_jax, os\nfrom spot_jax import gin_utils\nfrom spot_jax.runs import launchers\n"
           "print(spot_jax.__file__)\nprint(gin_utils.resolve_gin_file('models/base.gin'))\n"
           "print(launchers.launch_prefix('local', absolute=True)[0])")
   found = subprocess.run([python, "-c", code], cwd=tmp_path, env=env, capture_output=True,
