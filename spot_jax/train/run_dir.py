@@ -236,7 +236,10 @@ def check_compatible(model_dir: str, summary: RunSummary, overwrite: bool,
     if not _has_run_files(model_dir):
       return
     config_path = os.path.join(model_dir, CONFIG_GIN)
-    old_config = open(config_path).read() if os.path.exists(config_path) else None
+    old_config = None
+    if os.path.exists(config_path):
+      with open(config_path) as f:
+        old_config = f.read()
     if overwrite or old_config is None or old_config == gin_config:
       remove_run(model_dir)  # a start killed before its first step: restart it cleanly.
       return
