@@ -285,9 +285,8 @@ def interrupt_after_first_checkpoint(monkeypatch) -> None:
 
 
 # LoRA in the default suite; the other methods (same code path, other leaves) are slow tests.
-@pytest.mark.parametrize("name", [
-    n if n == "lora" else pytest.param(n, marks=pytest.mark.slow)
-    for n in NAMES if n != "prompt"])
+@pytest.mark.slow  # minutes per method on 2 CPU cores; prompt resume: tests/test_train.py
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "prompt"])
 def test_run_saves_every_leaf_and_an_interrupted_run_resumes_bit_equal(name, tmp_path,
                                                                        monkeypatch):
   straight = train(small_run(tmp_path / "straight", name))
@@ -385,6 +384,7 @@ def test_fold_equals_the_hooked_model(name):
     methods.create("bias").fold(frozen, {})
 
 
+@pytest.mark.slow  # minutes on 2 CPU cores: the default suite stays under 15 min
 def test_export_merged_writes_a_loadable_t5x_checkpoint(tmp_path):
   from spot_jax.checkpoints.load import load_model
   from spot_jax.train.export import export_merged

@@ -120,6 +120,7 @@ def layout(model_dir) -> list[str]:
   return sorted(paths)
 
 
+@pytest.mark.slow  # minutes on 2 CPU cores: the default suite stays under 15 min
 def test_packed_job_keeps_each_runs_contract_and_equals_runs_trained_alone(tmp_path):
   cfgs = [packed_run(tmp_path / "packed" / task, task) for task in TASKS]
   summaries = loop.train_packed(cfgs, [f"# {task}\n" for task in TASKS])

@@ -154,6 +154,7 @@ def test_mixture_names_are_validated():
 # ------------------------------------------------------------------------------ real runs
 
 
+@pytest.mark.slow  # minutes on 2 CPU cores: the default suite stays under 15 min
 def test_best_of_top_k_trains_from_each_value_and_resumes(library, tmp_path, monkeypatch):
   lib, query, ids = library
   ranked = retrieve(lib, query, model=MODEL, metric="euclidean", k=2, exclude_task=TARGET)
