@@ -107,6 +107,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   evaluate.add_argument("--ndcg_relevance", default=None, choices=("rank", "score", "gain"),
                         help="add an NDCG column with this relevance of each source (rank: "
                              "n - true rank; score; gain over the baseline)")
+  evaluate.add_argument("--scorers", nargs="+", default=[], metavar="SCORER",
+                        help="more rival scorers by name (spot_jax/library/scorers.py), e.g. "
+                             "textemb:CHECKPOINT fisher:CHECKPOINT curvegrad:STUDY_DIR")
+  evaluate.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="add 95%% bootstrap intervals over targets (N resamples) and the "
+                             "head's per-target difference against each rival (--paired_with)")
+  evaluate.add_argument("--paired_with", nargs="+", default=None, metavar="METHOD",
+                        help="rivals of the paired comparison (default: every other scorer)")
   evaluate.add_argument("--out", default=None, help="write the table as CSV")
   evaluate.set_defaults(func=run_evaluate)
 
@@ -323,6 +331,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     named["data_size"] = scorers.get_scorer("data_size", size_of=size_of)
   except ValueError as e:  # sizes unknown for a source: the table goes on without data_size.
     notes.append(f"data_size left out ({e})")
+  for spec in args.scorers:
+    named[spec] = scorers.get_scorer(spec)
   named["random (expected)"] = None
   rows = affinity_eval.compare(inputs, named, targets, relevance)
   if len(per_seed_scorers) > 1:
@@ -343,11 +353,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
   print(affinity_eval.format_grid(header, table1))
   print("\nFigure 3 (Feng et al.): mean gain of the best of the top-1 / top-3 sources")
   print(affinity_eval.format_rows(figure3, affinity_eval.FIGURE3_COLUMNS))
+  if args.bootstrap:
+    from spot_jax.study import affinity_intervals, results
+    head = seed_row["method"] if len(per_seed_scorers) > 1 else rows[0]["method"]
+    interval_rows = affinity_intervals.intervals(rows, resamples=args.bootstrap)
+    paired_rows = affinity_intervals.paired(rows, head, args.paired_with,
+                                            resamples=args.bootstrap)
+    print(f"\nMeans over {len(targets)} targets with 95% bootstrap intervals "
+          f"({args.bootstrap} resamples of the targets)")
+    print("\n".join(results.format_table(affinity_intervals.format_intervals(interval_rows))))
+    print(f"\n{head} minus each rival, per target (positive: the head is better, for regret "
+          "lower), with 95% bootstrap intervals")
+    print("\n".join(results.format_table(affinity_intervals.format_paired(paired_rows))))
   for note in notes:
     print(f"note: {note}")
   if args.out:
     from spot_jax.study import results
     stem = os.path.splitext(args.out)[0]
+    if args.bootstrap:
+      for name, table in (("intervals", interval_rows), ("paired", paired_rows)):
+        header = list(table[0]) if table else []
+        results.write_csv(f"{stem}_{name}.csv", header, [[r[c] for c in header] for r in table])
+        print(f"wrote {stem}_{name}.csv")
     affinity_eval.write_rows(args.out, rows, columns)
     results.write_csv(f"{stem}_table1.csv", header, table1)
     affinity_eval.write_rows(f"{stem}_figure3.csv", figure3, affinity_eval.FIGURE3_COLUMNS)

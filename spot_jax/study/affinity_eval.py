@@ -27,6 +27,7 @@ COLUMNS = ("spearman", "pearson", "regret_at_1", "regret_at_3", "top1_gain", "to
 FIGURE3_COLUMNS = ("top1_gain", "top3_best_gain")
 FIGURE3_BASELINES = ("cosine", "per_token_cosine", "brute_force")
 NO_TRANSFER = "no_transfer"
+PER_TARGET = "per_target"  # a row's {target: {column: value}} (not a CSV column).
 NDCG = "ndcg"  # the extra column `affinity evaluate --ndcg_relevance` adds (ranking.evaluate's).
 
 
@@ -90,9 +91,25 @@ def summarize(report: Mapping[str, Any]) -> dict[str, float]:
   return {"spearman": avg["spearman"], "pearson": avg["pearson"],
           "regret_at_1": avg["regret_at_1"], "regret_at_3": avg["regret_at_3"],
           "top1_gain": gain(1), "top3_best_gain": gain(3), NDCG: avg["ndcg"],
+          # Each target's values of the averaged columns (confidence intervals over targets:
+          # spot_jax.study.affinity_intervals).
+          PER_TARGET: per_target_values(report),
           # Table 1: each target's score after transfer from the top-1 source, and baseline.
           "top1_scores": {t: m["curve"]["best_of_top_k"][0] for t, m in report["targets"].items()},
           "baselines": {t: m["baseline"] for t, m in report["targets"].items()}}
+
+
+def per_target_values(report: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+  """{target: {column: value}} of one `ranking.evaluate` report, for PER_TARGET_COLUMNS (the
+  top-k gains as `summarize` computes them: M_k - b of the target's curve)."""
+  out = {}
+  for target, m in report["targets"].items():
+    k = m["curve"]["gain_of_top_k"]
+    out[target] = {"spearman": float(m["spearman"]), "pearson": float(m["pearson"]),
+                   "regret_at_1": float(m["regret_at_1"]),
+                   "regret_at_3": float(m["regret_at_3"]),
+                   "top1_gain": float(k[0]), "top3_best_gain": float(k[min(3, len(k)) - 1])}
+  return out
 
 
 def score_table(inputs: Inputs, scorer: Any, targets: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -127,6 +144,10 @@ def seed_rows(rows_per_seed: Sequence[Sequence[dict[str, Any]]], label: str) -> 
     finite = values[np.isfinite(values)]
     out[column] = float(finite.mean()) if finite.size else math.nan
     out[f"{column}_std"] = float(finite.std(ddof=1)) if finite.size >= 2 else 0.0
+  if all(PER_TARGET in r for r in picked):  # each target's value averaged over the seeds.
+    targets = sorted(set.intersection(*(set(r[PER_TARGET]) for r in picked)))
+    out[PER_TARGET] = {t: {c: float(np.nanmean([r[PER_TARGET][t][c] for r in picked]))
+                           for c in picked[0][PER_TARGET][t]} for t in targets}
   return out
 
 
