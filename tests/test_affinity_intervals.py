@@ -91,3 +91,10 @@ def test_evaluate_bootstrap_writes_intervals_and_the_heads_paired_differences(tm
       for column in affinity_intervals.INTERVAL_COLUMNS]
   assert all(int(r["wins"]) + int(r["ties"]) + int(r["losses"]) == int(r["n_targets"]) <= 4
              for r in paired)
+
+
+def test_model_scorers_are_labelled_without_their_path():
+  from spot_jax.library.scorers import short_name
+  assert short_name("textemb:/runs/x/checkpoint_1500") == "textemb"
+  assert short_name("fisher:/runs/x/checkpoint_1500") == "fisher"
+  assert short_name("random:3") == "random:3" and short_name("cosine") == "cosine"

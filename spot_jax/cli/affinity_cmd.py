@@ -332,7 +332,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
   except ValueError as e:  # sizes unknown for a source: the table goes on without data_size.
     notes.append(f"data_size left out ({e})")
   for spec in args.scorers:
-    named[spec] = scorers.get_scorer(spec)
+    label = scorers.short_name(spec)
+    if label in named:
+      raise ValueError(f"--scorers {spec}: a scorer named {label!r} is already in the table")
+    named[label] = scorers.get_scorer(spec)
   named["random (expected)"] = None
   rows = affinity_eval.compare(inputs, named, targets, relevance)
   if len(per_seed_scorers) > 1:

@@ -190,6 +190,13 @@ def scorer_names() -> list[str]:
           *(f"{p}:PATH" for p in MODEL_SCORER_MODULES)]
 
 
+def short_name(spec: str) -> str:
+  """A table label for a scorer spec: a model-based scorer's path argument dropped
+  (`textemb:/runs/x/checkpoint_1500` -> `textemb`); every other spec as it is."""
+  name, _, argument = spec.partition(":")
+  return name if name in MODEL_SCORER_MODULES and argument else spec
+
+
 def get_scorer(spec: str, *, size_of: Callable[[str], float] | None = None) -> Scorer:
   """The scorer named by `spec` (see the module docstring); `size_of` for data_size."""
   name, _, argument = spec.partition(":")
