@@ -386,3 +386,24 @@ def test_glue_submission_writes_the_leaderboard_file_set(tmp_path, monkeypatch, 
           assert lines[0] == "index\tprediction" and len(lines) == 3, path
         else:
           assert len(lines) == 2 and all(set(json.loads(x)) == {"idx", "label"} for x in lines)
+
+
+def test_evaluators_of_one_task_split_and_size_share_one_seqio_evaluator(frozen):
+  """Building the seqio.Evaluator (reading and preprocessing the split) happens once per task,
+  split and example count in a process; a second PromptEvaluator reuses it and scores the
+  same, another count or a task registered again gets its own."""
+  task = "synthetic_sentiment_b"
+  first = make_evaluator(frozen, task, "rank_classification")
+  second = make_evaluator(frozen, task, "rank_classification")
+  assert second.tasks[task].evaluator is first.tasks[task].evaluator
+  trainables = with_prompt({}, frozen[2])
+  assert first.evaluate(trainables) == second.evaluate(trainables)
+  other = evaluator_lib.PromptEvaluator(*frozen[:2], task, 8, mode="rank_classification",
+                                        num_examples=4,
+                                        task_labels={task: synthetic.task_labels(task)})
+  assert other.tasks[task].evaluator is not first.tasks[task].evaluator
+  name = register_mock_task("test_eval_reregistered", MOCK_EXAMPLES)
+  before = make_evaluator(frozen, name, "greedy").tasks[name].evaluator
+  seqio.TaskRegistry.remove(name)
+  register_mock_task(name, MOCK_EXAMPLES)
+  assert make_evaluator(frozen, name, "greedy").tasks[name].evaluator is not before

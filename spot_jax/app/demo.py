@@ -46,6 +46,10 @@ from spot_jax import runtime
 DEMO_GIN = "demo.gin"
 QUICK_GIN = "demo_quick.gin"
 NUM_STAGES = 6
+# The demo's frozen model, pretrained once and shipped (gin_configs/demo.gin's pretraining
+# settings, recorded beside it in tiny_words_frozen.json; scripts/make_demo_model.py).
+STORED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
+                            "tiny_words_frozen.npz")
 # The ranking method of the learned affinity head, trained on transfers sampled inside the
 # source pool (pool_stage, affinity_stage); each head seed ranks as AFFINITY_HEAD/seed_<s>.
 AFFINITY_HEAD = "affinity_head"
@@ -62,6 +66,9 @@ class DemoConfig:
   pretrain_task: str = "synthetic_pretraining"
   pretrain_steps: int = 1500
   pretrain_seed: int = 0
+  # Use the shipped pretrained model (STORED_MODEL, made by scripts/make_demo_model.py) when
+  # its recorded pretraining settings equal these; False, or any other setting: pretrain here.
+  stored_model: bool = True
   pretrain_feature_lengths: Mapping[str, int] = dataclasses.field(
       default_factory=lambda: {"inputs": 96, "targets": 64})
   sources: tuple[str, ...] = ("synthetic_sentiment_a", "synthetic_topic_4way")
@@ -182,18 +189,33 @@ def family(task: str) -> str:
   return synthetic.synthetic_task_info(task).family
 
 
-def pretrain_stage(cfg: DemoConfig, console: Console) -> str:
-  """The frozen model's T5X checkpoint (pretrained, or the cached one)."""
-  from spot_jax.train.pretrain import PretrainConfig, checkpoint_path, pretrain
-  pcfg = PretrainConfig(output_dir=os.path.join(cfg.output_dir, "frozen_model"),
+def pretrain_config(cfg: DemoConfig):
+  """The PretrainConfig of the demo's frozen model (output under OUTPUT_DIR/frozen_model)."""
+  from spot_jax.train.pretrain import PretrainConfig
+  return PretrainConfig(output_dir=os.path.join(cfg.output_dir, "frozen_model"),
                         task=cfg.pretrain_task, model=cfg.model,
                         train_steps=cfg.pretrain_steps, seed=cfg.pretrain_seed,
                         feature_lengths=dict(cfg.pretrain_feature_lengths),
                         log_period=max(cfg.pretrain_steps // 10, 1))
+
+
+def pretrain_stage(cfg: DemoConfig, console: Console) -> str:
+  """The frozen model's T5X checkpoint: the cached one, the shipped one (STORED_MODEL, when
+  the settings match its record) or pretrained here."""
+  from spot_jax.train.pretrain import (checkpoint_path, install_stored, pretrain,
+                                       stored_record_path)
+  pcfg = pretrain_config(cfg)
   path = checkpoint_path(pcfg)
   if os.path.exists(path):
     console.say(f"      reusing {path}")
     return pretrain(pcfg, log=print)
+  if cfg.stored_model:
+    stored = install_stored(pcfg, STORED_MODEL)
+    if stored is not None:
+      console.say(f"      the shipped model (pretrained with these settings: "
+                  f"{os.path.basename(stored_record_path(STORED_MODEL))}) -> {stored}")
+      return stored
+    console.say("      these settings differ from the shipped model's: pretraining")
   start = time.perf_counter()
 
   def log(line: str) -> None:
@@ -535,7 +557,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     from spot_jax.study import runner
     from tasks.lookup import register_all_tasks
     register_all_tasks()
-    stage(1, f"Pretraining the tiny frozen model on the synthetic world "
+    stage(1, f"The tiny frozen model, pretrained on the synthetic world "
              f"({cfg.pretrain_steps} steps)")
     checkpoint = pretrain_stage(cfg, console)
     spec = study_spec(cfg, checkpoint)

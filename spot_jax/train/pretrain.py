@@ -135,3 +135,60 @@ def pretrain(cfg: PretrainConfig, log=print) -> str:
     manager.close()
   t5x.write_checkpoint(path, jax.device_get(params), step=cfg.train_steps)
   return path
+
+
+# ------------------------------------------------------------ a stored pretraining result
+# A pretraining run's parameters can be shipped (the demo's model: spot_jax/app/assets/) as an
+# .npz of float32 leaves ("encoder/layers_0/...") beside a JSON record of the PretrainConfig
+# identity that made it. `install_stored` writes them where `pretrain(cfg)` would have written
+# its checkpoint, but only for a cfg whose identity equals the record's, so a changed setting
+# always pretrains again.
+
+
+def save_stored(cfg: PretrainConfig, params: Mapping[str, Any], npz_path: str) -> str:
+  """Writes params (the T5X tree) to npz_path and the record of cfg beside it (.json); returns
+  the record's path."""
+  import numpy as np
+  from flax import traverse_util
+
+  from spot_jax.fileio import atomic_write_bytes
+  flat = traverse_util.flatten_dict(dict(params), sep="/")
+  np.savez_compressed(npz_path, **{k: np.asarray(v, np.float32) for k, v in flat.items()})
+  record = stored_record_path(npz_path)
+  atomic_write_bytes(record, json.dumps(cfg.identity(), indent=2, sort_keys=True).encode())
+  return record
+
+
+def stored_record_path(npz_path: str) -> str:
+  return os.path.splitext(npz_path)[0] + ".json"
+
+
+def stored_identity(npz_path: str) -> dict[str, Any] | None:
+  """The PretrainConfig identity recorded beside a stored model, or None if either file is
+  missing."""
+  record = stored_record_path(npz_path)
+  if not (os.path.exists(npz_path) and os.path.exists(record)):
+    return None
+  with open(record) as f:
+    return json.load(f)
+
+
+def install_stored(cfg: PretrainConfig, npz_path: str) -> str | None:
+  """If the stored model at npz_path was made by cfg's identity, writes it as the T5X
+  checkpoint `pretrain(cfg)` writes (checkpoint_path(cfg), with pretrain.json) and returns
+  that path; otherwise None (the caller pretrains)."""
+  import numpy as np
+  from flax import traverse_util
+
+  from spot_jax.fileio import atomic_write_bytes
+  if stored_identity(npz_path) != json.loads(json.dumps(cfg.identity())):
+    return None
+  path = checkpoint_path(cfg)
+  if not os.path.exists(os.path.join(path, t5x.CHECKPOINT_FILE)):
+    os.makedirs(cache_dir(cfg), exist_ok=True)
+    atomic_write_bytes(os.path.join(cache_dir(cfg), "pretrain.json"),
+                       json.dumps(cfg.identity(), indent=2, sort_keys=True).encode())
+    with np.load(npz_path) as stored:
+      params = traverse_util.unflatten_dict({k: stored[k] for k in stored.files}, sep="/")
+    t5x.write_checkpoint(path, params, step=cfg.train_steps)
+  return path
