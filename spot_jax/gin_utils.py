@@ -18,19 +18,13 @@ from typing import Any, Sequence
 
 import gin
 
+from spot_jax import macros
 from spot_jax.resources import data_dir
 
 GIN_CONFIGS_DIR = data_dir("gin_configs")  # installed package copy, or the checkout's.
-KNOWN_MACROS = (
-    "MODEL_DIR", "TRAIN_STEPS", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE",
-    "DROPOUT_RATE", "INITIAL_CHECKPOINT_PATH", "PROMPT_LENGTH", "PROMPT_FILE", "EVAL_PERIOD",
-    "CHECKPOINT_PERIOD", "MODEL_NAME", "RANDOM_SEED", "KEY_STEP", "LEARNING_RATE",
-    "STEP_OFFSET", "EVAL_METRIC", "MAX_TRAIN_EXAMPLES", "MAX_EVAL_EXAMPLES", "MESH_DATA",
-    "MESH_MODEL", "DTYPE", "PROMPT_INIT", "OUTPUT_FILE", "EVAL_SPLIT",
-    "METHOD", "OPTIMIZER",
-)
+KNOWN_MACROS = macros.NAMES  # the one table: spot_jax/macros.py.
 # Former macro names still accepted on the command line: {old: current}.
-RENAMED_MACROS = {"EVAL_NUM_EXAMPLES": "MAX_EVAL_EXAMPLES"}
+RENAMED_MACROS = macros.RENAMED
 _MACRO_DEF = re.compile(r"^\s*([A-Z_][A-Z0-9_]*)\s*=", re.MULTILINE)
 
 

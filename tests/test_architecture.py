@@ -22,7 +22,7 @@ FLOORS = {
 # import nothing above the models (task_embedding is the methods' embedding vocabulary,
 # gin_utils reads gin_configs/ through resources).
 ROOT_MODULE_FLOORS = {
-    "fileio": 1, "runtime": 1, "gin_utils": 1, "quiet": 1, "resources": 1,
+    "fileio": 1, "runtime": 1, "gin_utils": 1, "macros": 1, "quiet": 1, "resources": 1,
     "task_embedding": 1, "__init__": 1,
 }
 TASKS_FLOOR = 0  # tasks/ is below everything and imports nothing of spot_jax.

@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 import gin
 import numpy as np
 
+from spot_jax import macros
 from spot_jax.affinity.pairs import sample_pool_pairs
 
 from spot_jax import runtime
@@ -240,7 +241,8 @@ def study_spec(cfg: DemoConfig, checkpoint: str):
       # Targets start like sources (sampled vocabulary), so their KEY_STEP prompts (the task
       # keys) are comparable with the library's keys.
       source_prompt_init="sampled_vocab", baseline_prompt_init="sampled_vocab",
-      gin_bindings={"EVAL_MODE": cfg.eval_mode, "LEARNING_RATE": cfg.learning_rate}))
+      gin_bindings={macros.gin_name("eval_mode"): cfg.eval_mode,
+                    macros.gin_name("learning_rate"): cfg.learning_rate}))
 
 
 def describe_run(spec) -> str:
@@ -496,8 +498,9 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
   from spot_jax.study import runner
   spec = study_spec(cfg, checkpoint)
   bindings = [f"{k} = {gin_literal(v)}" for k, v in spec.run_bindings().items()]
-  bindings += [f"RANDOM_SEED = {cfg.seeds[0]}", f"KEY_STEP = {cfg.key_step}",
-               f"TRAIN_STEPS = {cfg.target_steps}"]
+  bindings += [f"{macros.gin_name('seed')} = {cfg.seeds[0]}",
+               f"{macros.gin_name('key_step')} = {cfg.key_step}",
+               f"{macros.TRAIN_STEPS} = {cfg.target_steps}"]
   gin_files = [cfg.model_gin, runner.TRAIN_GIN]
   trained = [s for s in cfg.strategies if s != "best_of_top_k"]
   plans = []

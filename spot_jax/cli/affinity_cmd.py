@@ -113,7 +113,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   evaluate.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="add 95%% bootstrap intervals over targets (N resamples) and the "
                              "head's per-target difference against each rival (--paired_with)")
-  evaluate.add_argument("--paired_with", nargs="+", default=None, metavar="METHOD",
+  evaluate.add_argument("--paired_with", nargs="+", default=None, metavar="SCORER",
                         help="rivals of the paired comparison (default: every other scorer)")
   evaluate.add_argument("--out", default=None, help="write the table as CSV")
   evaluate.set_defaults(func=run_evaluate)

@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from spot_jax import macros
 from spot_jax.runs import launchers
 from spot_jax.cli.train_cmd import GIN_HELP
 
@@ -176,14 +177,14 @@ def run_transfer(args: argparse.Namespace) -> int:
   query = _query(args, library)
   if not args.gin_files:
     raise ValueError("transfer needs the target runs' gin config: --gin_file=models/<model>.gin "
-                     "--gin_file=runs/prompt_train.gin [--gin.TRAIN_STEPS=...]")
+                     f"--gin_file=runs/prompt_train.gin [{macros.flag('train_steps', '...')}]")
   get_task_or_mixture(args.target)  # an unknown --target fails here, naming close names.
   if _task(query) is not None and _task(query) != args.target:
     raise ValueError(f"--target {args.target!r} differs from the task of the query run "
                      f"{args.run} ({_task(query)!r}); the key must be the target's: pass "
                      f"--target {_task(query)} or another --run")
   base, _ = executor.train_config(args.gin_files, [
-      *args.gin_bindings, "MODEL_DIR = 'unused'", f"MIXTURE_OR_TASK_NAME = {args.target!r}"])
+      *args.gin_bindings, f"{macros.MODEL_DIR} = 'unused'", f"{macros.TASK} = {args.target!r}"])
   ranked, result = pipeline.transfer(
       args.strategy, library, query, target=args.target, out_dir=args.out_dir, k=args.k,
       gin_files=args.gin_files, gin_bindings=args.gin_bindings,

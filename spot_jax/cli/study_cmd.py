@@ -6,7 +6,7 @@
   spot-jax study evaluate STUDY_DIR/results.csv --scorer cosine [--study_dir DIR ...]
 
 More `study` actions live in the modules of STUDY_ACTION_MODULES, each exposing
-`add_study_parser(study_subparsers)`; a module that does not exist (yet) is skipped.
+`add_study_parser(study_subparsers)`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   parser = subparsers.add_parser("study", help="analyse transferability studies")
   study_sub = parser.add_subparsers(dest="study_command", metavar="ACTION", required=True)
   for module_name in STUDY_ACTION_MODULES:
-    try:
-      module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-      if e.name != module_name:
-        raise
-      continue
-    module.add_study_parser(study_sub)
+    importlib.import_module(module_name).add_study_parser(study_sub)
   analyze = study_sub.add_parser(
       "analyze", help="transfer matrices, gains, oracle sources and plots of a results CSV")
   analyze.add_argument("results", help="CSV with columns source,target,seed,score (source "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+
+from spot_jax import macros
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -124,7 +126,7 @@ def limited_dataset(task: seqio.Task | seqio.Mixture, feature_lengths: Mapping[s
   if isinstance(task, seqio.Mixture):
     raise ValueError(f"max_train_examples applies to one task, but {task.name!r} is a mixture "
                      "(its rates come from the full datasets); cap a single task, or leave "
-                     "MAX_TRAIN_EXAMPLES = None")
+                     f"{macros.gin_name('max_train_examples')} = None")
   dataset = task.get_dataset(dict(feature_lengths), split=split, shuffle=False, num_epochs=1)
   dataset = dataset.take(max_examples)
   if shard_info is not None and shard_info.num_shards > 1:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from spot_jax import macros
 from spot_jax.runs import execute as executor
 from spot_jax.runs import spec as run_spec
 from spot_jax.runs.spec import RunSpec
@@ -53,9 +54,9 @@ TRANSFER_JSON = "transfer.json"
 FROM_FILE_GIN = "prompts/from_file.gin"
 TRAIN_GIN = "runs/prompt_train.gin"
 # TrainConfig field -> the gin macro of runs/prompt_train.gin that sets it.
-GIN_MACROS = {"model_dir": "MODEL_DIR", "task": "MIXTURE_OR_TASK_NAME",
-              "train_steps": "TRAIN_STEPS", "prompt_init": "PROMPT_INIT",
-              "prompt_file": "PROMPT_FILE", "init_from": "TrainConfig.init_from"}
+GIN_MACROS = {**{f: macros.gin_name(f) for f in ("model_dir", "task", "train_steps",
+                                                  "prompt_init", "prompt_file")},
+              "init_from": "TrainConfig.init_from"}
 # Set per run by the plan, never by base_config.
 PER_RUN_FIELDS = ("model_dir", "task", "prompt_init", "prompt_file", "init_from")
 

@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+from spot_jax import macros
 from spot_jax import fileio
 from spot_jax.runs import launchers
 from spot_jax.runs.spec import Job, Log, RunSpec, is_finished, read_finished, safe_name
@@ -153,7 +154,7 @@ def _planned_config(spec: RunSpec):
   transfer's is its source's best prompt, known only once the source finished, and it never
   decides packing."""
   import gin
-  bindings = spec.bindings() + (["PROMPT_FILE = None"] if spec.gin_files else [])
+  bindings = spec.bindings() + ([f"{macros.PROMPT_FILE} = None"] if spec.gin_files else [])
   try:
     cfg = train_config(spec.gin_files, bindings)[0]
     return cfg, _method_settings(cfg)

@@ -14,6 +14,7 @@ import re
 import shlex
 from typing import Callable, Mapping, Sequence
 
+from spot_jax import macros
 from spot_jax.train import run_dir
 
 Log = Callable[[str], None]
@@ -40,7 +41,7 @@ class RunSpec:
   def train_steps(self) -> int | None:
     """The run's length: its TRAIN_STEPS macro, or a direct TrainConfig.train_steps binding
     (which wins, being applied after the macro)."""
-    steps = self.gin_bindings.get("TrainConfig.train_steps", self.gin_bindings.get("TRAIN_STEPS"))
+    steps = self.gin_bindings.get("TrainConfig.train_steps", self.gin_bindings.get(macros.TRAIN_STEPS))
     return None if steps is None else int(steps)
 
   def bindings(self) -> list[str]:

@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import gin
 
+from spot_jax import macros
 from spot_jax import fileio
 from spot_jax.runs import execute as executor
 from spot_jax.runs import spec as run_spec
@@ -104,20 +105,20 @@ def plan(spec: StudySpec, study_dir: str) -> list[Job]:
   def job(kind: str, source: str | None, target: str | None, seed: int) -> Job:
     model_dir = run_dir_of(study_dir, kind, source, target, seed)
     steps = spec.source_steps if kind == "source" else spec.target_steps
-    bindings = {"MODEL_DIR": gin_literal(model_dir),
-                "MIXTURE_OR_TASK_NAME": gin_literal(source if kind == "source" else target),
-                "TRAIN_STEPS": str(steps), "RANDOM_SEED": str(seed),
-                "KEY_STEP": str(spec.key_step), **shared}
+    bindings = {macros.MODEL_DIR: gin_literal(model_dir),
+                macros.TASK: gin_literal(source if kind == "source" else target),
+                macros.TRAIN_STEPS: str(steps), macros.gin_name("seed"): str(seed),
+                macros.gin_name("key_step"): str(spec.key_step), **shared}
     files, depends = train_files, ()
     task = source if kind == "source" else target
     prompt_init = spec.prompt_init(kind, task)
     if isinstance(spec.max_train_examples, Mapping):  # per-run caps (StudySpec.train_cap).
-      bindings["MAX_TRAIN_EXAMPLES"] = gin_literal(spec.train_cap(kind, task))
+      bindings[macros.gin_name("max_train_examples")] = gin_literal(spec.train_cap(kind, task))
     if prompt_init is not None:
-      bindings["PROMPT_INIT"] = gin_literal(prompt_init)
+      bindings[macros.PROMPT_INIT] = gin_literal(prompt_init)
     if kind == "transfer":
       source_dir = run_dir_of(study_dir, "source", source, None, seed)
-      bindings["SOURCE_MODEL_DIR"] = gin_literal(source_dir)
+      bindings[macros.SOURCE_MODEL_DIR] = gin_literal(source_dir)
       files, depends = (*train_files, transfer_gin), (source_dir,)
     name = run_spec.safe_name(kind, source or "", target or "", f"seed_{seed}")
     return RunSpec(name, model_dir, files, bindings, depends, kind=kind, source=source,

@@ -45,29 +45,13 @@ import os
 from typing import Any, Mapping, Sequence
 
 import yaml
+from spot_jax import macros
 
-# Macros the runner sets per job; a spec sets them through its own keys instead.
-RUNNER_MACROS = {
-    "METHOD": "method", "TrainConfig.init_from": "the transfer's source run",
-    "MODEL_DIR": "the study layout", "MIXTURE_OR_TASK_NAME": "sources/targets",
-    "TRAIN_STEPS": "source_steps/target_steps", "RANDOM_SEED": "seeds", "KEY_STEP": "key_step",
-    "PROMPT_FILE": "the transfer's source run", "SOURCE_MODEL_DIR": "the transfer's source run",
-    "PROMPT_INIT": "source_prompt_init/baseline_prompt_init",
-    "INITIAL_CHECKPOINT_PATH": "initial_checkpoint",
-    "TASK_FEATURE_LENGTHS": "feature_lengths", "BATCH_SIZE": "batch_size",
-    "PROMPT_LENGTH": "prompt_length", "MAX_TRAIN_EXAMPLES": "max_train_examples",
-    "MAX_EVAL_EXAMPLES": "max_eval_examples",
-    "CHECKPOINT_PERIOD": "checkpoint_period", "EVAL_PERIOD": "eval_period",
-    "EVAL_METRIC": "eval_metric",
-}
+# Macros the study itself sets (spot_jax/macros.py) -> the spec key or what sets them; a
+# `gin_bindings` entry naming one is refused.
+RUNNER_MACROS = {**macros.SET_BY_STUDY, "TrainConfig.init_from": "the transfer's source run"}
 # Optional spec keys -> the gin macro each sets (None: keep the gin file's default).
-RUN_SETTINGS = {
-    "initial_checkpoint": "INITIAL_CHECKPOINT_PATH", "feature_lengths": "TASK_FEATURE_LENGTHS",
-    "batch_size": "BATCH_SIZE", "prompt_length": "PROMPT_LENGTH",
-    "max_train_examples": "MAX_TRAIN_EXAMPLES", "max_eval_examples": "MAX_EVAL_EXAMPLES",
-    "checkpoint_period": "CHECKPOINT_PERIOD",
-    "eval_period": "EVAL_PERIOD", "eval_metric": "EVAL_METRIC",
-}
+RUN_SETTINGS = macros.SPEC_KEYS
 POSITIVE_INTS = ("source_steps", "target_steps", "key_step", "batch_size", "prompt_length",
                  "max_eval_examples", "checkpoint_period", "eval_period")
 CAP_ROLES = ("sources", "targets")  # `max_train_examples` mapping keys besides task names.
@@ -243,9 +227,10 @@ class StudySpec:
     bindings = {macro: getattr(self, key) for key, macro in RUN_SETTINGS.items()
                 if key in self.explicit or getattr(self, key) is not None}
     if isinstance(self.max_train_examples, Mapping):
-      bindings.pop("MAX_TRAIN_EXAMPLES", None)
-    if bindings.get("TASK_FEATURE_LENGTHS") is not None:
-      bindings["TASK_FEATURE_LENGTHS"] = dict(bindings["TASK_FEATURE_LENGTHS"])
+      bindings.pop(macros.gin_name("max_train_examples"), None)
+    lengths = macros.gin_name("feature_lengths")
+    if bindings.get(lengths) is not None:
+      bindings[lengths] = dict(bindings[lengths])
     bindings.update(self.gin_bindings)
     return bindings
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spot_jax import macros
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax import methods, runtime
 from spot_jax.models import prompts
@@ -273,7 +274,8 @@ def check_task_settings(cfg: TrainConfig) -> None:
   if cfg.eval_period:
     evaluated = subtasks_with_metrics(cfg.task)
     if not evaluated:
-      raise ValueError(f"Task {cfg.task!r} defines no metrics; set --gin.EVAL_PERIOD=0")
+      raise ValueError(f"Task {cfg.task!r} defines no metrics; set "
+                       f"{macros.flag('eval_period', '0')}")
     if cfg.eval_metric is not None:
       reported = set()
       for task in evaluated:
@@ -455,7 +457,7 @@ def _train_runs(cfgs: list[TrainConfig], gin_configs: list[str], packed: bool
   method = method_of(cfgs[0])  # gin-bound settings: the same for every run of a job.
   model, frozen_params, identity, loaded = build_frozen_model(cfgs[0], method)
   offset = (step_offset(loaded, cfgs[0].model) if cfgs[0].step_offset is None
-            else (cfgs[0].step_offset, "STEP_OFFSET"))
+            else (cfgs[0].step_offset, macros.setting("step_offset")))
   if method.full and cfgs[0].init_from and cfgs[0].step_offset is None:
     offset = full_checkpoints.stored_step(cfgs[0].init_from)  # T5X: the restored step.
   optimizer, optimizer_settings = make_optimizer(cfgs[0], method, offset[0])
@@ -568,7 +570,7 @@ def _dir_digest(path: str | None) -> str | None:
 
 
 def _check_type(name: str, value: Any, kind: type | tuple[type, ...], what: str,
-                macro: str, minimum: float | None = None) -> None:
+                minimum: float | None = None) -> None:
   ok = isinstance(value, kind) and not isinstance(value, bool)
   if ok and isinstance(value, numbers.Real) and not math.isfinite(value):
     ok = False
@@ -576,66 +578,58 @@ def _check_type(name: str, value: Any, kind: type | tuple[type, ...], what: str,
     ok = False
   if not ok:
     bound = "" if minimum is None else f" >= {minimum:g}"
-    raise ValueError(f"{name}={value!r} is not {what}{bound}; set --gin.{macro} to one")
+    raise ValueError(f"{name}={value!r} is not {what}{bound}; set --gin.{macros.setting(name)} "
+                     "to one")
 
 
 def validate_config(cfg: TrainConfig) -> TrainConfig:
   """Checks types and ranges of every setting, before anything is loaded or written; returns
   the config with `~` expanded in its paths."""
   integer, number = numbers.Integral, numbers.Real
-  for name, macro, minimum in (("train_steps", "TRAIN_STEPS", 1),
-                               ("batch_size", "BATCH_SIZE", 1),
-                               ("prompt_length", "PROMPT_LENGTH", 1),
-                               ("checkpoint_period", "CHECKPOINT_PERIOD", 1),
-                               ("eval_period", "EVAL_PERIOD", 0), ("key_step", "KEY_STEP", 0),
-                               ("seed", "RANDOM_SEED", 0), ("log_period", "LOG_PERIOD", 1),
-                               ("keep_train_states", "KEEP_TRAIN_STATES", 1)):
-    _check_type(name, getattr(cfg, name), integer, "an integer", macro, minimum)
-  for name, macro in (("decay_rate", "DECAY_RATE"), ("z_loss", "Z_LOSS"),
-                      ("warmup_fraction", "WARMUP_FRACTION")):
-    _check_type(name, getattr(cfg, name), number, "a number", macro, 0)
-  for name, macro in (("learning_rate", "LEARNING_RATE"), ("weight_decay", "WEIGHT_DECAY")):
+  for name, minimum in (("train_steps", 1), ("batch_size", 1), ("prompt_length", 1),
+                        ("checkpoint_period", 1), ("eval_period", 0), ("key_step", 0),
+                        ("seed", 0), ("log_period", 1), ("keep_train_states", 1)):
+    _check_type(name, getattr(cfg, name), integer, "an integer", minimum)
+  for name in ("decay_rate", "z_loss", "warmup_fraction"):
+    _check_type(name, getattr(cfg, name), number, "a number", 0)
+  for name in ("learning_rate", "weight_decay"):
     if getattr(cfg, name) is not None:  # None: the method's default (docs/methods.md).
-      _check_type(name, getattr(cfg, name), number, "a number or None", macro, 0)
+      _check_type(name, getattr(cfg, name), number, "a number or None", 0)
   methods.method_class(cfg.method)  # an unknown METHOD names the valid ones.
   if cfg.trainable_sharding not in partitioning.TRAINABLE_SHARDINGS:
     raise ValueError(f"Unknown trainable_sharding {cfg.trainable_sharding!r}; choose one of "
                      f"{partitioning.TRAINABLE_SHARDINGS} (--gin.TrainConfig.trainable_sharding)")
   if cfg.optimizer is not None and cfg.optimizer not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; choose one of {OPTIMIZERS} "
-                     "(--gin.OPTIMIZER)")
-  _check_type("dropout_rate", cfg.dropout_rate, number, "a number", "DROPOUT_RATE", 0)
+                     f"(--gin.{macros.setting('optimizer')})")
+  _check_type("dropout_rate", cfg.dropout_rate, number, "a number", 0)
   if cfg.dropout_rate >= 1:
     raise ValueError(f"dropout_rate={cfg.dropout_rate!r} must be below 1; set "
-                     "--gin.DROPOUT_RATE")
+                     f"--gin.{macros.setting('dropout_rate')}")
   check_frozen_dtype(cfg.frozen_dtype)
   if cfg.remat_policy not in REMAT_POLICIES:
     raise ValueError(f"Unknown remat_policy {cfg.remat_policy!r}; choose one of "
                      f"{REMAT_POLICIES} (TrainConfig.remat_policy)")
-  for name, macro, minimum in (("max_train_examples", "MAX_TRAIN_EXAMPLES", 1),
-                               ("max_eval_examples", "MAX_EVAL_EXAMPLES", 1),
-                               ("eval_batch_size", "EVAL_BATCH_SIZE", 1),
-                               ("step_offset", "STEP_OFFSET", 0)):
+  for name, minimum in (("max_train_examples", 1), ("max_eval_examples", 1),
+                        ("eval_batch_size", 1), ("step_offset", 0)):
     if getattr(cfg, name) is not None:
-      _check_type(name, getattr(cfg, name), integer, "an integer or None", macro, minimum)
+      _check_type(name, getattr(cfg, name), integer, "an integer or None", minimum)
   if cfg.clipping_threshold is not None:
-    _check_type("clipping_threshold", cfg.clipping_threshold, number, "a number or None",
-                "CLIPPING_THRESHOLD", 0)
-  for name, macro in (("model_dir", "MODEL_DIR"), ("task", "MIXTURE_OR_TASK_NAME"),
-                      ("model", "MODEL_NAME")):
+    _check_type("clipping_threshold", cfg.clipping_threshold, number, "a number or None", 0)
+  for name in ("model_dir", "task", "model"):
     if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):
       raise ValueError(f"{name}={getattr(cfg, name)!r} must be a non-empty string; set "
-                       f"--gin.{macro}")
+                       f"--gin.{macros.setting(name)}")
   lengths = cfg.feature_lengths
   if (not isinstance(lengths, Mapping) or set(lengths) != {"inputs", "targets"}
       or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
                  for v in lengths.values())):
     raise ValueError(f"feature lengths {lengths!r} must be positive integers for 'inputs' and "
-                     "'targets'; set --gin.TASK_FEATURE_LENGTHS=\"{'inputs': 512, "
+                     f"'targets'; set {macros.flag('feature_lengths')}\"{{'inputs': 512, "
                      "'targets': 32}\"")
   if cfg.prompt_init not in PROMPT_INITS:
     raise ValueError(f"Unknown prompt_init {cfg.prompt_init!r}; choose one of {PROMPT_INITS} "
-                     "(--gin.PROMPT_INIT)")
+                     f"(--gin.{macros.PROMPT_INIT})")
   check_eval_mode(cfg.eval_mode)
   model_dir = os.path.expanduser(cfg.model_dir)
   if os.path.exists(model_dir) and not os.path.isdir(model_dir):
@@ -644,14 +638,15 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
   if initial_checkpoint and "://" not in initial_checkpoint and not os.path.exists(
       initial_checkpoint):
     raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {initial_checkpoint} does not exist; "
-                            "point --gin.INITIAL_CHECKPOINT_PATH at a T5X checkpoint directory")
+                            f"point --gin.{macros.setting('initial_checkpoint')} at a T5X "
+                            "checkpoint directory")
   prompt_file = cfg.prompt_file and os.path.expanduser(cfg.prompt_file)
   if cfg.prompt_init == "file":
     if not prompt_file:
       raise ValueError("prompt_init='file' needs PROMPT_FILE (TrainConfig.prompt_file)")
     if not os.path.isfile(prompt_file):
       raise FileNotFoundError(f"PROMPT_FILE {prompt_file} does not exist; point "
-                              "--gin.PROMPT_FILE at a .npy prompt [L, embed]")
+                              f"--gin.{macros.PROMPT_FILE} at a .npy prompt [L, embed]")
   return dataclasses.replace(cfg, model_dir=model_dir, initial_checkpoint=initial_checkpoint,
                              prompt_file=prompt_file)
 
