@@ -195,3 +195,38 @@ def test_floor_map_floors_are_the_tested_floors():
       assert all(ROOT_MODULE_FLOORS[name] == number for name in names)
     else:
       assert FLOORS[folder] == number, folder
+
+
+TRAINING_DOOR = "spot_jax/runs/execute.py"  # train_in_process: the one door into training.
+
+
+def _calls_the_trainer(tree: ast.AST) -> list[int]:
+  """Lines where a module imports or calls spot_jax.train.loop's train / train_packed."""
+  entry = {"train", "train_packed"}
+  aliases, lines = set(), []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module == "spot_jax.train.loop":
+      lines += [node.lineno for a in node.names if a.name in entry]
+    elif isinstance(node, ast.ImportFrom) and node.module == "spot_jax.train":
+      aliases |= {a.asname or a.name for a in node.names if a.name == "loop"}
+    elif isinstance(node, ast.Import):
+      aliases |= {a.asname for a in node.names if a.name == "spot_jax.train.loop" and a.asname}
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Attribute) and node.attr in entry
+        and isinstance(node.value, ast.Name) and node.value.id in aliases):
+      lines.append(node.lineno)
+  return lines
+
+
+def test_training_has_one_door():
+  """Only runs/execute.train_in_process calls the trainer (train/loop.train, train_packed):
+  `spot-jax train`, workers, studies, transfers, embed_target and the demo go through it."""
+  found = []
+  for path in sorted((ROOT / "spot_jax").rglob("*.py")):
+    relative = str(path.relative_to(ROOT))
+    if relative in (TRAINING_DOOR, "spot_jax/train/loop.py"):
+      continue
+    found += [f"{relative}:{line}" for line in _calls_the_trainer(ast.parse(path.read_text()))]
+  assert not found, f"train through {TRAINING_DOOR} train_in_process instead: {found}"
+  door = _calls_the_trainer(ast.parse((ROOT / TRAINING_DOOR).read_text()))
+  assert door, "the door itself calls the trainer"

@@ -102,3 +102,21 @@ def test_library_and_results_import_without_flax_optax_orbax():
   completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              cwd=PROJECT_ROOT, env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)))
   assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_configured_settings_reads_what_gin_binds_without_making_a_run():
+  """`retrieve transfer` reads the shared settings of its runs before any run exists: macros
+  resolved, unbound fields at TrainConfig's defaults, no MODEL_DIR or task needed, and the
+  gin config cleared afterwards."""
+  import gin
+
+  from spot_jax.runs.execute import configured_settings
+  from spot_jax.train.loop import TrainConfig
+  settings = configured_settings(["models/tiny_byte.gin", "runs/prompt_train.gin"],
+                                 ["TRAIN_STEPS = 7", "PROMPT_LENGTH = 3"],
+                                 ("train_steps", "prompt_length", "method", "log_period"))
+  assert settings == {"train_steps": 7, "prompt_length": 3, "method": "prompt",
+                      "log_period": TrainConfig.log_period}
+  assert "TRAIN_STEPS" not in gin.config_str()
+  with pytest.raises(ValueError, match=r"TrainConfig has no settings \['steps'\]"):
+    configured_settings(["models/tiny_byte.gin"], [], ("steps",))

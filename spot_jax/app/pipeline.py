@@ -80,7 +80,6 @@ def embed_target(gin_files: Sequence[str], gin_bindings: Sequence[str], out: str
   """
   from spot_jax.library.store import ModelIdentity, npy_bytes, run_key
   from spot_jax.task_embedding import PROMPT_LIKE_METHODS
-  from spot_jax.train.loop import train
   cfg, gin_text = executor.train_config(gin_files, gin_bindings)
   key_step = cfg.key_step if key_step is None else key_step
   if key_step <= 0:
@@ -95,7 +94,7 @@ def embed_target(gin_files: Sequence[str], gin_bindings: Sequence[str], out: str
       raise ValueError(f"{cfg.model_dir} is past step {key_step} ({done[-1]}) without a "
                        f"checkpoint at {key_step}; use another MODEL_DIR or a key step in {done}")
     cfg = dataclasses.replace(cfg, train_steps=key_step, key_step=key_step, eval_period=0)
-    train(cfg, gin_config=gin_text)
+    executor.train_in_process([(cfg, gin_text)])
   path = run_dir.prompt_path(cfg.model_dir, key_step)
   if prompt_like and out:
     with open(path, "rb") as f:

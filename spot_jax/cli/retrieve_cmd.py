@@ -183,14 +183,14 @@ def run_transfer(args: argparse.Namespace) -> int:
     raise ValueError(f"--target {args.target!r} differs from the task of the query run "
                      f"{args.run} ({_task(query)!r}); the key must be the target's: pass "
                      f"--target {_task(query)} or another --run")
-  base, _ = executor.train_config(args.gin_files, [
-      *args.gin_bindings, f"{macros.MODEL_DIR} = 'unused'", f"{macros.TASK} = {args.target!r}"])
+  base = executor.configured_settings(args.gin_files, args.gin_bindings,
+                                      ("train_steps", "prompt_length", "method"))
   ranked, result = pipeline.transfer(
       args.strategy, library, query, target=args.target, out_dir=args.out_dir, k=args.k,
       gin_files=args.gin_files, gin_bindings=args.gin_bindings,
       scorer=args.scorer or args.metric,
-      center_keys=args.center, source_steps=args.source_steps or base.train_steps,
-      prompt_length=base.prompt_length, method=base.method, launcher=args.launcher,
+      center_keys=args.center, source_steps=args.source_steps or base["train_steps"],
+      prompt_length=base["prompt_length"], method=base["method"], launcher=args.launcher,
       dry_run=args.dry_run, pack=args.pack)
   for row in result.runs:
     score = "" if row["best_score"] is None else f" {row['eval_metric']} {row['best_score']:.4f}"
