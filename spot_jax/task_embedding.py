@@ -21,9 +21,6 @@ import numpy as np
 
 EMBEDDING_KINDS = ("layer_mean", "concat")
 PROMPT_EMBEDDING = "prompt"  # the key of a prompt-like method: its prompt [L, embed].
-# Methods whose runs save `encoder.prompt.prompt.prompt` [L, embed] and whose task embedding is
-# that prompt (`Method.prompt_like` in spot_jax.methods; tests/test_methods.py checks they agree).
-PROMPT_LIKE_METHODS = ("prompt", "prompt_encoder")
 _LAYER = re.compile(r"^(encoder|decoder)\.layers_(\d+)\.")
 
 
@@ -31,10 +28,11 @@ class EmbeddingError(ValueError):
   """An unknown embedding kind, or parameters it cannot embed."""
 
 
-def embedding_kind(method: str, kind: str | None = None) -> str:
-  """The embedding kind a `method`'s keys use: `prompt` for prompt-like methods (any `kind`
-  asked is ignored), else `kind` (default `layer_mean`), checked."""
-  if method in PROMPT_LIKE_METHODS:
+def embedding_kind(prompt_like: bool, kind: str | None = None) -> str:
+  """The embedding kind a method's keys use: `prompt` for a prompt-like method (its runs save
+  `encoder.prompt.prompt.prompt` [L, embed]; any `kind` asked is ignored), else `kind` (default
+  `layer_mean`), checked. `spot_jax.methods.embedding_kind` asks it by method name."""
+  if prompt_like:
     return PROMPT_EMBEDDING
   kind = kind or EMBEDDING_KINDS[0]
   if kind not in EMBEDDING_KINDS:

@@ -14,7 +14,6 @@ from spot_jax.checkpoints import t5x
 from spot_jax.checkpoints.load import load_model
 from spot_jax.models import T5, get_config
 from spot_jax.models.init import init_frozen
-from spot_jax.models.layers import MethodHooks
 from spot_jax.models.layout import to_scanned, to_unscanned
 from spot_jax.models.prompts import with_prompt
 
@@ -81,10 +80,11 @@ def test_scanned_decoding_equals_unscanned_decoding():
 
 
 def test_scan_refuses_methods_with_per_layer_parameters():
-  hooks = MethodHooks(lora_rank=2, lora_targets="attention/query")
+  from spot_jax.methods import Lora
+  hooks = Lora(rank=2, targets="attention/query").hooks()
   model = T5(CONFIG.replace(scan_layers=True), hooks=hooks)
   tokens = jnp.ones((1, 4), jnp.int32)
-  with pytest.raises(ValueError, match="scan_layers=False"):
+  with pytest.raises(ValueError, match=r"per-layer parameters of \['lora'\].*scan_layers=False"):
     jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tokens, tokens))
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from spot_jax import methods
 from spot_jax.runs import execute as executor
 from spot_jax.runs import spec as run_spec
 from spot_jax.runs.spec import RunSpec
@@ -79,12 +80,11 @@ def embed_target(gin_files: Sequence[str], gin_bindings: Sequence[str], out: str
   Returns (the key's path, the task). MODEL_DIR can later be trained further.
   """
   from spot_jax.library.store import ModelIdentity, npy_bytes, run_key
-  from spot_jax.task_embedding import PROMPT_LIKE_METHODS
   cfg, gin_text = executor.train_config(gin_files, gin_bindings)
   key_step = cfg.key_step if key_step is None else key_step
   if key_step <= 0:
     raise ValueError(f"key_step must be positive, got {key_step}")
-  prompt_like = cfg.method in PROMPT_LIKE_METHODS
+  prompt_like = methods.method_class(cfg.method).prompt_like
   if not prompt_like and not out:
     raise ValueError(f"Method {cfg.method!r} has no prompt file to point at: give the key file "
                      "to write (--out)")

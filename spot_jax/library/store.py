@@ -54,7 +54,7 @@ from spot_jax.fileio import atomic_write_bytes, umask_mode
 from spot_jax import task_embedding
 from spot_jax.library import peft_import
 from spot_jax.library.similarity import POOLED_FORMS, LibraryError, pool
-from spot_jax.task_embedding import PROMPT_EMBEDDING, PROMPT_LIKE_METHODS
+from spot_jax.task_embedding import PROMPT_EMBEDDING
 from spot_jax.train import run_dir
 
 FORMAT_NAME = "spot-jax prompt library"
@@ -110,9 +110,10 @@ class ModelIdentity:
     get = summary.get if isinstance(summary, Mapping) else (
         lambda name, default=None: getattr(summary, name, default))
     model, method = get("model"), str(get("method", "prompt") or "prompt")
+    from spot_jax import methods  # jax and flax: imported when a run's identity is read.
     try:
-      kind = task_embedding.embedding_kind(method, embedding)
-    except task_embedding.EmbeddingError as e:
+      kind = methods.embedding_kind(method, embedding)
+    except (task_embedding.EmbeddingError, methods.MethodError) as e:
       raise LibraryError(str(e)) from None
     settings = "" if kind == PROMPT_EMBEDDING else json.dumps(
         get("method_settings", {}) or {}, sort_keys=True)

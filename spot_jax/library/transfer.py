@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from spot_jax import macros
+from spot_jax import macros, methods
 from spot_jax.runs import execute as executor
 from spot_jax.runs import spec as run_spec
 from spot_jax.runs.spec import RunSpec
@@ -46,7 +46,6 @@ from spot_jax.fileio import atomic_write_bytes
 from spot_jax.gin_utils import gin_literal
 from spot_jax.library.retrieval import Ranked
 from spot_jax.library.store import LibraryError, PromptLibrary, npy_bytes
-from spot_jax.task_embedding import PROMPT_LIKE_METHODS
 from spot_jax.train import run_dir
 
 STRATEGIES = ("best_of_top_k", "weighted_average", "mixture")
@@ -180,7 +179,7 @@ def plan_transfer(strategy: str, ranked: Sequence[Ranked], library: PromptLibrar
   method = base.get("method") if method is None else method
   # A prompt (a prompt encoder's output too) seeds any prompt-like method through PROMPT_FILE;
   # other methods' trainables fit only their own method.
-  fits = PROMPT_LIKE_METHODS if identity.is_prompt else (identity.method,)
+  fits = methods.prompt_like_methods() if identity.is_prompt else (identity.method,)
   if method is not None and method not in fits:
     raise TransferError(f"The retrieved entries are {identity.method} runs but the target runs "
                         f"train {method!r}; select the entries' method in the runs' config "

@@ -100,6 +100,23 @@ def layer_embedding(trainables: Mapping[str, Any], kind: str = "layer_mean") -> 
     raise MethodError(str(e)) from None
 
 
+# name -> Method subclass; filled as method modules are imported (`spot_jax.methods` imports
+# the built-in ones; a gin file's `import my_method` or METHOD_MODULES adds others).
+REGISTRY: dict[str, type["Method"]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelLayout:
+  """How the frozen module a trainable sits in is split: its kernel's input and output dim
+  specs (mesh axis names or None), its kernel shape [in, out] (() if it has no kernel), and the
+  heads axis of its attention's q/k/v kernels."""
+
+  spec_in: Any
+  spec_out: Any
+  shape: tuple[int, ...]
+  heads_axis: Any
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
   """A parameter-efficient method: its hooks into T5, its init, its task embedding.
@@ -113,9 +130,31 @@ class Method:
   full: ClassVar[bool] = False  # trains the frozen weights themselves (full fine-tuning).
   default_optimizer: ClassVar[str] = "adamw"
   default_learning_rate: ClassVar[float] = 1e-3
+  # The leaf names of its trainables beside frozen modules (e.g. `lora_a`), for sharding.
+  trainable_leaves: ClassVar[tuple[str, ...]] = ()
+
+  def __init_subclass__(cls, **kwargs):
+    """A subclass with a `name` registers itself (as HF PEFT's tuners register in
+    `peft.mapping.PEFT_TYPE_TO_TUNER_MAPPING`): defining the class is adding the method."""
+    super().__init_subclass__(**kwargs)
+    if cls.__dict__.get("name"):
+      other = REGISTRY.get(cls.name)
+      if other is not None and other.__qualname__ != cls.__qualname__:
+        raise MethodError(f"Method name {cls.name!r} is taken by {other.__module__}."
+                          f"{other.__qualname__}; name {cls.__module__}.{cls.__qualname__} "
+                          "otherwise")
+      REGISTRY[cls.name] = cls
 
   def hooks(self) -> MethodHooks:
     raise NotImplementedError
+
+  @classmethod
+  def follow_spec(cls, leaf: str, shape: tuple[int, ...], kernel: "KernelLayout") -> Any:
+    """The PartitionSpec of one of this method's trainable leaves [shape] that follows the
+    frozen module it sits in (`kernel`: that module's kernel layout), or None for replicated.
+    `train/partitioning.follow_spec` asks the method whose `trainable_leaves` hold the leaf."""
+    del leaf, shape, kernel
+    return None
 
   def settings(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

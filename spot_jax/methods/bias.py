@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import gin
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from spot_jax.methods.base import Method
-from spot_jax.models.layers import MethodHooks
+from spot_jax.models.layers import DenseSlot, MethodHooks
 
 DEFAULT_TARGETS = r"layers_\d+/(\w*attention/(query|value|out)|mlp/\w+)$"
 
@@ -29,5 +33,23 @@ class Bias(Method):
   name = "bias"
   targets: str = DEFAULT_TARGETS
 
+  trainable_leaves = ("bias",)
+
   def hooks(self) -> MethodHooks:
-    return MethodHooks(bias_targets=self.targets)
+    return MethodHooks(dense=(AddedBias(self.targets),))
+
+  @classmethod
+  def follow_spec(cls, leaf, shape, kernel):
+    """`bias` [out] splits like the kernel's output dim."""
+    return P(kernel.spec_out)
+
+
+@dataclasses.dataclass(frozen=True)
+class AddedBias(DenseSlot):
+  """y + b, `bias` [out] zero-initialised."""
+
+  name = "bias"
+
+  def adjust_output(self, module, inputs: jax.Array, y: jax.Array) -> jax.Array:
+    bias = module.param("bias", nn.initializers.zeros, (module.features,), jnp.float32)
+    return y + bias.astype(module.config.compute_dtype)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 import gin
+from jax.sharding import PartitionSpec as P
 
 from spot_jax.methods.base import Method, MethodError
 from spot_jax.models.layers import MethodHooks
@@ -36,6 +37,13 @@ class Prefix(Method):
   length: int = 20
   decoder: bool = False
   encoder: bool = True
+
+  trainable_leaves = ("prefix_key", "prefix_value")
+
+  @classmethod
+  def follow_spec(cls, leaf, shape, kernel):
+    """Prefixes [P, heads, head_dim] split heads like the attention's q/k/v kernels."""
+    return P(None, kernel.heads_axis, None)
 
   def hooks(self) -> MethodHooks:
     if self.length < 1:

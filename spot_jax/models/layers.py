@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
 import jax
@@ -60,39 +60,63 @@ class RMSNorm(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class MethodHooks:
-  """What a parameter-efficient method adds to the frozen T5 (all off by default).
+class DenseSlot:
+  """A parameter-efficient method's addition to the dense layers whose module path matches
+  `targets` (a regex searched in the slash-joined path, e.g. 'encoder/layers_0/attention/query').
 
-  One frozen config passed down the model; each field is read at the one place it acts:
-  input combination (`prompt_length`, `prompt_encoder_hidden`), the dense-layer factory
-  (`lora_*`, `bias_targets`, `ia3_targets`) and attention after projection (`prefix_*`).
-  Targets are regexes searched in the slash-joined module path of a dense layer, e.g.
-  'encoder/layers_0/attention/query'. Added parameters sit beside the frozen ones, so the frozen
-  names and shapes never change (see `spot_jax.methods`).
+  The layers know two generic operations and no method: `scale_input` acts on the layer's input
+  before the product with the frozen kernel, `adjust_output` on the product (e.g. add a low-rank
+  update or a bias, scale the output). Each creates its parameters with `module.param`, so they
+  sit beside the frozen `kernel` and the frozen names and shapes never change. Methods subclass
+  it (`spot_jax.methods`); `name` says whose slot it is in messages.
   """
 
-  prompt_length: int = 0  # a soft prompt [L, embed] prepended to the embedded input.
+  targets: str = ""
+  name: ClassVar[str] = "dense slot"
+
+  def scale_input(self, module: "HookedDense", x: Array) -> Array:
+    """x [..., in] -> [..., in], before the product."""
+    return x
+
+  def adjust_output(self, module: "HookedDense", inputs: Array, y: Array) -> Array:
+    """inputs [..., in] (compute dtype), y = inputs @ kernel [..., out] -> [..., out]."""
+    return y
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodHooks:
+  """What a parameter-efficient method adds to the frozen T5 (all off by default), in three
+  generic slots, each read at the one place it acts:
+
+  * the input slot (`prompt_length`, `prompt_encoder_hidden`): vectors [L, embed] prepended to
+    the embedded input (`spot_jax.models.prompts`), given directly or by an MLP over a table;
+  * dense slots (`dense`): `DenseSlot`s acting before/after the targeted dense layers' products;
+  * the key/value slot (`prefix_length`, `prefix_encoder`, `prefix_decoder`): learned vectors
+    [P, heads, head_dim] prepended to the projected keys and values of self-attention, in the
+    encoder's and/or the decoder's layers.
+
+  A method (`spot_jax.methods`) fills the slots it needs; the model names no method.
+  """
+
+  prompt_length: int = 0  # the input slot: a soft prompt [L, embed] prepended to the input.
   prompt_encoder_hidden: int = 0  # > 0: the prompt is an MLP over a prompt table.
-  lora_rank: int = 0
-  lora_alpha: float = 8.0
-  lora_targets: str = ""
-  bias_targets: str = ""
-  ia3_targets: str = ""  # output scaling; `ia3_input_targets`: input scaling (MLP hidden).
-  ia3_input_targets: str = ""
-  prefix_length: int = 0  # per-layer key/value prefixes [P, heads, head_dim] in self-attention:
-  prefix_encoder: bool = True  # in the encoder's,
-  prefix_decoder: bool = False  # in the decoder's.
+  dense: tuple[DenseSlot, ...] = ()
+  prefix_length: int = 0  # the key/value slot: P prefixes [P, heads, head_dim] in self-attention
+  prefix_encoder: bool = True  # of the encoder's layers,
+  prefix_decoder: bool = False  # of the decoder's.
+
+  def per_layer(self) -> list[str]:
+    """Names of the slots that add parameters to every layer (empty: the stacks can scan)."""
+    return [*(slot.name for slot in self.dense if slot.targets),
+            *(["key/value prefix"] if self.prefix_length else [])]
 
 
 class HookedDense(nn.Module):
-  """A bias-free dense layer with T5X's 2-D `kernel` [in, out], plus the method's additions.
+  """A bias-free dense layer with T5X's 2-D `kernel` [in, out], plus the methods' dense slots.
 
-  LoRA (HF PEFT `lora.Linear.forward`): y = x W + (x A) B * alpha / rank, `lora_a` [in, rank]
-  (kaiming-uniform with a = sqrt(5), as PEFT's `reset_lora_parameters`), `lora_b` [rank, out]
-  zero-initialised. Bias: y = x W + b, `bias` [out] zero-initialised. IA3 (PEFT
-  `ia3.Linear.forward`): y = (x W) * l with `ia3_scale` [out], or for feed-forward targets
-  y = (x * l) W with `ia3_scale` [in]; initialised to one. x W is computed exactly as
-  `nn.Dense` does, so with the hooks off the layer is `nn.Dense(use_bias=False)`.
+  x W is computed exactly as `nn.Dense` does, so with no slot the layer is
+  `nn.Dense(use_bias=False)`; targeted slots scale the input before it and adjust the product
+  after it, in the order given.
   """
 
   features: int
@@ -105,31 +129,22 @@ class HookedDense(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    dtype, hooks = self.config.compute_dtype, self.hooks
+    dtype = self.config.compute_dtype
     kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
-    if self._targeted(hooks.ia3_input_targets):
-      scale = self.param("ia3_scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
-      x = x * scale.astype(x.dtype)
+    slots = [slot for slot in self.hooks.dense if self._targeted(slot.targets)]
+    for slot in slots:
+      x = slot.scale_input(self, x)
     inputs, kernel_c = x.astype(dtype), kernel.astype(dtype)
     y = jax.lax.dot_general(inputs, kernel_c, (((inputs.ndim - 1,), (0,)), ((), ())))
-    if hooks.lora_rank and self._targeted(hooks.lora_targets):
-      a = self.param("lora_a", nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
-                     (x.shape[-1], hooks.lora_rank), jnp.float32)
-      b = self.param("lora_b", nn.initializers.zeros, (hooks.lora_rank, self.features),
-                     jnp.float32)
-      y = y + (inputs @ a.astype(dtype)) @ b.astype(dtype) * (hooks.lora_alpha / hooks.lora_rank)
-    if self._targeted(hooks.bias_targets):
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(dtype)
-    if self._targeted(hooks.ia3_targets):
-      y = y * self.param("ia3_scale", nn.initializers.ones, (self.features,),
-                         jnp.float32).astype(dtype)
+    for slot in slots:
+      y = slot.adjust_output(self, inputs, y)
     return y
 
 
 def dense(features: int, name: str, config: T5Config,
           kernel_init: Initializer = default_kernel_init,
           hooks: MethodHooks = MethodHooks()) -> HookedDense:
-  """The dense-layer factory: a bias-free [in, out] `kernel` as in T5X, with the method hooks."""
+  """The dense-layer factory: a bias-free [in, out] `kernel` as in T5X, with the dense slots."""
   return HookedDense(features, config, hooks, kernel_init, name=name)
 
 

@@ -124,18 +124,10 @@ def _stack(layer_cls: type[nn.Module], config: T5Config, length: int, *static_ar
   return cls
 
 
-def per_layer_methods(hooks: MethodHooks) -> list[str]:
-  """The hooked methods that add parameters to every layer (empty: the stacks can scan)."""
-  return [name for name, on in (
-      ("lora", hooks.lora_rank and hooks.lora_targets), ("bias", hooks.bias_targets),
-      ("ia3", hooks.ia3_targets or hooks.ia3_input_targets), ("prefix", hooks.prefix_length))
-      if on]
-
-
 def check_scannable(hooks: MethodHooks) -> None:
   """Scanned stacks share one module path for all layers: methods that add per-layer
   parameters are refused (their targets and saved names are per layer)."""
-  per_layer = per_layer_methods(hooks)
+  per_layer = hooks.per_layer()
   if per_layer:
     raise ValueError(f"scan_layers=True cannot carry the per-layer parameters of {per_layer}; "
                      "train this method with scan_layers=False (SCAN_LAYERS = False)")

@@ -175,8 +175,8 @@ class StudySpec:
     (SPoT Appendix C), so a baseline on a task without a label set (STS-B, ReCoRD...) gets
     `sampled_vocab`.
     """
-    from spot_jax.task_embedding import PROMPT_LIKE_METHODS
-    if self.method not in PROMPT_LIKE_METHODS:
+    from spot_jax.methods import prompt_like_methods
+    if self.method not in prompt_like_methods():
       return None
     if kind == "source":
       return self.source_prompt_init

@@ -34,7 +34,7 @@ from spot_jax.models.config import get_config
 from spot_jax.models.init import init_frozen, random_fingerprint
 from spot_jax.models.layout import to_layout
 from spot_jax.models.losses import DEFAULT_Z_LOSS
-from spot_jax.models.t5 import REMAT_POLICIES, T5, per_layer_methods
+from spot_jax.models.t5 import REMAT_POLICIES, T5
 from tasks.lookup import get_task_or_mixture, subtasks_with_metrics, task_labels
 from spot_jax.train import checkpointer as checkpointer_lib, full_checkpoints, partitioning, run_dir
 from spot_jax.train import packed as packed_lib
@@ -92,7 +92,7 @@ class TrainConfig:
   # slower steady step for base (82.7 vs 54.7 ms, benchmarks/RESULTS.md `gpu_suite`), so off by
   # default: with the persistent compilation cache a study pays the unrolled compile once per
   # shape, and steady steps dominate any run of more than ~2K steps. True: scanned (methods
-  # with per-layer parameters are refused, models.t5.per_layer_methods); None: scanned on
+  # with per-layer parameters are refused, MethodHooks.per_layer); None: scanned on
   # GPU/TPU where the method allows it (quick experiments, restarts without a cache).
   scan_layers: bool | None = False
   frozen_dtype: str = "float32"  # bfloat16: frozen weights stored in bf16 (XXL on one GPU).
@@ -141,7 +141,7 @@ def build_frozen_model(cfg: TrainConfig, method: methods.Method | None = None
   method = method or method_of(cfg)
   scan = cfg.scan_layers
   if scan is None:
-    scan = jax.default_backend() != "cpu" and not per_layer_methods(method.hooks())
+    scan = jax.default_backend() != "cpu" and not method.hooks().per_layer()
   overrides = dict(dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, remat=cfg.remat,
                    remat_policy=cfg.remat_policy, scan_layers=scan)
   frozen_dtype = check_frozen_dtype(cfg.frozen_dtype)

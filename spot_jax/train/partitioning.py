@@ -27,6 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from spot_jax import methods
 from spot_jax.models.init import stacked_axis
 
 if TYPE_CHECKING:
@@ -56,13 +57,20 @@ WEIGHT_RULES: tuple[tuple[str, P], ...] = (
     (r"norm/scale$", P()),  # layer norms [embed]
     (r"relpos_bias/rel_embedding$", P()),  # [heads, buckets]
 )
-PARTITION_RULES: tuple[tuple[str, P], ...] = (
+# The input slot's modules (spot_jax.models.prompts): replicated.
+INPUT_SLOT_RULES: tuple[tuple[str, P], ...] = (
     (r"(^|/)prompt/prompt/prompt$", P()),
-    *WEIGHT_RULES,
-        # Method trainables (spot_jax.methods): replicated, like the prompt.
-    (r"/(lora_a|lora_b|bias|ia3_scale|prefix_key|prefix_value)$", P()),
     (r"(^|/)prompt_encoder/", P()),
 )
+
+
+def partition_rules() -> tuple[tuple[str, P], ...]:
+  """Every param's rule: the input slot's, T5's weights', and one replicated rule for the
+  trainable leaves every registered method declares (`Method.trainable_leaves`, read when
+  called, so a method registered later is covered)."""
+  leaves = sorted({leaf for cls in methods.REGISTRY.values() for leaf in cls.trainable_leaves})
+  added = ((rf"/({'|'.join(map(re.escape, leaves))})$", P()),) if leaves else ()
+  return (INPUT_SLOT_RULES[0], *WEIGHT_RULES, *added, *INPUT_SLOT_RULES[1:])
 # How a method's trainables (and their optimizer state) are placed on the mesh.
 TRAINABLE_SHARDINGS = ("replicated", "follow")
 
@@ -206,11 +214,12 @@ def _fit_spec(path: str, spec: P, shape: tuple[int, ...], mesh: Mesh | None) -> 
 
 
 def param_partition_specs(params: Any, mesh: Mesh | None = None,
-                          rules: Sequence[tuple[str, P]] = PARTITION_RULES) -> Any:
+                          rules: Sequence[tuple[str, P]] | None = None) -> Any:
   """Same-structure tree of PartitionSpec, from the first rule whose regex matches each path.
 
   With `mesh`, dims not divisible by their mesh axis size fall back to replicated.
   """
+  rules = partition_rules() if rules is None else rules
   compiled = [(re.compile(pattern), spec) for pattern, spec in rules]
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   specs, unmatched = [], []
@@ -233,37 +242,28 @@ def param_partition_specs(params: Any, mesh: Mesh | None = None,
 def _kernel_spec(module: str) -> P:
   """The frozen rule's spec of `module/kernel` (2 dims), P(None, None) when none applies."""
   path = f"{module}/kernel"
-  spec = next((s for pattern, s in PARTITION_RULES if re.search(pattern, path)), P())
+  spec = next((s for pattern, s in WEIGHT_RULES if re.search(pattern, path)), P())
   return P(*(tuple(spec) + (None, None))[:2])
 
 
 def follow_spec(path: str, shape: tuple[int, ...], frozen: Mapping[str, Any]) -> P:
-  """The spec of a trainable leaf that follows the frozen kernel it attaches to.
-
-  LoRA `lora_a` [in, r] takes the kernel's input dim rule, `lora_b` [r, out] its output dim's;
-  `bias` [out] and an output `ia3_scale` [out] the output dim's, an input `ia3_scale` [in] (MLP
-  hidden) the input dim's; prefixes [P, heads, head_dim] split heads like the q/k/v kernels.
-  The prompt and the prompt encoder stay replicated.
-  """
+  """The spec of a trainable leaf that follows the frozen module it sits in: the registered
+  method whose `trainable_leaves` hold the leaf decides (`Method.follow_spec`, e.g. LoRA's
+  `lora_a` [in, r] takes the kernel's input dim rule); anything else (the prompt, the prompt
+  encoder) stays replicated."""
   module, _, leaf = path.rpartition("/")
-  heads_axis = _kernel_spec(f"{module}/query")[1]
-  if leaf in ("prefix_key", "prefix_value"):
-    return P(None, heads_axis, None)
-  if leaf not in ("lora_a", "lora_b", "bias", "ia3_scale"):
+  owner = next((cls for cls in methods.REGISTRY.values() if leaf in cls.trainable_leaves), None)
+  if owner is None:
     return P()
+  node: Any = frozen
+  for part in module.split("/"):
+    node = node.get(part, {}) if isinstance(node, Mapping) else {}
+  kernel_shape = tuple(np.shape(node.get("kernel"))) if isinstance(node, Mapping) else ()
   spec_in, spec_out = _kernel_spec(module)
-  if leaf == "lora_a":
-    return P(spec_in, None)
-  if leaf == "lora_b":
-    return P(None, spec_out)
-  if leaf == "ia3_scale":  # output scaling [out] unless it has the kernel's input size only.
-    node: Any = frozen
-    for part in module.split("/"):
-      node = node.get(part, {}) if isinstance(node, Mapping) else {}
-    kernel_shape = np.shape(node.get("kernel")) if isinstance(node, Mapping) else ()
-    if len(kernel_shape) == 2 and shape == (kernel_shape[0],) != (kernel_shape[1],):
-      return P(spec_in)
-  return P(spec_out)
+  layout = methods.KernelLayout(spec_in, spec_out, kernel_shape,
+                                heads_axis=_kernel_spec(f"{module}/query")[1])
+  spec = owner.follow_spec(leaf, shape, layout)
+  return P() if spec is None else spec
 
 
 def trainable_partition_specs(trainables: Any, frozen: Mapping[str, Any], mode: str,
