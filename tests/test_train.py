@@ -274,7 +274,7 @@ FROZEN_TINY = PROJECT_ROOT / "tests" / "golden" / "tiny_byte_frozen.npz"
 
 @pytest.fixture(scope="module")
 def pretrained_checkpoint(tmp_path_factory) -> Path:
-  """The tiny_byte model pretrained on the synthetic world (scripts/make_frozen_tiny.py),
+  """The tiny_byte model pretrained on the synthetic world (scripts/generate/make_frozen_tiny.py),
   written as a T5X checkpoint like the released ones."""
   params = traverse_util.unflatten_dict(dict(np.load(FROZEN_TINY)), sep="/")
   path = tmp_path_factory.mktemp("frozen") / "checkpoint_1500"
