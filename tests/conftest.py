@@ -16,6 +16,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
 T5X_TINY_CHECKPOINT = SHARED_FIXTURES / "t5x_t5_1_1_tiny" / "checkpoint_3"
 T5_VOCAB = SHARED_FIXTURES / "t5_vocab" / "sentencepiece.model"
+FROZEN_TINY = PROJECT_ROOT / "tests" / "golden" / "tiny_byte_frozen.npz"
+PRETRAINED_STEP = 1500  # the step pretrained_checkpoint is written at.
 SPOT_JAX = Path(sys.executable).parent / "spot-jax"  # the installed entry point.
 
 # Golden logits (made with torch on another machine) are compared to ours with a tolerance
@@ -81,3 +83,17 @@ def compilation_cache(request):
     yield
   for name, value in old.items():
     jax.config.update(name, value)
+
+
+@pytest.fixture(scope="module")
+def pretrained_checkpoint(tmp_path_factory) -> Path:
+  """The tiny_byte model pretrained on the synthetic world (scripts/generate/make_frozen_tiny.py),
+  written as a T5X checkpoint like the released ones, at step PRETRAINED_STEP."""
+  import numpy as np
+  from flax import traverse_util
+
+  from spot_jax.checkpoints import t5x
+  params = traverse_util.unflatten_dict(dict(np.load(FROZEN_TINY)), sep="/")
+  path = tmp_path_factory.mktemp("frozen") / f"checkpoint_{PRETRAINED_STEP}"
+  t5x.write_checkpoint(path, params, step=PRETRAINED_STEP)
+  return path
