@@ -97,3 +97,25 @@ def pretrained_checkpoint(tmp_path_factory) -> Path:
   path = tmp_path_factory.mktemp("frozen") / f"checkpoint_{PRETRAINED_STEP}"
   t5x.write_checkpoint(path, params, step=PRETRAINED_STEP)
   return path
+
+
+def cli_in_process(capsys, *argv: str) -> tuple[int, str, str]:
+  """Runs `spot-jax ARGV` in this process; returns (exit code, stdout, stderr)."""
+  from spot_jax.cli import main as cli_main
+  code = cli_main.main(list(argv))
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def small_library(tmp_path: Path, n: int = 3):
+  """A prompt library at tmp_path/lib with entries e0..e{n-1} of tasks t0..t{n-1}: (2, 4) values
+  and keys of the model ModelIdentity("tiny", 4, "fp")."""
+  import numpy as np
+
+  from spot_jax.library.store import ModelIdentity, PromptLibrary
+  library = PromptLibrary(str(tmp_path / "lib"), create=True)
+  rng = np.random.default_rng(0)
+  for i in range(n):
+    library.add(task=f"t{i}", value=rng.normal(size=(2, 4)), key=rng.normal(size=(2, 4)),
+                model=ModelIdentity("tiny", 4, "fp"), entry_id=f"e{i}")
+  return library
