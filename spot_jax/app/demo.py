@@ -374,12 +374,13 @@ def affinity_stage(cfg: DemoConfig, study_dir: str, results_csv: str,
                    pool_gains: Mapping[tuple[str, str], float], out_dir: str,
                    console: Console) -> tuple[dict[str, Any], dict[str, Any]]:
   """The AFFINITY_HEAD scorers: `cfg.affinity_seeds` light heads trained on the pool pairs'
-  gains only (spot_jax.affinity.train.train_held_out_heads with the held-out targets as one
+  gains only (spot_jax.affinity.folds.train_held_out_heads with the held-out targets as one
   fold: their pairs are never trained on, and with no validation nothing is selected on them),
   in OUT_DIR/<targets>/seed_<s>/, reused on a rerun. Keys: the KEY_STEP prompts of the
   study's source and baseline runs. Returns ({AFFINITY_HEAD/seed_<s>: a scorer per seed},
   what was trained, for the report)."""
-  from spot_jax.affinity import predict, train
+  from spot_jax.affinity import folds as folds_lib
+  from spot_jax.affinity import predict
   from spot_jax.affinity.data import keys_from_study
   from spot_jax.study import affinity_eval
   if cfg.affinity is None:
@@ -394,8 +395,8 @@ def affinity_stage(cfg: DemoConfig, study_dir: str, results_csv: str,
   gains = {**affinity_eval.load_inputs(results_csv, study_dir=study_dir).gains,
            **pool_gains}
   cfg_all = dataclasses.replace(cfg.affinity, num_pairs=None)  # every one of the M pairs.
-  folds = train.train_held_out_heads(cfg_all, gains, keys_from_study(study_dir), out_dir,
-                                     cfg.affinity_seeds, folds=[list(cfg.targets)])
+  folds = folds_lib.train_held_out_heads(cfg_all, gains, keys_from_study(study_dir), out_dir,
+                                         cfg.affinity_seeds, folds=[list(cfg.targets)])
   (fold_dir,) = folds
   heads = [predict.AffinityHead.load(d) for d in predict.head_dirs(fold_dir)]
   scorers = {f"{AFFINITY_HEAD}/seed_{h.record['config']['seed']}":

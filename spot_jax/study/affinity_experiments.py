@@ -11,6 +11,7 @@ import os
 from typing import Callable, Sequence
 
 from spot_jax.affinity import data as data_lib
+from spot_jax.affinity import folds as folds_lib
 from spot_jax.affinity import train as train_lib
 from spot_jax.study import affinity_eval, results
 
@@ -73,9 +74,9 @@ def cross_validate(cfg, inputs, out: str, seeds: Sequence[int],
   targets = sorted({t for _, t in inputs.gains})
   folds = (None if fold_count == LEAVE_ONE_OUT
            else data_lib.target_folds(targets, fold_count, cfg.split_seed))
-  train_lib.train_held_out_heads(cfg, inputs.gains, inputs.task_keys, out, seeds, folds,
+  folds_lib.train_held_out_heads(cfg, inputs.gains, inputs.task_keys, out, seeds, folds,
                                  log=True)
-  return train_lib.read_folds(out)["folds"]
+  return folds_lib.read_folds(out)["folds"]
 
 
 def train_pool(cfg, inputs, spec_path: str, out: str, seeds: Sequence[int],
