@@ -17,7 +17,7 @@ spot() { "$python" -m spot_jax.cli.main "$@"; }
 
 mkdir -p "$out"
 checkpoint="$(cd "$out" && pwd)/frozen_model/checkpoint_1500"
-[ -e "$checkpoint/checkpoint" ] || "$python" scripts/make_frozen_tiny.py --checkpoint_out "$checkpoint"
+[ -e "$checkpoint/checkpoint" ] || "$python" scripts/generate/make_frozen_tiny.py --checkpoint_out "$checkpoint"
 sed "s#^initial_checkpoint: null#initial_checkpoint: $checkpoint#" \
   gin_configs/affinity/synthetic_study.yaml > "$out/spec.yaml"
 grep -q "^initial_checkpoint: $checkpoint" "$out/spec.yaml"

@@ -16,6 +16,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
 T5X_TINY_CHECKPOINT = SHARED_FIXTURES / "t5x_t5_1_1_tiny" / "checkpoint_3"
 T5_VOCAB = SHARED_FIXTURES / "t5_vocab" / "sentencepiece.model"
+FROZEN_TINY = PROJECT_ROOT / "tests" / "golden" / "tiny_byte_frozen.npz"
+PRETRAINED_STEP = 1500  # the step pretrained_checkpoint is written at.
 SPOT_JAX = Path(sys.executable).parent / "spot-jax"  # the installed entry point.
 
 # Golden logits (made with torch on another machine) are compared to ours with a tolerance
@@ -81,3 +83,39 @@ def compilation_cache(request):
     yield
   for name, value in old.items():
     jax.config.update(name, value)
+
+
+@pytest.fixture(scope="module")
+def pretrained_checkpoint(tmp_path_factory) -> Path:
+  """The tiny_byte model pretrained on the synthetic world (scripts/generate/make_frozen_tiny.py),
+  written as a T5X checkpoint like the released ones, at step PRETRAINED_STEP."""
+  import numpy as np
+  from flax import traverse_util
+
+  from spot_jax.checkpoints import t5x
+  params = traverse_util.unflatten_dict(dict(np.load(FROZEN_TINY)), sep="/")
+  path = tmp_path_factory.mktemp("frozen") / f"checkpoint_{PRETRAINED_STEP}"
+  t5x.write_checkpoint(path, params, step=PRETRAINED_STEP)
+  return path
+
+
+def cli_in_process(capsys, *argv: str) -> tuple[int, str, str]:
+  """Runs `spot-jax ARGV` in this process; returns (exit code, stdout, stderr)."""
+  from spot_jax.cli import main as cli_main
+  code = cli_main.main(list(argv))
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def small_library(tmp_path: Path, n: int = 3):
+  """A prompt library at tmp_path/lib with entries e0..e{n-1} of tasks t0..t{n-1}: (2, 4) values
+  and keys of the model ModelIdentity("tiny", 4, "fp")."""
+  import numpy as np
+
+  from spot_jax.library.store import ModelIdentity, PromptLibrary
+  library = PromptLibrary(str(tmp_path / "lib"), create=True)
+  rng = np.random.default_rng(0)
+  for i in range(n):
+    library.add(task=f"t{i}", value=rng.normal(size=(2, 4)), key=rng.normal(size=(2, 4)),
+                model=ModelIdentity("tiny", 4, "fp"), entry_id=f"e{i}")
+  return library

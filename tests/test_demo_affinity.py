@@ -1,5 +1,5 @@
 """The demo's `affinity_head` ranking method: heads trained leave-one-target-out
-(spot_jax.affinity.train.train_held_out_heads) never see a pair of the target they score, and
+(spot_jax.affinity.folds.train_held_out_heads) never see a pair of the target they score, and
 a rerun reuses them. A synthetic study made with numpy: no prompt training."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from spot_jax.affinity import data, train
+from spot_jax.affinity import folds as folds_lib
 from spot_jax.affinity.predict import AffinityHead, head_dirs, held_out_folds
 
 CFG = train.AffinityConfig(
@@ -53,7 +54,7 @@ def mtimes(root: str) -> dict[str, int]:
 
 def test_each_targets_heads_train_only_on_the_other_targets_pairs(tmp_path):
   gains, keys = synthetic_study()
-  folds = train.train_held_out_heads(CFG, gains, keys, str(tmp_path), SEEDS)
+  folds = folds_lib.train_held_out_heads(CFG, gains, keys, str(tmp_path), SEEDS)
   assert sorted(map(tuple, folds.values())) == [(t,) for t in TARGETS]
   for fold_dir, held in folds.items():
     assert os.path.basename(fold_dir) == held[0]
@@ -80,20 +81,20 @@ def test_each_targets_heads_train_only_on_the_other_targets_pairs(tmp_path):
 
 def test_held_out_gains_never_change_the_heads_and_a_rerun_reuses_them(tmp_path):
   gains, keys = synthetic_study()
-  first = train.train_held_out_heads(CFG, gains, keys, str(tmp_path / "a"), SEEDS)
+  first = folds_lib.train_held_out_heads(CFG, gains, keys, str(tmp_path / "a"), SEEDS)
   before = mtimes(str(tmp_path / "a"))
-  assert train.train_held_out_heads(CFG, gains, keys, str(tmp_path / "a"), SEEDS) == first
+  assert folds_lib.train_held_out_heads(CFG, gains, keys, str(tmp_path / "a"), SEEDS) == first
   assert mtimes(str(tmp_path / "a")) == before  # nothing trained again.
 
   # Other gains for tgt_x: its own heads are the same (trained afresh elsewhere, bit for bit);
   # the folds that train on tgt_x's pairs see other data and train again.
   changed = {p: (g + 7.0 if p[1] == "tgt_x" else g) for p, g in gains.items()}
-  fresh = train.train_held_out_heads(CFG, changed, keys, str(tmp_path / "b"), SEEDS)
+  fresh = folds_lib.train_held_out_heads(CFG, changed, keys, str(tmp_path / "b"), SEEDS)
   for fold_a, fold_b in zip(sorted(first), sorted(fresh)):
     same = [all(np.array_equal(p[k], q[k]) for k in p)
             for p, q in zip(params(fold_a), params(fold_b))]
     assert all(same) == (os.path.basename(fold_a) == "tgt_x"), fold_a
-  train.train_held_out_heads(CFG, changed, keys, str(tmp_path / "a"), SEEDS)
+  folds_lib.train_held_out_heads(CFG, changed, keys, str(tmp_path / "a"), SEEDS)
   after = mtimes(str(tmp_path / "a"))
   for path, mtime in before.items():
     assert (after[path] == mtime) == (f"{os.sep}tgt_x{os.sep}" in path), path
@@ -102,9 +103,9 @@ def test_held_out_gains_never_change_the_heads_and_a_rerun_reuses_them(tmp_path)
 def test_folds_must_hold_each_target_once(tmp_path):
   gains, keys = synthetic_study()
   with pytest.raises(data.AffinityDataError, match="at most once"):
-    train.train_held_out_heads(CFG, gains, keys, str(tmp_path), SEEDS,
+    folds_lib.train_held_out_heads(CFG, gains, keys, str(tmp_path), SEEDS,
                                folds=[["tgt_x"], ["tgt_x", "tgt_y"]])
-  folds = train.train_held_out_heads(dataclasses.replace(CFG, train_steps=5), gains, keys,
+  folds = folds_lib.train_held_out_heads(dataclasses.replace(CFG, train_steps=5), gains, keys,
                                      str(tmp_path), [0], folds=[["tgt_x", "tgt_y"]])
   (record,) = records(next(iter(folds)))
   assert {t for _, t in record["train_pairs"]} == {"tgt_z"}

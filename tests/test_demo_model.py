@@ -1,5 +1,5 @@
 """The demo's shipped frozen model (spot_jax/app/assets/tiny_words_frozen.npz, made by
-scripts/make_demo_model.py): its record matches demo.gin, the demo installs it instead of
+scripts/generate/make_demo_model.py): its record matches demo.gin, the demo installs it instead of
 pretraining, any other setting pretrains, and a fresh pretraining reproduces it (slow)."""
 
 import dataclasses

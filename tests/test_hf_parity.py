@@ -1,6 +1,6 @@
 """Our T5 on weights read from a Hugging Face checkpoint matches HF's own logits.
 
-The golden files come from `scripts/make_hf_golden.py` (torch + transformers, not needed here).
+The golden files come from `scripts/generate/make_hf_golden.py` (torch + transformers, not needed here).
 HF does not mask queries at padded decoder positions and we do (as T5X), so logits are compared
 where the labels are not padding.
 """

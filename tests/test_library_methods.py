@@ -13,7 +13,9 @@ from spot_jax import task_embedding
 from spot_jax.gin_utils import gin_literal
 from spot_jax.library import scorers, similarity
 from spot_jax.library.retrieval import retrieve
-from spot_jax.library.store import LibraryError, ModelIdentity, PromptLibrary, run_key
+from spot_jax.library.identity import ModelIdentity
+from spot_jax.library.run_keys import run_key
+from spot_jax.library.store import LibraryError, PromptLibrary
 from spot_jax.train import run_dir
 
 MODEL = {"name": "tiny", "config": {"emb_dim": 6}, "fingerprint": "fp0"}

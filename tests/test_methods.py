@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 
-from conftest import PROJECT_ROOT
 from hlo_util import dot_output_shapes
 from spot_jax import methods
 from spot_jax.models import prompts
-from spot_jax.checkpoints import t5x
 from spot_jax.models import T5, get_config
 from tasks.lookup import register_all_tasks
 from spot_jax.train import run_dir
@@ -325,15 +321,6 @@ def test_run_saves_every_leaf_and_an_interrupted_run_resumes_bit_equal(name, tmp
 TINY_STEPS = {"bias": 300}  # new biases on a 2-layer model learn slowest.
 TINY_LEARNING_RATES = {"prompt_encoder": 1e-2, "prefix": 3e-2, "lora": 1e-2, "bias": 2e-2,
                        "ia3": 1e-1}
-FROZEN_TINY = PROJECT_ROOT / "tests" / "golden" / "tiny_byte_frozen.npz"
-
-
-@pytest.fixture(scope="module")
-def pretrained_checkpoint(tmp_path_factory) -> Path:
-  params = traverse_util.unflatten_dict(dict(np.load(FROZEN_TINY)), sep="/")
-  path = tmp_path_factory.mktemp("frozen") / "checkpoint_1500"
-  t5x.write_checkpoint(path, params, step=1500)
-  return path
 
 
 @pytest.mark.slow

@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 from flax import traverse_util
 
-from conftest import PROJECT_ROOT
+from conftest import PRETRAINED_STEP
 from test_methods import Interrupted, interrupt_after_first_checkpoint
 from spot_jax import methods
 from spot_jax.checkpoints import t5x
@@ -29,16 +28,6 @@ from spot_jax.train.optimizer import finetune_adafactor
 from spot_jax.train.step import init_train_state
 
 register_all_tasks()
-FROZEN_TINY = PROJECT_ROOT / "tests" / "golden" / "tiny_byte_frozen.npz"
-PRETRAINED_STEP = 1500
-
-
-@pytest.fixture(scope="module")
-def pretrained_checkpoint(tmp_path_factory) -> Path:
-  params = traverse_util.unflatten_dict(dict(np.load(FROZEN_TINY)), sep="/")
-  path = tmp_path_factory.mktemp("frozen") / f"checkpoint_{PRETRAINED_STEP}"
-  t5x.write_checkpoint(path, params, step=PRETRAINED_STEP)
-  return path
 
 
 def small_run(model_dir, **overrides) -> TrainConfig:

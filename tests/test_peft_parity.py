@@ -1,6 +1,6 @@
 """Our LoRA, IA3 and prefix on weights read from a Hugging Face T5 match HF PEFT's logits.
 
-Golden file from `scripts/make_peft_golden.py` (torch + transformers + peft, not needed here),
+Golden file from `scripts/generate/make_peft_golden.py` (torch + transformers + peft, not needed here),
 on the model of tests/golden/hf_t5_tiny with the inputs of hf_t5_tiny_golden.npz. HF does not
 mask queries at padded decoder positions and we do (as T5X), so logits are compared where the
 labels are not padding. PEFT's T5 prefix sits in the decoder self-attention only, which is

@@ -151,7 +151,7 @@ def markov_tokens_to_logits(golden, rows, beams):
 
 @pytest.mark.parametrize("beams", [1, 3])
 def test_beam_search_matches_t5x_golden_on_a_decoder_with_history(beams):
-  """scripts/make_beam_golden.py: t5x.decoding.beam_search's algorithm in NumPy."""
+  """scripts/generate/make_beam_golden.py: t5x.decoding.beam_search's algorithm in NumPy."""
   golden = np.load(BEAM_GOLDEN)
   rows, length = golden["markov_greedy"].shape
   tokens_to_logits, cache = markov_tokens_to_logits(golden, rows, beams)

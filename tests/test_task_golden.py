@@ -1,6 +1,6 @@
 """Our task formats, postprocessors and metrics against the reference code's own outputs.
 
-`tests/golden/t5_tasks_golden.json` is written by `scripts/make_t5_golden.py`, which runs the
+`tests/golden/t5_tasks_golden.json` is written by `scripts/generate/make_t5_golden.py`, which runs the
 `t5` library (0.9.4) and google-research/prompt-tuning's SPoT preprocessors on hand-made raw
 examples and predictions.
 """

@@ -4,7 +4,7 @@ Every new task runs through its real source (TFDS `mock_data`; a tiny `datasets.
 saved to a temporary directory for Hugging Face tasks; temporary JSONL for file tasks), its
 preprocessors, the T5 vocabulary, the encoder-decoder feature converter, its postprocessor and
 its metrics. Golden input/target strings of one hand-made example per task are in
-tests/golden/pool_task_strings.json (written by scripts/make_pool_goldens.py, checked by hand).
+tests/golden/pool_task_strings.json (written by scripts/generate/make_pool_goldens.py, checked by hand).
 """
 
 from __future__ import annotations

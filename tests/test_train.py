@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +20,6 @@ import pytest
 
 from flax import traverse_util
 
-from conftest import PROJECT_ROOT
 from hlo_util import dot_output_shapes
 from spot_jax import gin_utils
 from spot_jax.checkpoints import t5x
@@ -267,19 +265,6 @@ def test_eval_command_reports_task_metrics(finished_run, tmp_path):
   # The command reproduces the trainer's own evaluation of that checkpoint, metric by metric.
   assert set(reported) == set(expected) and "accuracy" in reported
   assert reported == pytest.approx(expected)
-
-
-FROZEN_TINY = PROJECT_ROOT / "tests" / "golden" / "tiny_byte_frozen.npz"
-
-
-@pytest.fixture(scope="module")
-def pretrained_checkpoint(tmp_path_factory) -> Path:
-  """The tiny_byte model pretrained on the synthetic world (scripts/make_frozen_tiny.py),
-  written as a T5X checkpoint like the released ones."""
-  params = traverse_util.unflatten_dict(dict(np.load(FROZEN_TINY)), sep="/")
-  path = tmp_path_factory.mktemp("frozen") / "checkpoint_1500"
-  t5x.write_checkpoint(path, params, step=1500)
-  return path
 
 
 def test_prompt_tuning_clearly_beats_the_untrained_prompt(pretrained_checkpoint, tmp_path):

@@ -59,8 +59,10 @@ def keys_from_study(study_dir: str, embedding: str | None = None) -> dict[str, n
   """{task: keys [K, L, E]}: the key_step task embeddings of a study's source and baseline runs
   (runs/source/<task>/seed_*, runs/baseline/<task>/seed_*), seeds in sorted order. Prompt-like
   methods: the prompt [L, E]; others: the method's embedding of kind `embedding` (default
-  layer_mean) as a one-token key [1, D] (`spot_jax.library.store.run_key`)."""
-  from spot_jax.library.store import LibraryError, ModelIdentity, run_key
+  layer_mean) as a one-token key [1, D] (`spot_jax.library.run_keys.run_key`)."""
+  from spot_jax.library.identity import ModelIdentity
+  from spot_jax.library.run_keys import run_key
+  from spot_jax.library.store import LibraryError
   from spot_jax.train import run_dir
   out: dict[str, list[np.ndarray]] = {}
   methods: dict[tuple[str, str], str] = {}

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from spot_jax.affinity import folds as folds_lib
 from spot_jax.affinity import train as train_lib
 from spot_jax.library.similarity import LibraryError
 from spot_jax.library.scorers import check_keys
@@ -145,9 +146,9 @@ def head_dirs(path: str) -> list[str]:
 
 def fold_dirs(path: str) -> list[str] | None:
   """The fold directories of a cross-validation directory (`spot-jax affinity train
-  --cross_validate`, `train.train_held_out_heads`): those its folds.json lists, else every
+  --cross_validate`, `folds.train_held_out_heads`): those its folds.json lists, else every
   subdirectory holding `seed_*` heads; None when `path` is a head or a directory of heads."""
-  record = train_lib.read_folds(path)
+  record = folds_lib.read_folds(path)
   if record is not None:
     return [os.path.join(path, fold["dir"]) for fold in record["folds"]]
   if os.path.exists(os.path.join(path, train_lib.HEAD_JSON)) or glob.glob(
@@ -174,13 +175,13 @@ def fold_heads(path: str, fold_dir: str) -> list[str]:
   """The head directories of one fold of PATH: the `seed_*` heads folds.json lists when PATH
   has one (heads of seeds no longer listed are stale and ignored), else every one
   (`head_dirs`)."""
-  record = train_lib.read_folds(path)
+  record = folds_lib.read_folds(path)
   if record is None:
     return head_dirs(fold_dir)
   heads = [os.path.join(fold_dir, f"seed_{seed}") for seed in record["seeds"]]
   missing = [h for h in heads if not os.path.exists(os.path.join(h, train_lib.HEAD_JSON))]
   if missing:
-    raise LibraryError(f"{os.path.join(path, train_lib.FOLDS_JSON)} lists heads that are "
+    raise LibraryError(f"{os.path.join(path, folds_lib.FOLDS_JSON)} lists heads that are "
                        f"missing: {', '.join(missing)}; rerun the `spot-jax affinity train "
                        "--cross_validate` command that wrote it")
   return heads

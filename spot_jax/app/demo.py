@@ -48,7 +48,7 @@ DEMO_GIN = "demo.gin"
 QUICK_GIN = "demo_quick.gin"
 NUM_STAGES = 6
 # The demo's frozen model, pretrained once and shipped (gin_configs/demo.gin's pretraining
-# settings, recorded beside it in tiny_words_frozen.json; scripts/make_demo_model.py).
+# settings, recorded beside it in tiny_words_frozen.json; scripts/generate/make_demo_model.py).
 STORED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
                             "tiny_words_frozen.npz")
 # The ranking method of the learned affinity head, trained on transfers sampled inside the
@@ -67,8 +67,9 @@ class DemoConfig:
   pretrain_task: str = "synthetic_pretraining"
   pretrain_steps: int = 1500
   pretrain_seed: int = 0
-  # Use the shipped pretrained model (STORED_MODEL, made by scripts/make_demo_model.py) when
-  # its recorded pretraining settings equal these; False, or any other setting: pretrain here.
+  # Use the shipped pretrained model (STORED_MODEL, made by
+  # scripts/generate/make_demo_model.py) when its recorded pretraining settings equal these;
+  # False, or any other setting: pretrain here.
   stored_model: bool = True
   pretrain_feature_lengths: Mapping[str, int] = dataclasses.field(
       default_factory=lambda: {"inputs": 96, "targets": 64})
@@ -398,12 +399,13 @@ def affinity_stage(cfg: DemoConfig, study_dir: str, results_csv: str,
                    pool_gains: Mapping[tuple[str, str], float], out_dir: str,
                    console: Console) -> tuple[dict[str, Any], dict[str, Any]]:
   """The AFFINITY_HEAD scorers: `cfg.affinity_seeds` light heads trained on the pool pairs'
-  gains only (spot_jax.affinity.train.train_held_out_heads with the held-out targets as one
+  gains only (spot_jax.affinity.folds.train_held_out_heads with the held-out targets as one
   fold: their pairs are never trained on, and with no validation nothing is selected on them),
   in OUT_DIR/<targets>/seed_<s>/, reused on a rerun. Keys: the KEY_STEP prompts of the
   study's source and baseline runs. Returns ({AFFINITY_HEAD/seed_<s>: a scorer per seed},
   what was trained, for the report)."""
-  from spot_jax.affinity import predict, train
+  from spot_jax.affinity import folds as folds_lib
+  from spot_jax.affinity import predict
   from spot_jax.affinity.data import keys_from_study
   from spot_jax.study import affinity_eval
   if cfg.affinity is None:
@@ -418,8 +420,8 @@ def affinity_stage(cfg: DemoConfig, study_dir: str, results_csv: str,
   gains = {**affinity_eval.load_inputs(results_csv, study_dir=study_dir).gains,
            **pool_gains}
   cfg_all = dataclasses.replace(cfg.affinity, num_pairs=None)  # every one of the M pairs.
-  folds = train.train_held_out_heads(cfg_all, gains, keys_from_study(study_dir), out_dir,
-                                     cfg.affinity_seeds, folds=[list(cfg.targets)])
+  folds = folds_lib.train_held_out_heads(cfg_all, gains, keys_from_study(study_dir), out_dir,
+                                         cfg.affinity_seeds, folds=[list(cfg.targets)])
   (fold_dir,) = folds
   heads = [predict.AffinityHead.load(d) for d in predict.head_dirs(fold_dir)]
   scorers = {f"{AFFINITY_HEAD}/seed_{h.record['config']['seed']}":

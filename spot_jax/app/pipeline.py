@@ -79,7 +79,9 @@ def embed_target(gin_files: Sequence[str], gin_bindings: Sequence[str], out: str
 
   Returns (the key's path, the task). MODEL_DIR can later be trained further.
   """
-  from spot_jax.library.store import ModelIdentity, npy_bytes, run_key
+  from spot_jax.library.formats import npy_bytes
+  from spot_jax.library.identity import ModelIdentity
+  from spot_jax.library.run_keys import run_key
   cfg, gin_text = executor.train_config(gin_files, gin_bindings)
   key_step = cfg.key_step if key_step is None else key_step
   if key_step <= 0:
@@ -125,7 +127,10 @@ def target_query(library, *, key_path: str | None = None, run: str | None = None
   the library holds several methods, `method`/`embedding`) or of a target run of any method
   (its KEY_STEP task embedding, of kind `embedding` for non-prompt methods; `model`, when
   given, must match the run's)."""
-  from spot_jax.library.store import LibraryError, ModelIdentity, as_key, load_npy, run_key
+  from spot_jax.library.formats import as_key, load_npy
+  from spot_jax.library.identity import ModelIdentity
+  from spot_jax.library.run_keys import run_key
+  from spot_jax.library.store import LibraryError
   if (key_path is None) == (run is None):
     raise ValueError("give exactly one of a key file or a target run")
   if key_path:

@@ -25,7 +25,7 @@ import os
 
 from spot_jax.cli.train_cmd import GIN_HELP
 
-LEAVE_ONE_OUT = 0  # `--cross_validate` without K (an explicit K must be >= 2).
+LEAVE_ONE_OUT = 0  # `--cross_validate` without K (affinity_experiments.LEAVE_ONE_OUT).
 
 
 def _fold_count(text: str) -> int:
@@ -151,51 +151,9 @@ def _config(args: argparse.Namespace):
 
 
 def _inputs(args: argparse.Namespace, results_path: str, cfg=None):
-  """The results and keys; with a head config `cfg`, checks up front that the keys fit it."""
-  from spot_jax.study import affinity_eval
-  inputs = affinity_eval.load_inputs(results_path, library=args.library,
-                                     study_dir=args.study_dir, model=args.model)
-  if cfg is not None and cfg.variant == "encoder" and inputs.task_keys:
-    from spot_jax.affinity import model
-    from spot_jax.models.config import get_config
-    head = model.make_head(cfg.variant, cfg.hidden_dim, get_config(cfg.model))
-    model.check_key_dim(head, next(iter(inputs.task_keys.values())).shape[-1])
-  return inputs
-
-
-def _family_of(args: argparse.Namespace, spec=None):
-  from spot_jax.affinity import data
-  if not args.families:
-    return spec.family_of if spec is not None and spec.families else data.task_family
-  from spot_jax.study import results
-  _, rows = results.read_csv_rows(args.families, ("task", "family"), "a families table")
-  table = {row["task"]: row["family"] for _, row in rows}
-  def family_of(task: str) -> str:
-    if task not in table:
-      raise ValueError(f"{args.families}: no family for task {task!r}; add a row {task},FAMILY")
-    return table[task]
-  return family_of
-
-
-def _size_of(sizes_path: str | None):
-  from spot_jax.study import ranking, results
-  if sizes_path is None:
-    return ranking.registry_train_size
-  sizes = results.read_sizes(sizes_path)
-  def size_of(task: str) -> float:
-    if task not in sizes:
-      raise ValueError(f"{sizes_path}: no size for source {task!r}; add a row {task},SIZE")
-    return sizes[task]
-  return size_of
-
-
-def _family_split(inputs, families, family_of):
-  from spot_jax.affinity import data
-  families = [families] if isinstance(families, str) else families
-  targets = sorted({t for _, t in inputs.gains})
-  held = sorted({t for f in families for t in data.family_targets(targets, f, family_of)})
-  tasks = sorted(inputs.task_keys)
-  return held, [t for t in tasks if family_of(t) in families]
+  from spot_jax.study import affinity_experiments
+  return affinity_experiments.load_inputs(results_path, library=args.library,
+                                          study_dir=args.study_dir, model=args.model, cfg=cfg)
 
 
 def _print_summary(summary: dict, out: str) -> None:
@@ -208,36 +166,26 @@ def _print_summary(summary: dict, out: str) -> None:
 
 
 def _cross_validate(args: argparse.Namespace, cfg, inputs) -> int:
-  from spot_jax.affinity import data, train
-  targets = sorted({t for _, t in inputs.gains})
-  folds = (None if args.cross_validate == LEAVE_ONE_OUT
-           else data.target_folds(targets, args.cross_validate, cfg.split_seed))
-  train.train_held_out_heads(cfg, inputs.gains, inputs.task_keys, args.out, args.seeds, folds,
-                             log=True)
-  listed = train.read_folds(args.out)["folds"]
+  from spot_jax.study import affinity_experiments
+  listed = affinity_experiments.cross_validate(cfg, inputs, args.out, args.seeds,
+                                               args.cross_validate)
   for fold in listed:
     pairs = "/".join(map(str, sorted(set(fold["train_pairs"].values()))))
     print(f"held out {', '.join(fold['held_out'])}: {len(args.seeds)} heads on {pairs} "
           f"training pairs in {os.path.join(args.out, fold['dir'])}")
-  print(f"{len(listed)} folds ({'leave one target out' if folds is None else 'K folds'}, no "
+  kind = "leave one target out" if args.cross_validate == LEAVE_ONE_OUT else "K folds"
+  print(f"{len(listed)} folds ({kind}, no "
         f"validation); evaluate with `spot-jax affinity evaluate RESULTS --head {args.out}`")
   return 0
 
 
 def _train_pool(args: argparse.Namespace, cfg, inputs) -> int:
-  from spot_jax.affinity import data, train
-  from spot_jax.study.spec import load_spec
+  from spot_jax.study import affinity_experiments
   if args.val_targets or args.cross_validate is not None:
     raise ValueError("--spec holds out the spec's targets (the novel targets); drop "
                      "--val_targets / --cross_validate")
-  spec = load_spec(args.spec, check_tasks=False)
-  cfg = spec.affinity_config(cfg)
-  novel, exclude = list(spec.targets), []
-  if args.leave_family_out:
-    novel, exclude = data.leave_families_out(spec.sources, spec.targets, args.leave_family_out,
-                                             _family_of(args, spec))
-  summary = train.train_pool_heads(cfg, inputs.gains, inputs.task_keys, args.out, args.seeds,
-                                   novel, exclude=exclude)
+  cfg, summary, exclude = affinity_experiments.train_pool(
+      cfg, inputs, args.spec, args.out, args.seeds, args.leave_family_out, args.families)
   counts = "/".join(str(n) for n in sorted({len(p) for p in summary["train_pairs"].values()}))
   print(f"{len(summary['seeds'])} heads on {counts} pool pairs each (of "
         f"{summary['available_pairs']} pool transfers; M = {cfg.num_pairs}), no validation"
@@ -249,26 +197,24 @@ def _train_pool(args: argparse.Namespace, cfg, inputs) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-  from spot_jax.affinity.train import train_seeds
+  from spot_jax.study import affinity_experiments
   cfg = _config(args)
   inputs = _inputs(args, args.results, cfg)
   if args.spec:
     return _train_pool(args, cfg, inputs)
   if args.cross_validate is not None:
     return _cross_validate(args, cfg, inputs)
-  val_targets, exclude = args.val_targets, ()
-  if args.leave_family_out:
-    val_targets, exclude = _family_split(inputs, args.leave_family_out, _family_of(args))
-  summary = train_seeds(cfg, inputs.gains, inputs.task_keys, args.out, args.seeds,
-                        val_targets=val_targets, exclude=exclude)
+  summary = affinity_experiments.train_split(
+      cfg, inputs, args.out, args.seeds, val_targets=args.val_targets,
+      leave_family_out=args.leave_family_out, families_path=args.families)
   _print_summary(summary, args.out)
   return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
   from spot_jax.library import scorers
-  from spot_jax.study import results
-  scorer = scorers.get_scorer(args.scorer, size_of=_size_of(args.sizes))
+  from spot_jax.study import affinity_experiments, results
+  scorer = scorers.get_scorer(args.scorer, size_of=affinity_experiments.size_lookup(args.sizes))
   if args.results:
     inputs = _inputs(args, args.results)
     keys, sources = inputs.task_keys, inputs.sources
@@ -293,95 +239,33 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-  from spot_jax.affinity.predict import HeadScorer, held_out_folds, load_folds, selected_on
-  from spot_jax.library import scorers
-  from spot_jax.study import affinity_eval
+  from spot_jax.study import affinity_eval, affinity_experiments
   inputs = _inputs(args, args.results)
-  relevance = args.ndcg_relevance or "rank"
-  columns = (*affinity_eval.COLUMNS, *([affinity_eval.NDCG] if args.ndcg_relevance else []))
-  folds, cross_validated = load_folds(args.head)
-  heads = folds[0]
-  if cross_validated:  # each target scored by the fold that held it out.
-    scorer = held_out_folds(folds, "affinity")
-    targets = args.targets or sorted(scorer.by_target)
-    per_seed_scorers = ([held_out_folds([f[i:i + 1] for f in folds], "affinity")
-                         for i in range(len(heads))]
-                        if len({len(f) for f in folds}) == 1 else [])
-  else:
-    scorer = HeadScorer(heads, "affinity")
-    targets = args.targets or heads[0].record.get("val_targets")
-    if any(h.record.get("val_targets") != heads[0].record.get("val_targets") for h in heads):
-      print("note: the heads were validated on different targets")
-    per_seed_scorers = [HeadScorer([h], "affinity") for h in heads]
-  if not targets:
-    raise ValueError(f"{args.head[0]} records no held-out targets; pass --targets")
-  named: dict = {}
-  if len(per_seed_scorers) > 1:
-    per_seed = [affinity_eval.compare(inputs, {"affinity": s}, targets, relevance)
-                for s in per_seed_scorers]
-    seed_row = affinity_eval.seed_rows(per_seed, "affinity")
-  named["affinity (ensemble)" if len(heads) > 1 else "affinity"] = scorer
-  for name in (*scorers.SIMILARITY_SCORERS, "max_pairwise"):
-    named[name] = scorers.get_scorer(name)
-  notes = []
-  size_of = _size_of(args.sizes)
-  try:
-    for source in inputs.sources:
-      size_of(source)
-    named["data_size"] = scorers.get_scorer("data_size", size_of=size_of)
-  except ValueError as e:  # sizes unknown for a source: the table goes on without data_size.
-    notes.append(f"data_size left out ({e})")
-  for spec in args.scorers:
-    label = scorers.short_name(spec)
-    if label in named:
-      raise ValueError(f"--scorers {spec}: a scorer named {label!r} is already in the table")
-    named[label] = scorers.get_scorer(spec)
-  named["random (expected)"] = None
-  rows = affinity_eval.compare(inputs, named, targets, relevance)
-  if len(per_seed_scorers) > 1:
-    rows.insert(1, seed_row)
-  print(f"targets: {', '.join(sorted(targets))}" + (
-      f" (cross-validated: {len(folds)} folds)" if cross_validated else ""))
-  print(affinity_eval.format_rows(rows, columns))
-  selected = selected_on([h for fold in folds for h in fold], targets)
-  if selected:
-    notes.append(f"the heads were selected (early stopping, best step) on the validation "
-                 f"Spearman of {', '.join(selected)}, the targets evaluated here, so the "
-                 "affinity rows are optimistic; for a clean estimate train with `spot-jax "
-                 "affinity train --cross_validate` and evaluate that directory")
-  header, table1 = affinity_eval.table1_rows(rows)
-  figure3 = affinity_eval.figure3_rows(rows)
+  evaluation = affinity_experiments.evaluate_heads(
+      inputs, args.head, args.targets, args.ndcg_relevance, args.sizes,
+      extra_scorers=args.scorers, bootstrap=args.bootstrap, paired_with=args.paired_with)
+  print(f"targets: {', '.join(sorted(evaluation.targets))}" + (
+      f" (cross-validated: {evaluation.fold_count} folds)" if evaluation.fold_count else ""))
+  print(affinity_eval.format_rows(evaluation.rows, evaluation.columns))
   print("\nTable 1 (Feng et al.): score after transfer from each method's top-1 source; "
         "mean_delta = mean gain over no transfer")
-  print(affinity_eval.format_grid(header, table1))
+  print(affinity_eval.format_grid(evaluation.table1_header, evaluation.table1))
   print("\nFigure 3 (Feng et al.): mean gain of the best of the top-1 / top-3 sources")
-  print(affinity_eval.format_rows(figure3, affinity_eval.FIGURE3_COLUMNS))
-  if args.bootstrap:
-    from spot_jax.study import affinity_intervals, results
-    head = seed_row["method"] if len(per_seed_scorers) > 1 else rows[0]["method"]
-    interval_rows = affinity_intervals.intervals(rows, resamples=args.bootstrap)
-    paired_rows = affinity_intervals.paired(rows, head, args.paired_with,
-                                            resamples=args.bootstrap)
-    print(f"\nMeans over {len(targets)} targets with 95% bootstrap intervals "
-          f"({args.bootstrap} resamples of the targets)")
-    print("\n".join(results.format_table(affinity_intervals.format_intervals(interval_rows))))
-    print(f"\n{head} minus each rival, per target (positive: the head is better, for regret "
-          "lower), with 95% bootstrap intervals")
-    print("\n".join(results.format_table(affinity_intervals.format_paired(paired_rows))))
-  for note in notes:
+  print(affinity_eval.format_rows(evaluation.figure3, affinity_eval.FIGURE3_COLUMNS))
+  if evaluation.resamples:
+    from spot_jax.study import affinity_intervals
+    print(f"\nMeans over {len(evaluation.targets)} targets with 95% bootstrap intervals "
+          f"({evaluation.resamples} resamples of the targets)")
+    print(affinity_intervals.format_table(affinity_intervals.format_intervals(
+        evaluation.intervals)))
+    print(f"\n{evaluation.head} minus each rival, per target (positive: the head is better, "
+          "for regret lower), with 95% bootstrap intervals")
+    print(affinity_intervals.format_table(affinity_intervals.format_paired(evaluation.paired)))
+  for note in evaluation.notes:
     print(f"note: {note}")
   if args.out:
-    from spot_jax.study import results
-    stem = os.path.splitext(args.out)[0]
-    if args.bootstrap:
-      for name, table in (("intervals", interval_rows), ("paired", paired_rows)):
-        header = list(table[0]) if table else []
-        results.write_csv(f"{stem}_{name}.csv", header, [[r[c] for c in header] for r in table])
-        print(f"wrote {stem}_{name}.csv")
-    affinity_eval.write_rows(args.out, rows, columns)
-    results.write_csv(f"{stem}_table1.csv", header, table1)
-    affinity_eval.write_rows(f"{stem}_figure3.csv", figure3, affinity_eval.FIGURE3_COLUMNS)
-    print(f"wrote {args.out}, {stem}_table1.csv and {stem}_figure3.csv")
+    paths = affinity_experiments.write_evaluation(args.out, evaluation)
+    print(f"wrote {', '.join(paths)}")
   return 0
 
 
@@ -397,13 +281,13 @@ def _sizes(pairs: list[str]) -> dict[int, str]:
 
 
 def _ablate_paper(args: argparse.Namespace) -> int:
-  from spot_jax.study import affinity_ablate, affinity_eval
+  from spot_jax.study import affinity_ablate, affinity_eval, affinity_experiments
   from spot_jax.study.spec import load_spec
   spec = load_spec(args.spec, check_tasks=False)
   cfg = spec.affinity_config(_config(args))
   study = affinity_ablate.pool_study(_inputs(args, args.results, cfg), spec)
   if args.families:
-    study = dataclasses.replace(study, family_of=_family_of(args))
+    study = dataclasses.replace(study, family_of=affinity_experiments.family_lookup(args.families))
   done = affinity_ablate.run_ablations(
       study, cfg, args.out, args.seeds, betas=args.betas, num_pairs=args.num_pairs,
       leave_out=args.leave_out, sizes=_sizes(args.target_sizes), size_target=args.size_target,
@@ -426,12 +310,14 @@ def _ablate_paper(args: argparse.Namespace) -> int:
 def run_ablate(args: argparse.Namespace) -> int:
   if args.spec:
     return _ablate_paper(args)
-  from spot_jax.study import affinity_ablate, affinity_eval
+  from spot_jax.study import affinity_ablate, affinity_eval, affinity_experiments
   cfg = _config(args)
   inputs = _inputs(args, args.results, cfg)
+  family_of = (affinity_experiments.family_lookup(args.families)
+               if args.leave_family_out else None)
   curves = affinity_ablate.split_ablations(
       inputs, cfg, args.out, args.seeds, betas=args.betas, num_pairs=args.num_pairs,
-      family_of=_family_of(args) if args.leave_family_out else None)
+      family_of=family_of)
   for parameter, (path, rows) in curves.items():
     print(f"{parameter}:")
     print(affinity_eval.format_rows([{**r, "method": f"{parameter}={r['value']}"}

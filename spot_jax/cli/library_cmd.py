@@ -124,7 +124,8 @@ def _model(library, spec: str | None, args: argparse.Namespace | None = None):
 
 
 def run_add(args: argparse.Namespace) -> int:
-  from spot_jax.library.store import LIBRARY_JSON, UNKNOWN_MODEL
+  from spot_jax.library.identity import UNKNOWN_MODEL
+  from spot_jax.library.store import LIBRARY_JSON
   new_dir = not os.path.exists(args.library)
   new_library = args.create and not os.path.exists(os.path.join(args.library, LIBRARY_JSON))
   library = _open(args, create=args.create)

@@ -3,7 +3,7 @@
 PEFT saves an adapter as `adapter_config.json` + `adapter_model.safetensors` with the base
 model's module names (`base_model.model.encoder.block.0.layer.0.SelfAttention.q.lora_A.weight`).
 Each is mapped to the trainables our method trains (names and layouts as
-scripts/make_peft_golden.py states them, checked against PEFT's logits by
+scripts/generate/make_peft_golden.py states them, checked against PEFT's logits by
 tests/test_peft_parity.py):
   LORA           lora_A.weight [r, in] -> `<module>.lora_a` [in, r] (transposed), lora_B.weight
                  [out, r] -> `<module>.lora_b` [r, out]; settings rank = r, alpha = lora_alpha,

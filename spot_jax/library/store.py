@@ -37,12 +37,9 @@ import dataclasses
 import datetime
 import errno
 import fcntl
-import hashlib
-import io
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -54,8 +51,12 @@ from spot_jax.fileio import atomic_write_bytes, umask_mode
 from spot_jax import task_embedding
 from spot_jax.library import peft_import
 from spot_jax.library.similarity import POOLED_FORMS, LibraryError, pool
-from spot_jax.task_embedding import PROMPT_EMBEDDING
 from spot_jax.train import run_dir
+from spot_jax.library.formats import (as_key, as_prompt, as_tree, check_entry_id,
+                                      default_entry_id, json_bytes, load_npy, npy_bytes,
+                                      npz_bytes, with_width, write_file)
+from spot_jax.library.identity import Entry, ModelIdentity
+from spot_jax.library.run_keys import run_checkpoint, run_key
 
 FORMAT_NAME = "spot-jax prompt library"
 FORMAT_VERSION = 1
@@ -68,7 +69,6 @@ STALE_SECONDS = 3600  # a temporary entry or trash directory older than this is 
 ENTRY_JSON, VALUE_NPY, KEY_NPY, POOLED_NPZ = "entry.json", "value.npy", "key.npy", "pooled.npz"
 VALUE_DIR = "value"  # the trainables of a non-prompt entry.
 KEY_AT_BEST = "best"  # add_run_dir(key_step="best"): the key from the best step (TuPaTE).
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 PEFT_TENSOR = "prompt_embeddings"
 PEFT_CONFIG = peft_import.PEFT_CONFIG
 
@@ -77,278 +77,6 @@ __all__ = ["Entry", "IndexUpdateError", "LibraryError", "ModelIdentity", "Prompt
 
 class IndexUpdateError(LibraryError):
   """The entry was written, but updating the index cache failed (it is rebuilt on next read)."""
-
-
-UNKNOWN_MODEL = "unknown"  # name or fingerprint of a frozen model nobody recorded.
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelIdentity:
-  """What an entry's key is comparable with: the frozen model it was trained on, its method
-  (with the settings that shape its embedding) and the embedding kind. Entries of different
-  identities never mix (one index per identity).
-
-  embedding: `prompt` for prompt-like methods (the key is a prompt [L, emb_dim]), else a kind
-  of spot_jax.task_embedding.EMBEDDING_KINDS (the key is a vector [key_dim], stored [1, key_dim]).
-  method_settings: the method's settings as canonical JSON (non-prompt methods: rank, targets,
-  length... decide what each coordinate of the embedding means), "" for prompt-like ones.
-  """
-
-  name: str
-  emb_dim: int  # 0 while unknown: `add_npy` and `add_peft` take it from the prompt's width.
-  fingerprint: str
-  method: str = "prompt"
-  embedding: str = PROMPT_EMBEDDING
-  method_settings: str = ""
-  key_dim: int = 0  # vector keys: their size D (0 for prompts, whose width is emb_dim).
-
-  @classmethod
-  def from_run_summary(cls, summary: run_dir.RunSummary | Mapping[str, Any], *,
-                       embedding: str | None = None, key_dim: int = 0) -> ModelIdentity:
-    """From RunSummary.model (name, config["emb_dim"], fingerprint) and its method, or run.json
-    as a dict; `embedding`: the kind of a non-prompt method's keys (default layer_mean)."""
-    get = summary.get if isinstance(summary, Mapping) else (
-        lambda name, default=None: getattr(summary, name, default))
-    model, method = get("model"), str(get("method", "prompt") or "prompt")
-    from spot_jax import methods  # jax and flax: imported when a run's identity is read.
-    try:
-      kind = methods.embedding_kind(method, embedding)
-    except (task_embedding.EmbeddingError, methods.MethodError) as e:
-      raise LibraryError(str(e)) from None
-    settings = "" if kind == PROMPT_EMBEDDING else json.dumps(
-        get("method_settings", {}) or {}, sort_keys=True)
-    try:
-      return cls(str(model["name"]), int(model["config"]["emb_dim"]), str(model["fingerprint"]),
-                 method, kind, settings, 0 if kind == PROMPT_EMBEDDING else int(key_dim))
-    except (KeyError, TypeError) as e:
-      raise LibraryError(f"Run summary model {model!r} lacks name, config.emb_dim or "
-                         f"fingerprint ({e})") from None
-
-  @classmethod
-  def outside(cls, name: str | None = None, fingerprint: str | None = None,
-              emb_dim: int | None = None) -> ModelIdentity:
-    """The frozen model of a prompt trained elsewhere (a .npy or PEFT file): what is known of
-    it. Name and fingerprint default to UNKNOWN_MODEL: such entries are comparable only with
-    entries of the same unknown model and width (one index per identity, emb_dim included);
-    emb_dim None is taken from the prompt when it is added."""
-    return cls(name or UNKNOWN_MODEL, int(emb_dim or 0), fingerprint or UNKNOWN_MODEL)
-
-  @property
-  def is_known(self) -> bool:
-    return UNKNOWN_MODEL not in (self.name, self.fingerprint)
-
-  @classmethod
-  def from_dict(cls, data: Mapping[str, Any]) -> ModelIdentity:
-    return cls(str(data["name"]), int(data["emb_dim"]), str(data["fingerprint"]),
-               str(data.get("method", "prompt")),
-               str(data.get("embedding", PROMPT_EMBEDDING)),
-               str(data.get("method_settings", "")), int(data.get("key_dim", 0)))
-
-  @property
-  def is_prompt(self) -> bool:
-    """Whether keys (and values) are prompts [L, emb_dim]."""
-    return self.embedding == PROMPT_EMBEDDING
-
-  @property
-  def key_width(self) -> int:
-    """The last dimension of the keys: emb_dim for prompts, key_dim for vector keys."""
-    return self.emb_dim if self.is_prompt else self.key_dim
-
-  @property
-  def index_key(self) -> str:
-    """A filename-safe digest of the identity (fingerprints may hold any character); prompt
-    entries keep the key they had before methods were recorded."""
-    identity = dataclasses.asdict(self)
-    defaults = {"method": "prompt", "embedding": PROMPT_EMBEDDING, "method_settings": "",
-                "key_dim": 0}
-    for field, default in defaults.items():
-      if identity[field] == default:
-        del identity[field]
-    text = json.dumps(identity, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-  def __str__(self) -> str:
-    method = "" if self.method == "prompt" else f", method {self.method}"
-    if not self.is_prompt:
-      method += f" {self.method_settings}, embedding {self.embedding} [{self.key_dim}]"
-    return f"{self.name} (emb_dim {self.emb_dim}, fingerprint {self.fingerprint}{method})"
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-  """One library entry: a run of `model.method` trained on `task` with the frozen `model`."""
-
-  id: str
-  task: str
-  model: ModelIdentity
-  prompt_length: int  # 0 for non-prompt methods.
-  run: str = ""
-  seed: int | None = None
-  key_step: int | None = None
-  value_step: int | None = None
-  steps_done: int | None = None
-  metrics: dict = dataclasses.field(default_factory=dict)  # {task: {metric: value}} or flat.
-  score: float | None = None  # the value checkpoint's selected validation score.
-  origin: dict = dataclasses.field(default_factory=dict)  # {"kind": ..., "path": ...}.
-  created: str = ""  # ISO time.
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, data: Mapping[str, Any]) -> Entry:
-    fields = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in data.items() if k in fields}
-    return cls(**{**values, "model": ModelIdentity.from_dict(data["model"])})
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-def as_prompt(array: Any, what: str, emb_dim: int | None = None) -> np.ndarray:
-  """Checks a floating [L, embed] array (finite, embed == emb_dim) and returns it float32."""
-  array = np.asarray(array)
-  if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
-    raise LibraryError(f"{what} has dtype {array.dtype}; expected a float array [L, embed]")
-  if array.ndim != 2 or 0 in array.shape:
-    raise LibraryError(f"{what} has shape {array.shape}; expected a 2-D prompt [L, embed]")
-  if emb_dim is not None and array.shape[1] != emb_dim:
-    raise LibraryError(f"{what} has embedding dim {array.shape[1]} but the model's emb_dim is "
-                       f"{emb_dim}; was it trained on another frozen model?")
-  array = np.ascontiguousarray(array, dtype=np.float32)
-  if not np.all(np.isfinite(array)):
-    raise LibraryError(f"{what} contains NaN or infinite values")
-  return array
-
-
-def as_key(array: Any, what: str, model: ModelIdentity) -> np.ndarray:
-  """A key of `model`'s kind as float32: a prompt [L, emb_dim], or a vector embedding [D] or
-  [1, D] (returned [1, D], a one-token key) with D == model.key_dim when that is set."""
-  if model.is_prompt:
-    return as_prompt(array, what, model.emb_dim)
-  array = np.asarray(array)
-  if array.ndim == 1:
-    array = array[None]
-  if array.ndim != 2 or array.shape[0] != 1 or 0 in array.shape:
-    raise LibraryError(f"{what} has shape {array.shape}; a {model.method} task embedding is a "
-                       "vector [D] (or [1, D])")
-  if model.key_dim and array.shape[1] != model.key_dim:
-    raise LibraryError(f"{what} has size {array.shape[1]} but the {model.method} embeddings of "
-                       f"{model.name} have size {model.key_dim}; was it made with other method "
-                       "settings or another embedding kind?")
-  return as_prompt(array, what)  # float, finite.
-
-
-def as_tree(value: Any, what: str) -> dict[str, np.ndarray]:
-  """Checks {dotted path: finite float array} (a run's trainables) and returns it float32."""
-  if not isinstance(value, Mapping) or not value:
-    raise LibraryError(f"{what} must map dotted parameter paths to arrays, got "
-                       f"{type(value).__name__}")
-  out = {}
-  for name, array in task_embedding.flat_arrays(value).items():
-    if not ID_PATTERN.fullmatch(name) or name[0] == ".":
-      raise LibraryError(f"{what}: {name!r} is not a dotted parameter path")
-    array = np.asarray(array)
-    if not np.all(np.isfinite(array)):
-      raise LibraryError(f"{what}: {name} contains NaN or infinite values")
-    out[name] = np.ascontiguousarray(array, np.float32)
-  return out
-
-
-def _with_width(model: ModelIdentity, prompt: np.ndarray) -> ModelIdentity:
-  """`model` with emb_dim taken from a checked prompt [L, embed] when it was not given."""
-  return model if model.emb_dim else dataclasses.replace(model, emb_dim=int(prompt.shape[1]))
-
-
-def load_npy(path: str, what: str = "prompt") -> np.ndarray:
-  """A plain .npy array; pickles are refused (never executed), corrupt files named."""
-  try:
-    with open(path, "rb") as f:
-      array = np.load(f, allow_pickle=False)
-  except FileNotFoundError:
-    raise LibraryError(f"The {what} file {path!r} does not exist") from None
-  except (ValueError, EOFError, OSError) as e:
-    raise LibraryError(f"The {what} file {path!r} is not a readable plain .npy array ({e}); "
-                       "truncated files and pickled object arrays are refused") from None
-  if not isinstance(array, np.ndarray):
-    raise LibraryError(f"The {what} file {path!r} is an .npz archive; expected one .npy array")
-  return array
-
-
-def check_entry_id(entry_id: str) -> str:
-  if not isinstance(entry_id, str) or not ID_PATTERN.fullmatch(entry_id) or entry_id[0] == ".":
-    raise LibraryError(f"Entry id {entry_id!r} is invalid: use 1-200 characters from "
-                       "[A-Za-z0-9_.-], not starting with '.'")
-  return entry_id
-
-
-def default_entry_id(task: str, seed: int | None, value: np.ndarray | Mapping[str, Any]) -> str:
-  """`<task>-<seed>-<first 10 hex digits of sha256(value bytes)>`, restricted to [A-Za-z0-9_.-]
-  (a tree value: the digest of its sorted names and leaf bytes)."""
-  hasher = hashlib.sha256()
-  if isinstance(value, Mapping):
-    for name, array in sorted(value.items()):
-      hasher.update(name.encode() + b"\0" + np.ascontiguousarray(array, np.float32).tobytes())
-  else:
-    hasher.update(np.ascontiguousarray(value, np.float32).tobytes())
-  digest = hasher.hexdigest()[:10]
-  parts = [task] + ([f"s{seed}"] if seed is not None else []) + [digest]
-  return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts)).lstrip(".")[-200:]
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  np.save(buffer, array, allow_pickle=False)
-  return buffer.getvalue()
-
-
-def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
-  buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
-  return buffer.getvalue()
-
-
-def _json_bytes(data: Any, what: str) -> bytes:
-  try:
-    return json.dumps(data, indent=2, sort_keys=True, allow_nan=False).encode()
-  except (TypeError, ValueError) as e:
-    raise LibraryError(f"{what} is not JSON-serialisable with finite numbers ({e})") from None
-
-
-def _write_file(path: str, data: bytes) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "xb") as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def run_checkpoint(model_dir: str, step: int) -> dict[str, np.ndarray]:
-  """{dotted path: array} of every trainable a run saved at `step` (plain .npy only)."""
-  directory = run_dir.checkpoint_dir(model_dir, step)
-  if os.path.isfile(os.path.join(directory, "checkpoint")):  # spot_jax.train.full_checkpoints
-    raise LibraryError(f"{directory} is the T5X checkpoint of a full fine-tuning run (method "
-                       "'model'): a whole model is no library entry; tune a prompt (or any "
-                       "method) with it as INITIAL_CHECKPOINT_PATH and add that run")
-  try:
-    return run_dir.load_trainables(directory, run_dir.checkpoint_names(directory))
-  except run_dir.RunDirError as e:
-    raise LibraryError(str(e)) from None
-
-
-def run_key(model_dir: str, step: int, model: ModelIdentity) -> np.ndarray:
-  """A run's task embedding at `step`, of `model`'s kind (`ModelIdentity.from_run_summary`):
-  its prompt [L, emb_dim] (prompt-like methods), else the method's embedding of its saved
-  trainables (spot_jax.task_embedding, numpy only) as a one-token key [1, D]."""
-  if model.is_prompt:
-    path = run_dir.prompt_path(model_dir, step)
-    return as_prompt(load_npy(path, "key prompt"), path, model.emb_dim)
-  directory = run_dir.checkpoint_dir(model_dir, step)
-  try:
-    vector = task_embedding.layer_embedding(run_checkpoint(model_dir, step), model.embedding)
-  except task_embedding.EmbeddingError as e:
-    raise LibraryError(f"{directory}: {e}") from None
-  return as_key(vector, f"The {model.embedding} embedding of {directory}", model)
 
 
 # ----------------------------------------------------------------------------- the library
@@ -400,7 +128,7 @@ class PromptLibrary:
                            "for a new library")
       os.makedirs(os.path.join(self.root, ENTRIES_DIR), exist_ok=True)
       os.makedirs(os.path.join(self.root, INDEX_DIR), exist_ok=True)
-      atomic_write_bytes(marker, _json_bytes(
+      atomic_write_bytes(marker, json_bytes(
           {"format": FORMAT_NAME, "version": FORMAT_VERSION}, "library.json"))
 
   def discard_if_empty(self, remove_root: bool) -> bool:
@@ -466,8 +194,8 @@ class PromptLibrary:
                    key: np.ndarray) -> Entry:
     """Writes a validated entry into a temp dir, renames it into place, then indexes it."""
     pooled = {form: pool(key, form) for form in POOLED_FORMS}
-    files = {ENTRY_JSON: _json_bytes(entry.to_dict(), f"Metadata of entry {entry.id!r}"),
-             KEY_NPY: npy_bytes(key), POOLED_NPZ: _npz_bytes(pooled)}
+    files = {ENTRY_JSON: json_bytes(entry.to_dict(), f"Metadata of entry {entry.id!r}"),
+             KEY_NPY: npy_bytes(key), POOLED_NPZ: npz_bytes(pooled)}
     if isinstance(value, Mapping):
       files.update({os.path.join(VALUE_DIR, name): npy_bytes(array)
                     for name, array in value.items()})
@@ -482,7 +210,7 @@ class PromptLibrary:
     try:
       os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes 0700; entries follow the umask.
       for name, data in files.items():
-        _write_file(os.path.join(tmp, name), data)
+        write_file(os.path.join(tmp, name), data)
       try:
         os.rename(tmp, final)  # atomic; fails on an existing non-empty directory.
       except OSError as e:
@@ -552,7 +280,7 @@ class PromptLibrary:
     """
     value = load_npy(value_path, "value prompt")
     key = value if key_path is None else load_npy(key_path, "key prompt")
-    model = _with_width(model, as_prompt(value, f"The value prompt {value_path!r}"))
+    model = with_width(model, as_prompt(value, f"The value prompt {value_path!r}"))
     origin = {"kind": "npy", "path": os.path.abspath(value_path),
               "key_path": None if key_path is None else os.path.abspath(key_path),
               "key": "value (no key file given)" if key_path is None else "file"}
@@ -579,7 +307,7 @@ class PromptLibrary:
       raise LibraryError(f"{path!r} has no {PEFT_TENSOR!r} tensor (found {sorted(tensors)}); "
                          "is it a prompt-tuning adapter?")
     rows = as_prompt(tensors[PEFT_TENSOR], f"{PEFT_TENSOR} in {path!r}", model.emb_dim or None)
-    model = _with_width(model, rows)
+    model = with_width(model, rows)
     n = num_virtual_tokens if num_virtual_tokens is not None else config.get("num_virtual_tokens")
     if n is None:
       raise LibraryError(f"Cannot tell the encoder prompt length of {path!r}: no "
@@ -880,7 +608,7 @@ class PromptLibrary:
               "ids": np.array(ids, dtype=str).reshape(len(ids)),
               **{f: np.asarray(matrices[f], np.float32).reshape(len(ids), model.key_width)
                  for f in POOLED_FORMS}}
-    atomic_write_bytes(self._index_path(model), _npz_bytes(arrays))
+    atomic_write_bytes(self._index_path(model), npz_bytes(arrays))
 
   def _update_index(self, model: ModelIdentity, entry_id: str,
                     pooled: Mapping[str, np.ndarray] | None = None) -> None:
@@ -998,7 +726,7 @@ class PromptLibrary:
         else:
           arrays[f"value/{e.id}"] = value
         arrays[f"key/{e.id}"] = self.key(e.id)
-      atomic_write_bytes(out, _npz_bytes(arrays))
+      atomic_write_bytes(out, npz_bytes(arrays))
       return out
     target = PromptLibrary(out, create=True)
     for e in entries:

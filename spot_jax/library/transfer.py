@@ -45,7 +45,8 @@ from spot_jax.runs.spec import RunSpec
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax.gin_utils import gin_literal
 from spot_jax.library.retrieval import Ranked
-from spot_jax.library.store import LibraryError, PromptLibrary, npy_bytes
+from spot_jax.library.formats import npy_bytes
+from spot_jax.library.store import LibraryError, PromptLibrary
 from spot_jax.train import run_dir
 
 STRATEGIES = ("best_of_top_k", "weighted_average", "mixture")

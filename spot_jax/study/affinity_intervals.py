@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from spot_jax.study import results
 from spot_jax.study.affinity_eval import PER_TARGET
 
 # Columns with intervals; for regret lower is better, for the others higher.
@@ -122,3 +123,8 @@ def format_paired(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
   return [["rival", "column", "targets", "difference [interval]", "wins/ties/losses"]] + [
       [r["rival"], r["column"], str(r["n_targets"]), interval(r),
        f"{r['wins']}/{r['ties']}/{r['losses']}"] for r in rows]
+
+
+def format_table(cells: Sequence[Sequence[str]]) -> str:
+  """Aligned text of `format_intervals` / `format_paired` cells."""
+  return "\n".join(results.format_table(cells))

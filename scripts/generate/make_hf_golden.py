@@ -3,7 +3,7 @@
 Run from the repository root, with the `bench` extra installed (torch==2.13.0, transformers 4.x):
 
   pip install -e '.[bench]'
-  python scripts/make_hf_golden.py
+  python scripts/generate/make_hf_golden.py
 
 Needs transformers 4.x: transformers 5 always ties T5's lm_head to shared.weight, so it cannot
 build (or save) an untied T5 1.1 model.
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import transformers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
 MODEL_DIR = GOLDEN / "hf_t5_tiny"
 NPZ_PATH = GOLDEN / "hf_t5_tiny_golden.npz"

@@ -2,10 +2,10 @@
 tiny HF T5.
 
 Run from the repository root with the `bench` extra installed (torch, transformers 4.x, peft),
-after scripts/make_hf_golden.py (it reads tests/golden/hf_t5_tiny and the inputs of
+after scripts/generate/make_hf_golden.py (it reads tests/golden/hf_t5_tiny and the inputs of
 tests/golden/hf_t5_tiny_golden.npz):
 
-  python scripts/make_peft_golden.py
+  python scripts/generate/make_peft_golden.py
 
 For each method the adapter weights are set to random values (LoRA B non-zero, IA3 scales
 around 1, so the adapters change the logits) and stored under our parameter names with our
@@ -33,7 +33,7 @@ import peft
 import torch
 import transformers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
 MODEL_DIR = GOLDEN / "hf_t5_tiny"
 INPUTS = GOLDEN / "hf_t5_tiny_golden.npz"

@@ -1,8 +1,8 @@
 """Makes tests/golden/tiny_byte_frozen.npz: the tiny_byte frozen model pretrained on the
 synthetic pretraining mixture (1500 steps, seed 0; about 5-10 minutes on 2 CPU cores).
 
-  python scripts/make_frozen_tiny.py
-  python scripts/make_frozen_tiny.py --checkpoint_out DIR/checkpoint_1500   # no pretraining:
+  python scripts/generate/make_frozen_tiny.py
+  python scripts/generate/make_frozen_tiny.py --checkpoint_out DIR/checkpoint_1500   # no pretraining:
       # writes the stored npz as a T5X checkpoint (INITIAL_CHECKPOINT_PATH of a run or study)
 
 Tests that need a frozen model a prompt can actually steer (a trained prompt must beat an
@@ -23,7 +23,7 @@ from spot_jax.checkpoints import t5x
 from tasks.lookup import register_all_tasks
 from spot_jax.train.pretrain import PretrainConfig, pretrain
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "tiny_byte_frozen.npz"
+OUT = Path(__file__).resolve().parents[2] / "tests" / "golden" / "tiny_byte_frozen.npz"
 PRETRAIN = PretrainConfig(output_dir="", task="synthetic_pretraining", train_steps=1500, seed=0)
 
 

@@ -3,7 +3,7 @@ pretrained with gin_configs/demo.gin's pretraining settings (1500 steps on
 synthetic_words_pretraining, seed 0; about 1-2 minutes on 2 CPU cores), shipped so that
 `spot-jax demo` (full and --quick) starts from it instead of pretraining.
 
-  python scripts/make_demo_model.py
+  python scripts/generate/make_demo_model.py
 
 The JSON beside the npz records the PretrainConfig identity; the demo uses the stored model
 only when its own pretraining settings equal it (`DemoConfig.stored_model = False` always

@@ -2,7 +2,7 @@
 re-implementation of the algorithm of `t5x.decoding.beam_search` (t5x cannot be installed
 here), for `tests/test_scoring.py::test_beam_search_matches_t5x_golden`.
 
-  python scripts/make_beam_golden.py        (from the repository root, CPU is enough)
+  python scripts/generate/make_beam_golden.py        (from the repository root, CPU is enough)
 
 The NumPy search below follows t5x/decoding.py step by step but shares no code with
 `spot_jax.evaluation.scoring.beam_search`: no cache (every step scores the whole prefix),
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "tests" / "golden" / "beam_search_golden.npz"
 

@@ -3,7 +3,7 @@ pool task (the affinity paper's and TuPaTE's), from the rows in tests/test_tasks
 
 Review the diff by hand before committing: the goldens pin the documented formats.
 
-  PYTHONPATH=. python scripts/make_pool_goldens.py
+  PYTHONPATH=. python scripts/generate/make_pool_goldens.py
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Writer:

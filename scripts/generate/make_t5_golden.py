@@ -16,7 +16,7 @@ loaded by path because its package imports t5x:
   /tmp/t5venv/bin/pip install --no-deps t5 && /tmp/t5venv/bin/pip install babel rouge-score \
       sacrebleu nltk
   git clone https://github.com/google-research/prompt-tuning /tmp/prompt-tuning
-  /tmp/t5venv/bin/python scripts/make_t5_golden.py --prompt_tuning /tmp/prompt-tuning
+  /tmp/t5venv/bin/python scripts/generate/make_t5_golden.py --prompt_tuning /tmp/prompt-tuning
 
 (the .pth line reuses this project's TensorFlow / seqio / TFDS; use a throwaway venv, never the
 project's own). Last run: t5 0.9.4, prompt-tuning 72285ee.
@@ -40,7 +40,7 @@ from t5.data import postprocessors as t5_post
 from t5.data import preprocessors as t5_pre
 from t5.evaluation import metrics as t5_metrics
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "t5_tasks_golden.json"
+OUT = Path(__file__).resolve().parents[2] / "tests" / "golden" / "t5_tasks_golden.json"
 
 
 class _Config:

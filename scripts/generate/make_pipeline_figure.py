@@ -1,6 +1,6 @@
 """Draws docs/pipeline.png, the README's picture of the SPoT pipeline (matplotlib only).
 
-  python scripts/make_pipeline_figure.py
+  python scripts/generate/make_pipeline_figure.py
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-OUT = Path(__file__).resolve().parents[1] / "docs" / "pipeline.png"
+OUT = Path(__file__).resolve().parents[2] / "docs" / "pipeline.png"
 
 # (x, y, title, detail, colour) of each stage box, in axis units (0-16 x 0-7).
 BOXES = {
