@@ -84,6 +84,8 @@ def test_evaluate_bootstrap_writes_intervals_and_the_heads_paired_differences(tm
   cosine = intervals["cosine"]  # the planted gains are cosines: near-perfect, within [low, high].
   assert float(cosine["spearman_low"]) <= float(cosine["spearman"]) <= \
       float(cosine["spearman_high"])
+  with open(str(tmp_path / "table_table1.csv")) as f:  # Table 1 keeps its own header.
+    assert f.readline().startswith("method,task_")
   with open(str(tmp_path / "table_paired.csv")) as f:
     paired = list(csv.DictReader(f))
   assert [(r["rival"], r["column"]) for r in paired] == [
