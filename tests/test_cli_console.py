@@ -93,7 +93,15 @@ def test_a_ctrl_c_a_library_swallows_still_stops_the_command_with_130(monkeypatc
     return 0
 
   monkeypatch.setattr(tasks_cmd, "run_list", command)
-  assert cli_main.main(["tasks", "list"]) == 130
+  # As a command starts (a library imported by an earlier test in this process may have left
+  # its own SIGINT or SIGALRM handler, under which the guard stands aside).
+  previous = {sig: signal.signal(sig, handler) for sig, handler in (
+      (signal.SIGINT, signal.default_int_handler), (signal.SIGALRM, signal.SIG_DFL))}
+  try:
+    assert cli_main.main(["tasks", "list"]) == 130
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
   _, err = capsys.readouterr()
   assert reached == [] and err == "spot-jax tasks: interrupted\n"
 
