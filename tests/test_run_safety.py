@@ -17,7 +17,7 @@ import pytest
 
 from conftest import PROJECT_ROOT, cli_in_process
 from tasks.lookup import register_all_tasks
-from spot_jax.train import loop, run_dir
+from spot_jax.train import config, loop, run_dir
 from spot_jax.train.loop import TrainConfig, train
 
 register_all_tasks()
@@ -53,10 +53,10 @@ def test_prompt_file_content_is_part_of_the_identity(tmp_path):
   prompt = tmp_path / "p.npy"
   np.save(prompt, np.ones((2, 64), np.float32))
   cfg = small_run(tmp_path / "run", prompt_init="file", prompt_file=str(prompt), train_steps=2)
-  settings = loop.result_settings(cfg)
+  settings = config.result_settings(cfg)
   np.save(prompt, np.zeros((2, 64), np.float32))
-  assert loop.result_settings(cfg)["prompt_file"] != settings["prompt_file"]
-  assert loop.result_settings(small_run(tmp_path))["prompt_file"] is None
+  assert config.result_settings(cfg)["prompt_file"] != settings["prompt_file"]
+  assert config.result_settings(small_run(tmp_path))["prompt_file"] is None
 
 
 def test_finished_rerun_writes_nothing_even_read_only(finished):
@@ -165,7 +165,7 @@ def test_model_dir_tilde_is_expanded_and_run_files_follow_the_umask(tmp_path,
   monkeypatch.setenv("HOME", str(tmp_path))
   old = os.umask(0o022)
   try:
-    cfg = loop.validate_config(small_run("~/run"))
+    cfg = config.validate_config(small_run("~/run"))
     assert cfg.model_dir == str(tmp_path / "run")
     run_dir.write_summary(cfg.model_dir, run_dir.RunSummary(
         task=TASK, model={}, prompt_length=2, seed=0, batch_size=4, feature_lengths={},
@@ -242,9 +242,9 @@ def test_former_macro_name_eval_num_examples_binds_max_eval_examples():
 def test_every_eval_mode_the_evaluator_has_is_accepted_and_others_refused(tmp_path):
   from spot_jax.evaluation.evaluator import EVAL_MODES
   for mode in EVAL_MODES:
-    assert loop.validate_config(small_run(tmp_path / "run", eval_mode=mode)).eval_mode == mode
+    assert config.validate_config(small_run(tmp_path / "run", eval_mode=mode)).eval_mode == mode
   with pytest.raises(ValueError, match="Unknown EVAL_MODE 'rank'"):
-    loop.validate_config(small_run(tmp_path / "run", eval_mode="rank"))
+    config.validate_config(small_run(tmp_path / "run", eval_mode="rank"))
 
 
 def test_runs_in_one_process_reuse_the_jitted_step_of_the_same_settings(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from spot_jax import gin_utils
 from spot_jax.checkpoints import t5x
 from spot_jax.models import T5, get_config
 from tasks.lookup import register_all_tasks
-from spot_jax.train import full_checkpoints, loop, run_dir
+from spot_jax.train import full_checkpoints, loop, preflight, run_dir
 from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
 from spot_jax.train.loop import NonFiniteLossError, TrainConfig, train
 from spot_jax.train.optimizer import prompt_adafactor
@@ -292,7 +292,7 @@ def test_target_truncation_of_a_generation_task_is_warned(tmp_path, caplog):
     cfg = TrainConfig(model_dir=str(tmp_path), task=task, model="tiny_byte",
                       feature_lengths={"inputs": 64, "targets": targets})
     with caplog.at_level(logging.WARNING):
-      loop._warn_truncation(cfg)
+      preflight._warn_truncation(cfg)
     return [r.getMessage() for r in caplog.records if "['targets']" in r.getMessage()]
 
   cut = warnings("synthetic_copy", 2)

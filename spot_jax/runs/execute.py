@@ -6,7 +6,7 @@ describe a training run as a `RunSpec`: the gin files and macro bindings of one
 in this process (`train_spec`: gin parsed exactly as the CLI parses it, `config.gin` written),
 in `processes` worker processes (`python -m spot_jax.runs.worker train ...`), or through a launch
 script (`launch/*.sh`, SLURM with job dependencies); a dry run only prints the commands.
-With `pack` > 1, compatible runs (`spot_jax.train.loop.pack_key`) share one job that trains
+With `pack` > 1, compatible runs (`spot_jax.train.pack_policy.pack_key`) share one job that trains
 them in one jitted step (`spot_jax.train.loop.train_packed`); a packed job is a JSON file of
 its runs' specs, trained by `spot-jax train --packed_job FILE` (any launch script).
 
@@ -40,7 +40,7 @@ def train_config(gin_files: Sequence[str], gin_bindings: Sequence[str]):
 
   from spot_jax import gin_utils
   from tasks.lookup import register_all_tasks
-  from spot_jax.train.loop import TrainConfig
+  from spot_jax.train.config import TrainConfig
   register_all_tasks()
   gin_utils.parse_gin(gin_files, gin_bindings)
   try:
@@ -59,7 +59,7 @@ def configured_settings(gin_files: Sequence[str], gin_bindings: Sequence[str],
   import gin
 
   from spot_jax import gin_utils
-  from spot_jax.train.loop import TrainConfig
+  from spot_jax.train.config import TrainConfig
   from tasks.lookup import register_all_tasks
   register_all_tasks()
   defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -160,8 +160,8 @@ def _method_settings(cfg) -> str:
   """The run's method settings as gin binds them now, as canonical JSON."""
   import json
 
-  from spot_jax.train import loop
-  return json.dumps(loop.method_of(cfg).settings(), sort_keys=True, default=str)
+  from spot_jax.train.config import method_of
+  return json.dumps(method_of(cfg).settings(), sort_keys=True, default=str)
 
 
 def write_packed_job(job: Job, path: str) -> str:
@@ -205,22 +205,22 @@ def _planned_config(spec: RunSpec):
 
 
 def pack_key(spec: RunSpec) -> tuple[Any, ...] | None:
-  """What `spec` must share with the runs packed with it: `spot_jax.train.loop.pack_key` of its
-  config, its method settings and the train-state step it resumes from; None: it trains
-  alone."""
-  from spot_jax.train import loop
+  """What `spec` must share with the runs packed with it: `pack_policy.pack_key` of its config
+  (spot_jax/train/pack_policy.py), its method settings and the train-state step it resumes
+  from; None: it trains alone."""
+  from spot_jax.train import pack_policy
   planned = _planned_config(spec)
   if planned is None:
     return None
   cfg, settings = planned
-  return (loop.pack_key(cfg), settings, run_dir.latest_train_state_step(spec.model_dir))
+  return (pack_policy.pack_key(cfg), settings, run_dir.latest_train_state_step(spec.model_dir))
 
 
 def default_pack_size(spec: RunSpec) -> int:
-  """`spot_jax.train.loop.default_pack_size` of the run of `spec` on this host."""
-  from spot_jax.train import loop
+  """`spot_jax.train.pack_policy.default_pack_size` of the run of `spec` on this host."""
+  from spot_jax.train import pack_policy
   planned = _planned_config(spec)
-  return 1 if planned is None else loop.default_pack_size(planned[0])
+  return 1 if planned is None else pack_policy.default_pack_size(planned[0])
 
 
 def pack_jobs(specs: Sequence[RunSpec], pack: int) -> list[Job]:

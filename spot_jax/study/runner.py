@@ -316,12 +316,13 @@ def log_path(study_dir: str, job: Job) -> str:
 
 def validate_jobs(jobs: Sequence[Job]) -> None:
   """Checks every job's gin files and bindings and, for sources and baselines, its settings
-  (`spot_jax.train.loop.preflight`: EVAL_METRIC, feature lengths, initial checkpoint...) once
+  (`spot_jax.train.preflight.preflight`: EVAL_METRIC, feature lengths, initial checkpoint...) once
   per task, before any job starts. A transfer's config is only parsed: its PROMPT_FILE is the
   source's best prompt, known once the source finished. Raises StudyError naming the job."""
   from spot_jax import gin_utils
   from tasks.lookup import register_all_tasks
-  from spot_jax.train.loop import TrainConfig, preflight
+  from spot_jax.train.config import TrainConfig
+  from spot_jax.train.preflight import preflight
   register_all_tasks()
   seen: set[tuple[str, str | None]] = set()
   try:

@@ -15,7 +15,8 @@ from spot_jax.evaluation import submission
 from spot_jax.evaluation.evaluator import BEAM_SEARCH, PromptEvaluator
 from spot_jax.fileio import atomic_write_bytes
 from tasks.lookup import task_labels
-from spot_jax.train.loop import TrainConfig, build_frozen_model
+from spot_jax.train.config import TrainConfig
+from spot_jax.train.loop import build_frozen_model
 from tasks import registry
 
 

@@ -11,7 +11,8 @@ import numpy as np
 from spot_jax import methods
 from spot_jax.checkpoints import t5x
 from spot_jax.train import full_checkpoints, run_dir
-from spot_jax.train.loop import TrainConfig, build_frozen_model
+from spot_jax.train.config import TrainConfig
+from spot_jax.train.loop import build_frozen_model
 
 
 def export_merged(model_dir: str, output: str, step: int | None = None,
