@@ -46,8 +46,11 @@ SPEC = ("name: tiny\nmodel: models/tiny_byte.gin\nsources: [synthetic_sentiment_
 def interrupted(when, *args: str) -> tuple[int, str]:
   """(exit status, stderr) of `spot-jax ARGS` sent SIGINT once `when()` is true."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  # As from a terminal: a suite started in the background (`cmd &` without job control)
+  # ignores SIGINT, and its children would inherit that (spot-jax then leaves it ignored).
   process = subprocess.Popen([str(SPOT_JAX), *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
+                             stderr=subprocess.PIPE, text=True, env=env,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   deadline = time.monotonic() + 120
   while not when() and process.poll() is None and time.monotonic() < deadline:
     time.sleep(0.02)
