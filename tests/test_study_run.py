@@ -244,6 +244,7 @@ def study(tmp_path_factory, compilation_cache):
   return spec, study_dir
 
 
+@pytest.mark.slow  # a real 5-run study (the `study` fixture): minutes on 2 cores.
 def test_study_results_transfer_init_and_library(study):
   spec, study_dir = study
   jobs = {(j.kind, j.source, j.target): j for j in runner.plan(spec, study_dir)}
@@ -273,6 +274,7 @@ def test_study_results_transfer_init_and_library(study):
   assert not np.array_equal(baseline_init, initial)
 
 
+@pytest.mark.slow  # a real 5-run study (the `study` fixture): minutes on 2 cores.
 def test_rerun_is_a_noop_and_retrains_only_a_deleted_run(study, capsys):
   spec, study_dir = study
   before = snapshot(study_dir)
@@ -402,6 +404,7 @@ def test_failures_are_reported_and_block_only_dependants(tmp_path):
   assert not os.path.exists(os.path.join(source.model_dir, "run.json"))  # nothing started.
 
 
+@pytest.mark.slow  # a real 5-run study (the `study` fixture): minutes on 2 cores.
 def test_packed_study_gives_the_unpacked_results(study, tmp_path, capsys):
   """`study run --pack 2`: sources, then the baseline with a transfer, train as packed jobs;
   results.csv equals the one-run-per-job study's (scores within float32 round-off)."""
