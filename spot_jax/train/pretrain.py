@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from spot_jax.checkpoints import t5x
+from spot_jax.fileio import atomic_write_bytes
 from spot_jax.models.config import get_config
 from spot_jax.models.losses import summed_loss
 from spot_jax.models.t5 import T5
@@ -64,6 +65,16 @@ def cache_dir(cfg: PretrainConfig) -> str:
   return os.path.join(cfg.output_dir, name)
 
 
+def _record_bytes(cfg: PretrainConfig) -> bytes:
+  """The JSON record of cfg's identity (cache_dir/pretrain.json, a stored model's .json)."""
+  return json.dumps(cfg.identity(), indent=2, sort_keys=True).encode()
+
+
+def _write_record(cfg: PretrainConfig) -> None:
+  os.makedirs(cache_dir(cfg), exist_ok=True)
+  atomic_write_bytes(os.path.join(cache_dir(cfg), "pretrain.json"), _record_bytes(cfg))
+
+
 def checkpoint_path(cfg: PretrainConfig) -> str:
   """The T5X checkpoint `pretrain(cfg)` writes."""
   return os.path.join(cache_dir(cfg), f"checkpoint_{cfg.train_steps}")
@@ -74,7 +85,6 @@ def pretrain(cfg: PretrainConfig, log=print) -> str:
   checkpoint written."""
   import orbax.checkpoint as ocp
 
-  from spot_jax.fileio import atomic_write_bytes
   if not 0 <= cfg.warmup_steps < cfg.train_steps:
     raise ValueError(f"Pretraining needs 0 <= warmup_steps < train_steps, got warmup_steps="
                      f"{cfg.warmup_steps} and train_steps={cfg.train_steps}; lower "
@@ -83,9 +93,7 @@ def pretrain(cfg: PretrainConfig, log=print) -> str:
   if os.path.exists(os.path.join(path, t5x.CHECKPOINT_FILE)):
     log(f"Reusing pretrained model {path}")
     return path
-  os.makedirs(cache_dir(cfg), exist_ok=True)
-  atomic_write_bytes(os.path.join(cache_dir(cfg), "pretrain.json"),
-                     json.dumps(cfg.identity(), indent=2, sort_keys=True).encode())
+  _write_record(cfg)
   model = T5(get_config(cfg.model, dropout_rate=cfg.dropout_rate))
   tokens = jnp.ones((1, 4), jnp.int32)
   params = jax.jit(model.init)(jax.random.PRNGKey(cfg.seed), tokens, tokens)["params"]
@@ -150,12 +158,10 @@ def save_stored(cfg: PretrainConfig, params: Mapping[str, Any], npz_path: str) -
   the record's path."""
   import numpy as np
   from flax import traverse_util
-
-  from spot_jax.fileio import atomic_write_bytes
   flat = traverse_util.flatten_dict(dict(params), sep="/")
   np.savez_compressed(npz_path, **{k: np.asarray(v, np.float32) for k, v in flat.items()})
   record = stored_record_path(npz_path)
-  atomic_write_bytes(record, json.dumps(cfg.identity(), indent=2, sort_keys=True).encode())
+  atomic_write_bytes(record, _record_bytes(cfg))
   return record
 
 
@@ -179,15 +185,11 @@ def install_stored(cfg: PretrainConfig, npz_path: str) -> str | None:
   that path; otherwise None (the caller pretrains)."""
   import numpy as np
   from flax import traverse_util
-
-  from spot_jax.fileio import atomic_write_bytes
   if stored_identity(npz_path) != json.loads(json.dumps(cfg.identity())):
     return None
   path = checkpoint_path(cfg)
   if not os.path.exists(os.path.join(path, t5x.CHECKPOINT_FILE)):
-    os.makedirs(cache_dir(cfg), exist_ok=True)
-    atomic_write_bytes(os.path.join(cache_dir(cfg), "pretrain.json"),
-                       json.dumps(cfg.identity(), indent=2, sort_keys=True).encode())
+    _write_record(cfg)
     with np.load(npz_path) as stored:
       params = traverse_util.unflatten_dict({k: stored[k] for k in stored.files}, sep="/")
     t5x.write_checkpoint(path, params, step=cfg.train_steps)
