@@ -93,6 +93,15 @@ def test_evaluate_bootstrap_writes_intervals_and_the_heads_paired_differences(tm
       for column in affinity_intervals.INTERVAL_COLUMNS]
   assert all(int(r["wins"]) + int(r["ties"]) + int(r["losses"]) == int(r["n_targets"]) <= 4
              for r in paired)
+  # The same command in a fresh process (the installed entry point), on the heads trained above.
+  from conftest import spot_jax_cli
+  fresh = spot_jax_cli("affinity", "evaluate", results_csv, "--head", heads, "--library",
+                       library, "--bootstrap", "200", "--paired_with", "cosine",
+                       "--out", tmp_path / "fresh.csv")
+  assert fresh.returncode == 0, fresh.stderr
+  assert "affinity (mean over 2 seeds) minus each rival" in fresh.stdout
+  with open(str(tmp_path / "fresh_paired.csv")) as f:
+    assert {r["rival"] for r in csv.DictReader(f)} == {"cosine"}
 
 
 def test_model_scorers_are_labelled_without_their_path():
