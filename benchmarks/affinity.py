@@ -1,9 +1,9 @@
 """Affinity head cost on CPU: training time for M = 400 pairs and scoring throughput over a
 10K-entry pool, tiny and base shapes, side by side with the similarity scorers.
 
-  python benchmarks/affinity.py                 # writes its section of benchmarks/RESULTS.md
-  python benchmarks/affinity.py --quick         # fewer timed steps (a smoke run)
-  python benchmarks/affinity.py --configs "light, tiny shapes" "encoder, tiny model"
+  python -m benchmarks.affinity                 # writes its section of benchmarks/RESULTS.md
+  python -m benchmarks.affinity --quick         # fewer timed steps (a smoke run)
+  python -m benchmarks.affinity --configs "light, tiny shapes" "encoder, tiny model"
 
 Keys are synthetic prompts (N(0, 1) * 50, the scale of trained prompts), 44 tasks with one key
 each as in the paper, M = 400 sampled pairs. Per configuration: the compile time of the train
@@ -20,18 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from results_md import update_section  # noqa: E402
+from benchmarks.results_md import update_section
 from spot_jax.affinity import data, train  # noqa: E402
 from spot_jax.affinity.predict import AffinityHead, HeadScorer  # noqa: E402
 from spot_jax.library import scorers  # noqa: E402
@@ -153,7 +150,7 @@ def main() -> None:
   table = [header, tuple("---" for _ in header)] + rows
   body = "\n".join("| " + " | ".join(r) + " |" for r in table)
   cpus = len(os.sched_getaffinity(0))
-  command = "python benchmarks/affinity.py" + (
+  command = "python -m benchmarks.affinity" + (
       " --configs " + " ".join(f'"{c}"' for c in args.configs)
       if args.configs != list(CONFIGS) else "")
   text = (f"## Affinity head (benchmarks/affinity.py)\n\nCommand: `{command}`; "

@@ -1,9 +1,9 @@
 """Parameter-efficient training throughput, ours against Hugging Face PEFT, side by side.
 
   pip install -e '.[bench]'
-  python benchmarks/compare_peft.py                       # 4 CPU configurations x 4 methods
-  python benchmarks/compare_peft.py --methods prompt      # the prompt-tuning table only
-  python benchmarks/compare_peft.py --configs small/128 --methods lora,ia3 --rounds 3
+  python -m benchmarks.compare_peft                       # 4 CPU configurations x 4 methods
+  python -m benchmarks.compare_peft --methods prompt      # the prompt-tuning table only
+  python -m benchmarks.compare_peft --configs small/128 --methods lora,ia3 --rounds 3
 
 Both sides train the same method on the same random T5 1.1 shapes (tiny: d_model 64, d_ff 128,
 2+2 layers, 4 heads of 16; small: d_model 512, d_ff 1024, 8+8 layers, 6 heads of 64;
@@ -60,9 +60,8 @@ import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import timing  # noqa: E402
-from timing import peak_rss_bytes, time_steps  # noqa: E402
+from benchmarks import timing
+from benchmarks.timing import peak_rss_bytes, time_steps
 
 from spot_jax import runtime  # noqa: E402
 
@@ -137,7 +136,7 @@ def random_tokens(batch_size: int, input_length: int, seed: int = 0):
 
 
 def worker_ours(method: str, model: str, input_length: int, steps: int) -> dict[str, Any]:
-  import train_step
+  from benchmarks import train_step
   import jax
   runtime.configure_cpu_dispatch()
   runtime.enable_compilation_cache(os.path.join(HERE, ".jax_cache"))
@@ -232,7 +231,7 @@ def worker_matmul(size: int, repeats: int) -> dict[str, Any]:
 
 def run_worker(args: list[str], env: dict[str, str]) -> dict[str, Any]:
   """Runs this script as a worker in a fresh process; returns its JSON result."""
-  return timing.run_worker(__file__, args, dict(env, USE_TF="0", USE_JAX="0",
+  return timing.run_worker("benchmarks.compare_peft", args, dict(env, USE_TF="0", USE_JAX="0",
                                                 TRANSFORMERS_NO_ADVISORY_WARNINGS="1"))
 
 
@@ -399,7 +398,7 @@ def main() -> None:
 
   configs = [parse_config(text) for text in args.configs.split(",")]
   method_names = parse_methods(args.methods)
-  command = "python benchmarks/compare_peft.py " + shlex.join(sys.argv[1:])
+  command = "python -m benchmarks.compare_peft " + shlex.join(sys.argv[1:])
   ceilings = [run_worker(["matmul", str(args.matmul_size), "3"], ENVIRONMENT["ours"])]
   print(f"matmul ceiling: {ceilings[0]}", flush=True)
   os.makedirs(os.path.dirname(args.json), exist_ok=True)
@@ -438,7 +437,7 @@ def write_results(rows: list[dict[str, Any]], ceilings: list[dict[str, float]], 
                   path: str, section: str, note: str = "") -> None:
   table = markdown(rows, ceilings, command) + (f"\n{note}\n" if note else "")
   print(table)
-  from results_md import update_section
+  from benchmarks.results_md import update_section
   update_section(path, section, f"## {TITLES[section]}\n\n" + table)
 
 

@@ -1,6 +1,6 @@
 """Compile time of the prompt-tuning train step, layers under nn.scan against unrolled.
 
-  python benchmarks/compile_time.py --models base,large,xxl --limit_seconds 300
+  python -m benchmarks.compile_time --models base,large,xxl --limit_seconds 300
 
 Lowers and compiles the trainer's jitted step (`spot_jax.train.step.make_train_step`, Adafactor)
 ahead of time from shapes alone (`jax.ShapeDtypeStruct`: no weights are allocated, so XXL
@@ -56,8 +56,9 @@ def run(model_name: str, layout: str, limit: float) -> dict:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", SPOT_JAX_COMPILATION_CACHE="0")
   start = time.perf_counter()
   try:
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", model_name,
-                           layout], capture_output=True, text=True, env=env, timeout=limit)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.compile_time", "--worker",
+                           model_name, layout], capture_output=True, text=True, env=env,
+                          timeout=limit, cwd=os.path.dirname(HERE))
   except subprocess.TimeoutExpired:
     return {"model": model_name, "layout": layout, "status": f"over {limit:.0f} s"}
   lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -85,7 +86,7 @@ def main() -> None:
   ok = [r for r in rows if r["status"] == "ok"]
   backend = ok[0]["backend"] if ok else "unknown"
   device = f"{ok[0]['device']}, jax {ok[0]['jax']}" if ok else "unknown"
-  lines = [f"Command: `python benchmarks/compile_time.py --models {args.models} "
+  lines = [f"Command: `python -m benchmarks.compile_time --models {args.models} "
            f"--limit_seconds {args.limit_seconds:.0f}`", "",
            f"{device}, {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}. The prompt-tuning "
            f"train step (batch {BATCH}, inputs {INPUTS} + prompt {PROMPT}, targets {TARGETS}, "
@@ -98,7 +99,7 @@ def main() -> None:
                    f"| {r['compile_seconds']:.1f} s |")
     else:
       lines.append(f"| {r['model']} | {r['layout']} | - | {r['status'][:60]} |")
-  from results_md import update_section
+  from benchmarks.results_md import update_section
   update_section(args.results, f"compile_time_{backend}",
                  f"## Step compile time, scan against unrolled ({backend})\n\n"
                  + "\n".join(lines))

@@ -1,8 +1,8 @@
 """Greedy decoding throughput: our KV-cache decoder vs our uncached decoder vs Hugging Face
 `generate`, on the same random T5 1.1 shapes, side by side in one run.
 
-  python benchmarks/decode.py                          # tiny and small, inputs 128, 16 tokens
-  python benchmarks/decode.py --models small --input_length 512 --decode_length 32 --rounds 3
+  python -m benchmarks.decode                          # tiny and small, inputs 128, 16 tokens
+  python -m benchmarks.decode --models small --input_length 512 --decode_length 32 --rounds 3
 
 Every side decodes exactly `--decode_length` tokens per example (no early stop at EOS, so the
 work is equal): ours with an EOS id that never occurs, Hugging Face with
@@ -124,7 +124,7 @@ def main() -> None:
           flush=True)
   for note in notes:
     print(note)
-  command = "python benchmarks/decode.py " + shlex.join(sys.argv[1:])
+  command = "python -m benchmarks.decode " + shlex.join(sys.argv[1:])
   lines = [f"Command: `{command}` on {platform.machine()} ({os.cpu_count()} CPUs, "
            f"{jax.devices()[0].device_kind}); batch {batch}, inputs {args.input_length} + prompt "
            f"{args.prompt_length}, {length} decoded tokens per example (no early stop), "
@@ -143,7 +143,7 @@ def main() -> None:
   lines += ["", *notes]
   table = "\n".join(lines) + "\n"
   print(table)
-  from results_md import update_section
+  from benchmarks.results_md import update_section
   update_section(args.results, "decode", "## Greedy decoding: KV cache vs uncached vs "
                  "Hugging Face generate\n\n" + table)
 

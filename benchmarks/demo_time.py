@@ -1,6 +1,6 @@
 """Wall time of `spot-jax demo` (full and --quick) from nothing and on a rerun.
 
-  python benchmarks/demo_time.py [--variants quick,full] [--taskset 0,1]
+  python -m benchmarks.demo_time [--variants quick,full] [--taskset 0,1]
 
 Each variant runs `spot-jax demo` (through `python -m spot_jax.cli.main`, the console entry
 point's code) in a fresh output directory, then again in the same directory (every run
@@ -22,7 +22,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
 TARGETS = {"quick": 120, "full": 300}
 
 
@@ -63,7 +62,7 @@ def main() -> None:
     summaries[variant] = [line for line in stdout.splitlines() if line.strip()][-7:]
   cores = args.taskset or f"all {os.cpu_count()}"
   body = ("## The demo (`spot-jax demo`)\n\n"
-          f"Command: `python benchmarks/demo_time.py --variants {args.variants}"
+          f"Command: `python -m benchmarks.demo_time --variants {args.variants}"
           f"{' --taskset ' + args.taskset if args.taskset else ''}` ({cores} cores, load "
           f"average {load:.1f} at the start and "
           f"{', '.join(f'{x:.1f}' for x in loads)} after each variant, "
@@ -73,7 +72,7 @@ def main() -> None:
   for variant, lines in summaries.items():
     body += f"\nThe {variant} demo's summary:\n\n```\n" + "\n".join(lines) + "\n```\n"
   print(body)
-  from results_md import update_section
+  from benchmarks.results_md import update_section
   update_section(args.results, "demo", body)
 
 

@@ -1,7 +1,7 @@
 """The share of a prompt-tuning run's wall time spent evaluating, at SPoT's settings.
 
-  python benchmarks/eval_fraction.py                   # tiny and small, side by side
-  python benchmarks/eval_fraction.py --models tiny,small --scale 1,0.25 --rounds 1
+  python -m benchmarks.eval_fraction                   # tiny and small, side by side
+  python -m benchmarks.eval_fraction --models tiny,small --scale 1,0.25 --rounds 1
 
 One evaluation interval of SPoT: 500 training steps of batch 32 (inputs 512, targets 32,
 prompt 100), then greedy evaluation of 1,000 examples. The train step is built as
@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 from spot_jax.evaluation import scoring  # noqa: E402
 from spot_jax.evaluation.evaluator import bucketed_batches  # noqa: E402
 from spot_jax.models import T5, get_config  # noqa: E402
-from train_step import build_step  # noqa: E402
+from benchmarks.train_step import build_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAIN_STEPS, BATCH, INPUTS, TARGETS, PROMPT, EVAL_EXAMPLES = 500, 32, 512, 32, 100, 1000
@@ -141,7 +141,7 @@ def main() -> None:
 
 
 def write_section(args: argparse.Namespace, rows: list[dict]) -> None:
-  command = "python benchmarks/eval_fraction.py " + shlex.join(sys.argv[1:])
+  command = "python -m benchmarks.eval_fraction " + shlex.join(sys.argv[1:])
   lines = [f"Command: `{command}` on {platform.machine()} ({os.cpu_count()} CPUs, "
            f"{jax.devices()[0].device_kind}); {TRAIN_STEPS} steps of batch {BATCH} (inputs "
            f"{INPUTS}, targets {TARGETS}, prompt {PROMPT}, dropout 0.1) then greedy evaluation of "
@@ -167,7 +167,7 @@ def write_section(args: argparse.Namespace, rows: list[dict]) -> None:
                  f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
   table = "\n".join(lines) + "\n"
   print(table)
-  from results_md import update_section
+  from benchmarks.results_md import update_section
   update_section(args.results, "eval_fraction",
                  "## Evaluation share of a run at SPoT's settings\n\n" + table)
 

@@ -1,8 +1,8 @@
 """Full fine-tuning (`model`) against prompt tuning: step time and peak memory, and the memory
 full fine-tuning needs at T5 base and XXL.
 
-  python benchmarks/full_tuning.py                          # CPU: tiny/128 and small/128
-  python benchmarks/full_tuning.py --configs tiny/128 --steps 3 --memory ''   # a short run
+  python -m benchmarks.full_tuning                          # CPU: tiny/128 and small/128
+  python -m benchmarks.full_tuning --configs tiny/128 --steps 3 --memory ''   # a short run
 
 Timing: each (configuration, method) runs in a fresh worker process (`timing.run_worker`) so its
 peak resident memory is its own: the trainer's jitted step (`train_step.build_step`: random
@@ -34,9 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from timing import peak_rss_bytes, run_worker, time_steps  # noqa: E402
+from benchmarks.timing import peak_rss_bytes, run_worker, time_steps
 
 METHODS = ("prompt", "model")
 PROMPT_LENGTH = 100
@@ -45,7 +44,7 @@ TARGET_LENGTH = 8
 
 
 def worker(config: str, method: str, steps: int) -> dict:
-  from train_step import build_step
+  from benchmarks.train_step import build_step
   model_name, length = config.split("/")
   run_step, _ = build_step(model_name, int(length), BATCH, TARGET_LENGTH, PROMPT_LENGTH, 0.1,
                            "float32", method=method)
@@ -160,8 +159,8 @@ def main() -> None:
       earlier = [json.loads(line) for line in f if line.startswith("{")]
   done_timings = {(r["config"], r["method"]): r for r in earlier if "config" in r}
   done_memory = {r["model"]: r for r in earlier if "temp_bytes" in r}
-  command = "python benchmarks/full_tuning.py " + " ".join(sys.argv[1:])
-  from results_md import update_section
+  command = "python -m benchmarks.full_tuning " + " ".join(sys.argv[1:])
+  from benchmarks.results_md import update_section
   timings = []
   for config in filter(None, args.configs.split(",")):
     for method in METHODS:

@@ -2,8 +2,8 @@
 
   bash benchmarks/gpu_suite.sh --out DIR            # on the GPU machine (first run: ~8 min)
   bash benchmarks/gpu_suite.sh --out DIR --parts second   # XXL, largest batch, packing
-  python benchmarks/gpu_suite.py --cpu_smoke --out /tmp/smoke   # every part, tiny, on CPU
-  python benchmarks/gpu_suite.py --from_json DIR/gpu_suite.jsonl   # RESULTS.md's GPU section
+  python -m benchmarks.gpu_suite --cpu_smoke --out /tmp/smoke   # every part, tiny, on CPU
+  python -m benchmarks.gpu_suite --from_json DIR/gpu_suite.jsonl   # RESULTS.md's GPU section
 
 Every part runs in a fresh worker process under its own time limit (and what is left of
 `--budget_seconds`); a part that overruns is killed and recorded as "over N s", and the rest
@@ -41,9 +41,8 @@ import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import timing  # noqa: E402
-from timing import time_steps  # noqa: E402
+from benchmarks import timing
+from benchmarks.timing import time_steps
 
 T0_VARIABLE = "GPU_SUITE_T0"  # the wall-clock time the parent started the worker process.
 
@@ -85,7 +84,7 @@ def _since_start() -> float:
 
 def worker_matmul() -> dict[str, Any]:
   import jax
-  import train_step
+  from benchmarks import train_step
   repeats = 10 if jax.default_backend() != "cpu" else 2  # a CPU 4096^3 product takes seconds.
   return {"ceiling_gflops": train_step.matmul_ceiling(shape_from_env().dtype, repeats) / 1e9,
           "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
@@ -100,7 +99,7 @@ def worker_ours(model: str, layout: str = "scan", frozen_init: str = "leaf",
   runtime.hide_accelerators_from_tensorflow()
   cache = runtime.enable_compilation_cache()
   import jax
-  import train_step
+  from benchmarks import train_step
   imported = _since_start()
   overrides = {"scan_layers": layout == "scan"}
   if remat != "none":
@@ -125,7 +124,7 @@ def worker_ours(model: str, layout: str = "scan", frozen_init: str = "leaf",
 
 
 def worker_largest(model: str) -> dict[str, Any]:
-  import train_step
+  from benchmarks import train_step
   shape = shape_from_env()
   return {"largest_batch": train_step.largest_batch(
       model, shape.input_length, shape.target_length, shape.prompt_length, shape.dtype,
@@ -195,7 +194,7 @@ def worker_peft(model: str) -> dict[str, Any]:
 def worker_packed(model: str, runs: int) -> dict[str, Any]:
   import jax
   from spot_jax.train import packed  # noqa: F401  (raises ImportError where packing is absent)
-  import train_step
+  from benchmarks import train_step
   shape = shape_from_env()
   from spot_jax import runtime
   runtime.enable_compilation_cache()
@@ -281,8 +280,9 @@ def run_part(part: Part, shape: Shape, limit: float, cache_root: str) -> dict[st
   record: dict[str, Any] = {"part": part.name, "worker": list(part.worker),
                             "env": dict(part.env), "limit_seconds": round(limit, 1)}
   try:
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *part.worker],
-                          capture_output=True, text=True, env=env, timeout=limit)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_suite", "--worker",
+                           *part.worker], capture_output=True, text=True, env=env,
+                          timeout=limit, cwd=os.path.dirname(HERE))
   except subprocess.TimeoutExpired:
     return dict(record, status="over", wall_seconds=round(time.perf_counter() - start, 1),
                 message=f"over {limit:.0f} s")
@@ -456,7 +456,7 @@ def target_lines(records: list[dict[str, Any]]) -> list[str]:
 def write_results(path_jsonl: str, results_md: str, section: str = "gpu_suite") -> str:
   header, records = read_records(path_jsonl)
   table = markdown(header, records)
-  from results_md import update_section
+  from benchmarks.results_md import update_section
   update_section(results_md, section, "## GPU: time to first step, steady state, ours "
                  "against Hugging Face PEFT\n\n" + table)
   return table
@@ -495,7 +495,7 @@ def main() -> None:
   cache_root = os.path.join("/tmp" if not args.cpu_smoke else args.out, "gpu_suite_cache",
                             str(os.getpid()))
   suite(parts, shape, args.budget_seconds, out_path, cache_root)
-  print(f"saved {out_path}; RESULTS.md: python benchmarks/gpu_suite.py --from_json {out_path}")
+  print(f"saved {out_path}; RESULTS.md: python -m benchmarks.gpu_suite --from_json {out_path}")
 
 
 if __name__ == "__main__":

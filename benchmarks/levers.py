@@ -1,6 +1,6 @@
 """Each CPU performance lever of the training step, measured side by side in one run.
 
-  python benchmarks/levers.py --config small/128 --rounds 2 --steps 4
+  python -m benchmarks.levers --config small/128 --rounds 2 --steps 4
 
 Variants of the trainer's step (batch 32, prompt 100, targets 8, float32), each timed in a fresh
 worker process, alternating variant by variant for `--rounds` rounds:
@@ -37,9 +37,8 @@ import sys
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
-import timing  # noqa: E402
+from benchmarks import timing
 from spot_jax import runtime  # noqa: E402
 
 NO_YNN_DOT = "--xla_cpu_experimental_ynn_fusion_type=-individual_dot"
@@ -62,8 +61,8 @@ BATCH_SIZE, TARGET_LENGTH, PROMPT_LENGTH = 32, 8, 100
 
 def worker(variant: str, model: str, input_length: int, steps: int) -> dict[str, Any]:
   import jax
-  import train_step
-  from timing import time_steps
+  from benchmarks import train_step
+  from benchmarks.timing import time_steps
   runtime.configure_cpu_dispatch()
   settings = VARIANTS[variant]
   run_step, _ = train_step.build_step(
@@ -79,7 +78,7 @@ def worker(variant: str, model: str, input_length: int, steps: int) -> dict[str,
 
 
 def run_variant(variant: str, model: str, input_length: int, steps: int) -> dict[str, Any]:
-  return timing.run_worker(__file__, [variant, model, str(input_length), str(steps)],
+  return timing.run_worker("benchmarks.levers", [variant, model, str(input_length), str(steps)],
                            VARIANTS[variant]["env"])
 
 
@@ -113,7 +112,7 @@ def main() -> None:
       print(f"round {round_index + 1} {variant}: "
             f"{BATCH_SIZE / statistics.median(result['times']):.2f} examples/s, "
             f"{result['faults_per_step']:.0f} page faults/step", flush=True)
-  command = "python benchmarks/levers.py " + shlex.join(sys.argv[1:])
+  command = "python -m benchmarks.levers " + shlex.join(sys.argv[1:])
   base = statistics.median(t for r in results["glibc"] for t in r["times"]) if (
       "glibc" in results) else None
   lines = [f"Command: `{command}` ({args.config}, batch {BATCH_SIZE}, prompt "
@@ -135,7 +134,7 @@ def main() -> None:
                           "peak_rss_bytes": rss, "runs": runs}) + "\n")
   table = "\n".join(lines) + "\n"
   print(table)
-  from results_md import update_section
+  from benchmarks.results_md import update_section
   update_section(args.results, f"levers {args.config}",
                  f"## CPU levers, measured side by side ({args.config})\n\n" + table)
 

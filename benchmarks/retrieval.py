@@ -1,7 +1,7 @@
 """Exact top-k retrieval over pooled keys on ONE CPU core: query latency, build time, memory.
 
-  python benchmarks/retrieval.py                       # N = 10K, 100K, 1M keys of dim 768
-  python benchmarks/retrieval.py --sizes 10000 --queries 50 --json /tmp/retrieval.jsonl
+  python -m benchmarks.retrieval                       # N = 10K, 100K, 1M keys of dim 768
+  python -m benchmarks.retrieval --sizes 10000 --queries 50 --json /tmp/retrieval.jsonl
 
 Pins the process to its first allowed CPU (and every thread pool to one thread) before numpy or
 JAX are imported, builds synthetic float32 keys [N, embed], and per pooled metric times
@@ -32,12 +32,11 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 
 from spot_jax.library.retrieval import KeyIndex  # noqa: E402
-from timing import peak_rss_bytes  # noqa: E402
+from benchmarks.timing import peak_rss_bytes
 
 CASES = (("cosine", "numpy"), ("per_token_cosine", "numpy"), ("euclidean", "numpy"),
          ("manhattan", "jax"), ("manhattan", "numpy"))
@@ -118,8 +117,8 @@ def main() -> None:
         f.write(json.dumps(row) + "\n")
     print(f"\nAppended {len(rows)} results to {args.json}")
   if args.results:
-    from results_md import update_section
-    command = "python benchmarks/retrieval.py " + shlex.join(sys.argv[1:])
+    from benchmarks.results_md import update_section
+    command = "python -m benchmarks.retrieval " + shlex.join(sys.argv[1:])
     update_section(args.results, "retrieval",
                    "## Retrieval latency (exact top-k, one CPU core)\n\n"
                    f"Command: `{command}`\n\n" + "\n".join(table) + "\n")

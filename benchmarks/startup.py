@@ -1,6 +1,6 @@
 """Start-up time of light `spot-jax` commands, side by side with the imports they avoid.
 
-  python benchmarks/startup.py [--repeats 5] [--no_results_md]
+  python -m benchmarks.startup [--repeats 5] [--no_results_md]
 
 Runs each command as a fresh `python -m spot_jax.cli.main ...` process (what `spot-jax` runs
 after its one jemalloc re-exec) and reports the median and best wall time over the repeats,
@@ -74,7 +74,7 @@ def main() -> None:
     peer = timed([sys.executable, "-c", "import jax, tensorflow, seqio"], env, args.repeats)
     rows.append(("peer: `import jax, tensorflow, seqio` only", statistics.median(peer),
                  min(peer), list(HEAVY)))
-  lines = [f"Start-up of light commands (`python benchmarks/startup.py --repeats "
+  lines = [f"Start-up of light commands (`python -m benchmarks.startup --repeats "
            f"{args.repeats}`; {platform.node()}, {os.cpu_count()} CPUs, "
            f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f}). Target: "
            f"under {TARGET_S:g} s.", "",
@@ -84,8 +84,7 @@ def main() -> None:
             for name, median, best, heavy in rows]
   print("\n".join(lines))
   if not args.no_results_md:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from results_md import update_section
+    from benchmarks.results_md import update_section
     update_section(str(Path(__file__).parent / "RESULTS.md"), "startup",
                    "## Start-up (benchmarks/startup.py)\n\n" + "\n".join(lines))
 

@@ -1,8 +1,8 @@
 """Study throughput: runs per hour, packed in one job against one run after another.
 
-  python benchmarks/study_throughput.py                       # 8 tiny runs and 4 small runs
-  python benchmarks/study_throughput.py --small_steps 6 --tiny_steps 40
-  python benchmarks/study_throughput.py --repeats 3            # each side 3 times, medians
+  python -m benchmarks.study_throughput                       # 8 tiny runs and 4 small runs
+  python -m benchmarks.study_throughput --small_steps 6 --tiny_steps 40
+  python -m benchmarks.study_throughput --repeats 3            # each side 3 times, medians
 
 Each side trains the same runs with the real trainer (`spot_jax.train.loop`: data pipelines,
 dropout 0.1, a train-state and prompt checkpoint at the end, no evaluation), on one random
@@ -41,7 +41,7 @@ import jax  # noqa: E402
 
 from spot_jax.models import get_config  # noqa: E402
 from spot_jax.models.flops import prompt_tuning_step_flops  # noqa: E402
-from timing import peak_rss_bytes, run_worker  # noqa: E402
+from benchmarks.timing import peak_rss_bytes, run_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASKS = ("synthetic_sentiment_a", "synthetic_sentiment_b", "synthetic_nli_facts",
@@ -75,7 +75,7 @@ def worker(side: str, model: str, runs: int, steps: int, inputs: int) -> dict:
 
 
 def matmul_ceiling() -> float:
-  from train_step import matmul_ceiling as ceiling
+  from benchmarks.train_step import matmul_ceiling as ceiling
   return ceiling("float32")
 
 
@@ -106,7 +106,7 @@ def product_speed(lhs: tuple[int, ...], rhs: tuple[int, ...], runs: int, repeats
     rhs = (rhs[0] * runs, *rhs[1:])
   a = jnp.asarray(np.random.default_rng(0).standard_normal(lhs, np.float32))
   b = jnp.asarray(np.random.default_rng(1).standard_normal(rhs, np.float32))
-  from train_step import best_product_seconds
+  from benchmarks.train_step import best_product_seconds
   return 2 * int(np.prod(lhs)) * rhs[-1] / best_product_seconds(a, b, repeats)
 
 
@@ -153,8 +153,8 @@ def main() -> None:
     trials = {"sequential": [], "packed": []}
     for _ in range(args.repeats):  # the sides alternate, so slow spells of a shared machine
       for side in trials:          # fall on both.
-        trials[side].append(run_worker(__file__, [side, model, str(runs), str(steps),
-                                                  str(inputs)], {}))
+        trials[side].append(run_worker("benchmarks.study_throughput",
+                                       [side, model, str(runs), str(steps), str(inputs)], {}))
         print(f"{model} x{runs} {side}: {trials[side][-1]['wall']:.1f} s", flush=True)
     for side, results in trials.items():
       walls = sorted(r["wall"] for r in results)
@@ -174,7 +174,7 @@ def main() -> None:
 
 def write_section(args: argparse.Namespace, rows: list[dict], ceiling: float,
                   products: list[dict]) -> None:
-  command = "python benchmarks/study_throughput.py " + shlex.join(sys.argv[1:])
+  command = "python -m benchmarks.study_throughput " + shlex.join(sys.argv[1:])
   lines = [f"Command: `{command}` on {platform.machine()} ({os.cpu_count()} CPUs, shared with "
            f"other work: figures are noisy; {jax.devices()[0].device_kind}); batch {BATCH}, "
            f"targets {TARGETS}, prompt {PROMPT}, dropout 0.1, random frozen weights, one "
@@ -207,7 +207,7 @@ def write_section(args: argparse.Namespace, rows: list[dict], ceiling: float,
                    f"{p['packed'] / 1e9:.1f} GFLOP/s | {p['packed'] / p['one']:.2f}x |")
   table = "\n".join(lines) + "\n"
   print(table)
-  from results_md import update_section
+  from benchmarks.results_md import update_section
   update_section(args.results, "study_throughput",
                  "## Study throughput: packed runs against one after another\n\n" + table)
 

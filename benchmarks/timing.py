@@ -31,13 +31,17 @@ ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES", "SPOT_JAX_
                        "SPOT_JAX_CPU_DISPATCH")
 
 
-def run_worker(script: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
-  """Runs `python SCRIPT --worker ARGS...` in a fresh process with this environment minus any
-  allocator or dispatch settings, plus `env`; returns the last JSON line it prints."""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout root.
+
+
+def run_worker(module: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+  """Runs `python -m MODULE --worker ARGS...` (e.g. benchmarks.levers) from the checkout root
+  in a fresh process with this environment minus any allocator or dispatch settings, plus
+  `env`; returns the last JSON line it prints."""
   environment = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}
   environment.update(TF_CPP_MIN_LOG_LEVEL="3", **env)
-  completed = subprocess.run([sys.executable, os.path.abspath(script), "--worker", *args],
-                             capture_output=True, text=True, env=environment)
+  completed = subprocess.run([sys.executable, "-m", module, "--worker", *args],
+                             capture_output=True, text=True, env=environment, cwd=ROOT)
   lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
   if completed.returncode != 0 or not lines:
     raise RuntimeError(f"worker {args} failed (exit {completed.returncode}):\n"

@@ -1,8 +1,8 @@
 """Prompt-tuning train-step throughput: examples/s, tokens/s, MFU and peak memory.
 
-  python benchmarks/train_step.py --model tiny --input_length 128 --batch_size 32
-  python benchmarks/train_step.py --model small --input_length 512 --steps 5 --json out.jsonl
-  python benchmarks/train_step.py --model base --input_length 512 --dtype bfloat16 --max_batch
+  python -m benchmarks.train_step --model tiny --input_length 128 --batch_size 32
+  python -m benchmarks.train_step --model small --input_length 512 --steps 5 --json out.jsonl
+  python -m benchmarks.train_step --model base --input_length 512 --dtype bfloat16 --max_batch
                                           # on a GPU: MFU and the largest batch that fits
 
 Times the jitted step of the trainer (random frozen weights, random tokens; the prompt is the
@@ -40,7 +40,7 @@ from spot_jax.train.optimizer import (adamw_warmup, finetune_adafactor,  # noqa:
                                      prompt_adafactor)
 from spot_jax.train.step import (DEFAULT_RNG_IMPL, init_train_state,  # noqa: E402
                                  make_train_step)
-from timing import peak_rss_bytes, time_steps  # noqa: E402
+from benchmarks.timing import peak_rss_bytes, time_steps
 
 
 def random_batch(rng: np.random.Generator, batch_size: int, input_length: int,

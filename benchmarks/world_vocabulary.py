@@ -9,7 +9,7 @@ and, for the held-out targets, with their source sibling's cue (what a transferr
 reach). A prompt can only select what the frozen model can do, so these bound what the demo's
 prompts can show.
 
-  python benchmarks/world_vocabulary.py [--steps 1500] [--work_dir DIR]
+  python -m benchmarks.world_vocabulary [--steps 1500] [--work_dir DIR]
 
 Writes the `world_vocabulary` section of benchmarks/RESULTS.md. Pretrained models are cached
 in --work_dir by everything that determines them (a rerun with the same settings reuses them
@@ -21,16 +21,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import sys
 import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import results_md  # noqa: E402
+from benchmarks import results_md
 
 # (source, held-out sibling target) of the families the demo uses.
 FAMILIES = (("sentiment_a", "sentiment_b"), ("topic_4way", "topic_2way"),
@@ -145,7 +142,7 @@ def main(argv=None) -> None:
   register_all_tasks()
   results = [measure(w, args.steps, args.work_dir, args.num_examples)
              for w in args.worlds.split(",")]
-  command = "python benchmarks/world_vocabulary.py" + (
+  command = "python -m benchmarks.world_vocabulary" + (
       f" --steps {args.steps}" if args.steps != 1500 else "")
   body = section(results, args.steps, args.num_examples, command)
   print(body)

@@ -23,9 +23,29 @@ VOCAB_ENV_VAR = "SPOT_JAX_VOCAB"
 T5_EXTRA_IDS = 100
 
 
+class VocabularyError(OSError):
+  """A SentencePiece model that cannot be read (no access to its path, not a model file)."""
+
+
+class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
+  """seqio's SentencePieceVocabulary, whose lazy model load fails with one clear error (the
+  path, the cause and the fix) instead of a storage library's traceback."""
+
+  def _model_context(self):
+    try:
+      return super()._model_context()
+    except Exception as e:  # noqa: BLE001 (GCS, file system and parse errors alike)
+      cause = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+      raise VocabularyError(
+          f"cannot read the SentencePiece vocabulary {self.sentencepiece_model_file} "
+          f"({cause}); on a machine without access to it, copy {T5_VOCAB_PATH} to local "
+          f"disk and point ${VOCAB_ENV_VAR} (or gin `get_t5_vocabulary.path`) at the copy"
+      ) from None
+
+
 @functools.lru_cache(maxsize=None)
 def _sentencepiece(path: str, extra_ids: int) -> seqio.SentencePieceVocabulary:
-  return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+  return SentencePieceVocabulary(path, extra_ids=extra_ids)
 
 
 @gin.configurable

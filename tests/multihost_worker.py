@@ -24,10 +24,8 @@ from pathlib import Path
 import numpy as np
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT) not in sys.path:  # run as a script from anywhere.
-  sys.path.insert(0, str(PROJECT_ROOT))
 
-from spot_jax.train import partitioning  # noqa: E402  (imports jax, starts no backend)
+from spot_jax.train import partitioning  # imports jax, starts no backend (the installed spot-jax)
 
 GLOBAL_BATCH = 8
 PROMPT_LENGTH = 4

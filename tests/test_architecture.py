@@ -197,7 +197,7 @@ def test_floor_map_floors_are_the_tested_floors():
       assert FLOORS[folder] == number, folder
 
 
-TRAINING_DOOR = "spot_jax/runs/execute.py"  # train_in_process: the one door into training.
+TRAINING_DOOR = "spot_jax/runs/in_process.py"  # train_in_process: the one door into training.
 
 
 def _calls_the_trainer(tree: ast.AST) -> list[int]:
@@ -219,7 +219,7 @@ def _calls_the_trainer(tree: ast.AST) -> list[int]:
 
 
 def test_training_has_one_door():
-  """Only runs/execute.train_in_process calls the trainer (train/loop.train, train_packed):
+  """Only runs/in_process.train_in_process calls the trainer (train/loop.train, train_packed):
   `spot-jax train`, workers, studies, transfers, embed_target and the demo go through it."""
   found = []
   for path in sorted((ROOT / "spot_jax").rglob("*.py")):
@@ -230,3 +230,14 @@ def test_training_has_one_door():
   assert not found, f"train through {TRAINING_DOOR} train_in_process instead: {found}"
   door = _calls_the_trainer(ast.parse((ROOT / TRAINING_DOOR).read_text()))
   assert door, "the door itself calls the trainer"
+
+
+def test_benchmarks_and_tests_import_without_editing_sys_path():
+  """`benchmarks` is a package run as `python -m benchmarks.<name>` from the checkout root (its
+  workers too) and imported by tests as `from benchmarks import ...`: no file edits sys.path."""
+  offenders = [f"{path.relative_to(ROOT)}:{number}"
+               for folder in ("benchmarks", "tests", "spot_jax", "scripts")
+               for path in sorted((ROOT / folder).rglob("*.py")) if path != Path(__file__)
+               for number, line in enumerate(path.read_text().splitlines(), 1)
+               if "sys.path.insert" in line or "sys.path.append" in line]
+  assert not offenders, f"import through the package instead of editing sys.path: {offenders}"

@@ -35,7 +35,7 @@ def test_tasks_list_prints_groups_with_sources_and_metrics():
 
 def test_train_step_benchmark_prints_and_records(tmp_path):
   out = tmp_path / "bench.jsonl"
-  process = run("benchmarks/train_step.py", "--model", "tiny_byte", "--input_length", "16",
+  process = run("-m", "benchmarks.train_step", "--model", "tiny_byte", "--input_length", "16",
                 "--prompt_length", "4", "--batch_size", "4", "--steps", "2", "--json", str(out))
   assert process.returncode == 0, process.stderr
   assert "examples/s" in process.stdout and "peak memory" in process.stdout
@@ -47,7 +47,7 @@ def test_train_step_benchmark_prints_and_records(tmp_path):
 @pytest.mark.slow
 def test_world_vocabulary_benchmark_writes_its_section(tmp_path):
   results = tmp_path / "RESULTS.md"
-  process = run("benchmarks/world_vocabulary.py", "--steps", "2", "--num_examples", "6",
+  process = run("-m", "benchmarks.world_vocabulary", "--steps", "2", "--num_examples", "6",
                 "--work_dir", str(tmp_path / "work"), "--results", str(results))
   assert process.returncode == 0, process.stderr[-3000:]
   text = results.read_text()

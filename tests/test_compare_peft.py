@@ -5,16 +5,10 @@ No torch or PEFT here: the workers that import them only run under the benchmark
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from conftest import PROJECT_ROOT
-
-sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-import compare_peft  # noqa: E402
-
-from spot_jax import methods  # noqa: E402
+from benchmarks import compare_peft
+from spot_jax import methods
 
 
 def test_parse_methods_keeps_order_and_refuses_unknown_or_repeated_names():

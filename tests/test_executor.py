@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import PROJECT_ROOT
+from spot_jax.runs import commands, in_process
 from spot_jax.runs import execute as executor
 from spot_jax.runs import spec as run_spec
 from spot_jax.runs.spec import RunSpec
@@ -36,14 +37,14 @@ def test_spec_flags_and_train_steps(tmp_path):
   assert f'--gin.MODEL_DIR="{tmp_path / "a"}"' in s.flags()
   direct = RunSpec("b", "/b", (), {"TRAIN_STEPS": "3", "TrainConfig.train_steps": "9"})
   assert direct.train_steps == 9  # a direct TrainConfig binding wins over the macro.
-  assert executor.launch_command(s, None)[:2] == ["spot-jax", "train"]
+  assert commands.launch_command(s, None)[:2] == ["spot-jax", "train"]
 
 
 def test_in_process_run_writes_config_gin_and_extension_killed_is_not_finished(
     tmp_path, monkeypatch):
   model_dir = tmp_path / "run"
   first = spec(model_dir, steps=2)
-  summary = executor.train_spec(first)
+  summary = in_process.train_spec(first)
   assert summary.finished and run_spec.is_finished(first)
   config = (model_dir / run_dir.CONFIG_GIN).read_text()
   assert "TRAIN_STEPS = 2" in config and str(model_dir) in config  # like `spot-jax train`.
@@ -57,13 +58,13 @@ def test_in_process_run_writes_config_gin_and_extension_killed_is_not_finished(
   monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
   longer = spec(model_dir, steps=4)
   with pytest.raises(KeyboardInterrupt):
-    executor.train_spec(longer)
+    in_process.train_spec(longer)
   state = run_dir.read_summary(str(model_dir))
   assert (state.steps_done, state.train_steps, state.finished) == (3, 4, False)
   assert not run_spec.is_finished(longer)
   assert run_spec.read_finished(str(model_dir)) is None
   monkeypatch.setattr(loop, "_checkpoint", original)
-  assert executor.train_spec(longer).steps_done == 4 and run_spec.is_finished(longer)
+  assert in_process.train_spec(longer).steps_done == 4 and run_spec.is_finished(longer)
 
 
 def test_execute_skips_finished_blocks_dependants_and_reports_failures(tmp_path):
@@ -110,7 +111,7 @@ def test_configured_settings_reads_what_gin_binds_without_making_a_run():
   gin config cleared afterwards."""
   import gin
 
-  from spot_jax.runs.execute import configured_settings
+  from spot_jax.runs.in_process import configured_settings
   from spot_jax.train.loop import TrainConfig
   settings = configured_settings(["models/tiny_byte.gin", "runs/prompt_train.gin"],
                                  ["TRAIN_STEPS = 7", "PROMPT_LENGTH = 3"],

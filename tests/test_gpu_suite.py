@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
-import gpu_suite  # noqa: E402
+from benchmarks import gpu_suite
 
 
 def test_results_table_reports_each_part_overruns_and_targets(tmp_path):

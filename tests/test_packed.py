@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from spot_jax.runs import commands, packing
 from spot_jax.runs import execute as executor
+from spot_jax.runs.spec import read_packed_job
 from spot_jax.runs.spec import RunSpec
 from spot_jax.models import T5, get_config
 from spot_jax.models.prompts import from_sampled_vocab, with_prompt, without_prompt
@@ -193,18 +195,18 @@ def test_pack_jobs_groups_compatible_runs_never_with_their_dependency(tmp_path):
   a, b = spec("a", tmp_path), spec("b", tmp_path, TASKS[1], PROMPT_INIT="'class_labels'")
   longer, c = spec("longer", tmp_path, TRAIN_STEPS="12"), spec("c", tmp_path)
   after_a = spec("after_a", tmp_path, depends_on=("a",))
-  jobs = executor.pack_jobs([a, b, longer, c, after_a], pack=3)
+  jobs = packing.pack_jobs([a, b, longer, c, after_a], pack=3)
   assert [[s.name for s in job] for job in jobs] == [["a", "b", "c"], ["longer"], ["after_a"]]
-  assert executor.pack_jobs([a, b, c], pack=2) == [(a, b), (c,)]
-  assert executor.pack_jobs([a, b], pack=1) == [(a,), (b,)]
+  assert packing.pack_jobs([a, b, c], pack=2) == [(a, b), (c,)]
+  assert packing.pack_jobs([a, b], pack=1) == [(a,), (b,)]
   # The method's gin-bound settings are part of what packed runs share.
   lora = [spec(f"lora_{i}", tmp_path, files=("methods/lora.gin",), **{"Lora.rank": rank})
           for i, rank in enumerate(("4", "4", "8"))]
-  assert [len(job) for job in executor.pack_jobs(lora, pack=3)] == [2, 1]
+  assert [len(job) for job in packing.pack_jobs(lora, pack=3)] == [2, 1]
   # A packed job's command carries its job file, which lists its runs' specs.
-  command = executor.launch_command(jobs[0], "local", job_dir=str(tmp_path / "jobs"))
+  command = commands.launch_command(jobs[0], "local", job_dir=str(tmp_path / "jobs"))
   assert command[-2] == "--packed_job"
-  assert executor.read_packed_job(command[-1]) == list(jobs[0])
+  assert read_packed_job(command[-1]) == list(jobs[0])
   execution = executor.execute([a, b, c], pack=2, dry_run=True, log=lambda line: None,
                                job_dir=str(tmp_path / "jobs"))
   assert execution.commands["a"] == execution.commands["b"] != execution.commands["c"]

@@ -182,7 +182,7 @@ def test_retrieve_refuses_wrong_embed_dim_and_metric(planted):
 def test_benchmark_script_records_every_pooled_metric(tmp_path):
   out = tmp_path / "bench.jsonl"
   process = subprocess.run(
-      [sys.executable, "benchmarks/retrieval.py", "--sizes", "500", "--dim", "32",
+      [sys.executable, "-m", "benchmarks.retrieval", "--sizes", "500", "--dim", "32",
        "--queries", "3", "--json", str(out), "--results", ""], capture_output=True, text=True,
       timeout=180, cwd=PROJECT_ROOT)
   assert process.returncode == 0, process.stderr

@@ -95,8 +95,8 @@ def test_second_writer_gets_a_clear_error_and_the_lock_dies_with_its_holder(tmp_
 def test_study_workers_die_with_their_parent(tmp_path):
   pid_file = tmp_path / "worker.pid"
   parent = subprocess.Popen([sys.executable, "-c", (
-      "import sys, time\nfrom spot_jax.runs import execute as executor\n"
-      "worker = executor.start_worker([sys.executable, '-c', 'import time; time.sleep(120)'], None)\n"
+      "import sys, time\nfrom spot_jax.runs import workers\n"
+      "worker = workers.start_worker([sys.executable, '-c', 'import time; time.sleep(120)'], None)\n"
       f"open({str(pid_file)!r}, 'w').write(str(worker.pid))\ntime.sleep(120)")],
       env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)))
   deadline = time.time() + 60

@@ -357,11 +357,11 @@ with open(os.path.join(model_dir, "run.json"), "w") as f:
 def test_workers_respect_dependencies_and_report_failures(tmp_path, monkeypatch):
   spec = small_spec(seeds=[0, 1])
   failing = runner.run_dir_of(str(tmp_path), "source", SOURCES[1], None, 1)
-  def fake_command(job):
+  def fake_command(job, job_dir=None):
     task = job.source if job.kind == "source" else job.target
     return [sys.executable, "-c", FAKE_TRAINER, job.model_dir, task, str(job.seed),
             str(int(job.model_dir == failing))]
-  monkeypatch.setattr("spot_jax.runs.execute.worker_command", fake_command)
+  monkeypatch.setattr("spot_jax.runs.commands.worker_command", fake_command)
   report = runner.run_study(spec, str(tmp_path), processes=2, log=lambda line: None)
   jobs = {j.model_dir: j for j in runner.plan(spec, str(tmp_path))}
   (failed, why), = report.failed

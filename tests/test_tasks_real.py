@@ -546,3 +546,16 @@ def test_mixture_evaluation_skips_tasks_without_the_split():
   mixture = registry.mixture_name("superglue")
   assert {t.name for t in subtasks_with_metrics(mixture)} == set(registry.superglue_tasks())
   assert "dpr" in {t.name for t in subtasks_with_metrics(mixture, split="test")}
+
+
+def test_an_unreadable_vocabulary_is_one_clear_error_naming_the_fix(tmp_path):
+  """A SentencePiece model that cannot be read (no GCS access, a wrong file) fails on first use
+  with the path, the cause and the fix, not a storage library's traceback."""
+  from tasks.vocabulary import VocabularyError, get_t5_vocabulary
+  not_a_model = tmp_path / "sentencepiece.model"
+  not_a_model.write_text("not a SentencePiece model")
+  vocabulary = get_t5_vocabulary(str(not_a_model))
+  with pytest.raises(VocabularyError, match=re.escape(str(not_a_model))) as raised:
+    vocabulary.encode("hello")
+  assert "$SPOT_JAX_VOCAB" in str(raised.value) and "\n" not in str(raised.value)
+  assert isinstance(raised.value, OSError)  # the CLI prints it as one line (runs/program.py).

@@ -21,13 +21,11 @@ NumPy's stable sorts for `lax.top_k`, explicit loops. Two cases:
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 OUT = ROOT / "tests" / "golden" / "beam_search_golden.npz"
 
 NEG_INF = -1.0e7  # t5x/decoding.py

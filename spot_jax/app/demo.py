@@ -264,10 +264,10 @@ class RunPrinter:
     self.console, self.total, self.index = console, total, 0
 
   def __call__(self, spec, describe: Callable[[Any], str] = describe_run):
-    from spot_jax.runs import execute as executor
+    from spot_jax.runs import in_process
     self.index += 1
     start = time.perf_counter()
-    summary = executor.train_spec(spec)
+    summary = in_process.train_spec(spec)
     score = ("-" if summary.best_score is None
              else f"{summary.eval_metric} {summary.best_score:.1f}")
     self.console.say(f"      [{self.index}/{self.total}] {describe(spec)}: {score} "
@@ -276,7 +276,6 @@ class RunPrinter:
 
 
 def train_study(cfg: DemoConfig, spec, study_dir: str, phase: str, console: Console):
-  from spot_jax.runs import execute as executor
   from spot_jax.runs import spec as run_spec
   from spot_jax.study import runner
   jobs = runner.select_phase(runner.plan(spec, study_dir), phase)
@@ -492,7 +491,6 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
                    out_dir: str, console: Console) -> dict[str, dict[str, Any]]:
   """TOP-k WEIGHTED AVERAGE and TOP-k MULTI-TASK MIXTURE per target (trained here), ranked by
   `strategy_method`; BEST OF TOP-k is read off the transfer matrix by the report."""
-  from spot_jax.runs import execute as executor
   from spot_jax.runs import spec as run_spec
   from spot_jax.app import pipeline
   from spot_jax.gin_utils import gin_literal

@@ -29,9 +29,10 @@ import numpy as np
 
 from spot_jax import methods
 from spot_jax.runs import execute as executor
+from spot_jax.runs import in_process
 from spot_jax.runs import spec as run_spec
 from spot_jax.runs.spec import RunSpec
-from spot_jax.runs.execute import Execution
+from spot_jax.runs.execution import Execution
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax.train import run_dir
 
@@ -82,7 +83,7 @@ def embed_target(gin_files: Sequence[str], gin_bindings: Sequence[str], out: str
   from spot_jax.library.formats import npy_bytes
   from spot_jax.library.identity import ModelIdentity
   from spot_jax.library.run_keys import run_key
-  cfg, gin_text = executor.train_config(gin_files, gin_bindings)
+  cfg, gin_text = in_process.train_config(gin_files, gin_bindings)
   key_step = cfg.key_step if key_step is None else key_step
   if key_step <= 0:
     raise ValueError(f"key_step must be positive, got {key_step}")
@@ -96,7 +97,7 @@ def embed_target(gin_files: Sequence[str], gin_bindings: Sequence[str], out: str
       raise ValueError(f"{cfg.model_dir} is past step {key_step} ({done[-1]}) without a "
                        f"checkpoint at {key_step}; use another MODEL_DIR or a key step in {done}")
     cfg = dataclasses.replace(cfg, train_steps=key_step, key_step=key_step, eval_period=0)
-    executor.train_in_process([(cfg, gin_text)])
+    in_process.train_in_process([(cfg, gin_text)])
   path = run_dir.prompt_path(cfg.model_dir, key_step)
   if prompt_like and out:
     with open(path, "rb") as f:
@@ -276,7 +277,7 @@ def transfer(strategy: str, library, query: Query | Sequence[Query], *, target: 
   """Ranks the library for the query (the target's own task excluded; several queries, one
   per method, with an `ensemble:` scorer), then plans and trains the strategy's runs of the
   retrieved entries' method (spot_jax.library.transfer; `method`: the runs' configured method,
-  checked; `pack`: runs per packed job, spot_jax.runs.execute.pack_jobs); returns (ranked,
+  checked; `pack`: runs per packed job, spot_jax.runs.packing.pack_jobs); returns (ranked,
   TransferResult)."""
   from spot_jax.library import transfer as transfer_lib
   ranked = rank_sources(library, query, scorer=scorer, k=k, exclude_task=target,

@@ -166,7 +166,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_transfer(args: argparse.Namespace) -> int:
-  from spot_jax.runs import execute as executor
+  from spot_jax.runs import in_process
   from spot_jax.app import pipeline
   from spot_jax.library import transfer
   from spot_jax.library.store import PromptLibrary
@@ -183,7 +183,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     raise ValueError(f"--target {args.target!r} differs from the task of the query run "
                      f"{args.run} ({_task(query)!r}); the key must be the target's: pass "
                      f"--target {_task(query)} or another --run")
-  base = executor.configured_settings(args.gin_files, args.gin_bindings,
+  base = in_process.configured_settings(args.gin_files, args.gin_bindings,
                                       ("train_steps", "prompt_length", "method"))
   ranked, result = pipeline.transfer(
       args.strategy, library, query, target=args.target, out_dir=args.out_dir, k=args.k,

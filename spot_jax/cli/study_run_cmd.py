@@ -3,7 +3,7 @@
   spot-jax study run SPEC.yaml --out STUDY_DIR [--dry_run] [--processes N]
       [--phase sources|baselines|transfers|all] [--emit_jobs DIR --launcher local|gpu|...]
       [--collect] [--method prompt|prompt_encoder|prefix|lora|bias|ia3]
-      [--embedding layer_mean|concat]
+      [--embedding layer_mean|concat] [--predictions PRED.csv]
 
 Plugged into `spot-jax study` by spot_jax.cli.study_cmd.STUDY_ACTION_MODULES.
 """
@@ -41,6 +41,10 @@ def add_study_parser(study_subparsers: argparse._SubParsersAction) -> None:
   parser.add_argument("--embedding", default=None, choices=("layer_mean", "concat"),
                       help="non-prompt methods: the task-embedding kind of the library keys "
                            "(replaces the spec's `embedding`; default layer_mean)")
+  parser.add_argument("--predictions", metavar="PRED.csv", default=None,
+                      help="a spec with select_sources: rank each target's sources by this "
+                           "target,source,score table (e.g. `spot-jax affinity predict --out`) "
+                           "and train only its top_k")
   parser.add_argument("--pack", type=_pack_size, default=0, metavar="N",
                       help="train up to N compatible runs (same model, lengths, batch, steps) "
                            "together in one jitted step; 1: one run per job; default: the "
@@ -60,10 +64,12 @@ def _pack_size(text: str) -> int:
 
 def run_study_cmd(args: argparse.Namespace) -> int:
   from spot_jax.study import runner
-  from spot_jax.study.spec import load_spec
+  from spot_jax.study.spec import load_spec, with_predictions
   if args.emit_jobs and (args.dry_run or args.collect):
     raise ValueError("--emit_jobs writes job files only; drop --dry_run/--collect")
   spec = load_spec(args.spec, method=args.method, embedding=args.embedding)
+  if args.predictions:
+    spec = with_predictions(spec, args.predictions)
   if args.emit_jobs:
     paths = runner.emit_jobs(spec, args.out, args.launcher, args.emit_jobs, pack=args.pack)
     for path in paths:

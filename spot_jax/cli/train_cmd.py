@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-  from spot_jax.runs.execute import train_from_flags
+  from spot_jax.runs.in_process import train_from_flags
   return train_from_flags(args.gin_files, args.gin_bindings, packed_job=args.packed_job,
                           overwrite=args.overwrite)
 

@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from spot_jax import macros, methods
+from spot_jax.runs import commands
 from spot_jax.runs import execute as executor
 from spot_jax.runs import spec as run_spec
 from spot_jax.runs.spec import RunSpec
@@ -373,8 +374,8 @@ def run_transfer(plan: TransferPlan, *, launcher: str | None = None, dry_run: bo
   submitted with sbatch; the mixture target waits for its source job). Finished runs are skipped.
   dry_run echoes the commands instead of training (the prompts and transfer.json are still
   written, so the printed commands can be run as they are). run_one: how a run trains in this
-  process (default `spot_jax.runs.execute.train_spec`). pack: best_of_top_k's k target runs train
-  together in jobs of up to `pack` runs (`spot_jax.runs.execute.pack_jobs`; job files in
+  process (default `spot_jax.runs.in_process.train_spec`). pack: best_of_top_k's k target runs train
+  together in jobs of up to `pack` runs (`spot_jax.runs.packing.pack_jobs`; job files in
   OUT_DIR/jobs).
   """
   _check_resumable(plan)
@@ -389,16 +390,16 @@ def run_transfer(plan: TransferPlan, *, launcher: str | None = None, dry_run: bo
                                  job_dir=os.path.join(plan.out_dir, "jobs"))
   except ValueError as e:
     raise TransferError(str(e)) from None
-  rows, commands = [], []
+  rows, command_lines = [], []
   for run in plan.runs:
-    command = execution.commands.get(run.name) or executor.launch_command(run, launcher)
-    commands.append(command)
+    command = execution.commands.get(run.name) or commands.launch_command(run, launcher)
+    command_lines.append(command)
     rows.append(_run_status(plan, run, execution.status(run), command))
   for run, why in execution.failed + execution.blocked:
     echo(f"{execution.status(run).upper()} {run.name}: {why}")
   best = best_run(rows)
   _write_record(plan, rows, best)
-  return TransferResult(plan, rows, best, commands)
+  return TransferResult(plan, rows, best, command_lines)
 
 
 def best_run(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 A training run is a `RunSpec`: the gin files and macro bindings of one `spot-jax train`
 invocation (transfers, studies and the demo all describe runs this way). `read_finished` /
 `is_finished` are the one rule for "this run is done" (`spot_jax.runs.execute` skips such runs).
+A `Job` is the runs one process trains together; a packed job's file holds its runs' specs.
 
 Standard library and `spot_jax.train.run_dir` only: cheap to import.
 """
@@ -41,7 +42,8 @@ class RunSpec:
   def train_steps(self) -> int | None:
     """The run's length: its TRAIN_STEPS macro, or a direct TrainConfig.train_steps binding
     (which wins, being applied after the macro)."""
-    steps = self.gin_bindings.get("TrainConfig.train_steps", self.gin_bindings.get(macros.TRAIN_STEPS))
+    steps = self.gin_bindings.get("TrainConfig.train_steps",
+                                  self.gin_bindings.get(macros.TRAIN_STEPS))
     return None if steps is None else int(steps)
 
   def bindings(self) -> list[str]:
@@ -89,3 +91,35 @@ def is_finished(spec: RunSpec) -> bool:
 
 
 Job = tuple[RunSpec, ...]  # runs trained together: one run, or a packed job of several.
+
+
+# ----------------------------------------------------------------------------- job files
+
+
+def job_name(job: Job) -> str:
+  return job[0].name if len(job) == 1 else safe_name("pack", job[0].name, f"{len(job)}_runs")
+
+
+def write_packed_job(job: Job, path: str) -> str:
+  """Writes a packed job file: {"runs": [{name, model_dir, gin_files, gin_bindings}, ...]}."""
+  import json
+
+  from spot_jax.fileio import atomic_write_bytes
+  runs = [{"name": s.name, "model_dir": s.model_dir, "gin_files": list(s.gin_files),
+           "gin_bindings": dict(s.gin_bindings)} for s in job]
+  atomic_write_bytes(path, json.dumps({"runs": runs}, indent=2).encode())
+  return path
+
+
+def read_packed_job(path: str) -> list[RunSpec]:
+  """The run specs of a packed job file (`write_packed_job`)."""
+  import json
+  try:
+    with open(path) as f:
+      runs = json.load(f)["runs"]
+    return [RunSpec(r["name"], r["model_dir"], tuple(r["gin_files"]), dict(r["gin_bindings"]))
+            for r in runs]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path} is not a packed job file ({type(e).__name__}: {e}); write one "
+                     "with `spot-jax study run --emit_jobs` or spot_jax.runs.spec.write_packed_job"
+                     ) from None

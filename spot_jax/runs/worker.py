@@ -1,9 +1,9 @@
 """The worker process of the run executor: `python -m spot_jax.runs.worker train [--overwrite]
 [--packed_job FILE] [--gin_file=... --gin.MACRO=VALUE ...]`.
 
-`spot_jax.runs.execute` starts one per run (or packed job) it trains in worker processes. It
+`spot_jax.runs.workers` starts one per run (or packed job) the executor trains in workers. It
 takes the flags of `spot-jax train` and trains through the same path
-(`spot_jax.runs.execute.train_from_flags`) under the same process harness
+(`spot_jax.runs.in_process.train_from_flags`) under the same process harness
 (`spot_jax.runs.program`: host settings, Ctrl-C, one-line errors), without the CLI above it.
 """
 
@@ -33,7 +33,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _train(args: argparse.Namespace) -> int:
-  from spot_jax.runs.execute import train_from_flags
+  from spot_jax.runs.in_process import train_from_flags
   return train_from_flags(args.gin_files, args.gin_bindings, packed_job=args.packed_job,
                           overwrite=args.overwrite)
 

@@ -38,7 +38,10 @@ import gin
 
 from spot_jax import macros
 from spot_jax import fileio
+from spot_jax.runs import commands
 from spot_jax.runs import execute as executor
+from spot_jax.runs import workers
+from spot_jax.runs.execution import Execution
 from spot_jax.runs import spec as run_spec
 from spot_jax.runs import launchers
 from spot_jax.runs.spec import RunSpec, is_finished, read_finished  # noqa: F401  (re-exported)
@@ -67,7 +70,7 @@ Job = RunSpec  # One run of the study (kind source | baseline | transfer).
 
 
 @dataclasses.dataclass
-class StudyReport(executor.Execution):
+class StudyReport(Execution):
   """What `run_study` did (the executor's record of its jobs, plus what was collected); `ok`
   when nothing failed or was blocked."""
 
@@ -96,7 +99,9 @@ def plan(spec: StudySpec, study_dir: str) -> list[Job]:
 
   A pool-pair study (`spec.pool_pairs`) also trains every source task's baseline and the
   sampled transfers source i -> source j (`StudySpec.pool_transfers`), before the transfers
-  to the targets (every source -> each target, the targets' brute force)."""
+  to the targets (every source -> each target, the targets' brute force). A study that selects
+  sources (`spec.select_sources`) trains only each target's top-k predicted sources and their
+  transfers (`StudySpec.selected_sources`)."""
   shared = {k: gin_literal(v) for k, v in spec.run_bindings().items()}
   method_files = () if spec.method == "prompt" else (METHOD_GIN.format(spec.method),)
   train_files = (*spec.model, TRAIN_GIN, *method_files)
@@ -124,12 +129,15 @@ def plan(spec: StudySpec, study_dir: str) -> list[Job]:
     return RunSpec(name, model_dir, files, bindings, depends, kind=kind, source=source,
                    target=target, seed=seed)
 
-  jobs = [job("source", s, None, seed) for s in spec.sources for seed in spec.seeds]
+  selected = spec.selected_sources()  # None: every source -> every target.
+  transfers = [(s, t) for s in spec.sources for t in spec.targets
+               if s != t and (selected is None or s in selected[t])]
+  sources = [s for s in spec.sources if selected is None or any(s == a for a, _ in transfers)]
+  jobs = [job("source", s, None, seed) for s in sources for seed in spec.seeds]
   pool = spec.pool_transfers()
   baselined = list(dict.fromkeys([*(spec.sources if pool else ()), *spec.targets]))
   jobs += [job("baseline", None, t, seed) for t in baselined for seed in spec.seeds]
-  transfers = pool + [(s, t) for s in spec.sources for t in spec.targets
-                      if s != t and (s, t) not in set(pool)]
+  transfers = pool + [pair for pair in transfers if pair not in set(pool)]
   jobs += [job("transfer", s, t, seed) for s, t in transfers for seed in spec.seeds]
   return jobs
 
@@ -153,9 +161,11 @@ def describe_plan(spec: StudySpec, jobs: Sequence[Job], first: int = 3) -> list[
   done = sum(is_finished(j) for j in jobs)
   steps = sum(j.train_steps for j in jobs)
   lines = [f"Study {spec.name!r}:"]
+  trained_sources = len({j.source for j in jobs if j.kind == "source"})
   if count["source"]:
-    lines.append(f"  {n_s} sources x {n_seeds} seeds = {count['source']} source runs "
-                 f"({spec.source_steps} steps each)")
+    of = f" (selected of {n_s})" if spec.select_sources else ""
+    lines.append(f"  {trained_sources} sources{of} x {n_seeds} seeds = {count['source']} "
+                 f"source runs ({spec.source_steps} steps each)")
   if pool_baselines:
     lines.append(f"  {n_s - len(set(spec.sources) & set(spec.targets))} pool tasks x "
                  f"{n_seeds} seeds = {pool_baselines} pool baseline runs "
@@ -167,7 +177,11 @@ def describe_plan(spec: StudySpec, jobs: Sequence[Job], first: int = 3) -> list[
     lines.append(f"  {len(pool)} pool pairs (source i -> source j, sampled with seed "
                  f"{spec.pool_pairs['seed']}) x {n_seeds} seeds = {pool_runs} pool transfer "
                  f"runs ({spec.target_steps} steps each)")
-  if count["transfer"]:
+  if count["transfer"] and spec.select_sources:
+    lines.append(f"  the top {spec.select_sources['top_k']} predicted sources of each of {n_t} "
+                 f"targets ({spec.select_sources['predictions']}) x {n_seeds} seeds = "
+                 f"{count['transfer']} transfer runs ({spec.target_steps} steps each)")
+  elif count["transfer"]:
     skip = f" - {self_pairs} self-transfers" if self_pairs else ""
     lines.append(f"  {n_s} sources x {n_t} targets{skip} x {n_seeds} seeds = "
                  f"{count['transfer']} transfer runs ({spec.target_steps} steps each)")
@@ -311,7 +325,7 @@ def kept_rows(path: str, missing: Sequence[Job]) -> list[dict[str, Any]]:
 
 
 def log_path(study_dir: str, job: Job) -> str:
-  return executor.log_path(os.path.join(os.path.abspath(study_dir), "logs"), job)
+  return workers.log_path(os.path.join(os.path.abspath(study_dir), "logs"), job)
 
 
 def validate_jobs(jobs: Sequence[Job]) -> None:
@@ -342,6 +356,20 @@ def validate_jobs(jobs: Sequence[Job]) -> None:
     gin.clear_config()
 
 
+def write_selection(spec: StudySpec, study_dir: str) -> str:
+  """STUDY_DIR/selected_sources.csv: `target,rank,source,predictions` (rank 1 = best) of a
+  study that selects its sources (`StudySpec.selected_sources`); returns the path."""
+  selected = spec.selected_sources() or {}
+  predictions = os.path.abspath(os.path.expanduser(spec.select_sources["predictions"]))
+  lines = ["target,rank,source,predictions"] + [
+      f"{target},{rank},{source},{predictions}"
+      for target, sources in selected.items() for rank, source in enumerate(sources, 1)]
+  path = os.path.join(os.path.abspath(study_dir), "selected_sources.csv")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fileio.atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+  return path
+
+
 def jobs_dir(study_dir: str) -> str:
   return os.path.join(os.path.abspath(study_dir), "jobs")
 
@@ -355,9 +383,10 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
 
   A transfer starts only after its source finished; a failed job is reported with its run dir
   (and log) and blocks only its dependants. run_one: how one job trains in this process
-  (default `spot_jax.runs.execute.train_spec`; the demo passes its quiet runner). pack: up to this
-  many compatible runs train together in one job (`spot_jax.runs.execute.pack_jobs`;
-  executor.AUTO_PACK: the size the model and memory allow).
+  (default `spot_jax.runs.in_process.train_spec`; the demo passes its quiet runner). pack: up
+  to this many compatible runs train together in one job (`spot_jax.runs.packing.pack_jobs`;
+  spot_jax.runs.packing.AUTO_PACK: the size the model and memory allow). A study that selects
+  its sources records the selection in STUDY_DIR/selected_sources.csv.
   """
   if processes < 1:
     raise StudyError(f"processes must be >= 1, got {processes}")
@@ -370,6 +399,8 @@ def run_study(spec: StudySpec, study_dir: str, *, processes: int = 1, dry_run: b
     for line in describe_plan(spec, jobs):
       log(line)
     return report
+  if spec.select_sources:
+    log(f"selected sources: {write_selection(spec, study_dir)}")
   if not collect_only:
     todo = sum(not is_finished(j) for j in jobs)
     log(f"Study {spec.name!r} ({phase}): {todo} runs to train, {len(jobs) - todo} already "
@@ -444,6 +475,6 @@ def emit_jobs(spec: StudySpec, study_dir: str, launcher: str, out_dir: str, pack
     log = os.path.join(os.path.abspath(study_dir), "logs", f"{name}-%j.log")
     return (f"--job-name={name}", f"--output={log}")
 
-  return [executor.emit_commands(phase_jobs, launcher, os.path.join(out_dir, name),
+  return [commands.emit_commands(phase_jobs, launcher, os.path.join(out_dir, name),
                                  sbatch_options, pack=pack, job_dir=jobs_dir(study_dir))
           for name, phase_jobs in zip(PHASE_FILES, phases)]

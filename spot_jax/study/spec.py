@@ -19,12 +19,19 @@
   pool_pairs: {num_pairs: 400, seed: 0}   # also M transfers sampled inside the source pool
   max_train_examples: {sources: 50000, targets: 2000, glue_sst2: 5000}  # or one number
   families: {glue_mnli: NLI, ...}      # task -> family (leave-family-out of the head)
+  select_sources: {top_k: 1, predictions: PRED.csv}   # only each target's top-k predicted sources
   affinity: {beta: 1.0, learning_rate: 2e-5}   # the head's AffinityConfig on this study
 
 Pool-pair studies (`pool_pairs`, Feng et al. EMNLP 2023 §3.2): besides every source run, the
 study trains every source task's baseline, the M sampled transfers source i -> source j
 (`spot_jax.affinity.pairs.sample_pool_pairs`), and every source -> each target (the novel
 targets' brute force, the ground truth of `spot-jax affinity evaluate`).
+
+Selected sources (`select_sources`, Feng et al. 2023 §4.6.4, Table 3): instead of every source
+-> every target, each target is transferred to only from its `top_k` sources as ranked by a
+predictions table (`target,source,score`, e.g. `spot-jax affinity predict --out PRED.csv`; the
+spec's `predictions`, or `spot-jax study run --predictions`), and only the selected sources are
+trained. Planning such a study without predictions is refused.
 
 Training caps: `max_train_examples` is one number for every run, or a mapping whose keys are
 `sources` (source runs, and baselines and transfers trained on a source task), `targets`
@@ -100,6 +107,8 @@ class StudySpec:
   pool_pairs: Mapping[str, int] | None = None
   families: Mapping[str, str] | None = None  # task -> family (e.g. the paper's task types).
   affinity: Mapping[str, Any] | None = None  # AffinityConfig overrides for this study's head.
+  # {top_k: K, predictions: PATH | None}: each target's top-K predicted sources only.
+  select_sources: Mapping[str, Any] | None = None
   # Which settings the spec set explicitly (INITIAL_CHECKPOINT_PATH: null is meaningful).
   explicit: frozenset[str] = frozenset()
 
@@ -138,6 +147,8 @@ class StudySpec:
     values["families"] = _families(where, data.get("families"),
                                    values["sources"] + values["targets"])
     values["affinity"] = _affinity(where, data.get("affinity"))
+    values["select_sources"] = _select_sources(where, data.get("select_sources"),
+                                               values["sources"], values["pool_pairs"])
     values["gin_bindings"] = _gin_bindings(where, data.get("gin_bindings") or {})
     for key in ("initial_checkpoint", "eval_metric", "library", "method", "embedding"):
       if data.get(key) is not None and not isinstance(data[key], str):
@@ -193,6 +204,37 @@ class StudySpec:
     from spot_jax.affinity.pairs import sample_pool_pairs
     return sample_pool_pairs(self.sources, self.pool_pairs["num_pairs"],
                              self.pool_pairs["seed"])
+
+  def selected_sources(self) -> dict[str, tuple[str, ...]] | None:
+    """{target: its top_k sources, best first} by the predictions table (`select_sources`;
+    None without a selection). A target's own task is never its source; ties go to the
+    source listed first. Raises SpecError when the predictions are not given, unreadable, or
+    rank fewer than top_k of the spec's sources for a target."""
+    if not self.select_sources:
+      return None
+    top_k, path = self.select_sources["top_k"], self.select_sources["predictions"]
+    if path is None:
+      raise SpecError(f"study {self.name!r} transfers each target from its top {top_k} "
+                      "predicted sources, and no predictions were given: pass `spot-jax study "
+                      "run --predictions PRED.csv` (a target,source,score table, e.g. from "
+                      "`spot-jax affinity predict --out PRED.csv`) or set "
+                      "select_sources.predictions")
+    from spot_jax.study.results import StudyTableError, read_predictions
+    try:
+      table = read_predictions(os.path.expanduser(path))
+    except (OSError, StudyTableError) as e:
+      raise SpecError(f"study {self.name!r}: select_sources.predictions: {e}") from None
+    scores = {(t, s): float(v) for t, s, v in zip(table.target, table.source, table.score)}
+    selected = {}
+    for target in self.targets:
+      ranked = [s for s in self.sources if s != target and (target, s) in scores]
+      if len(ranked) < top_k:
+        raise SpecError(f"{path} ranks {len(ranked)} of the study's sources for target "
+                        f"{target!r}, fewer than select_sources.top_k {top_k}; predict every "
+                        "source of the spec for every target")
+      order = sorted(range(len(ranked)), key=lambda i: (-scores[(target, ranked[i])], i))
+      selected[target] = tuple(ranked[i] for i in order[:top_k])
+    return selected
 
   def train_cap(self, kind: str, task: str) -> int | None:
     """MAX_TRAIN_EXAMPLES of a run of `kind` (source | baseline | transfer) trained on `task`:
@@ -251,6 +293,21 @@ def load_spec(path: str, check_tasks: bool = True, **overrides: Any) -> StudySpe
   if overrides and isinstance(data, dict):
     data.update({k: v for k, v in overrides.items() if v is not None})
   return StudySpec.from_dict(data, path, check_tasks)
+
+
+def with_predictions(spec: StudySpec, path: str) -> StudySpec:
+  """`spec` ranking its sources by the predictions table at `path` (`spot-jax study run
+  --predictions`); only a spec with `select_sources` takes one."""
+  if not spec.select_sources:
+    raise SpecError(f"--predictions ranks the sources of a study that selects them; study "
+                    f"{spec.name!r} has no select_sources (add `select_sources: {{top_k: 1}}` "
+                    "to the spec, or drop --predictions)")
+  if not os.path.isfile(os.path.expanduser(path)):
+    raise SpecError(f"--predictions {path}: no such file (write one with `spot-jax affinity "
+                    "predict --out PRED.csv`)")
+  absolute = os.path.abspath(os.path.expanduser(path))
+  return dataclasses.replace(spec, select_sources={**spec.select_sources,
+                                                   "predictions": absolute})
 
 
 def check_task_names(spec: StudySpec, where: str = "study spec") -> None:
@@ -381,6 +438,28 @@ def _affinity(where: str, value: Any) -> dict[str, Any] | None:
       hint = f"; did you mean {close[0]!r}?" if close else f"; fields: {names}"
       raise SpecError(f"{where}: affinity: unknown AffinityConfig field {key!r}{hint}")
   return dict(value)
+
+
+def _select_sources(where: str, value: Any, sources: Sequence[str],
+                    pool_pairs: Mapping[str, int] | None) -> dict[str, Any] | None:
+  """{top_k: K (1 <= K <= number of sources), predictions: a path or null}."""
+  if value is None:
+    return None
+  if not isinstance(value, Mapping) or "top_k" not in value or not set(value) <= {
+      "top_k", "predictions"}:
+    raise SpecError(f"{where}: select_sources must be {{top_k: K, predictions: PRED.csv}} "
+                    f"(predictions optional: `study run --predictions`), got {value!r}")
+  top_k = _positive_int(where, "select_sources.top_k", value["top_k"])
+  if top_k > len(sources):
+    raise SpecError(f"{where}: select_sources.top_k {top_k} > the {len(sources)} sources")
+  predictions = value.get("predictions")
+  if predictions is not None and (not isinstance(predictions, str) or not predictions):
+    raise SpecError(f"{where}: select_sources.predictions must be a path or null, got "
+                    f"{predictions!r}")
+  if pool_pairs:
+    raise SpecError(f"{where}: select_sources and pool_pairs do not combine (pool pairs are "
+                    "the head's training data, a selection is its use); keep one")
+  return {"top_k": top_k, "predictions": predictions}
 
 
 def _feature_lengths(where: str, value: Any) -> dict[str, int] | None:
