@@ -231,8 +231,9 @@ def worker_matmul(size: int, repeats: int) -> dict[str, Any]:
 
 def run_worker(args: list[str], env: dict[str, str]) -> dict[str, Any]:
   """Runs this script as a worker in a fresh process; returns its JSON result."""
-  return timing.run_worker("benchmarks.compare_peft", args, dict(env, USE_TF="0", USE_JAX="0",
-                                                TRANSFORMERS_NO_ADVISORY_WARNINGS="1"))
+  return timing.run_worker("benchmarks.compare_peft", args,
+                           dict(env, USE_TF="0", USE_JAX="0",
+                                TRANSFORMERS_NO_ADVISORY_WARNINGS="1"))
 
 
 # ----------------------------------------------------------------------------- the comparison

@@ -165,7 +165,8 @@ def main() -> None:
   for config in filter(None, args.configs.split(",")):
     for method in METHODS:
       row = done_timings.get((config, method)) or run_worker(
-          __file__, [f"--config={config}", f"--method={method}", f"--steps={args.steps}"],
+          "benchmarks.full_tuning",
+          [f"--config={config}", f"--method={method}", f"--steps={args.steps}"],
           {"JAX_PLATFORMS": "cpu"})
       print(json.dumps(row), flush=True)
       timings.append(row)

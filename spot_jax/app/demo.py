@@ -282,8 +282,9 @@ def train_study(cfg: DemoConfig, spec, study_dir: str, phase: str, console: Cons
   todo = sum(not run_spec.is_finished(j) for j in jobs)
   if todo < len(jobs):
     console.say(f"      {len(jobs) - todo} of {len(jobs)} runs already finished")
-  report = runner.run_study(spec, study_dir, phase=phase, log=print,
-                            run_one=RunPrinter(console, todo))
+  from spot_jax.app import pipeline
+  report = pipeline.run_study(spec, study_dir, phase=phase, log=print,
+                              run_one=RunPrinter(console, todo))
   for job, why in report.failed + report.blocked:
     console.say(f"      FAILED {describe_run(job)}: {why}")
   return report
@@ -359,7 +360,7 @@ def pool_stage(cfg: DemoConfig, checkpoint: str, study_dir: str, console: Consol
   trained on) in runs/baseline/<source>/, runs/transfer/<source i>/<source j>/; finished runs
   are skipped. Returns ({sampled pair: gain}, {probe pair: gain}), gain = transfer minus
   baseline (means over seeds)."""
-  from spot_jax.runs import execute as executor
+  from spot_jax.app import pipeline
   from spot_jax.runs import spec as run_spec
   from spot_jax.study import runner
   # The paper's draw (Feng et al. 2023, §3.2), shared with pool-pair studies.
@@ -370,9 +371,9 @@ def pool_stage(cfg: DemoConfig, checkpoint: str, study_dir: str, console: Consol
   todo = sum(not run_spec.is_finished(j) for j in jobs)
   if todo < len(jobs):
     console.say(f"      {len(jobs) - todo} of {len(jobs)} runs already finished")
-  execution = executor.execute(jobs, log_dir=os.path.join(study_dir, "logs"), log=print,
-                               run_one=RunPrinter(console, todo),
-                               job_dir=runner.jobs_dir(study_dir))
+  execution = pipeline.train_runs(jobs, log_dir=os.path.join(study_dir, "logs"), log=print,
+                                  run_one=RunPrinter(console, todo),
+                                  job_dir=runner.jobs_dir(study_dir))
   for job, why in execution.failed + execution.blocked:
     raise RuntimeError(f"pool run {describe_run(job)} failed: {why}")
   scores: dict[tuple[str | None, str], list[float]] = {}
