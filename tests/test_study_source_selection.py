@@ -161,3 +161,78 @@ def test_study_run_refuses_table3_without_predictions_and_plans_it_with_them(tmp
                            env=env, timeout=300, cwd=PROJECT_ROOT)
   assert planned.returncode == 0, planned.stderr
   assert "total: 39 runs" in planned.stdout, planned.stdout  # 1 source + 6 + 6, x 3 seeds.
+
+
+def test_a_random_selection_draws_the_same_sources_for_every_target_and_spec():
+  """§4.6.4: N sources drawn once; a target in the draw is never its own source; the same pool
+  and seed draw the same sources (the prompt and model specs compare the same pairs)."""
+  spec = selecting_spec(None, select_sources={"random": 2, "seed": 3})
+  selected = spec.selected_sources()
+  drawn = set(selected["synthetic_sentiment_b"])
+  assert len(drawn) == 2 and drawn <= set(POOL)
+  assert set(selected["synthetic_paraphrase_a"]) == drawn - {"synthetic_paraphrase_a"}
+  again = selecting_spec(None, select_sources={"random": 2, "seed": 3}, method="lora")
+  assert again.selected_sources() == selected
+  draws = {selecting_spec(None, select_sources={"random": 2, "seed": s}).selected_sources()[
+      "synthetic_sentiment_b"] for s in range(8)}
+  assert len(draws) > 1  # the seed matters.
+  with pytest.raises(SpecError, match="random 4 > the 3 sources"):
+    selecting_spec(None, select_sources={"random": 4})
+  with pytest.raises(SpecError, match="has no select_sources.top_k"):
+    with_predictions(spec, __file__)
+
+
+def test_agreement_specs_draw_20_shared_sources_for_rte_and_mrpc(tmp_path):
+  folder = PROJECT_ROOT / "gin_configs" / "study" / "affinity_finetune_agreement"
+  prompt, model = (load_spec(str(folder / f"{name}.yaml")) for name in ("prompt", "model"))
+  assert (prompt.method, model.method) == ("prompt_encoder", "model")
+  assert prompt.selected_sources() == model.selected_sources()
+  for spec in (prompt, model):
+    assert spec.targets == ("glue_rte", "glue_mrpc") and len(spec.sources) == 43
+    selected = spec.selected_sources()
+    assert all(len(selected[t]) == 20 for t in spec.targets)
+    kinds = [j.kind for j in runner.plan(spec, str(tmp_path / spec.name))]
+    assert [kinds.count(k) for k in runner.KINDS] == [60, 6, 120]
+
+
+def write_results(path, gains: dict[str, dict[str, float]], baseline: float = 50.0) -> str:
+  """A results.csv with one seed: {target: {source: gain}} over a baseline score."""
+  with open(path, "w") as f:
+    f.write("source,target,seed,score\n")
+    for target, by_source in gains.items():
+      f.write(f"none,{target},0,{baseline}\n")
+      f.writelines(f"{s},{target},0,{baseline + g}\n" for s, g in by_source.items())
+  return str(path)
+
+
+def test_agreement_is_the_spearman_of_the_gains_over_shared_sources(tmp_path):
+  from spot_jax.study import gain_agreement, results
+  first = write_results(tmp_path / "pt.csv", {
+      "rte": {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "only_pt": 9.0},
+      "mrpc": {"a": 1.0, "b": 2.0, "c": 3.0}})
+  second = write_results(tmp_path / "ft.csv", {
+      "rte": {"a": 10.0, "b": 30.0, "c": 20.0, "d": 40.0},  # one swap: rho = 0.8.
+      "mrpc": {"a": 5.0, "b": 5.0, "c": 5.0},              # constant: undefined.
+      "qqp": {"a": 1.0}})
+  rows = {row["target"]: row for row in gain_agreement.gain_agreement(
+      results.read_results(first), results.read_results(second))}
+  assert set(rows) == {"rte", "mrpc"}
+  assert rows["rte"]["num_sources"] == 4 and rows["rte"]["spearman"] == pytest.approx(0.8)
+  assert np.isnan(rows["mrpc"]["spearman"]) and "constant" in rows["mrpc"]["note"]
+  with pytest.raises(results.StudyTableError, match="share no target"):
+    gain_agreement.gain_agreement(results.read_results(first), results.read_results(
+        write_results(tmp_path / "other.csv", {"qqp": {"a": 1.0}})))
+
+
+def test_study_agreement_command_prints_and_writes_the_table(tmp_path):
+  first = write_results(tmp_path / "pt.csv", {"rte": {"a": 1.0, "b": 2.0, "c": 3.0}})
+  second = write_results(tmp_path / "ft.csv", {"rte": {"a": 3.0, "b": 2.0, "c": 1.0}})
+  out = tmp_path / "agreement.csv"
+  program = os.path.join(os.path.dirname(sys.executable), "spot-jax")
+  done = subprocess.run([program, "study", "agreement", first, second, "--out", str(out)],
+                        capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
+  assert done.returncode == 0, done.stderr
+  assert "rte | 3 | -1.000" in done.stdout, done.stdout
+  with open(out) as f:
+    (row,) = list(csv.DictReader(f))
+  assert row["target"] == "rte" and float(row["spearman"]) == pytest.approx(-1.0)

@@ -1,9 +1,11 @@
-"""`spot-jax study sizes|table3`: the papers' summary figures and tables over several studies.
+"""`spot-jax study sizes|table3|agreement`: the papers' summary figures and tables over several
+studies.
 
   spot-jax study sizes --model base=model_base/results.csv --prompt base=prompt_base/results.csv
       [--model SIZE=CSV ...] [--prompt SIZE=CSV ...] --out DIR [--benchmark superglue|glue]
   spot-jax study table3 TRUTH_results.csv --configurations CONFIGS.csv [--task_class CR|QA]
       [--out DIR]
+  spot-jax study agreement PROMPT_results.csv MODEL_results.csv [--out FILE.csv]
 
 Plugged into `spot-jax study` by spot_jax.cli.study_cmd.STUDY_ACTION_MODULES.
 """
@@ -46,6 +48,15 @@ def add_study_parser(study_subparsers: argparse._SubParsersAction) -> None:
   table3.add_argument("--out", default=None,
                       help="write table3.csv and table3_configurations.csv here")
   table3.set_defaults(func=run_table3, uses_jax=False)
+  agreement = study_subparsers.add_parser(
+      "agreement", help="affinity paper §4.6.4: Spearman of two studies' gains per target",
+      description="For every target both studies ran, the Spearman rho (and Pearson r) "
+                  "between the gains of the sources both ran (e.g. prompt tuning against full "
+                  "fine-tuning: gin_configs/study/affinity_finetune_agreement/).")
+  agreement.add_argument("first", help="a study's results.csv (e.g. prompt tuning)")
+  agreement.add_argument("second", help="another study's results.csv (e.g. full fine-tuning)")
+  agreement.add_argument("--out", default=None, help="write the table as CSV here")
+  agreement.set_defaults(func=run_agreement, uses_jax=False)
 
 
 def _size_path(text: str) -> tuple[str, str]:
@@ -65,6 +76,16 @@ def run_sizes(args: argparse.Namespace) -> int:
   print(size_curves.format_points(points))
   for path in size_curves.write(points, args.out, args.benchmark):
     print(f"wrote {path}")
+  return 0
+
+
+def run_agreement(args: argparse.Namespace) -> int:
+  from spot_jax.study import gain_agreement, results
+  rows = gain_agreement.gain_agreement(results.read_results(args.first),
+                                       results.read_results(args.second))
+  print(gain_agreement.format_rows(rows))
+  if args.out:
+    print(f"wrote {gain_agreement.write(rows, args.out)}")
   return 0
 
 

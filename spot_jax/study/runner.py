@@ -177,7 +177,11 @@ def describe_plan(spec: StudySpec, jobs: Sequence[Job], first: int = 3) -> list[
     lines.append(f"  {len(pool)} pool pairs (source i -> source j, sampled with seed "
                  f"{spec.pool_pairs['seed']}) x {n_seeds} seeds = {pool_runs} pool transfer "
                  f"runs ({spec.target_steps} steps each)")
-  if count["transfer"] and spec.select_sources:
+  if count["transfer"] and spec.select_sources and "random" in spec.select_sources:
+    lines.append(f"  {spec.select_sources['random']} random sources (seed "
+                 f"{spec.select_sources['seed']}) x {n_t} targets x {n_seeds} seeds = "
+                 f"{count['transfer']} transfer runs ({spec.target_steps} steps each)")
+  elif count["transfer"] and spec.select_sources:
     lines.append(f"  the top {spec.select_sources['top_k']} predicted sources of each of {n_t} "
                  f"targets ({spec.select_sources['predictions']}) x {n_seeds} seeds = "
                  f"{count['transfer']} transfer runs ({spec.target_steps} steps each)")
@@ -357,10 +361,13 @@ def validate_jobs(jobs: Sequence[Job]) -> None:
 
 
 def write_selection(spec: StudySpec, study_dir: str) -> str:
-  """STUDY_DIR/selected_sources.csv: `target,rank,source,predictions` (rank 1 = best) of a
-  study that selects its sources (`StudySpec.selected_sources`); returns the path."""
+  """STUDY_DIR/selected_sources.csv: `target,rank,source,predictions` (rank 1 = best; a
+  random draw: pool order, predictions `random:N:seed`) of a study that selects its sources
+  (`StudySpec.selected_sources`); returns the path."""
   selected = spec.selected_sources() or {}
-  predictions = os.path.abspath(os.path.expanduser(spec.select_sources["predictions"]))
+  choice = spec.select_sources
+  predictions = (f"random:{choice['random']}:{choice['seed']}" if "random" in choice
+                 else os.path.abspath(os.path.expanduser(choice["predictions"])))
   lines = ["target,rank,source,predictions"] + [
       f"{target},{rank},{source},{predictions}"
       for target, sources in selected.items() for rank, source in enumerate(sources, 1)]

@@ -20,6 +20,7 @@
   max_train_examples: {sources: 50000, targets: 2000, glue_sst2: 5000}  # or one number
   families: {glue_mnli: NLI, ...}      # task -> family (leave-family-out of the head)
   select_sources: {top_k: 1, predictions: PRED.csv}   # only each target's top-k predicted sources
+  select_sources: {random: 20, seed: 0}                # or the same N random sources for all
   affinity: {beta: 1.0, learning_rate: 2e-5}   # the head's AffinityConfig on this study
 
 Pool-pair studies (`pool_pairs`, Feng et al. EMNLP 2023 §3.2): besides every source run, the
@@ -31,7 +32,9 @@ Selected sources (`select_sources`, Feng et al. 2023 §4.6.4, Table 3): instead 
 -> every target, each target is transferred to only from its `top_k` sources as ranked by a
 predictions table (`target,source,score`, e.g. `spot-jax affinity predict --out PRED.csv`; the
 spec's `predictions`, or `spot-jax study run --predictions`), and only the selected sources are
-trained. Planning such a study without predictions is refused.
+trained. Planning such a study without predictions is refused. `{random: N, seed: S}` draws N
+of the sources once (the same for every target, and for every spec with the same pool and
+seed), as §4.6.4 compares prompt tuning with full fine-tuning on 20 random sources.
 
 Training caps: `max_train_examples` is one number for every run, or a mapping whose keys are
 `sources` (source runs, and baselines and transfers trained on a source task), `targets`
@@ -107,7 +110,8 @@ class StudySpec:
   pool_pairs: Mapping[str, int] | None = None
   families: Mapping[str, str] | None = None  # task -> family (e.g. the paper's task types).
   affinity: Mapping[str, Any] | None = None  # AffinityConfig overrides for this study's head.
-  # {top_k: K, predictions: PATH | None}: each target's top-K predicted sources only.
+  # {top_k: K, predictions: PATH | None}: each target's top-K predicted sources only;
+  # {random: N, seed: S}: N sources drawn once, for every target.
   select_sources: Mapping[str, Any] | None = None
   # Which settings the spec set explicitly (INITIAL_CHECKPOINT_PATH: null is meaningful).
   explicit: frozenset[str] = frozenset()
@@ -206,12 +210,19 @@ class StudySpec:
                              self.pool_pairs["seed"])
 
   def selected_sources(self) -> dict[str, tuple[str, ...]] | None:
-    """{target: its top_k sources, best first} by the predictions table (`select_sources`;
-    None without a selection). A target's own task is never its source; ties go to the
-    source listed first. Raises SpecError when the predictions are not given, unreadable, or
-    rank fewer than top_k of the spec's sources for a target."""
+    """{target: its selected sources} (`select_sources`; None without a selection): its
+    top_k by the predictions table, best first, or the `random` draw in pool order. A target's
+    own task is never its source; ties go to the source listed first. Raises SpecError when
+    the predictions are not given, unreadable, or rank fewer than top_k of the spec's sources
+    for a target."""
     if not self.select_sources:
       return None
+    if "random" in self.select_sources:
+      import numpy as np
+      rng = np.random.default_rng(self.select_sources["seed"])
+      drawn = set(rng.choice(len(self.sources), self.select_sources["random"], replace=False))
+      pool = tuple(s for i, s in enumerate(self.sources) if i in drawn)
+      return {target: tuple(s for s in pool if s != target) for target in self.targets}
     top_k, path = self.select_sources["top_k"], self.select_sources["predictions"]
     if path is None:
       raise SpecError(f"study {self.name!r} transfers each target from its top {top_k} "
@@ -298,10 +309,10 @@ def load_spec(path: str, check_tasks: bool = True, **overrides: Any) -> StudySpe
 def with_predictions(spec: StudySpec, path: str) -> StudySpec:
   """`spec` ranking its sources by the predictions table at `path` (`spot-jax study run
   --predictions`); only a spec with `select_sources` takes one."""
-  if not spec.select_sources:
-    raise SpecError(f"--predictions ranks the sources of a study that selects them; study "
-                    f"{spec.name!r} has no select_sources (add `select_sources: {{top_k: 1}}` "
-                    "to the spec, or drop --predictions)")
+  if not spec.select_sources or "top_k" not in spec.select_sources:
+    raise SpecError(f"--predictions ranks the sources of a study that selects its top ones; "
+                    f"study {spec.name!r} has no select_sources.top_k (add `select_sources: "
+                    "{top_k: 1}` to the spec, or drop --predictions)")
   if not os.path.isfile(os.path.expanduser(path)):
     raise SpecError(f"--predictions {path}: no such file (write one with `spot-jax affinity "
                     "predict --out PRED.csv`)")
@@ -442,13 +453,27 @@ def _affinity(where: str, value: Any) -> dict[str, Any] | None:
 
 def _select_sources(where: str, value: Any, sources: Sequence[str],
                     pool_pairs: Mapping[str, int] | None) -> dict[str, Any] | None:
-  """{top_k: K (1 <= K <= number of sources), predictions: a path or null}."""
+  """{top_k: K (1 <= K <= number of sources), predictions: a path or null}, or {random: N
+  (1 <= N <= number of sources), seed: S (default 0)}."""
   if value is None:
     return None
+  if pool_pairs:
+    raise SpecError(f"{where}: select_sources and pool_pairs do not combine (pool pairs are "
+                    "the head's training data, a selection is its use); keep one")
+  if isinstance(value, Mapping) and "random" in value and set(value) <= {"random", "seed"}:
+    count = _positive_int(where, "select_sources.random", value["random"])
+    if count > len(sources):
+      raise SpecError(f"{where}: select_sources.random {count} > the {len(sources)} sources")
+    seed = value.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+      raise SpecError(f"{where}: select_sources.seed must be a non-negative integer, got "
+                      f"{seed!r}")
+    return {"random": count, "seed": seed}
   if not isinstance(value, Mapping) or "top_k" not in value or not set(value) <= {
       "top_k", "predictions"}:
     raise SpecError(f"{where}: select_sources must be {{top_k: K, predictions: PRED.csv}} "
-                    f"(predictions optional: `study run --predictions`), got {value!r}")
+                    "(predictions optional: `study run --predictions`) or {random: N, seed: S}, "
+                    f"got {value!r}")
   top_k = _positive_int(where, "select_sources.top_k", value["top_k"])
   if top_k > len(sources):
     raise SpecError(f"{where}: select_sources.top_k {top_k} > the {len(sources)} sources")
@@ -456,9 +481,6 @@ def _select_sources(where: str, value: Any, sources: Sequence[str],
   if predictions is not None and (not isinstance(predictions, str) or not predictions):
     raise SpecError(f"{where}: select_sources.predictions must be a path or null, got "
                     f"{predictions!r}")
-  if pool_pairs:
-    raise SpecError(f"{where}: select_sources and pool_pairs do not combine (pool pairs are "
-                    "the head's training data, a selection is its use); keep one")
   return {"top_k": top_k, "predictions": predictions}
 
 
