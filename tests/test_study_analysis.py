@@ -169,9 +169,9 @@ def test_run_analysis_files(results_csv, tmp_path):
 
 
 def test_pearson_undefined_cases_are_nan_with_notes():
-  r, p, note = analysis.pearson(np.array([0.5, 0.5, 0.5]), np.array([1.0, 2.0, 3.0]))
+  r, p, note = analysis.correlation(np.array([0.5, 0.5, 0.5]), np.array([1.0, 2.0, 3.0]))
   assert math.isnan(r) and math.isnan(p) and note == "constant input, correlation undefined"
-  r, _, note = analysis.pearson(np.array([0.5]), np.array([1.0]))
+  r, _, note = analysis.correlation(np.array([0.5]), np.array([1.0]))
   assert math.isnan(r) and "1 point" in note
 
 

@@ -147,14 +147,19 @@ def benchmark_averages(results: Results) -> tuple[dict[str, Any], list[str]]:
   return out, notes
 
 
-def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float, str | None]:
-  """(r, p, note): scipy's Pearson r and two-sided p, NaN with a note when undefined."""
+CORRELATIONS = {"pearson": stats.pearsonr, "spearman": stats.spearmanr}
+
+
+def correlation(x: np.ndarray, y: np.ndarray, method: str = "pearson"
+            ) -> tuple[float, float, str | None]:
+  """(r, p, note): scipy's Pearson r (method "spearman": Spearman rho) and two-sided p, NaN
+  with a note when undefined."""
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   if x.size < 2:
     return math.nan, math.nan, f"{x.size} point(s), correlation undefined"
   if np.ptp(x) == 0 or np.ptp(y) == 0:
     return math.nan, math.nan, "constant input, correlation undefined"
-  result = stats.pearsonr(x, y)
+  result = CORRELATIONS[method](x, y)
   return float(result.statistic), float(result.pvalue), None
 
 
@@ -219,7 +224,7 @@ def similarity_vs_transfer(analysis: TransferAnalysis, results: Results, labels:
     target_rows = [(target, source, seed, float(x), float(relative_error_reduction(m, baseline)),
                     float(m - baseline)) for source, seed, x, m in points]
     rows += target_rows
-    r, p, note = pearson(np.array([row[3] for row in target_rows]),
+    r, p, note = correlation(np.array([row[3] for row in target_rows]),
                          np.array([row[4] for row in target_rows]))
     if note:
       notes.append(f"{target}: {note}")

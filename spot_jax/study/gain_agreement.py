@@ -9,27 +9,14 @@ RTE, 0.13 on MRPC). `gain_agreement` computes that from the two studies' results
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import stats
 
 from spot_jax.study import analysis
 from spot_jax.study.results import Results, StudyTableError, write_csv
 
 COLUMNS = ("target", "num_sources", "spearman", "p_value", "pearson", "note")
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float, str | None]:
-  """(rho, p, note): scipy's Spearman rho and two-sided p, NaN with a note when undefined."""
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  if x.size < 3:
-    return math.nan, math.nan, f"{x.size} shared source(s), rank correlation undefined"
-  if np.ptp(x) == 0 or np.ptp(y) == 0:
-    return math.nan, math.nan, "constant gains, rank correlation undefined"
-  result = stats.spearmanr(x, y)
-  return float(result.statistic), float(result.pvalue), None
 
 
 def gain_agreement(first: Results, second: Results) -> list[dict[str, Any]]:
@@ -47,8 +34,8 @@ def gain_agreement(first: Results, second: Results) -> list[dict[str, Any]]:
     shared = [s for s in a.sources if s != target and s in b.sources]
     pairs = [(a.gain[a.sources.index(s), ja], b.gain[b.sources.index(s), jb]) for s in shared]
     pairs = np.array([p for p in pairs if np.isfinite(p).all()], np.float64).reshape(-1, 2)
-    rho, p_value, note = spearman(pairs[:, 0], pairs[:, 1])
-    r = analysis.pearson(pairs[:, 0], pairs[:, 1])[0]
+    rho, p_value, note = analysis.correlation(pairs[:, 0], pairs[:, 1], "spearman")
+    r = analysis.correlation(pairs[:, 0], pairs[:, 1])[0]
     rows.append({"target": target, "num_sources": len(pairs), "spearman": rho,
                  "p_value": p_value, "pearson": r, "note": note or ""})
   return rows

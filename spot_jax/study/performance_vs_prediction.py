@@ -91,7 +91,7 @@ def method_rows(configurations: Sequence[Configuration]) -> list[MethodRow]:
     group = [c for c in configurations if c.method == method]
     perf = np.array([c.performance for c in group])
     best, worst = group[int(np.argmax(perf))], group[int(np.argmin(perf))]
-    r, _, _ = analysis.pearson(np.array([c.ndcg for c in group]), perf)
+    r, _, _ = analysis.correlation(np.array([c.ndcg for c in group]), perf)
     rows.append(MethodRow(method, best.rho - worst.rho, best.ndcg - worst.ndcg, r, len(group)))
   return rows
 
