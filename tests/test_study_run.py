@@ -21,7 +21,7 @@ from spot_jax import gin_utils
 from spot_jax.cli.main import main
 from spot_jax.library.store import PromptLibrary
 from spot_jax.study import runner
-from spot_jax.study.spec import SpecError, StudySpec, load_spec
+from spot_jax.study.spec import SpecError, StudySpec, load_spec, with_predictions
 from spot_jax.train import run_dir
 from spot_jax.train.loop import TrainConfig
 
@@ -81,13 +81,21 @@ def test_spec_errors_name_the_problem(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
-def test_every_shipped_study_spec_loads():
+def test_every_shipped_study_spec_loads(tmp_path):
   """Regression: gin_configs/affinity/synthetic_study.yaml once set `eval_num_examples` (a gin
-  macro's old name, not a spec key), so `study run` refused it."""
+  macro's old name, not a spec key), so `study run` refused it. A spec that transfers from its
+  top predicted sources plans once given a predictions table (`study run --predictions`)."""
   specs = sorted(PROJECT_ROOT.glob("gin_configs/**/*.yaml"))
   assert PROJECT_ROOT / "gin_configs/affinity/synthetic_study.yaml" in specs
   for path in specs:
     spec = load_spec(str(path))
+    if (spec.select_sources or {}).get("predictions", "given") is None:
+      with pytest.raises(SpecError, match="--predictions PRED.csv"):
+        runner.plan(spec, "/study")
+      predictions = tmp_path / f"{spec.name}_predictions.csv"
+      predictions.write_text("target,source,score\n" + "".join(
+          f"{t},{s},{i}\n" for t in spec.targets for i, s in enumerate(spec.sources)))
+      spec = with_predictions(spec, str(predictions))
     assert runner.plan(spec, "/study"), path
 
 
