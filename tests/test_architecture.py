@@ -241,3 +241,20 @@ def test_benchmarks_and_tests_import_without_editing_sys_path():
                for number, line in enumerate(path.read_text().splitlines(), 1)
                if "sys.path.insert" in line or "sys.path.append" in line]
   assert not offenders, f"import through the package instead of editing sys.path: {offenders}"
+
+
+# What the demo and its report may import of the project: the pipeline API and the loose
+# standard-library helpers; everything else goes through spot_jax.app.pipeline.
+DEMO_MODULES = ("spot_jax.app.demo", "spot_jax.app.demo_report")
+DEMO_MAY_IMPORT = ("spot_jax.app", "spot_jax.macros", "spot_jax.runtime", "spot_jax.fileio",
+                   "spot_jax.gin_utils", "tasks")
+
+
+def test_the_demo_goes_through_the_pipeline_api():
+  graph = import_graph()
+  bypasses = {module: sorted(m for m in graph[module]
+                             if not any(m == a or m.startswith(a + ".")
+                                        for a in DEMO_MAY_IMPORT))
+              for module in DEMO_MODULES}
+  assert not any(bypasses.values()), (
+      f"call spot_jax.app.pipeline (add the function there) instead of: {bypasses}")

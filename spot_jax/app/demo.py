@@ -40,9 +40,8 @@ import gin
 import numpy as np
 
 from spot_jax import macros
-from spot_jax.affinity.pairs import sample_pool_pairs
-
 from spot_jax import runtime
+from spot_jax.app import pipeline
 
 DEMO_GIN = "demo.gin"
 QUICK_GIN = "demo_quick.gin"
@@ -193,8 +192,7 @@ def family(task: str) -> str:
 
 def pretrain_config(cfg: DemoConfig):
   """The PretrainConfig of the demo's frozen model (output under OUTPUT_DIR/frozen_model)."""
-  from spot_jax.train.pretrain import PretrainConfig
-  return PretrainConfig(output_dir=os.path.join(cfg.output_dir, "frozen_model"),
+  return pipeline.PretrainConfig(output_dir=os.path.join(cfg.output_dir, "frozen_model"),
                         task=cfg.pretrain_task, model=cfg.model,
                         train_steps=cfg.pretrain_steps, seed=cfg.pretrain_seed,
                         feature_lengths=dict(cfg.pretrain_feature_lengths),
@@ -204,19 +202,17 @@ def pretrain_config(cfg: DemoConfig):
 def pretrain_stage(cfg: DemoConfig, console: Console) -> str:
   """The frozen model's T5X checkpoint: the cached one, the shipped one (STORED_MODEL, when
   the settings match its record) or pretrained here."""
-  from spot_jax.train.pretrain import (checkpoint_path, install_stored, pretrain,
-                                       stored_record_path)
   pcfg = pretrain_config(cfg)
-  path = checkpoint_path(pcfg)
-  if os.path.exists(path):
-    console.say(f"      reusing {path}")
-    return pretrain(pcfg, log=print)
-  if cfg.stored_model:
-    stored = install_stored(pcfg, STORED_MODEL)
-    if stored is not None:
-      console.say(f"      the shipped model (pretrained with these settings: "
-                  f"{os.path.basename(stored_record_path(STORED_MODEL))}) -> {stored}")
-      return stored
+  stored = STORED_MODEL if cfg.stored_model else None
+  reused = pipeline.reusable_frozen_model(pcfg, stored=stored, log=print)
+  if reused is not None and reused.origin == "cached":
+    console.say(f"      reusing {reused.checkpoint}")
+    return reused.checkpoint
+  if reused is not None:
+    console.say(f"      the shipped model (pretrained with these settings: "
+                f"{os.path.basename(reused.record)}) -> {reused.checkpoint}")
+    return reused.checkpoint
+  if stored:
     console.say("      these settings differ from the shipped model's: pretraining")
   start = time.perf_counter()
 
@@ -224,14 +220,13 @@ def pretrain_stage(cfg: DemoConfig, console: Console) -> str:
     print(line)  # the demo log.
     if line.startswith(("pretrain step", "Resuming")):
       console.say(f"      {line}")
-  path = pretrain(pcfg, log=log)
+  path = pipeline.frozen_model(pcfg, log=log).checkpoint
   console.say(f"      wrote {path} ({time.perf_counter() - start:.0f} s)")
   return path
 
 
 def study_spec(cfg: DemoConfig, checkpoint: str):
-  from spot_jax.study.spec import StudySpec
-  return StudySpec.from_dict(dict(
+  return pipeline.study_spec(dict(
       name="demo", model=cfg.model_gin, initial_checkpoint=checkpoint,
       sources=list(cfg.sources), targets=list(cfg.targets), seeds=list(cfg.seeds),
       source_steps=cfg.source_steps, target_steps=cfg.target_steps, key_step=cfg.key_step,
@@ -264,10 +259,9 @@ class RunPrinter:
     self.console, self.total, self.index = console, total, 0
 
   def __call__(self, spec, describe: Callable[[Any], str] = describe_run):
-    from spot_jax.runs import in_process
     self.index += 1
     start = time.perf_counter()
-    summary = in_process.train_spec(spec)
+    summary = pipeline.train_run(spec)
     score = ("-" if summary.best_score is None
              else f"{summary.eval_metric} {summary.best_score:.1f}")
     self.console.say(f"      [{self.index}/{self.total}] {describe(spec)}: {score} "
@@ -276,13 +270,10 @@ class RunPrinter:
 
 
 def train_study(cfg: DemoConfig, spec, study_dir: str, phase: str, console: Console):
-  from spot_jax.runs import spec as run_spec
-  from spot_jax.study import runner
-  jobs = runner.select_phase(runner.plan(spec, study_dir), phase)
-  todo = sum(not run_spec.is_finished(j) for j in jobs)
+  jobs = pipeline.plan_study(spec, study_dir, phase)
+  todo = sum(not pipeline.is_finished(j) for j in jobs)
   if todo < len(jobs):
     console.say(f"      {len(jobs) - todo} of {len(jobs)} runs already finished")
-  from spot_jax.app import pipeline
   report = pipeline.run_study(spec, study_dir, phase=phase, log=print,
                               run_one=RunPrinter(console, todo))
   for job, why in report.failed + report.blocked:
@@ -293,9 +284,6 @@ def train_study(cfg: DemoConfig, spec, study_dir: str, phase: str, console: Cons
 def untrained_scores(cfg: DemoConfig, checkpoint: str, study_dir: str) -> dict[str, float]:
   """Validation accuracy of each target's untrained prompt (its baseline's step 0), cached."""
   from spot_jax.fileio import atomic_write_bytes
-  from spot_jax.study import runner
-  from spot_jax.train import run_dir
-  from spot_jax.train.evaluate import EvalConfig, evaluate_prompt
   path = os.path.join(cfg.output_dir, "untrained.json")
   cached = {}
   if os.path.exists(path):
@@ -303,15 +291,14 @@ def untrained_scores(cfg: DemoConfig, checkpoint: str, study_dir: str) -> dict[s
       cached = json.load(f)
   scores = {}
   for target in cfg.targets:
-    baseline = runner.run_dir_of(study_dir, "baseline", None, target, cfg.seeds[0])
-    prompt = run_dir.prompt_path(baseline, 0)
+    baseline = pipeline.study_run_dir(study_dir, "baseline", None, target, cfg.seeds[0])
+    prompt = pipeline.prompt_path(baseline, 0)
     key = f"{target}@{checkpoint}@{cfg.eval_mode}@{cfg.eval_num_examples}"
     if key not in cached:
-      results = evaluate_prompt(EvalConfig(
-          task=target, prompt_file=prompt, model=cfg.model, initial_checkpoint=checkpoint,
+      cached[key] = pipeline.evaluate_prompt(
+          prompt, task=target, model=cfg.model, checkpoint=checkpoint,
           batch_size=cfg.batch_size, prompt_length=cfg.prompt_length,
-          num_examples=cfg.eval_num_examples, eval_mode=cfg.eval_mode))
-      cached[key] = results[target]["accuracy"]
+          num_examples=cfg.eval_num_examples, eval_mode=cfg.eval_mode)["accuracy"]
       atomic_write_bytes(path, json.dumps(cached, indent=2).encode())
     scores[target] = cached[key]
   return scores
@@ -319,10 +306,8 @@ def untrained_scores(cfg: DemoConfig, checkpoint: str, study_dir: str) -> dict[s
 
 def target_keys(cfg: DemoConfig, library, study_dir: str) -> dict[str, Any]:
   """{target: pipeline.Query}: each target's key is its baseline run's KEY_STEP prompt."""
-  from spot_jax.app import pipeline
-  from spot_jax.study import runner
   return {t: pipeline.target_query(
-      library, run=runner.run_dir_of(study_dir, "baseline", None, t, cfg.seeds[0]))
+      library, run=pipeline.study_run_dir(study_dir, "baseline", None, t, cfg.seeds[0]))
       for t in cfg.targets}
 
 
@@ -360,26 +345,23 @@ def pool_stage(cfg: DemoConfig, checkpoint: str, study_dir: str, console: Consol
   trained on) in runs/baseline/<source>/, runs/transfer/<source i>/<source j>/; finished runs
   are skipped. Returns ({sampled pair: gain}, {probe pair: gain}), gain = transfer minus
   baseline (means over seeds)."""
-  from spot_jax.app import pipeline
-  from spot_jax.runs import spec as run_spec
-  from spot_jax.study import runner
   # The paper's draw (Feng et al. 2023, §3.2), shared with pool-pair studies.
-  sampled = set(sample_pool_pairs(cfg.sources, cfg.pool_num_pairs, cfg.pool_pairs_seed))
+  sampled = set(pipeline.sample_pool_pairs(cfg.sources, cfg.pool_num_pairs,
+                                           cfg.pool_pairs_seed))
   wanted = sampled | (set(world_rule_pairs(cfg.sources)) if cfg.world_rule_probes else set())
-  jobs = [j for j in runner.plan(pool_spec(cfg, checkpoint), study_dir)
+  jobs = [j for j in pipeline.plan_study(pool_spec(cfg, checkpoint), study_dir)
           if j.kind == "baseline" or (j.kind == "transfer" and (j.source, j.target) in wanted)]
-  todo = sum(not run_spec.is_finished(j) for j in jobs)
+  todo = sum(not pipeline.is_finished(j) for j in jobs)
   if todo < len(jobs):
     console.say(f"      {len(jobs) - todo} of {len(jobs)} runs already finished")
   execution = pipeline.train_runs(jobs, log_dir=os.path.join(study_dir, "logs"), log=print,
                                   run_one=RunPrinter(console, todo),
-                                  job_dir=runner.jobs_dir(study_dir))
+                                  job_dir=pipeline.study_jobs_dir(study_dir))
   for job, why in execution.failed + execution.blocked:
     raise RuntimeError(f"pool run {describe_run(job)} failed: {why}")
   scores: dict[tuple[str | None, str], list[float]] = {}
   for job in jobs:
-    summary = run_spec.read_finished(job.model_dir, job.train_steps)
-    scores.setdefault((job.source, job.target), []).append(float(summary.best_score))
+    scores.setdefault((job.source, job.target), []).append(pipeline.finished_score(job))
   gains = {(s, t): float(np.mean(v)) - float(np.mean(scores[(None, t)]))
            for (s, t), v in scores.items() if s is not None}
   return ({p: g for p, g in gains.items() if p in sampled},
@@ -404,10 +386,6 @@ def affinity_stage(cfg: DemoConfig, study_dir: str, results_csv: str,
   in OUT_DIR/<targets>/seed_<s>/, reused on a rerun. Keys: the KEY_STEP prompts of the
   study's source and baseline runs. Returns ({AFFINITY_HEAD/seed_<s>: a scorer per seed},
   what was trained, for the report)."""
-  from spot_jax.affinity import folds as folds_lib
-  from spot_jax.affinity import predict
-  from spot_jax.affinity.data import keys_from_study
-  from spot_jax.study import affinity_eval
   if cfg.affinity is None:
     raise ValueError(f"The ranking method {AFFINITY_HEAD!r} needs its head config: bind "
                      "DemoConfig.affinity = @AffinityConfig() (gin_configs/demo.gin includes "
@@ -417,15 +395,12 @@ def affinity_stage(cfg: DemoConfig, study_dir: str, results_csv: str,
                      "DemoConfig.pool_num_pairs >= 1")
   start = time.perf_counter()
   # The targets' gains only label the fold's (unused) validation pairs.
-  gains = {**affinity_eval.load_inputs(results_csv, study_dir=study_dir).gains,
-           **pool_gains}
+  gains = {**pipeline.study_gains(results_csv, study_dir), **pool_gains}
   cfg_all = dataclasses.replace(cfg.affinity, num_pairs=None)  # every one of the M pairs.
-  folds = folds_lib.train_held_out_heads(cfg_all, gains, keys_from_study(study_dir), out_dir,
-                                         cfg.affinity_seeds, folds=[list(cfg.targets)])
-  (fold_dir,) = folds
-  heads = [predict.AffinityHead.load(d) for d in predict.head_dirs(fold_dir)]
+  heads = pipeline.held_out_heads(cfg_all, gains, study_dir, out_dir, cfg.affinity_seeds,
+                                  held_out=cfg.targets)
   scorers = {f"{AFFINITY_HEAD}/seed_{h.record['config']['seed']}":
-             predict.held_out_folds([[h]], AFFINITY_HEAD) for h in heads}
+             pipeline.head_scorer(h, AFFINITY_HEAD) for h in heads}
   trained_on = sorted({tuple(p) for h in heads for p in h.record["train_pairs"]})
   info = {"variant": cfg.affinity.variant, "seeds": list(cfg.affinity_seeds),
           "train_steps": cfg.affinity.train_steps, "train_pairs": len(trained_on),
@@ -445,7 +420,6 @@ def rank_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], results_csv
   for methods that are no scorer name; they rate the raw keys, never centred), writes
   predictions/<method>.csv and evaluates each ranking (and the expected random ranking)
   against the ground truth."""
-  from spot_jax.app import pipeline
   from spot_jax.fileio import atomic_write_bytes
   os.makedirs(out_dir, exist_ok=True)
   learned = learned or {}
@@ -472,37 +446,16 @@ def rank_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], results_csv
 def similarity_stage(cfg: DemoConfig, library, queries: Mapping[str, Any], path: str,
                      metric: str = "cosine") -> tuple[list[str], Any]:
   """Task x task similarity of the source keys (library) and target keys (baselines), CSV."""
-  import numpy as np
-
-  from spot_jax.app import pipeline
-  from spot_jax.fileio import atomic_write_bytes
-  from spot_jax.library import similarity
-  entries, keys = library.pooled_keys("mean")
-  tasks = [e.task for e in entries] + list(queries)
-  stacked = np.concatenate([np.asarray(keys, np.float64), np.stack(
-      [similarity.pool(np.asarray(q.key, np.float64), "mean") for q in queries.values()])])
-  if cfg.center_keys:
-    stacked = similarity.center(stacked)
-  tasks, matrix = similarity.group_average(similarity.pairwise(metric, stacked), tasks)
-  atomic_write_bytes(path, pipeline.similarity_csv(tasks, matrix).encode())
-  return tasks, matrix
+  return pipeline.key_similarity(library, queries, metric, path, center_keys=cfg.center_keys)
 
 
 def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[str, Any],
                    out_dir: str, console: Console) -> dict[str, dict[str, Any]]:
   """TOP-k WEIGHTED AVERAGE and TOP-k MULTI-TASK MIXTURE per target (trained here), ranked by
   `strategy_method`; BEST OF TOP-k is read off the transfer matrix by the report."""
-  from spot_jax.runs import spec as run_spec
-  from spot_jax.app import pipeline
-  from spot_jax.gin_utils import gin_literal
-  from spot_jax.library import transfer
-  from spot_jax.study import runner
-  spec = study_spec(cfg, checkpoint)
-  bindings = [f"{k} = {gin_literal(v)}" for k, v in spec.run_bindings().items()]
-  bindings += [f"{macros.gin_name('seed')} = {cfg.seeds[0]}",
-               f"{macros.gin_name('key_step')} = {cfg.key_step}",
-               f"{macros.TRAIN_STEPS} = {cfg.target_steps}"]
-  gin_files = [cfg.model_gin, runner.TRAIN_GIN]
+  gin_files, bindings = pipeline.study_run_config(study_spec(cfg, checkpoint),
+                                                  seed=cfg.seeds[0],
+                                                  train_steps=cfg.target_steps)
   trained = [s for s in cfg.strategies if s != "best_of_top_k"]
   plans = []
   for target, query in queries.items():
@@ -510,20 +463,20 @@ def strategy_stage(cfg: DemoConfig, checkpoint: str, library, queries: Mapping[s
                                    exclude_task=target, center_keys=cfg.center_keys,
                                    by_task=True)
     for strategy in trained:
-      plans.append((target, strategy, transfer.plan_transfer(
+      plans.append((target, strategy, pipeline.plan_transfer(
           strategy, ranked, library, target=target, k=min(cfg.top_k, len(ranked)),
           out_dir=os.path.join(out_dir, _task_name(target), strategy),
           source_steps=cfg.mixture_source_steps or cfg.source_steps,
           metric=cfg.strategy_method,
           query=query.description, gin_files=gin_files, gin_bindings=bindings)))
-  todo = sum(not run_spec.is_finished(r) for _, _, p in plans for r in p.runs)
+  todo = sum(not pipeline.is_finished(r) for _, _, p in plans for r in p.runs)
   printer = RunPrinter(console, todo)
   results: dict[str, dict[str, Any]] = {}
   for target, strategy, plan in plans:
     def describe(run, target=target, strategy=strategy):
       role = "mixture source" if run.kind == "source" else strategy.replace("_", " ")
       return f"{role} -> {_task_name(target)}"
-    result = transfer.run_transfer(plan, echo=print,
+    result = pipeline.run_transfer(plan, log=print,
                                    run_one=lambda run, d=describe: printer(run, d))
     for run in result.runs:  # the console names every run without a result.
       if run["status"] in ("failed", "blocked"):
@@ -557,8 +510,6 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     # Every run has the same shapes: each run after the first (and every rerun) loads its
     # executables from the cache instead of compiling them.
     runtime.enable_compilation_cache(os.path.join(out, "xla_cache"))
-    from spot_jax.library.store import PromptLibrary
-    from spot_jax.study import runner
     from tasks.lookup import register_all_tasks
     register_all_tasks()
     stage(1, f"The tiny frozen model, pretrained on the synthetic world "
@@ -582,9 +533,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     untrained = untrained_scores(cfg, checkpoint, study_dir)
     stage(4, f"Embedding the targets and ranking the sources ({len(cfg.ranking_methods)} "
              "methods)")
-    library = PromptLibrary(runner.library_path(spec, study_dir))
+    library = pipeline.study_library(spec, study_dir)
     queries = target_keys(cfg, library, study_dir)
-    results_csv = os.path.join(study_dir, runner.RESULTS_CSV)
+    results_csv = pipeline.study_results_csv(study_dir)
     learned, affinity = {}, None
     if AFFINITY_HEAD in cfg.ranking_methods:
       learned, affinity = affinity_stage(cfg, study_dir, results_csv, pool_gains,
@@ -599,7 +550,6 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
                                 os.path.join(out, "strategies"), console)
     stage(6, "Analysis and report")
     analysis_dir = os.path.join(out, "analysis")
-    from spot_jax.app import pipeline
     summary = pipeline.analyse(results_csv, analysis_dir, similarity_csv_path=similarity_csv)
     data = demo_report.collect(cfg, checkpoint=checkpoint, study_dir=study_dir,
                                untrained=untrained, rankings=rankings, strategies=strategies,

@@ -48,16 +48,13 @@ def collect(cfg, *, checkpoint: str, study_dir: str, untrained: Mapping[str, flo
             world_rule: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
   """Every section of results.json from the demo's files and stage outputs (`affinity`: how
   the affinity_head ranking method was trained, demo.affinity_stage)."""
-  from spot_jax.study import runner
-  from spot_jax.study.analysis import analyze
-  from spot_jax.study.results import read_results
-  from spot_jax.train import run_dir
-  table = analyze(read_results(os.path.join(study_dir, runner.RESULTS_CSV)))
+  from spot_jax.app import pipeline
+  table = pipeline.study_table(study_dir)
   sources, targets = list(table.sources), list(table.targets)
   seed = cfg.seeds[0]
   source_scores = {}
   for s in cfg.sources:
-    summary = run_dir.read_summary(runner.run_dir_of(study_dir, "source", s, None, seed))
+    summary = pipeline.run_summary(pipeline.study_run_dir(study_dir, "source", s, None, seed))
     source_scores[s] = {"score": summary.best_score, "metric": summary.eval_metric,
                         "best_step": summary.best_step}
   pretrain_json = os.path.join(os.path.dirname(checkpoint), "pretrain.json")
@@ -271,7 +268,7 @@ def best_of_top_k_plot(rankings: Mapping[str, Any], methods: Sequence[str],
   and oracle."""
   from matplotlib.figure import Figure
 
-  from spot_jax.study.plots import save_figure
+  from spot_jax.app.pipeline import save_figure
   figure = Figure(figsize=(6.5, 4.2))
   ax = figure.add_subplot()
   k_max = max(len(rankings[m]["best_of_top_k"]) for m in methods)
@@ -540,7 +537,7 @@ def render_html(items: Sequence[tuple]) -> str:
 
 def write(data: Mapping[str, Any], out_dir: str) -> dict[str, str]:
   """Writes results.json, report.md and report.html; returns their paths."""
-  from spot_jax.study.results import write_json
+  from spot_jax.app.pipeline import write_json
   from spot_jax.fileio import atomic_write_bytes
   paths = {name: os.path.join(out_dir, name) for name in (RESULTS_JSON, REPORT_MD, REPORT_HTML)}
   write_json(paths[RESULTS_JSON], data)

@@ -1,6 +1,9 @@
 """The SPoT pipeline as Python calls: each stage takes typed inputs and writes files.
 
+  frozen_model          the frozen model's T5X checkpoint: cached, a stored model installed,
+                        or pretrained here (`PretrainConfig`)
   train_runs            train a set of runs (RunSpecs) with the one run executor
+  train_run             train one run in this process (the executor's in-process path)
   add_to_library        finished runs -> library entries (value: best step, key: key step)
   embed_target          tune a target prompt for KEY_STEP steps; its prompt is the task key
   target_query          the key, model and description of a target (a run or a key file)
@@ -10,6 +13,9 @@
   task_similarity       the task x task similarity CSV (+ clustered heatmap)
   transfer              retrieve, plan and train a transfer strategy
   run_study             a study spec -> run dirs, library, results.csv
+  plan_study            a study's runs (one phase of them), each a RunSpec
+  sample_pool_pairs     the affinity paper's M ordered source -> source pairs of a pool
+  held_out_heads        affinity heads trained on gains with some targets held out
   analyse               results.csv -> matrices, summary.json, figures
   evaluate_rankings     results.csv + predictions (or a baseline) -> ranking metrics
 
@@ -35,8 +41,46 @@ from spot_jax.runs.spec import RunSpec
 from spot_jax.runs.execution import Execution
 from spot_jax.fileio import atomic_write_bytes
 from spot_jax.train import run_dir
+from spot_jax.train.pretrain import PretrainConfig
 
 Log = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------- the frozen model
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenModel:
+  """A frozen model's T5X checkpoint and where it came from: `cached` (written earlier under
+  the config's output directory), `stored` (a stored model installed; `record`: its
+  pretraining record) or `pretrained` (here, now)."""
+
+  checkpoint: str
+  origin: str
+  record: str | None = None
+
+
+def reusable_frozen_model(config: PretrainConfig, *, stored: str | None = None,
+                          log: Log = print) -> FrozenModel | None:
+  """The checkpoint `config` describes without pretraining: the one already written (its cache
+  check, spot_jax.train.pretrain.pretrain), else the stored model at `stored` (an .npz) when
+  its recorded pretraining settings equal `config`'s; None when neither exists."""
+  from spot_jax.train import pretrain as pretrain_lib
+  if os.path.exists(pretrain_lib.checkpoint_path(config)):
+    return FrozenModel(pretrain_lib.pretrain(config, log=log), "cached")
+  path = pretrain_lib.install_stored(config, stored) if stored else None
+  if path is None:
+    return None
+  return FrozenModel(path, "stored", pretrain_lib.stored_record_path(stored))
+
+
+def frozen_model(config: PretrainConfig, *, stored: str | None = None,
+                 log: Log = print) -> FrozenModel:
+  """The frozen model's checkpoint: `reusable_frozen_model`, else pretrained here (resumed
+  after an interruption)."""
+  from spot_jax.train import pretrain as pretrain_lib
+  reused = reusable_frozen_model(config, stored=stored, log=log)
+  return reused or FrozenModel(pretrain_lib.pretrain(config, log=log), "pretrained")
 
 
 # ----------------------------------------------------------------------------- training
@@ -50,6 +94,47 @@ def train_runs(specs: Sequence[RunSpec], *, processes: int = 1, launcher: str | 
   return executor.execute(specs, processes=processes, launcher=launcher, dry_run=dry_run,
                           log_dir=log_dir, log=log, run_one=run_one, pack=pack,
                           job_dir=job_dir)
+
+
+def train_run(spec: RunSpec) -> run_dir.RunSummary:
+  """Trains (or resumes) one run in this process, as `spot-jax train` does; its summary."""
+  return in_process.train_spec(spec)
+
+
+def is_finished(spec: RunSpec) -> bool:
+  """The one "run is finished" rule (spot_jax.runs.spec.read_finished)."""
+  return run_spec.is_finished(spec)
+
+
+def finished_score(spec: RunSpec) -> float:
+  """The best validation score of a finished run."""
+  summary = run_spec.read_finished(spec.model_dir, spec.train_steps)
+  if summary is None:
+    raise ValueError(f"{spec.model_dir} is not a finished run; train it first")
+  return float(summary.best_score)
+
+
+def run_summary(model_dir: str) -> run_dir.RunSummary:
+  """A run directory's run.json."""
+  return run_dir.read_summary(model_dir)
+
+
+def prompt_path(model_dir: str, step: int) -> str:
+  """The prompt file a run wrote at `step` (step 0: its initial prompt)."""
+  return run_dir.prompt_path(model_dir, step)
+
+
+def evaluate_prompt(prompt_file: str, *, task: str, model: str, checkpoint: str,
+                    batch_size: int, prompt_length: int, num_examples: int | None,
+                    eval_mode: str) -> dict[str, float]:
+  """The metrics of a prompt file on the task's validation split (spot_jax.train.evaluate)."""
+  from spot_jax.train.evaluate import EvalConfig
+  from spot_jax.train.evaluate import evaluate_prompt as evaluate
+  results = evaluate(EvalConfig(
+      task=task, prompt_file=prompt_file, model=model, initial_checkpoint=checkpoint,
+      batch_size=batch_size, prompt_length=prompt_length, num_examples=num_examples,
+      eval_mode=eval_mode))
+  return results[task]
 
 
 def add_to_library(library_path: str, model_dirs: Sequence[str], *,
@@ -264,7 +349,43 @@ def task_similarity(library, metric: str, out: str, *, center_keys: bool = False
   return tasks, matrix
 
 
+def key_similarity(library, queries: Mapping[str, Query], metric: str, out: str, *,
+                   center_keys: bool = False) -> tuple[list[str], np.ndarray]:
+  """Writes the task x task similarity of the library's keys and the queries' keys ({task:
+  query}, e.g. held-out targets) to `out` (CSV): keys mean-pooled over the prompt [L, embed]
+  -> [embed], centred with `center_keys`, averaged per task; returns (tasks, matrix [T, T])."""
+  from spot_jax.library import similarity
+  entries, keys = library.pooled_keys("mean")
+  tasks = [e.task for e in entries] + list(queries)
+  stacked = np.concatenate([np.asarray(keys, np.float64), np.stack(
+      [similarity.pool(np.asarray(q.key, np.float64), "mean") for q in queries.values()])])
+  if center_keys:
+    stacked = similarity.center(stacked)
+  tasks, matrix = similarity.group_average(similarity.pairwise(metric, stacked), tasks)
+  atomic_write_bytes(os.path.abspath(out), similarity_csv(tasks, matrix).encode())
+  return tasks, matrix
+
+
 # ----------------------------------------------------------------------------- transfer
+
+
+def plan_transfer(strategy: str, ranked, library, *, target: str, out_dir: str, k: int,
+                  **options):
+  """The runs of a transfer strategy from the top `k` of `ranked` (best first) to `target`
+  (spot_jax.library.transfer.plan_transfer; options: source_steps, metric, query, gin_files,
+  gin_bindings, base_config, prompt_length, method)."""
+  from spot_jax.library import transfer as transfer_lib
+  return transfer_lib.plan_transfer(strategy, ranked, library, target=target, out_dir=out_dir,
+                                    k=k, **options)
+
+
+def run_transfer(plan, *, launcher: str | None = None, dry_run: bool = False, log: Log = print,
+                 run_one: Callable[[RunSpec], Any] | None = None, pack: int = 1):
+  """Writes a planned transfer's initial prompts and transfer.json, then trains its runs
+  (finished ones skipped; `run_one` trains one run in this process); its TransferResult."""
+  from spot_jax.library import transfer as transfer_lib
+  return transfer_lib.run_transfer(plan, launcher=launcher, dry_run=dry_run, echo=log,
+                                   run_one=run_one, pack=pack)
 
 
 def transfer(strategy: str, library, query: Query | Sequence[Query], *, target: str,
@@ -279,17 +400,15 @@ def transfer(strategy: str, library, query: Query | Sequence[Query], *, target: 
   retrieved entries' method (spot_jax.library.transfer; `method`: the runs' configured method,
   checked; `pack`: runs per packed job, spot_jax.runs.packing.pack_jobs); returns (ranked,
   TransferResult)."""
-  from spot_jax.library import transfer as transfer_lib
   ranked = rank_sources(library, query, scorer=scorer, k=k, exclude_task=target,
                         center_keys=center_keys, target=target)
   description = (query.description if isinstance(query, Query)
                  else {"ensemble": [q.description for q in query]})
-  plan = transfer_lib.plan_transfer(
+  plan = plan_transfer(
       strategy, ranked, library, target=target, out_dir=out_dir, k=k, base_config=base_config,
       source_steps=source_steps, metric=scorer, query=description, gin_files=gin_files,
       gin_bindings=gin_bindings, prompt_length=prompt_length, method=method)
-  return ranked, transfer_lib.run_transfer(plan, launcher=launcher, dry_run=dry_run, echo=log,
-                                           pack=pack)
+  return ranked, run_transfer(plan, launcher=launcher, dry_run=dry_run, log=log, pack=pack)
 
 
 # ----------------------------------------------------------------------------- studies
@@ -304,6 +423,68 @@ def run_study(spec, study_dir: str, **options):
   if isinstance(spec, str):
     spec = load_spec(spec)
   return runner.run_study(spec, study_dir, **options)
+
+
+def plan_study(spec, study_dir: str, phase: str | None = None) -> list[RunSpec]:
+  """Every run of a study (sources, baselines, transfers; spot_jax.study.runner.plan), or those
+  of one `phase` (sources | baselines | transfers | ...: runner.PHASES)."""
+  from spot_jax.study import runner
+  jobs = runner.plan(spec, study_dir)
+  return jobs if phase is None else runner.select_phase(jobs, phase)
+
+
+def study_spec(fields: Mapping[str, Any]):
+  """A StudySpec from the keys of a study YAML (validated as `spot-jax study run` does)."""
+  from spot_jax.study.spec import StudySpec
+  return StudySpec.from_dict(dict(fields))
+
+
+def study_run_dir(study_dir: str, kind: str, source: str | None, target: str | None,
+                  seed: int) -> str:
+  """The directory of a study's run: runs/<kind>/<source>/<target>/seed_<seed>."""
+  from spot_jax.study import runner
+  return runner.run_dir_of(study_dir, kind, source, target, seed)
+
+
+def study_jobs_dir(study_dir: str) -> str:
+  """Where a study's job files go (spot_jax.runs.execute writes one per run)."""
+  from spot_jax.study import runner
+  return runner.jobs_dir(study_dir)
+
+
+def study_library(spec, study_dir: str):
+  """The prompt library a study writes its finished source runs to."""
+  from spot_jax.library.store import PromptLibrary
+  from spot_jax.study import runner
+  return PromptLibrary(runner.library_path(spec, study_dir))
+
+
+def study_results_csv(study_dir: str) -> str:
+  """The study's results.csv (one row per finished run)."""
+  from spot_jax.study import runner
+  return os.path.join(study_dir, runner.RESULTS_CSV)
+
+
+def study_table(study_dir: str):
+  """The study's results, aggregated over seeds (spot_jax.study.analysis.analyze)."""
+  from spot_jax.study.analysis import analyze
+  from spot_jax.study.results import read_results
+  return analyze(read_results(study_results_csv(study_dir)))
+
+
+def study_run_config(spec, *, seed: int, train_steps: int) -> tuple[list[str], list[str]]:
+  """The gin files and "MACRO = value" bindings of a run trained as the study's runs are
+  (model, trainer, the spec's shared settings, seed, key step), for `train_steps`: the base of
+  runs the study does not plan itself, e.g. a transfer strategy's."""
+  from spot_jax import macros
+  from spot_jax.gin_utils import gin_literal
+  from spot_jax.study import runner
+  method_files = () if spec.method == "prompt" else (runner.METHOD_GIN.format(spec.method),)
+  bindings = [f"{k} = {gin_literal(v)}" for k, v in spec.run_bindings().items()]
+  bindings += [f"{macros.gin_name('seed')} = {seed}",
+               f"{macros.gin_name('key_step')} = {spec.key_step}",
+               f"{macros.TRAIN_STEPS} = {train_steps}"]
+  return [*spec.model, runner.TRAIN_GIN, *method_files], bindings
 
 
 def analyse(results_csv: str, out_dir: str, *, similarity_csv_path: str | None = None,
@@ -397,3 +578,53 @@ def evaluate_rankings(results_csv: str, *, predictions: str | None = None,
   if out:
     results.write_json(out, report)
   return report
+
+
+# ----------------------------------------------------------------------------- affinity heads
+
+
+def sample_pool_pairs(sources: Sequence[str], num_pairs: int, seed: int) -> list[tuple[str, str]]:
+  """M ordered (source i -> source j, i != j) pairs drawn inside the pool (Feng et al. 2023,
+  §3.2; spot_jax.affinity.pairs), the draw pool-pair studies share."""
+  from spot_jax.affinity.pairs import sample_pool_pairs as sample
+  return sample(sources, num_pairs, seed)
+
+
+def study_gains(results_csv: str, study_dir: str) -> dict[tuple[str, str], float]:
+  """{(source, target): transfer gain over the target's baseline}, means over seeds."""
+  from spot_jax.study import affinity_eval
+  return dict(affinity_eval.load_inputs(results_csv, study_dir=study_dir).gains)
+
+
+def held_out_heads(config, gains: Mapping[tuple[str, str], float], study_dir: str,
+                   out_dir: str, seeds: Sequence[int], held_out: Sequence[str]) -> list:
+  """One affinity head (spot_jax.affinity.train.AffinityConfig `config`) per seed, trained on
+  `gains` with the keys of the study's source and baseline runs, never on a pair touching a
+  `held_out` target (one fold: spot_jax.affinity.folds.train_held_out_heads), in
+  OUT_DIR/<held-out targets>/seed_<s>/ and reused on a rerun; the loaded heads."""
+  from spot_jax.affinity import folds, predict
+  from spot_jax.affinity.data import keys_from_study
+  (fold_dir,) = folds.train_held_out_heads(config, dict(gains), keys_from_study(study_dir),
+                                           out_dir, seeds, folds=[list(held_out)])
+  return [predict.AffinityHead.load(d) for d in predict.head_dirs(fold_dir)]
+
+
+def head_scorer(head, name: str):
+  """A scorer of `rank_sources` that ranks the head's held-out targets with it."""
+  from spot_jax.affinity import predict
+  return predict.held_out_folds([[head]], name)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_json(path: str, data: Any) -> None:
+  """Writes data as indented JSON (NaN as null) atomically."""
+  from spot_jax.study.results import write_json as write
+  write(path, data)
+
+
+def save_figure(figure, path: str) -> None:
+  """Saves a matplotlib Figure as PNG atomically."""
+  from spot_jax.study.plots import save_figure as save
+  save(figure, path)
