@@ -475,16 +475,10 @@ def study_table(study_dir: str):
 def study_run_config(spec, *, seed: int, train_steps: int) -> tuple[list[str], list[str]]:
   """The gin files and "MACRO = value" bindings of a run trained as the study's runs are
   (model, trainer, the spec's shared settings, seed, key step), for `train_steps`: the base of
-  runs the study does not plan itself, e.g. a transfer strategy's."""
-  from spot_jax import macros
-  from spot_jax.gin_utils import gin_literal
+  runs the study does not plan itself, e.g. a transfer strategy's (runner.train_config)."""
   from spot_jax.study import runner
-  method_files = () if spec.method == "prompt" else (runner.METHOD_GIN.format(spec.method),)
-  bindings = [f"{k} = {gin_literal(v)}" for k, v in spec.run_bindings().items()]
-  bindings += [f"{macros.gin_name('seed')} = {seed}",
-               f"{macros.gin_name('key_step')} = {spec.key_step}",
-               f"{macros.TRAIN_STEPS} = {train_steps}"]
-  return [*spec.model, runner.TRAIN_GIN, *method_files], bindings
+  files, bindings = runner.train_config(spec, seed=seed, train_steps=train_steps)
+  return list(files), [f"{k} = {v}" for k, v in bindings.items()]
 
 
 def analyse(results_csv: str, out_dir: str, *, similarity_csv_path: str | None = None,

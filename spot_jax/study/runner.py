@@ -94,6 +94,19 @@ def run_dir_of(study_dir: str, kind: str, source: str | None, target: str | None
   return os.path.join(os.path.abspath(study_dir), "runs", kind, *names, f"seed_{seed}")
 
 
+def train_config(spec: StudySpec, *, seed: int, train_steps: int
+                 ) -> tuple[tuple[str, ...], dict[str, str]]:
+  """The gin files (model, trainer, method) and {macro: gin value} bindings (train steps, seed,
+  key step, the spec's shared settings) every run of the study has; a run adds its own
+  (MODEL_DIR, TASK, ...). Also the base of runs the study does not plan, e.g. a transfer
+  strategy's."""
+  method_files = () if spec.method == "prompt" else (METHOD_GIN.format(spec.method),)
+  bindings = {macros.TRAIN_STEPS: str(train_steps), macros.gin_name("seed"): str(seed),
+              macros.gin_name("key_step"): str(spec.key_step),
+              **{k: gin_literal(v) for k, v in spec.run_bindings().items()}}
+  return (*spec.model, TRAIN_GIN, *method_files), bindings
+
+
 def plan(spec: StudySpec, study_dir: str) -> list[Job]:
   """Every run of the study, sources first, then baselines, then transfers.
 
@@ -102,18 +115,14 @@ def plan(spec: StudySpec, study_dir: str) -> list[Job]:
   to the targets (every source -> each target, the targets' brute force). A study that selects
   sources (`spec.select_sources`) trains only each target's top-k predicted sources and their
   transfers (`StudySpec.selected_sources`)."""
-  shared = {k: gin_literal(v) for k, v in spec.run_bindings().items()}
-  method_files = () if spec.method == "prompt" else (METHOD_GIN.format(spec.method),)
-  train_files = (*spec.model, TRAIN_GIN, *method_files)
   transfer_gin = TRANSFER_GIN if spec.method == "prompt" else TRANSFER_INIT_FROM_GIN
 
   def job(kind: str, source: str | None, target: str | None, seed: int) -> Job:
     model_dir = run_dir_of(study_dir, kind, source, target, seed)
     steps = spec.source_steps if kind == "source" else spec.target_steps
+    train_files, shared = train_config(spec, seed=seed, train_steps=steps)
     bindings = {macros.MODEL_DIR: gin_literal(model_dir),
-                macros.TASK: gin_literal(source if kind == "source" else target),
-                macros.TRAIN_STEPS: str(steps), macros.gin_name("seed"): str(seed),
-                macros.gin_name("key_step"): str(spec.key_step), **shared}
+                macros.TASK: gin_literal(source if kind == "source" else target), **shared}
     files, depends = train_files, ()
     task = source if kind == "source" else target
     prompt_init = spec.prompt_init(kind, task)
