@@ -1,7 +1,7 @@
 """GPU figures in one command, each part measured and saved the moment it finishes.
 
   bash benchmarks/gpu_suite.sh --out DIR            # on the GPU machine (first run: ~8 min)
-  bash benchmarks/gpu_suite.sh --out DIR --parts second   # XXL, largest batch, packing
+  bash benchmarks/gpu_suite.sh --out DIR --parts second   # profile, largest batch, packing, XXL
   python -m benchmarks.gpu_suite --cpu_smoke --out /tmp/smoke   # every part, tiny, on CPU
   python -m benchmarks.gpu_suite --from_json DIR/gpu_suite.jsonl   # RESULTS.md's GPU section
 
@@ -24,7 +24,14 @@ parameters on both sides:
   PEFT      `PromptTuningConfig(num_virtual_tokens=100)` on transformers'
             T5ForConditionalGeneration under `torch.autocast(bfloat16)`, Adafactor lr 0.3;
   levers    base with XLA's GPU autotuning off (`--xla_gpu_autotune_level=0`), unrolled
-            layers, and the old whole-model `jit(T5.init)`, each against the base part.
+            layers, and the old whole-model `jit(T5.init)`, each against the base part;
+  second    (`--parts second`) the profiles of base's steady step, unrolled and scanned
+            (per-op device time, FLOPs, bytes, memory- or compute-bound:
+            `benchmarks/profile_step.py`), base and large at
+            the largest batch whose compiled step fits (XLA's memory analysis at two batch
+            sizes, extrapolated and checked: `train_step.largest_batch`) with its MFU, 8 and 4
+            base runs packed into one step against the same runs one after another, large
+            unrolled, XXL with bf16 frozen weights and remat, and PEFT at XXL.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from benchmarks import timing
 from benchmarks.timing import time_steps
 
 T0_VARIABLE = "GPU_SUITE_T0"  # the wall-clock time the parent started the worker process.
+LIMIT_VARIABLE = "GPU_SUITE_LIMIT_BYTES"  # device memory for the largest batch, where unreported.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +131,29 @@ def worker_ours(model: str, layout: str = "scan", frozen_init: str = "leaf",
           "backend": jax.default_backend(), "versions": {"jax": jax.__version__}}
 
 
-def worker_largest(model: str) -> dict[str, Any]:
+def worker_largest(model: str, layout: str = "scan") -> dict[str, Any]:
+  """The steady step at the largest batch whose compiled step fits the card (multiples of 8)."""
+  from spot_jax import runtime
+  runtime.enable_compilation_cache()
   from benchmarks import train_step
   shape = shape_from_env()
-  return {"largest_batch": train_step.largest_batch(
-      model, shape.input_length, shape.target_length, shape.prompt_length, shape.dtype,
-      shape.batch_size, scan_layers=True)}
+  limit = os.environ.get(LIMIT_VARIABLE)  # set on CPU, which reports no memory limit.
+  return train_step.largest_batch_benchmark(
+      model, shape.input_length, shape.target_length, shape.prompt_length, shape.dropout_rate,
+      shape.dtype, shape.steps, start=shape.batch_size, limit_bytes=int(limit) if limit else None,
+      scan_layers=layout == "scan")
+
+
+def worker_profile(model: str, layout: str = "unrolled") -> dict[str, Any]:
+  """Where the steady step's device time goes (`benchmarks/profile_step.py`)."""
+  from spot_jax import runtime
+  runtime.enable_compilation_cache()
+  from benchmarks import profile_step
+  shape = shape_from_env()
+  return profile_step.profile_model(model, shape.input_length, shape.batch_size,
+                                    shape.target_length, shape.prompt_length, shape.dtype,
+                                    steps=3, dropout_rate=shape.dropout_rate,
+                                    scan_layers=layout == "scan")
 
 
 def worker_peft(model: str) -> dict[str, Any]:
@@ -205,7 +230,7 @@ def worker_packed(model: str, runs: int) -> dict[str, Any]:
 
 
 WORKERS = {"matmul": worker_matmul, "ours": worker_ours, "peft": worker_peft,
-           "largest": worker_largest, "packed": worker_packed}
+           "largest": worker_largest, "profile": worker_profile, "packed": worker_packed}
 
 
 # ----------------------------------------------------------------------------- the parts
@@ -244,17 +269,26 @@ def first_parts(models: tuple[str, ...] = ("base", "large")) -> list[Part]:
 
 
 def second_parts() -> list[Part]:
-  """The second run: XXL on one card (bf16 frozen weights, remat), largest batches, packing."""
+  """The second run, what the first leaves unmeasured, most wanted first: the profiles of base's
+  steady step in both layouts (why scan is slower), base and large at their largest batch (MFU),
+  packing 8 and 4 base runs, large unrolled, then XXL on one card (bf16 frozen weights, remat)
+  and PEFT at XXL."""
+  big = (("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95"),)
   return [Part("ceiling", ("matmul",), 60),
+          Part("base profile, unrolled", ("profile", "base", "unrolled"), 120,
+               cache="base_unrolled"),
+          Part("base profile, scan", ("profile", "base", "scan"), 60, cache="base_scan"),
+          Part("base largest batch", ("largest", "base", "scan"), 120, env=big,
+               cache="base_largest"),
+          Part("base packed 8", ("packed", "base", "8"), 120, cache="base_packed"),
+          Part("large largest batch", ("largest", "large", "scan"), 120, env=big,
+               cache="large_largest"),
+          Part("base packed 4", ("packed", "base", "4"), 90, cache="base_packed"),
+          Part("large ours, unrolled layers", ("ours", "large", "unrolled"), 150,
+               cache="large_unrolled"),
           Part("xxl ours, bf16 frozen, remat", ("ours", "xxl", "scan", "leaf", "bfloat16",
-                                                "full"), 240, cache="xxl"),
-          Part("xxl PEFT", ("peft", "xxl"), 150),
-          Part("base largest batch", ("largest", "base"), 150,
-               env=(("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95"),)),
-          Part("large largest batch", ("largest", "large"), 150,
-               env=(("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95"),)),
-          Part("base packed 4", ("packed", "base", "4"), 120),
-          Part("base packed 8", ("packed", "base", "8"), 150)]
+                                                "full"), 120, cache="xxl"),
+          Part("xxl PEFT", ("peft", "xxl"), 150)]
 
 
 def smoke_parts() -> list[Part]:
@@ -262,7 +296,9 @@ def smoke_parts() -> list[Part]:
   first = first_parts(("tiny", "tiny_byte"))
   second = [Part("tiny ours, bf16 frozen, remat", ("ours", "tiny", "scan", "leaf", "bfloat16",
                                                    "full"), 120, cache="tiny_bf16"),
-            Part("tiny largest batch", ("largest", "tiny"), 5),
+            Part("tiny largest batch", ("largest", "tiny"), 120,
+                 env=((LIMIT_VARIABLE, str(64 * 2**20)),)),
+            Part("tiny profile, unrolled", ("profile", "tiny", "unrolled"), 120),
             Part("tiny packed 2", ("packed", "tiny", "2"), 120)]
   return first + second
 
@@ -313,6 +349,10 @@ def describe(record: dict[str, Any]) -> str:
     bits.append(f"peak {r['peak_memory_bytes'] / 2**30:.2f} GiB")
   if "largest_batch" in r:
     bits.append(f"largest batch {r['largest_batch']}")
+  if "top" in r:
+    bits.append(f"profiled: matmuls {100 * r['matmul_share']:.0f}% of op time at "
+                f"{100 * r['matmul_efficiency']:.0f}% of the ceiling, memory-bound ops "
+                f"{100 * r['memory_bound_share']:.0f}%, idle {100 * r['idle_share']:.0f}%")
   if "packed_examples_per_second" in r:
     bits.append(f"packed {r['packed_examples_per_second']:.1f} ex/s vs sequential "
                 f"{r['sequential_examples_per_second']:.1f}")
@@ -343,6 +383,10 @@ def suite(parts: list[Part], shape: Shape, budget_seconds: float, out_path: str,
       record["step_gflop"] = step_flops(part.worker[1], shape) / 1e9
       record["mfu"] = record["step_gflop"] / result["step_seconds_median"] / ceiling
       record["examples_per_second"] = shape.batch_size / result["step_seconds_median"]
+    elif ceiling and "gflops" in result:  # largest batch: the worker counts its own FLOPs.
+      record["step_gflop"] = result["step_gflop"]
+      record["mfu"] = result["gflops"] / ceiling
+      record["examples_per_second"] = result["examples_per_second"]
     _append(out_path, record)
     records.append(record)
     print(describe(record) if record["status"] != "skipped"
@@ -406,7 +450,11 @@ def markdown(header: dict[str, Any], records: list[dict[str, Any]]) -> str:
         r.get("message", "").strip().splitlines() or [""])[-1][:80],
             "skipped": "skipped: " + r.get("message", "")}[r["status"]]
     if "largest_batch" in res:
-      note = f"largest batch {res['largest_batch']}"
+      note = (f"largest batch {res['largest_batch']} (predicted {res['predicted_batch']} from "
+              f"{res['bytes_per_example'] / 2**20:.0f} MiB per example)"
+              if "predicted_batch" in res else f"largest batch {res['largest_batch']}")
+    if "top" in res:
+      note = f"profile below; MFU {100 * res['mfu']:.1f}%"
     if "packed_examples_per_second" in res:
       note = (f"packed {res['packed_examples_per_second']:.1f} ex/s vs one after another "
               f"{res['sequential_examples_per_second']:.1f} "
@@ -424,6 +472,11 @@ def markdown(header: dict[str, Any], records: list[dict[str, Any]]) -> str:
         f"| {fmt(res.get('compile_seconds'))} "
         f"| {fmt(res.get('step_seconds_median'), 'ms', 1000)} | - | - ")
     lines[-1] += f"| {'-' if peak is None else f'{peak / 2**30:.1f} GiB'} | {note} |"
+  from benchmarks import profile_step
+  for r in records:
+    if r["status"] == "ok" and "top" in r["result"]:
+      lines += ["", f"Profile of {r['part']} (batch {r['result']['batch_size']}, "
+                f"`benchmarks/profile_step.py`):", "", profile_step.markdown(r["result"])]
   return "\n".join(lines + [""] + target_lines(records)) + "\n"
 
 
@@ -445,6 +498,15 @@ def target_lines(records: list[dict[str, Any]]) -> list[str]:
                else r.get("message", r["status"]))
     lines.append(f"- target {part} first step <= {target} s: {verdict}")
   for part, r in by_part.items():
+    if part.endswith("largest batch") and "mfu" in r:
+      lines.append(f"- {part.split()[0]} at its largest batch {r['result']['largest_batch']}: "
+                   f"MFU {100 * r['mfu']:.1f}% (target >= 45%): "
+                   f"{'met' if r['mfu'] >= 0.45 else 'missed'}")
+    result = r.get("result", {})
+    if part.endswith("packed 8") and "packed_examples_per_second" in result:
+      ratio = result["packed_examples_per_second"] / result["sequential_examples_per_second"]
+      lines.append(f"- {part}: {ratio:.2f}x the same runs one after another (target >= 2.5x): "
+                   f"{'met' if ratio >= 2.5 else 'missed'}")
     peft = by_part.get(part.replace(" ours", " PEFT"))
     if (part.endswith(" ours") and peft and "examples_per_second" in r
         and "examples_per_second" in peft):

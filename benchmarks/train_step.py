@@ -11,13 +11,16 @@ plus prompt plus targets per example. Peak memory is the process's peak resident
 (ru_maxrss) on CPU and the device's peak bytes in use on GPU/TPU. MFU is the step's matrix
 FLOPs (`spot_jax.models.flops`) per second over the measured ceiling: the best of a few large
 products (8192^3 on accelerators, 4096^3 on CPU) in the compute dtype, timed in the same run.
-`--max_batch` doubles the batch until the step no longer fits in device memory, then bisects.
+`--max_batch` also times the largest batch whose compiled step fits in device memory
+(`largest_batch`: XLA's memory analysis at two batch sizes, extrapolated, then checked).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import statistics
 import time
 from typing import Any, Callable
@@ -79,52 +82,142 @@ def best_product_seconds(a: jax.Array, b: jax.Array, repeats: int) -> float:
   return best
 
 
-def fits(model_name: str, input_length: int, batch_size: int, target_length: int,
-         prompt_length: int, dtype: str, **overrides) -> bool:
-  """Whether one training step at this batch size runs without exhausting device memory."""
-  try:
-    benchmark(model_name, input_length, batch_size, target_length, prompt_length, 0.1, dtype,
-              steps=1, **overrides)
-    return True
-  except Exception as e:  # XlaRuntimeError / JaxRuntimeError: RESOURCE_EXHAUSTED.
-    if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
-      return False
-    raise
+def batch_shapes(batch_size: int, input_length: int, target_length: int
+                 ) -> dict[str, jax.ShapeDtypeStruct]:
+  """The shapes of `random_batch`'s arrays, to compile a step without making a batch."""
+  return {"encoder_input_tokens": jax.ShapeDtypeStruct((batch_size, input_length), jnp.int32),
+          "decoder_input_tokens": jax.ShapeDtypeStruct((batch_size, target_length), jnp.int32),
+          "decoder_target_tokens": jax.ShapeDtypeStruct((batch_size, target_length), jnp.int32)}
 
 
-def largest_batch(model_name: str, input_length: int, target_length: int, prompt_length: int,
-                  dtype: str, start: int = 32, **overrides) -> int:
-  """Doubles from `start` until a step fails for memory, then bisects; 0 if `start` fails."""
-  fits_ = lambda *a: fits(*a, **overrides)  # noqa: E731
-  args = (model_name, input_length)
-  if not fits_(*args, start, target_length, prompt_length, dtype):
-    return 0
-  good, bad = start, start * 2
-  while fits_(*args, bad, target_length, prompt_length, dtype):
-    good, bad = bad, bad * 2
-  while bad - good > max(1, good // 16):
-    middle = (good + bad) // 2
-    good, bad = (middle, bad) if fits_(*args, middle, target_length, prompt_length,
-                                      dtype) else (good, middle)
-  return good
+def compiled_bytes(compiled: Any) -> int:
+  """Device bytes a compiled step needs: arguments + outputs + temporaries - donated aliases."""
+  m = compiled.memory_analysis()
+  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+             - m.alias_size_in_bytes)
 
 
-def build_step(model_name: str, input_length: int, batch_size: int, target_length: int,
+def device_memory_limit() -> int | None:
+  """The default device's allocator limit in bytes (None where jax does not report one: CPU)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  return int(stats["bytes_limit"]) if "bytes_limit" in stats else None
+
+
+@dataclasses.dataclass(frozen=True)
+class LargestBatch:
+  """The largest batch whose compiled step fits `limit_bytes`, from XLA's memory analysis."""
+  batch_size: int
+  step_bytes: int  # the compiled step's bytes at `batch_size`.
+  bytes_per_example: float
+  fixed_bytes: float  # weights, optimizer state, code: what does not grow with the batch.
+  limit_bytes: int
+  compiles: int
+  compiled: Any = dataclasses.field(repr=False, compare=False, default=None)
+
+
+def largest_batch(setup: "StepSetup", input_length: int, target_length: int,
+                  limit_bytes: int | None = None, start: int = 32, multiple: int = 8,
+                  headroom: float = 0.95) -> LargestBatch:
+  """The largest multiple of `multiple` whose step fits `headroom * limit_bytes`.
+
+  Compiles the step (never runs it) at `start` and `2 * start`, fits bytes = fixed + per example
+  x batch to XLA's memory analysis, and checks the predicted batch with one more compile; where
+  memory grows faster than the fit, it steps down and then interpolates between the largest
+  batch that fits and the smallest that does not. Three compiles when memory is linear in the
+  batch, instead of a doubling-and-bisecting search of runs, which cost a compile each and ran
+  over 150 s for base on an H200.
+  `limit_bytes`: the device's allocator limit by default.
+  """
+  limit_bytes = limit_bytes or device_memory_limit()
+  if not limit_bytes:
+    raise ValueError("This device reports no memory limit (jax's memory_stats has no "
+                     "bytes_limit, as on CPU); pass limit_bytes")
+  budget = headroom * limit_bytes
+  compiles = [0]
+
+  def compile_at(batch_size: int) -> tuple[Any, int]:
+    compiles[0] += 1
+    compiled = setup.compile(batch_shapes(batch_size, input_length, target_length))
+    return compiled, compiled_bytes(compiled)
+
+  _, small = compile_at(start)
+  _, large = compile_at(2 * start)
+  per_example = (large - small) / start
+  if per_example <= 0:
+    raise ValueError(f"The step's compiled bytes do not grow with the batch ({small} at {start},"
+                     f" {large} at {2 * start}); cannot extrapolate")
+  fixed = small - per_example * start
+  # The tolerance keeps an exact fit (a float just under an integer) from dropping a multiple.
+  batch_size = max(multiple, int((budget - fixed) / per_example + 1e-6) // multiple * multiple)
+  fitting: tuple[int, int, Any] | None = None  # (batch, bytes, compiled): largest that fits.
+  too_big: tuple[int, int] | None = None  # (batch, bytes): smallest that does not.
+  for _ in range(8):
+    compiled, used = compile_at(batch_size)
+    if used <= budget:
+      fitting = (batch_size, used, compiled)
+    else:
+      too_big = (batch_size, used)
+    if too_big is None or (fitting and too_big[0] - fitting[0] <= multiple):
+      break
+    if fitting is None:  # step down by what the excess costs at the fitted rate.
+      if batch_size <= multiple:
+        break
+      over = math.ceil((used - budget) / per_example / multiple) * multiple
+      batch_size = max(multiple, batch_size - over)
+    else:  # between the two: interpolate (memory may grow faster than the first fit).
+      slope = (too_big[1] - fitting[1]) / (too_big[0] - fitting[0])
+      step = int((budget - fitting[1]) / slope) // multiple * multiple
+      batch_size = min(max(fitting[0] + multiple, fitting[0] + step), too_big[0] - multiple)
+  if fitting is None:
+    raise ValueError(f"Even batch {batch_size} needs {used} bytes, over {budget:.0f}")
+  batch_size, used, compiled = fitting
+  return LargestBatch(batch_size, used, per_example, fixed, int(limit_bytes), compiles[0],
+                      compiled)
+
+
+@dataclasses.dataclass
+class StepSetup:
+  """The trainer's jitted step (donating its state) and what it runs on."""
+  step: Any  # jax.jit(train step): (state, frozen, batch) -> (state, metrics).
+  state: Any
+  frozen: Any
+  batch: dict[str, jax.Array]  # encoder_input_tokens [batch, inputs], decoder_* [batch, targets]
+  config: Any
+  prompt_length: int  # what the step's FLOPs count (`spot_jax.models.flops`).
+
+  def compile(self, batch: dict[str, Any] | None = None) -> Any:
+    """The step compiled ahead of time for `batch` (arrays or ShapeDtypeStructs; default: its
+    own)."""
+    return self.step.lower(self.state, self.frozen, self.batch if batch is None else batch
+                           ).compile()
+
+  def runner(self, compiled: Any = None) -> Callable[[], jax.Array]:
+    """A function that does one step (with `compiled`, or through jit) and returns its loss;
+    each step replaces `state` (the old one is donated)."""
+    step = compiled or self.step
+
+    def run_step() -> jax.Array:
+      self.state, metrics = step(self.state, self.frozen, self.batch)
+      return metrics["loss"]
+
+    return run_step
+
+
+def setup_step(model_name: str, input_length: int, batch_size: int, target_length: int,
                prompt_length: int, dropout_rate: float, dtype: str,
                rng_impl: str = DEFAULT_RNG_IMPL, method: str = "prompt",
                method_settings: dict[str, Any] | None = None, schedule_steps: int = 1000,
                frozen_init: str = "leaf", frozen_dtype: str = "float32", packed_runs: int = 0,
-               **overrides) -> tuple[Callable[[], jax.Array], Any]:
+               **overrides) -> StepSetup:
   """The trainer's jitted step on random frozen weights and a random batch.
 
   `method` (a `spot_jax.methods` name; prompt-like ones take `prompt_length`) with
   `method_settings`, trained with its default optimizer as the trainer does: Adafactor lr 0.3
-  for `prompt`, T5X's fine-tuning Adafactor lr 1e-3 for `model`, otherwise AdamW at the method's learning rate with 6% warmup over
-  `schedule_steps`. `frozen_init`: "leaf" draws the frozen weights leaf by leaf as the trainer
-  does (`spot_jax.models.init`), "jit" compiles the whole `T5.init` (the old way, for the
-  compile-time comparison). `packed_runs` N > 0: N runs packed into one step
-  (`spot_jax.train.packed`, each on its own copy of the batch). Returns (run_step, config): each
-  run_step() call does one step and returns its loss.
+  for `prompt`, T5X's fine-tuning Adafactor lr 1e-3 for `model`, otherwise AdamW at the
+  method's learning rate with 6% warmup over `schedule_steps`. `frozen_init`: "leaf" draws the
+  frozen weights leaf by leaf as the trainer does (`spot_jax.models.init`), "jit" compiles the
+  whole `T5.init` (the old way, for the compile-time comparison). `packed_runs` N > 0: N runs
+  packed into one step (`spot_jax.train.packed`, each on its own copy of the batch).
   """
   config = get_config(model_name, dropout_rate=dropout_rate, dtype=dtype, **overrides)
   trained = methods.create(method, prompt_length, **(method_settings or {}))
@@ -156,14 +249,15 @@ def build_step(model_name: str, input_length: int, batch_size: int, target_lengt
     step_fn = packed.make_packed_train_step(step_fn)
     state = packed.stack_trees([state] * packed_runs)
     batch = {k: jnp.stack([v] * packed_runs) for k, v in batch.items()}
-  step = jax.jit(step_fn, donate_argnums=(0,))
-  box = [state]
+  return StepSetup(jax.jit(step_fn, donate_argnums=(0,)), state, frozen, batch, config,
+                   prompt_length)
 
-  def run_step() -> jax.Array:
-    box[0], metrics = step(box[0], frozen, batch)
-    return metrics["loss"]
 
-  return run_step, config
+def build_step(*args, **kwargs) -> tuple[Callable[[], jax.Array], Any]:
+  """`setup_step(...)` as (run_step, config): each run_step() call does one step and returns
+  its loss."""
+  setup = setup_step(*args, **kwargs)
+  return setup.runner(), setup.config
 
 
 def packed_benchmark(model_name: str, input_length: int, batch_size: int, target_length: int,
@@ -181,23 +275,62 @@ def packed_benchmark(model_name: str, input_length: int, batch_size: int, target
   return out
 
 
-def benchmark(model_name: str, input_length: int, batch_size: int, target_length: int,
-              prompt_length: int, dropout_rate: float, dtype: str, steps: int,
-              **overrides) -> dict:
-  run_step, config = build_step(model_name, input_length, batch_size, target_length,
-                                prompt_length, dropout_rate, dtype, **overrides)
+def measure(setup: StepSetup, steps: int, compiled: Any = None) -> dict[str, Any]:
+  """The steady step of `setup` (after one step that compiles it): time, throughput, MFU
+  numerator, peak memory."""
+  run_step = setup.runner(compiled)
   jax.block_until_ready(run_step())  # compile + warm up
   median = statistics.median(time_steps(run_step, steps, jax.block_until_ready))
+  batch_size, input_length = setup.batch["encoder_input_tokens"].shape[-2:]
+  target_length = setup.batch["decoder_target_tokens"].shape[-1]
+  prompt_length = setup.prompt_length
   tokens = batch_size * (input_length + prompt_length + target_length)
-  flops = prompt_tuning_step_flops(config, batch_size, input_length, target_length,
+  flops = prompt_tuning_step_flops(setup.config, batch_size, input_length, target_length,
                                    prompt_length).total
-  return {"model": model_name, "input_length": input_length, "prompt_length": prompt_length,
-          "target_length": target_length, "batch_size": batch_size, "dtype": dtype,
-          "dropout_rate": dropout_rate, "device": jax.devices()[0].device_kind,
+  return {"input_length": input_length, "prompt_length": prompt_length,
+          "target_length": target_length, "batch_size": batch_size,
+          "device": jax.devices()[0].device_kind,
           "step_seconds_median": median, "examples_per_second": batch_size / median,
           "tokens_per_second": tokens / median, "step_gflop": flops / 1e9,
           "gflops": flops / median / 1e9, "peak_memory_bytes": peak_memory_bytes(),
           "steps_timed": steps}
+
+
+def benchmark(model_name: str, input_length: int, batch_size: int, target_length: int,
+              prompt_length: int, dropout_rate: float, dtype: str, steps: int,
+              **overrides) -> dict:
+  setup = setup_step(model_name, input_length, batch_size, target_length, prompt_length,
+                     dropout_rate, dtype, **overrides)
+  return dict(measure(setup, steps), model=model_name, dtype=dtype, dropout_rate=dropout_rate)
+
+
+def largest_batch_benchmark(model_name: str, input_length: int, target_length: int,
+                            prompt_length: int, dropout_rate: float, dtype: str, steps: int,
+                            start: int = 32, limit_bytes: int | None = None,
+                            **overrides) -> dict[str, Any]:
+  """The steady step at the largest batch that fits (`largest_batch`), stepping down by an
+  eighth (one more compile) if the run still exhausts device memory."""
+  setup = setup_step(model_name, input_length, start, target_length, prompt_length,
+                     dropout_rate, dtype, **overrides)
+  found = largest_batch(setup, input_length, target_length, limit_bytes, start)
+  batch_size, compiled = found.batch_size, found.compiled
+  rng = np.random.default_rng(0)
+  while True:
+    sized = dataclasses.replace(setup, batch=random_batch(
+        rng, batch_size, input_length, target_length, setup.config.vocab_size))
+    try:
+      result = measure(sized, steps, compiled)
+      break
+    except Exception as e:  # XlaRuntimeError / JaxRuntimeError: RESOURCE_EXHAUSTED.
+      if not ("RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower()) or (
+          batch_size <= 8):
+        raise
+      batch_size = max(8, batch_size - max(8, batch_size // 8) // 8 * 8)
+      compiled = sized.compile(batch_shapes(batch_size, input_length, target_length))
+  return dict(result, model=model_name, dtype=dtype, largest_batch=batch_size,
+              predicted_batch=found.batch_size, predicted_step_bytes=found.step_bytes,
+              bytes_per_example=found.bytes_per_example, fixed_bytes=found.fixed_bytes,
+              limit_bytes=found.limit_bytes, compiles=found.compiles)
 
 
 def main() -> None:
@@ -219,8 +352,11 @@ def main() -> None:
   ceiling = matmul_ceiling(args.dtype)
   result.update(ceiling_gflops=ceiling / 1e9, mfu=result["gflops"] * 1e9 / ceiling)
   if args.max_batch:
-    result["largest_batch"] = largest_batch(args.model, args.input_length, args.target_length,
-                                            args.prompt_length, args.dtype, args.batch_size)
+    largest = largest_batch_benchmark(args.model, args.input_length, args.target_length,
+                                      args.prompt_length, args.dropout_rate, args.dtype,
+                                      args.steps, start=args.batch_size)
+    result["largest_batch"] = largest["largest_batch"]
+    result["largest_batch_mfu"] = largest["gflops"] * 1e9 / ceiling
   print(f"{result['model']} input {result['input_length']}+{result['prompt_length']} "
         f"batch {result['batch_size']} {result['dtype']} on {result['device']}: "
         f"{result['examples_per_second']:.2f} examples/s, "
@@ -229,7 +365,8 @@ def main() -> None:
         f"{result['gflops']:.1f} GFLOP/s = {100 * result['mfu']:.0f}% of the measured "
         f"{args.dtype} matmul ceiling ({result['ceiling_gflops']:.0f} GFLOP/s), "
         f"peak memory {result['peak_memory_bytes'] / 2**30:.2f} GiB"
-        + (f", largest batch {result['largest_batch']}" if args.max_batch else ""))
+        + (f", largest batch {result['largest_batch']} at "
+           f"{100 * result['largest_batch_mfu']:.0f}% MFU" if args.max_batch else ""))
   if args.json:
     with open(args.json, "a") as f:
       f.write(json.dumps(result) + "\n")

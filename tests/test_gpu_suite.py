@@ -59,3 +59,34 @@ def test_suite_saves_each_part_and_reports_an_overrun_while_the_rest_run(tmp_pat
   assert 0 < cold["init_seconds"] < cold["time_to_first_step_seconds"]
   assert warm["compilation_cache"] == cold["compilation_cache"]
   assert warm["first_step_seconds"] < cold["first_step_seconds"]  # loaded, not compiled.
+
+
+def test_results_report_the_profile_the_largest_batch_mfu_and_packing_targets():
+  header = {"part": "suite", "status": "ok", "date": "2026-12-06 10:00 UTC", "shape": {},
+            "parts": [], "command": "bash benchmarks/gpu_suite.sh --out x --parts second"}
+  top = [{"op": "custom-call.3", "opcode": "custom-call", "seconds": 0.02, "share": 0.5,
+          "flops": 4e12, "bytes": 2e8, "intensity": 2e4, "bound": "compute"}]
+  profile = {"step_seconds": 0.05, "op_seconds": 0.04, "idle_share": 0.2,
+             "matmul_share": 0.6, "matmul_efficiency": 0.55, "memory_bound_share": 0.4,
+             "memory_bound_bandwidth_share": 0.7, "batch_size": 32, "mfu": 0.3, "top": top}
+  largest = {"largest_batch": 256, "predicted_batch": 256, "bytes_per_example": 2**28,
+             "step_seconds_median": 0.4, "step_gflop": 1e5, "gflops": 2.5e5,
+             "examples_per_second": 640.0}
+  records = [
+      {"part": "ceiling", "status": "ok", "result": {"ceiling_gflops": 700_000.0,
+                                                      "device": "NVIDIA H200"}},
+      {"part": "base profile, unrolled", "status": "ok", "result": profile},
+      {"part": "base largest batch", "status": "ok", "result": largest, "mfu": 0.357,
+       "examples_per_second": 640.0},
+      {"part": "base packed 8", "status": "ok", "result": {
+          "packed_examples_per_second": 3000.0, "sequential_examples_per_second": 1000.0}},
+  ]
+  table = gpu_suite.markdown(header, records)
+  assert "largest batch 256 (predicted 256 from 256 MiB per example)" in table
+  assert "| base largest batch |" in table and "| 35.7% |" in table
+  assert "Profile of base profile, unrolled (batch 32" in table
+  assert "| `custom-call.3` | custom-call | 20.00 | 50.0% | 4000.00 | 200.0 |" in table
+  assert "matmuls 60% of op time at 55% of the ceiling" in table
+  assert "- base at its largest batch 256: MFU 35.7% (target >= 45%): missed" in table
+  assert "- base packed 8: 3.00x the same runs one after another (target >= 2.5x): met" in table
+  assert "profiled: matmuls 60%" in gpu_suite.describe(records[1])
