@@ -270,7 +270,8 @@ def first_parts(models: tuple[str, ...] = ("base", "large")) -> list[Part]:
 
 def second_parts() -> list[Part]:
   """The second run, what the first leaves unmeasured, most wanted first: the profiles of base's
-  steady step in both layouts (why scan is slower), base and large at their largest batch (MFU),
+  steady step in both layouts (why scan is slower) and scanned base with T5X's minimal remat
+  policy (residuals recomputed, not stacked), base and large at their largest batch (MFU),
   packing 8 and 4 base runs, large unrolled, then XXL on one card (bf16 frozen weights, remat)
   and PEFT at XXL."""
   big = (("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95"),)
@@ -278,6 +279,9 @@ def second_parts() -> list[Part]:
           Part("base profile, unrolled", ("profile", "base", "unrolled"), 120,
                cache="base_unrolled"),
           Part("base profile, scan", ("profile", "base", "scan"), 60, cache="base_scan"),
+          # Recomputing instead of stacking residuals: is the scan's extra time the stacking?
+          Part("base ours, scan, remat minimal", ("ours", "base", "scan", "leaf", "float32",
+                                                  "minimal"), 60, cache="base_scan_minimal"),
           Part("base largest batch", ("largest", "base", "scan"), 120, env=big,
                cache="base_largest"),
           Part("base packed 8", ("packed", "base", "8"), 120, cache="base_packed"),
