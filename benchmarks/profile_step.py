@@ -110,10 +110,10 @@ def executions(instructions: dict[str, Instruction], computations: dict[str, lis
     for name in computations.get(computation, ()):
       counts[name] += times
       op = instructions[name]
-      if depth > 16 or op.opcode not in ("while", "call", "conditional"):
+      if depth > 16 or op.opcode not in CONTAINER_OPCODES:
         continue
-      trips = int(_TRIP.search(op.attributes).group(1)) if (
-          op.opcode == "while" and _TRIP.search(op.attributes)) else 1
+      trip = _TRIP.search(op.attributes) if op.opcode == "while" else None
+      trips = int(trip.group(1)) if trip else 1
       for group in _CALLED.findall(op.attributes):
         for called in _OPERAND.findall(group):
           visit(called, times * trips, depth + 1)
@@ -273,22 +273,23 @@ def seconds_by_kind(rows: list[OpRow]) -> dict[str, float]:
 def summarize(rows: list[OpRow], step_seconds: float, peak_flops: float,
               peak_bytes_per_second: float, top: int = 12) -> dict[str, Any]:
   """The profile's headline numbers and its top ops, as a JSON-able dict."""
+  def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else 0.0
+
   busy = sum(r.seconds for r in rows)
   matmul = [r for r in rows if r.flops]
   memory = [r for r in rows if r.bound == "memory"]
-  flops = sum(r.flops for r in rows)
+  matmul_seconds = sum(r.seconds for r in matmul)
+  memory_seconds = sum(r.seconds for r in memory)
   return {
       "step_seconds": step_seconds, "op_seconds": busy,
       "idle_share": max(0.0, 1.0 - busy / step_seconds) if step_seconds else 0.0,
-      "matmul_share": sum(r.seconds for r in matmul) / busy if busy else 0.0,
-      "matmul_efficiency": (sum(r.flops for r in matmul) / sum(r.seconds for r in matmul)
-                            / peak_flops) if matmul and sum(r.seconds for r in matmul) else 0.0,
-      "memory_bound_share": sum(r.seconds for r in memory) / busy if busy else 0.0,
-      "memory_bound_bandwidth_share": (sum(r.bytes for r in memory)
-                                       / sum(r.seconds for r in memory)
-                                       / peak_bytes_per_second) if memory and sum(
-                                           r.seconds for r in memory) else 0.0,
-      "hlo_flops": flops, "peak_flops": peak_flops,
+      "matmul_share": ratio(matmul_seconds, busy),
+      "matmul_efficiency": ratio(sum(r.flops for r in matmul), matmul_seconds) / peak_flops,
+      "memory_bound_share": ratio(memory_seconds, busy),
+      "memory_bound_bandwidth_share": ratio(sum(r.bytes for r in memory), memory_seconds)
+                                      / peak_bytes_per_second,
+      "hlo_flops": sum(r.flops for r in rows), "peak_flops": peak_flops,
       "peak_bytes_per_second": peak_bytes_per_second,
       "ops": len(rows),
       "kinds": dict(list(seconds_by_kind(rows).items())[:top]),
@@ -300,15 +301,9 @@ def copy_bandwidth(megabytes: int = 1024, repeats: int = 5) -> float:
   """Bytes/s of the best jitted `x + 1` over a `megabytes` float32 array (read + write)."""
   import jax
   import jax.numpy as jnp
+  from benchmarks.train_step import best_call_seconds
   x = jnp.zeros((megabytes * 2 ** 20 // 4,), jnp.float32)
-  add = jax.jit(lambda a: a + 1)
-  jax.block_until_ready(add(x))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(add(x))
-    best = min(best, time.perf_counter() - start)
-  return 2 * x.nbytes / best
+  return 2 * x.nbytes / best_call_seconds(jax.jit(lambda a: a + 1), (x,), repeats)
 
 
 def profile(step: Callable[[], Any], hlo_text: str, steps: int, step_seconds: float,

@@ -72,12 +72,17 @@ def matmul_ceiling(dtype: str, repeats: int = 5) -> float:
 
 def best_product_seconds(a: jax.Array, b: jax.Array, repeats: int) -> float:
   """The fastest of `repeats` timed calls of the jitted `a @ b` (after one that compiles)."""
-  product = jax.jit(jnp.matmul)
-  jax.block_until_ready(product(a, b))
+  return best_call_seconds(jax.jit(jnp.matmul), (a, b), repeats)
+
+
+def best_call_seconds(fn: Callable[..., Any], args: tuple[Any, ...], repeats: int) -> float:
+  """The fastest of `repeats` timed, synchronised calls of `fn(*args)` after one warm-up call
+  (which compiles a jitted `fn`)."""
+  jax.block_until_ready(fn(*args))
   best = float("inf")
   for _ in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(product(a, b))
+    jax.block_until_ready(fn(*args))
     best = min(best, time.perf_counter() - start)
   return best
 

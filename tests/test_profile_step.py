@@ -161,3 +161,23 @@ def test_layouts_compare_side_by_side_with_the_op_kinds_each_has():
   assert "| steady step | 800.0 ms | 920.0 ms |" in table
   assert "| `wrapped_copy` ms/step | - | 120.0 |" in table
   assert "| `matmul` ms/step | 800.0 | 800.0 |" in table
+
+
+@pytest.mark.slow  # a fresh process: imports, two compiles, the ceiling (~30 s on 2 cores).
+def test_profile_command_writes_its_results_section_from_a_fresh_process(tmp_path):
+  import os
+  import subprocess
+  import sys
+  results = tmp_path / "RESULTS.md"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(
+      [sys.executable, "-m", "benchmarks.profile_step", "--model", "tiny", "--input_length",
+       str(INPUTS), "--batch_size", str(BATCH), "--target_length", str(TARGETS),
+       "--prompt_length", str(PROMPT), "--layouts", "unrolled,scan", "--steps", "2",
+       "--results", str(results)],
+      cwd=root, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3"))
+  assert done.returncode == 0, done.stderr[-2000:]
+  text = results.read_text()
+  assert "<!-- begin profile_cpu -->" in text and "| | unrolled | scan |" in text
+  assert "| `matmul` ms/step |" in text and "python -m benchmarks.profile_step" in text
